@@ -1,0 +1,670 @@
+// The only translation unit that sees Python: DLPack in, argument checks, dispatch to a device's kernel.
+// Every check names the function and the argument, says what was expected and what was received.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "dlpack/dlpack.h"
+#include "lrptext/kernels.h"
+
+namespace py = pybind11;
+using namespace pybind11::literals;
+
+namespace lrptext {
+namespace {
+
+constexpr int64_t kBlasMax = 2147483647;  // OpenBLAS (scipy-openblas32) and cuBLAS take 32-bit sizes
+
+struct Tensor {
+  py::object capsule;  // owns the producer's export; its destructor releases it
+  DLTensor* t = nullptr;
+  bool read_only = false;
+  std::string name;
+
+  int ndim() const { return t->ndim; }
+  int64_t size(int i) const { return t->shape[i]; }
+  int64_t numel() const {
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; ++i) n *= t->shape[i];
+    return n;
+  }
+  void* data() const { return static_cast<char*>(t->data) + t->byte_offset; }
+  bool cuda() const { return t->device.device_type == kDLCUDA; }
+};
+
+std::string shape_str(const Tensor& a) {
+  std::ostringstream s;
+  s << "(";
+  for (int i = 0; i < a.ndim(); ++i) s << (i ? ", " : "") << a.size(i);
+  s << (a.ndim() == 1 ? ",)" : ")");
+  return s.str();
+}
+
+std::string dtype_str(const DLDataType& d) {
+  const char* kind = d.code == kDLFloat ? "float" : d.code == kDLInt ? "int" : d.code == kDLUInt ? "uint"
+                   : d.code == kDLBfloat ? "bfloat" : d.code == kDLBool ? "bool" : "other";
+  return std::string(kind) + std::to_string(d.bits);
+}
+
+std::string device_str(const DLDevice& d) {
+  if (d.device_type == kDLCPU) return "cpu";
+  if (d.device_type == kDLCUDA) return "cuda:" + std::to_string(d.device_id);
+  return "device type " + std::to_string(int(d.device_type));
+}
+
+[[noreturn]] void fail(const std::string& fn, const std::string& msg) { throw py::value_error(fn + ": " + msg); }
+
+class Call {
+ public:
+  Call(std::string fn, py::object stream) : fn_(std::move(fn)), stream_(std::move(stream)) {}
+
+  // Imports an argument through DLPack without copying. Only the device query comes before the export, so
+  // a CUDA producer can order its work on our stream.
+  Tensor arg(py::handle obj, const char* name) {
+    if (!py::hasattr(obj, "__dlpack__") || !py::hasattr(obj, "__dlpack_device__"))
+      throw py::type_error(fn_ + ": '" + name + "' must be an array with DLPack support (torch.Tensor or numpy.ndarray), got " +
+                           std::string(py::str(py::type::of(obj).attr("__name__"))));
+    const auto dev = obj.attr("__dlpack_device__")().cast<std::pair<int, int>>();
+    py::dict kwargs;
+    if (dev.first == kDLCUDA) {
+      const int64_t s = stream_.is_none() ? 1 : stream_.cast<int64_t>();
+      kwargs["stream"] = s == 0 ? 1 : s;  // 0 is ambiguous in the protocol; 1 is the legacy default stream
+    }
+    py::object cap;
+    try {
+      cap = obj.attr("__dlpack__")(**kwargs, "max_version"_a = py::make_tuple(1, 3));
+    } catch (py::error_already_set& e) {
+      if (!e.matches(PyExc_TypeError)) throw;
+      cap = obj.attr("__dlpack__")(**kwargs);  // a producer older than DLPack 1.0
+    }
+    Tensor out;
+    out.capsule = cap;
+    out.name = name;
+    if (PyCapsule_IsValid(cap.ptr(), "dltensor_versioned")) {
+      auto* m = static_cast<DLManagedTensorVersioned*>(PyCapsule_GetPointer(cap.ptr(), "dltensor_versioned"));
+      if (m->version.major != DLPACK_MAJOR_VERSION)
+        fail(fn_, std::string("'") + name + "' was exported with DLPack " + std::to_string(m->version.major) +
+                      ".x; lrptext reads DLPack 1.x");
+      out.t = &m->dl_tensor;
+      out.read_only = (m->flags & DLPACK_FLAG_BITMASK_READ_ONLY) != 0;
+    } else if (PyCapsule_IsValid(cap.ptr(), "dltensor")) {
+      out.t = &static_cast<DLManagedTensor*>(PyCapsule_GetPointer(cap.ptr(), "dltensor"))->dl_tensor;
+    } else {
+      fail(fn_, std::string("'") + name + "'.__dlpack__() did not return a DLPack capsule");
+    }
+    check_contiguous(out);
+    check_device(out);
+    return out;
+  }
+
+  std::optional<Tensor> optional_arg(py::handle obj, const char* name) {
+    if (obj.is_none()) return std::nullopt;
+    return arg(obj, name);
+  }
+
+  // Float tensors share one dtype, float32 or float64.
+  DType float_dtype(const Tensor& a) {
+    const DLDataType d = a.t->dtype;
+    DType got;
+    if (d.code == kDLFloat && d.bits == 32 && d.lanes == 1) got = DType::Float32;
+    else if (d.code == kDLFloat && d.bits == 64 && d.lanes == 1) got = DType::Float64;
+    else
+      fail(fn_, "'" + a.name + "' has dtype " + dtype_str(d) +
+                    "; the kernels take float32 or float64 (lrptext.explain() promotes float16/bfloat16 for you)");
+    if (!dtype_) {
+      dtype_ = got;
+      dtype_from_ = a.name;
+    } else if (*dtype_ != got) {
+      fail(fn_, "'" + a.name + "' has dtype " + dtype_str(d) + " but '" + dtype_from_ + "' has " +
+                    (*dtype_ == DType::Float32 ? "float32" : "float64") + "; convert them to one dtype");
+    }
+    return got;
+  }
+
+  IdType id_dtype(const Tensor& a) {
+    const DLDataType d = a.t->dtype;
+    if (d.code == kDLInt && d.bits == 64 && d.lanes == 1) return IdType::Int64;
+    if (d.code == kDLInt && d.bits == 32 && d.lanes == 1) return IdType::Int32;
+    fail(fn_, "'" + a.name + "' must hold integer token ids (int32 or int64), got " + dtype_str(d));
+  }
+
+  void ndim(const Tensor& a, int n, const char* layout) {
+    if (a.ndim() != n)
+      fail(fn_, "'" + a.name + "' must be " + std::to_string(n) + "-D " + layout + ", got " +
+                    std::to_string(a.ndim()) + "-D with shape " + shape_str(a));
+  }
+
+  void shape(const Tensor& a, const std::vector<int64_t>& expected, const char* layout) {
+    ndim(a, int(expected.size()), layout);
+    bool ok = true;
+    for (size_t i = 0; i < expected.size(); ++i) ok = ok && a.size(int(i)) == expected[i];
+    if (!ok) {
+      std::ostringstream s;
+      s << "(";
+      for (size_t i = 0; i < expected.size(); ++i) s << (i ? ", " : "") << expected[i];
+      s << (expected.size() == 1 ? ",)" : ")");
+      fail(fn_, "'" + a.name + "' must have shape " + layout + " = " + s.str() + ", got " + shape_str(a));
+    }
+  }
+
+  void writable(const Tensor& a) {
+    if (a.read_only) fail(fn_, "'" + a.name + "' is read-only; pass a writable array for the output");
+  }
+
+  void blas_size(int64_t v, const char* what) {
+    if (v > kBlasMax)
+      fail(fn_, std::string(what) + " = " + std::to_string(v) + " exceeds the 32-bit BLAS limit " +
+                    std::to_string(kBlasMax) + "; split the batch");
+  }
+
+  void finite(const Tensor& a, DType t) {
+    if (a.numel() == 0) return;
+    int64_t i;
+#ifdef LRPTEXT_WITH_CUDA
+    if (a.cuda()) i = cuda::first_nonfinite(t, a.data(), a.numel(), stream());
+    else
+#endif
+      i = cpu::first_nonfinite(t, a.data(), a.numel());
+    if (i >= 0)
+      fail(fn_, "'" + a.name + "' holds NaN or infinity (first at flat index " + std::to_string(i) +
+                    "); relevance of non-finite values is undefined, so clean the input or pass check_finite=False");
+  }
+
+  bool on_cuda() const { return device_ && device_->device_type == kDLCUDA; }
+  void* stream() const {
+    if (!on_cuda() || stream_.is_none()) return nullptr;
+    return reinterpret_cast<void*>(static_cast<intptr_t>(stream_.cast<int64_t>()));
+  }
+  const std::string& fn() const { return fn_; }
+
+ private:
+  void check_contiguous(const Tensor& a) {
+    if (!a.t->strides) return;
+    int64_t expected = 1;
+    for (int i = a.ndim() - 1; i >= 0; --i) {
+      if (a.size(i) != 1 && a.t->strides[i] != expected)
+        fail(fn_, "'" + a.name + "' must be C-contiguous (row-major, no gaps), got strides that are not; call "
+                      ".contiguous() (torch) or numpy.ascontiguousarray() first, or use the lrptext.kernels wrappers, "
+                      "which do");
+      expected *= a.size(i);
+    }
+  }
+
+  void check_device(const Tensor& a) {
+    const DLDevice d = a.t->device;
+    if (d.device_type != kDLCPU && d.device_type != kDLCUDA)
+      fail(fn_, "'" + a.name + "' lives on " + device_str(d) + "; lrptext runs on cpu and cuda");
+#ifndef LRPTEXT_WITH_CUDA
+    if (d.device_type == kDLCUDA)
+      fail(fn_, "'" + a.name + "' is a CUDA tensor but this lrptext was built without CUDA kernels "
+                    "(lrptext.build_info()['cuda'] is False); rebuild with nvcc on the PATH or move the inputs to the CPU");
+#endif
+    if (!device_) {
+      device_ = d;
+      device_from_ = a.name;
+    } else if (device_->device_type != d.device_type || device_->device_id != d.device_id) {
+      fail(fn_, "'" + a.name + "' is on " + device_str(d) + " but '" + device_from_ + "' is on " +
+                    device_str(*device_) + "; move them to one device");
+    }
+  }
+
+  std::string fn_;
+  py::object stream_;
+  std::optional<DType> dtype_;
+  std::string dtype_from_;
+  std::optional<DLDevice> device_;
+  std::string device_from_;
+};
+
+RuleParams rule_params(const std::string& fn, const std::string& rule, double epsilon, double gamma, double alpha,
+                       double beta, double stabilizer, bool use_bias) {
+  RuleParams r;
+  if (rule == "epsilon") r.kind = Rule::Epsilon;
+  else if (rule == "gamma") r.kind = Rule::Gamma;
+  else if (rule == "alpha_beta") r.kind = Rule::AlphaBeta;
+  else if (rule == "zbox") r.kind = Rule::ZBox;
+  else if (rule == "wsquare") r.kind = Rule::WSquare;
+  else if (rule == "flat") r.kind = Rule::Flat;
+  else fail(fn, "unknown rule '" + rule + "'; expected one of epsilon, gamma, alpha_beta, zbox, wsquare, flat");
+  if (!(epsilon >= 0)) fail(fn, "'epsilon' must be >= 0, got " + std::to_string(epsilon));
+  if (!(gamma >= 0)) fail(fn, "'gamma' must be >= 0, got " + std::to_string(gamma));
+  if (!(stabilizer >= 0)) fail(fn, "'stabilizer' must be >= 0, got " + std::to_string(stabilizer));
+  if (r.kind == Rule::AlphaBeta && (!(alpha >= 0) || !(beta >= 0) || std::abs(alpha - beta - 1.0) > 1e-9))
+    fail(fn, "alpha-beta needs alpha - beta = 1 with alpha, beta >= 0, got alpha=" + std::to_string(alpha) +
+                 ", beta=" + std::to_string(beta));
+  r.epsilon = epsilon;
+  r.gamma = gamma;
+  r.alpha = alpha;
+  r.beta = beta;
+  r.stabilizer = stabilizer;
+  r.use_bias = use_bias;
+  return r;
+}
+
+// The arguments dense and conv share; `in`/`out` are the layouts used in messages.
+struct LinearArgs {
+  Tensor input, weight, relevance, out;
+  std::optional<Tensor> bias, z, weight_a, weight_b, low, high;
+};
+
+LinearProblem linear_problem(Call& c, LinearArgs& a, const RuleParams& rule, bool reduce, bool check_finite,
+                             int64_t in_channels, int64_t out_channels, const std::vector<int64_t>& weight_shape,
+                             const std::vector<int64_t>& out_shape) {
+  LinearProblem p;
+  p.dtype = c.float_dtype(a.input);
+  for (auto* t : {&a.weight, &a.relevance, &a.out}) c.float_dtype(*t);
+  for (auto* t : {&a.bias, &a.z, &a.weight_a, &a.weight_b, &a.low, &a.high})
+    if (*t) c.float_dtype(**t);
+  if (a.bias) c.shape(*a.bias, {out_channels}, "(out_channels,)");
+  if (a.z) c.shape(*a.z, out_shape, "like 'relevance'");
+  if (a.weight_a) c.shape(*a.weight_a, weight_shape, "like 'weight'");
+  if (a.weight_b) c.shape(*a.weight_b, weight_shape, "like 'weight'");
+  if (rule.kind == Rule::ZBox) {
+    if (!a.low || !a.high) fail(c.fn(), "the zbox rule needs 'low' and 'high' (one bound per input channel)");
+    c.shape(*a.low, {in_channels}, "(in_channels,)");
+    c.shape(*a.high, {in_channels}, "(in_channels,)");
+  }
+  const bool two = rule.kind == Rule::Gamma || rule.kind == Rule::AlphaBeta || rule.kind == Rule::ZBox;
+  if (two && (bool(a.weight_a) != bool(a.weight_b)))
+    fail(c.fn(), "pass both 'weight_a' and 'weight_b' (from prepare_rule_weights) or neither");
+  c.writable(a.out);
+  if (check_finite) {
+    c.finite(a.input, p.dtype);
+    c.finite(a.relevance, p.dtype);
+    if (a.z) c.finite(*a.z, p.dtype);
+  }
+  p.input = a.input.data();
+  p.weight = a.weight.data();
+  p.bias = a.bias ? a.bias->data() : nullptr;
+  p.relevance = a.relevance.data();
+  p.z = a.z ? a.z->data() : nullptr;
+  p.weight_a = a.weight_a ? a.weight_a->data() : nullptr;
+  p.weight_b = a.weight_b ? a.weight_b->data() : nullptr;
+  p.low = a.low ? a.low->data() : nullptr;
+  p.high = a.high ? a.high->data() : nullptr;
+  p.out = a.out.data();
+  p.reduce_channels = reduce;
+  p.rule = rule;
+  p.stream = c.stream();
+  return p;
+}
+
+#define LRPT_RULE_ARGS                                                                                  \
+  const std::string &rule, double epsilon, double gamma, double alpha, double beta, double stabilizer, \
+      bool use_bias
+#define LRPT_RULE_PARAMS(fn) rule_params(fn, rule, epsilon, gamma, alpha, beta, stabilizer, use_bias)
+
+void dense_relevance(py::handle input, py::handle weight, py::handle bias, py::handle relevance, py::handle out,
+                     py::handle z, py::handle weight_a, py::handle weight_b, py::handle low, py::handle high,
+                     LRPT_RULE_ARGS, bool reduce_channels, bool check_finite, py::object stream) {
+  Call c("dense_relevance", stream);
+  const RuleParams r = LRPT_RULE_PARAMS(c.fn());
+  LinearArgs a{c.arg(input, "input"), c.arg(weight, "weight"), c.arg(relevance, "relevance"), c.arg(out, "out"),
+               c.optional_arg(bias, "bias"), c.optional_arg(z, "z"), c.optional_arg(weight_a, "weight_a"),
+               c.optional_arg(weight_b, "weight_b"), c.optional_arg(low, "low"), c.optional_arg(high, "high")};
+  c.ndim(a.weight, 2, "(out_features, in_features)");
+  const int64_t fo = a.weight.size(0), fi = a.weight.size(1);
+  c.ndim(a.input, 2, "(rows, in_features)");
+  const int64_t rows = a.input.size(0);
+  c.shape(a.input, {rows, fi}, "(rows, in_features)");
+  c.shape(a.relevance, {rows, fo}, "(rows, out_features)");
+  if (reduce_channels) c.shape(a.out, {rows}, "(rows,) with reduce_channels");
+  else c.shape(a.out, {rows, fi}, "(rows, in_features)");
+  for (int64_t v : {rows, fi, fo}) c.blas_size(v, "a matrix dimension");
+  LinearProblem p = linear_problem(c, a, r, reduce_channels, check_finite, fi, fo, {fo, fi}, {rows, fo});
+  const DenseShape s{rows, fi, fo};
+  if (rows == 0) return;
+  const bool cuda = c.on_cuda();
+  py::gil_scoped_release release;
+#ifdef LRPTEXT_WITH_CUDA
+  if (cuda) return cuda::dense_relevance(p, s);
+#endif
+  (void)cuda;
+  cpu::dense_relevance(p, s);
+}
+
+void conv_relevance(py::handle input, py::handle weight, py::handle bias, py::handle relevance, py::handle out,
+                    py::handle z, py::handle weight_a, py::handle weight_b, py::handle low, py::handle high,
+                    std::array<int64_t, 2> stride, std::array<int64_t, 2> padding, std::array<int64_t, 2> dilation,
+                    int64_t groups, LRPT_RULE_ARGS, bool reduce_channels, bool check_finite, py::object stream) {
+  Call c("conv_relevance", stream);
+  const RuleParams r = LRPT_RULE_PARAMS(c.fn());
+  LinearArgs a{c.arg(input, "input"), c.arg(weight, "weight"), c.arg(relevance, "relevance"), c.arg(out, "out"),
+               c.optional_arg(bias, "bias"), c.optional_arg(z, "z"), c.optional_arg(weight_a, "weight_a"),
+               c.optional_arg(weight_b, "weight_b"), c.optional_arg(low, "low"), c.optional_arg(high, "high")};
+  c.ndim(a.input, 4, "(batch, in_channels, height, width)");
+  c.ndim(a.weight, 4, "(out_channels, in_channels / groups, kernel_h, kernel_w)");
+  for (int i = 0; i < 2; ++i) {
+    if (stride[i] < 1) fail(c.fn(), "'stride' must be >= 1, got " + std::to_string(stride[i]));
+    if (padding[i] < 0) fail(c.fn(), "'padding' must be >= 0, got " + std::to_string(padding[i]));
+    if (dilation[i] < 1) fail(c.fn(), "'dilation' must be >= 1, got " + std::to_string(dilation[i]));
+  }
+  if (groups < 1) fail(c.fn(), "'groups' must be >= 1, got " + std::to_string(groups));
+  ConvShape s{};
+  s.batch = a.input.size(0), s.cin = a.input.size(1), s.h = a.input.size(2), s.w = a.input.size(3);
+  s.cout = a.weight.size(0), s.kh = a.weight.size(2), s.kw = a.weight.size(3);
+  s.sh = stride[0], s.sw = stride[1], s.ph = padding[0], s.pw = padding[1], s.dh = dilation[0], s.dw = dilation[1];
+  s.groups = groups;
+  if (s.cin % groups || s.cout % groups)
+    fail(c.fn(), "in_channels (" + std::to_string(s.cin) + ") and out_channels (" + std::to_string(s.cout) +
+                     ") must both be divisible by groups (" + std::to_string(groups) + ")");
+  c.shape(a.weight, {s.cout, s.cin / groups, s.kh, s.kw}, "(out_channels, in_channels / groups, kernel_h, kernel_w)");
+  s.ho = (s.h + 2 * s.ph - s.dh * (s.kh - 1) - 1) / s.sh + 1;
+  s.wo = (s.w + 2 * s.pw - s.dw * (s.kw - 1) - 1) / s.sw + 1;
+  if (s.ho < 1 || s.wo < 1 || s.kh < 1 || s.kw < 1)
+    fail(c.fn(), "the (dilated) kernel " + shape_str(a.weight) + " does not fit the padded input " +
+                     shape_str(a.input));
+  c.shape(a.relevance, {s.batch, s.cout, s.ho, s.wo}, "(batch, out_channels, out_h, out_w)");
+  if (reduce_channels) c.shape(a.out, {s.batch, s.h, s.w}, "(batch, height, width) with reduce_channels");
+  else c.shape(a.out, {s.batch, s.cin, s.h, s.w}, "like 'input'");
+  c.blas_size(s.cout / groups, "out_channels / groups");
+  c.blas_size(s.cin / groups * s.kh * s.kw, "in_channels / groups * kernel size");
+  c.blas_size(s.ho * s.wo, "output positions");
+  LinearProblem p = linear_problem(c, a, r, reduce_channels, check_finite, s.cin, s.cout,
+                                   {s.cout, s.cin / groups, s.kh, s.kw}, {s.batch, s.cout, s.ho, s.wo});
+  if (s.batch == 0) return;
+  const bool cuda = c.on_cuda();
+  py::gil_scoped_release release;
+#ifdef LRPTEXT_WITH_CUDA
+  if (cuda) return cuda::conv_relevance(p, s);
+#endif
+  (void)cuda;
+  cpu::conv_relevance(p, s);
+}
+
+void prepare_rule_weights(py::handle weight, py::handle out_a, py::handle out_b, LRPT_RULE_ARGS, py::object stream) {
+  Call c("prepare_rule_weights", stream);
+  const RuleParams r = LRPT_RULE_PARAMS(c.fn());
+  Tensor w = c.arg(weight, "weight");
+  std::optional<Tensor> a = c.optional_arg(out_a, "out_a"), b = c.optional_arg(out_b, "out_b");
+  PrepareProblem p;
+  p.dtype = c.float_dtype(w);
+  p.size = w.numel();
+  p.rule = r;
+  p.stream = c.stream();
+  std::vector<int64_t> shape(w.t->shape, w.t->shape + w.ndim());
+  const int needed = (r.kind == Rule::Gamma || r.kind == Rule::AlphaBeta || r.kind == Rule::ZBox) ? 2
+                     : (r.kind == Rule::Epsilon) ? 0 : 1;
+  for (auto* t : {&a, &b}) {
+    const bool wanted = (t == &a) ? needed >= 1 : needed == 2;
+    const char* name = (t == &a) ? "out_a" : "out_b";
+    if (wanted && !*t) fail(c.fn(), "rule '" + rule + "' prepares " + std::to_string(needed) + " weights; pass '" + name + "'");
+    if (!wanted && *t) fail(c.fn(), "rule '" + rule + "' prepares " + std::to_string(needed) + " weights; '" + name + "' must be None");
+    if (*t) {
+      c.float_dtype(**t);
+      c.shape(**t, shape, "like 'weight'");
+      c.writable(**t);
+    }
+  }
+  p.weight = w.data();
+  p.out_a = a ? a->data() : nullptr;
+  p.out_b = b ? b->data() : nullptr;
+  if (needed == 0 || p.size == 0) return;
+  const bool cuda = c.on_cuda();
+  py::gil_scoped_release release;
+#ifdef LRPTEXT_WITH_CUDA
+  if (cuda) return cuda::prepare_rule_weights(p);
+#endif
+  (void)cuda;
+  cpu::prepare_rule_weights(p);
+}
+
+void check_ids(Call& c, const Tensor& ids, IdType t, int64_t num_embeddings) {
+  int64_t bad;
+#ifdef LRPTEXT_WITH_CUDA
+  if (ids.cuda()) bad = cuda::first_invalid_id(t, ids.data(), ids.numel(), num_embeddings, c.stream());
+  else
+#endif
+    bad = cpu::first_invalid_id(t, ids.data(), ids.numel(), num_embeddings);
+  if (bad < 0) return;
+  std::string value;  // host memory only: a CUDA id would need a copy just for the message
+  if (!ids.cuda())
+    value = " (value " + std::to_string(t == IdType::Int32 ? int64_t(static_cast<const int32_t*>(ids.data())[bad])
+                                                           : static_cast<const int64_t*>(ids.data())[bad]) + ")";
+  fail(c.fn(), "'" + ids.name + "' holds a token id outside [0, " + std::to_string(num_embeddings) +
+                   ") at position " + std::to_string(bad) + value +
+                   "; map unknown words to an in-vocabulary id (e.g. an <unk> token) before explaining");
+}
+
+void embedding_relevance(py::handle ids, py::handle relevance, py::handle out, int64_t num_embeddings,
+                         std::optional<int64_t> padding_idx, bool check_finite, py::object stream) {
+  Call c("embedding_relevance", stream);
+  Tensor i = c.arg(ids, "ids"), r = c.arg(relevance, "relevance"), o = c.arg(out, "out");
+  EmbeddingProblem p;
+  p.id_type = c.id_dtype(i);
+  p.dtype = c.float_dtype(r);
+  c.float_dtype(o);
+  c.ndim(i, 1, "(tokens,)");
+  c.ndim(r, 2, "(tokens, embedding_dim)");
+  p.tokens = i.size(0);
+  p.dim = r.size(1);
+  c.shape(r, {p.tokens, p.dim}, "(tokens, embedding_dim)");
+  p.reduce = o.ndim() == 1;
+  if (p.reduce) c.shape(o, {p.tokens}, "(tokens,) or (tokens, embedding_dim)");
+  else c.shape(o, {p.tokens, p.dim}, "(tokens,) or (tokens, embedding_dim)");
+  c.writable(o);
+  if (num_embeddings < 1) fail(c.fn(), "'num_embeddings' must be >= 1, got " + std::to_string(num_embeddings));
+  p.padding_idx = padding_idx.value_or(-1);
+  if (padding_idx && (*padding_idx < 0 || *padding_idx >= num_embeddings))
+    fail(c.fn(), "'padding_idx' must lie in [0, num_embeddings), got " + std::to_string(*padding_idx) +
+                     " (normalise negative indices as torch does)");
+  check_ids(c, i, p.id_type, num_embeddings);
+  if (check_finite) c.finite(r, p.dtype);
+  p.ids = i.data();
+  p.relevance = r.data();
+  p.out = o.data();
+  p.stream = c.stream();
+  if (p.tokens == 0) return;
+  const bool cuda = c.on_cuda();
+  py::gil_scoped_release release;
+#ifdef LRPTEXT_WITH_CUDA
+  if (cuda) return cuda::embedding_relevance(p);
+#endif
+  (void)cuda;
+  cpu::embedding_relevance(p);
+}
+
+void embedding_bag_relevance(py::handle ids, py::handle offsets, py::handle weight, py::handle relevance,
+                             py::handle out, py::handle per_sample_weights, const std::string& mode,
+                             std::optional<int64_t> padding_idx, double stabilizer, bool check_finite,
+                             py::object stream) {
+  Call c("embedding_bag_relevance", stream);
+  Tensor i = c.arg(ids, "ids"), off = c.arg(offsets, "offsets"), w = c.arg(weight, "weight"),
+         r = c.arg(relevance, "relevance"), o = c.arg(out, "out");
+  std::optional<Tensor> psw = c.optional_arg(per_sample_weights, "per_sample_weights");
+  EmbeddingBagProblem p;
+  p.id_type = c.id_dtype(i);
+  if (c.id_dtype(off) != p.id_type) fail(c.fn(), "'offsets' and 'ids' must have the same integer dtype");
+  p.dtype = c.float_dtype(w);
+  c.float_dtype(r);
+  c.float_dtype(o);
+  c.ndim(i, 1, "(tokens,)");
+  c.ndim(off, 1, "(bags,)");
+  c.ndim(w, 2, "(num_embeddings, embedding_dim)");
+  p.tokens = i.size(0);
+  p.bags = off.size(0);
+  p.num_embeddings = w.size(0);
+  p.dim = w.size(1);
+  c.shape(r, {p.bags, p.dim}, "(bags, embedding_dim)");
+  c.shape(o, {p.tokens}, "(tokens,)");
+  c.writable(o);
+  if (mode != "sum" && mode != "mean") fail(c.fn(), "'mode' must be 'sum' or 'mean', got '" + mode + "'");
+  p.mean = mode == "mean";
+  if (psw) {
+    if (p.mean) fail(c.fn(), "'per_sample_weights' is only defined for mode='sum' (as in torch)");
+    c.float_dtype(*psw);
+    c.shape(*psw, {p.tokens}, "(tokens,)");
+  }
+  if (!(stabilizer >= 0)) fail(c.fn(), "'stabilizer' must be >= 0, got " + std::to_string(stabilizer));
+  p.padding_idx = padding_idx.value_or(-1);
+  if (padding_idx && (*padding_idx < 0 || *padding_idx >= p.num_embeddings))
+    fail(c.fn(), "'padding_idx' must lie in [0, num_embeddings), got " + std::to_string(*padding_idx));
+  check_ids(c, i, p.id_type, p.num_embeddings);
+  int64_t bad;
+#ifdef LRPTEXT_WITH_CUDA
+  if (off.cuda()) bad = cuda::first_invalid_offset(p.id_type, off.data(), p.bags, p.tokens, c.stream());
+  else
+#endif
+    bad = cpu::first_invalid_offset(p.id_type, off.data(), p.bags, p.tokens);
+  if (bad >= 0)
+    fail(c.fn(), "'offsets' must start at 0, never decrease and stay <= the number of ids (" +
+                     std::to_string(p.tokens) + "); the first bad entry is at position " + std::to_string(bad));
+  if (check_finite) c.finite(r, p.dtype);
+  p.ids = i.data();
+  p.offsets = off.data();
+  p.weight = w.data();
+  p.per_sample_weights = psw ? psw->data() : nullptr;
+  p.relevance = r.data();
+  p.out = o.data();
+  p.stabilizer = stabilizer;
+  p.stream = c.stream();
+  if (p.tokens == 0 || p.bags == 0) {
+    if (p.tokens && !c.on_cuda()) {
+      auto* z = static_cast<char*>(p.out);
+      std::fill(z, z + p.tokens * (p.dtype == DType::Float32 ? 4 : 8), 0);
+    }
+    return;
+  }
+  const bool cuda = c.on_cuda();
+  py::gil_scoped_release release;
+#ifdef LRPTEXT_WITH_CUDA
+  if (cuda) return cuda::embedding_bag_relevance(p);
+#endif
+  (void)cuda;
+  cpu::embedding_bag_relevance(p);
+}
+
+void pool_relevance(py::handle input, py::handle relevance, py::handle out, const std::string& mode,
+                    std::array<int64_t, 2> kernel, std::array<int64_t, 2> stride, std::array<int64_t, 2> padding,
+                    std::array<int64_t, 2> dilation, bool adaptive, bool count_include_pad, int64_t divisor_override,
+                    double stabilizer, bool check_finite, py::object stream) {
+  Call c("pool_relevance", stream);
+  Tensor x = c.arg(input, "input"), r = c.arg(relevance, "relevance"), o = c.arg(out, "out");
+  PoolProblem p;
+  p.dtype = c.float_dtype(x);
+  c.float_dtype(r);
+  c.float_dtype(o);
+  if (mode == "max") p.mode = PoolMode::Max;
+  else if (mode == "avg") p.mode = PoolMode::Average;
+  else fail(c.fn(), "'mode' must be 'max' or 'avg', got '" + mode + "'");
+  c.ndim(x, 3, "(planes, height, width)");
+  c.ndim(r, 3, "(planes, out_h, out_w)");
+  p.planes = x.size(0), p.h = x.size(1), p.w = x.size(2);
+  p.ho = r.size(1), p.wo = r.size(2);
+  c.shape(r, {p.planes, p.ho, p.wo}, "(planes, out_h, out_w)");
+  c.shape(o, {p.planes, p.h, p.w}, "like 'input'");
+  c.writable(o);
+  Window* axes[2] = {&p.wh, &p.ww};
+  const int64_t ins[2] = {p.h, p.w}, outs[2] = {p.ho, p.wo};
+  for (int d = 0; d < 2; ++d) {
+    Window& win = *axes[d];
+    win.adaptive = adaptive;
+    win.kernel = kernel[d], win.stride = stride[d], win.pad = padding[d], win.dilation = dilation[d];
+    if (adaptive) {
+      if (outs[d] < 1 && ins[d] > 0) fail(c.fn(), "adaptive pooling needs an output size >= 1");
+      continue;
+    }
+    if (win.kernel < 1 || win.stride < 1 || win.dilation < 1 || win.pad < 0 || 2 * win.pad > win.kernel)
+      fail(c.fn(), "pooling window needs kernel, stride, dilation >= 1 and 0 <= padding <= kernel / 2, got kernel=" +
+                       std::to_string(win.kernel) + ", stride=" + std::to_string(win.stride) + ", padding=" +
+                       std::to_string(win.pad) + ", dilation=" + std::to_string(win.dilation));
+    const int64_t expected = (ins[d] + 2 * win.pad - win.dilation * (win.kernel - 1) - 1) / win.stride + 1;
+    if (outs[d] != expected)
+      fail(c.fn(), "'relevance' has " + std::to_string(outs[d]) + " positions along axis " + std::to_string(d + 1) +
+                       " but the window gives " + std::to_string(expected) + " (ceil_mode is not supported)");
+  }
+  if (divisor_override < 0) fail(c.fn(), "'divisor_override' must be >= 0 (0 = none)");
+  if (!(stabilizer >= 0)) fail(c.fn(), "'stabilizer' must be >= 0, got " + std::to_string(stabilizer));
+  p.count_include_pad = count_include_pad;
+  p.divisor_override = divisor_override;
+  p.stabilizer = stabilizer;
+  if (check_finite) {
+    c.finite(x, p.dtype);
+    c.finite(r, p.dtype);
+  }
+  p.input = x.data();
+  p.relevance = r.data();
+  p.out = o.data();
+  p.stream = c.stream();
+  if (p.planes == 0 || p.h * p.w == 0) return;
+  const bool cuda = c.on_cuda();
+  py::gil_scoped_release release;
+#ifdef LRPTEXT_WITH_CUDA
+  if (cuda) return cuda::pool_relevance(p);
+#endif
+  (void)cuda;
+  cpu::pool_relevance(p);
+}
+
+py::dict build_info() {
+  py::dict d;
+  d["version"] = LRPTEXT_VERSION;
+  d["blas"] = "OpenBLAS (scipy-openblas32), single-threaded inside OpenMP";
+  d["openmp"] = _OPENMP;
+  d["threads"] = cpu::get_num_threads();
+#ifdef LRPTEXT_WITH_CUDA
+  d["cuda"] = true;
+  d["cuda_version"] = LRPTEXT_CUDA_VERSION;
+  d["cuda_devices"] = cuda::device_count();
+#else
+  d["cuda"] = false;
+  d["cuda_version"] = py::none();
+  d["cuda_devices"] = 0;
+#endif
+  d["dlpack"] = std::to_string(DLPACK_MAJOR_VERSION) + "." + std::to_string(DLPACK_MINOR_VERSION);
+  return d;
+}
+
+}  // namespace
+}  // namespace lrptext
+
+PYBIND11_MODULE(_core, m) {
+  using namespace lrptext;
+  m.doc() = "lrptext's C++ relevance kernels. Use lrptext.kernels, which checks rules and allocates outputs.";
+  m.def("dense_relevance", &dense_relevance, "input"_a.noconvert(), "weight"_a.noconvert(), "bias"_a.none(),
+        "relevance"_a.noconvert(), "out"_a.noconvert(), py::kw_only(), "z"_a.none() = py::none(),
+        "weight_a"_a.none() = py::none(), "weight_b"_a.none() = py::none(), "low"_a.none() = py::none(),
+        "high"_a.none() = py::none(), "rule"_a = "epsilon", "epsilon"_a = 1e-6, "gamma"_a = 0.25, "alpha"_a = 1.0,
+        "beta"_a = 0.0, "stabilizer"_a = 1e-6, "use_bias"_a = true, "reduce_channels"_a = false,
+        "check_finite"_a = true, "stream"_a = py::none(),
+        "Relevance at the input of a dense layer, input [rows, in] -> out [rows, in] (or [rows] when reduced).");
+  m.def("conv_relevance", &conv_relevance, "input"_a.noconvert(), "weight"_a.noconvert(), "bias"_a.none(),
+        "relevance"_a.noconvert(), "out"_a.noconvert(), py::kw_only(), "z"_a.none() = py::none(),
+        "weight_a"_a.none() = py::none(), "weight_b"_a.none() = py::none(), "low"_a.none() = py::none(),
+        "high"_a.none() = py::none(), "stride"_a, "padding"_a, "dilation"_a, "groups"_a, "rule"_a = "epsilon",
+        "epsilon"_a = 1e-6, "gamma"_a = 0.25, "alpha"_a = 1.0, "beta"_a = 0.0, "stabilizer"_a = 1e-6,
+        "use_bias"_a = true, "reduce_channels"_a = false, "check_finite"_a = true, "stream"_a = py::none(),
+        "Relevance at the input of a 2-d convolution, input [B, C, H, W] -> out like input (or [B, H, W] when reduced).");
+  m.def("prepare_rule_weights", &prepare_rule_weights, "weight"_a.noconvert(), "out_a"_a.none(), "out_b"_a.none(),
+        py::kw_only(), "rule"_a, "epsilon"_a = 1e-6, "gamma"_a = 0.25, "alpha"_a = 1.0, "beta"_a = 0.0,
+        "stabilizer"_a = 1e-6, "use_bias"_a = true, "stream"_a = py::none(),
+        "Writes the rule-modified weights (weight_a, weight_b) that dense/conv_relevance accept.");
+  m.def("embedding_relevance", &embedding_relevance, "ids"_a.noconvert(), "relevance"_a.noconvert(),
+        "out"_a.noconvert(), py::kw_only(), "num_embeddings"_a, "padding_idx"_a = py::none(),
+        "check_finite"_a = true, "stream"_a = py::none(),
+        "Per-token relevance from the relevance at an embedding's output: out [tokens] (summed) or [tokens, dim].");
+  m.def("embedding_bag_relevance", &embedding_bag_relevance, "ids"_a.noconvert(), "offsets"_a.noconvert(),
+        "weight"_a.noconvert(), "relevance"_a.noconvert(), "out"_a.noconvert(), py::kw_only(),
+        "per_sample_weights"_a.none() = py::none(), "mode"_a = "mean", "padding_idx"_a = py::none(),
+        "stabilizer"_a = 1e-6, "check_finite"_a = true, "stream"_a = py::none(),
+        "Per-token relevance of an EmbeddingBag: each bag's relevance split over its tokens by contribution.");
+  m.def("pool_relevance", &pool_relevance, "input"_a.noconvert(), "relevance"_a.noconvert(), "out"_a.noconvert(),
+        py::kw_only(), "mode"_a, "kernel"_a, "stride"_a, "padding"_a, "dilation"_a, "adaptive"_a = false,
+        "count_include_pad"_a = true, "divisor_override"_a = 0, "stabilizer"_a = 1e-6, "check_finite"_a = true,
+        "stream"_a = py::none(),
+        "Max (winner-take-all) or average (Norm) pooling relevance over planes [P, H, W].");
+  m.def("set_num_threads", [](int n) {
+    if (n < 1) throw py::value_error("set_num_threads: 'n' must be >= 1, got " + std::to_string(n));
+    cpu::set_num_threads(n);
+  }, "n"_a);
+  m.def("get_num_threads", &cpu::get_num_threads);
+  m.def("build_info", &build_info);
+}

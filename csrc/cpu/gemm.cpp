@@ -1,0 +1,79 @@
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
+
+#include "exec.h"
+
+namespace lrptext::cpu {
+namespace {
+
+void blas(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+          int64_t ldb, float beta, float* c, int64_t ldc) {
+  scipy_cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, blasint(m),
+                    blasint(n), blasint(k), 1.0f, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc));
+}
+
+void blas(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const double* a, int64_t lda, const double* b,
+          int64_t ldb, double beta, double* c, int64_t ldc) {
+  scipy_cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, blasint(m),
+                    blasint(n), blasint(k), 1.0, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc));
+}
+
+// Below this many multiply-adds one thread is faster than waking the pool.
+constexpr int64_t kParallelFlops = 1 << 18;
+
+}  // namespace
+
+template <class T>
+void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b, int64_t ldb,
+          T beta, T* c, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  if (k == 0) {  // BLAS leaves C untouched for k = 0 only when beta = 1
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == T(0) ? T(0) : beta * c[i * ldc + j];
+    return;
+  }
+  const int threads = omp_in_parallel() ? 1 : get_num_threads();
+  if (threads == 1 || m * n * k < kParallelFlops) {
+    blas(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  const bool split_rows = m >= n;
+  const int64_t extent = split_rows ? m : n;
+  const int parts = int(std::min<int64_t>(threads, extent));
+#pragma omp parallel for schedule(static) num_threads(parts)
+  for (int part = 0; part < parts; ++part) {
+    const int64_t lo = extent * part / parts, hi = extent * (part + 1) / parts;
+    if (hi == lo) continue;
+    if (split_rows) {  // rows lo..hi of op(A) and C
+      const T* a_part = ta ? a + lo : a + lo * lda;
+      blas(ta, tb, hi - lo, n, k, a_part, lda, b, ldb, beta, c + lo * ldc, ldc);
+    } else {  // columns lo..hi of op(B) and C
+      const T* b_part = tb ? b + lo * ldb : b + lo;
+      blas(ta, tb, m, hi - lo, k, a, lda, b_part, ldb, beta, c + lo, ldc);
+    }
+  }
+}
+
+template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t, float,
+                          float*, int64_t);
+template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, const double*, int64_t, const double*, int64_t,
+                           double, double*, int64_t);
+
+namespace {
+// OpenBLAS runs single-threaded inside our OpenMP threads: its own pthread pool alternating with
+// libgomp's was measured 4x slower (DESIGN.md §4).
+int start_threads() {
+  scipy_openblas_set_num_threads(1);
+  return omp_get_max_threads();
+}
+std::atomic<int> g_threads{start_threads()};
+}  // namespace
+
+void set_num_threads(int n) { g_threads = n; }
+
+int get_num_threads() { return g_threads; }
+
+}  // namespace lrptext::cpu

@@ -1,0 +1,79 @@
+// Pooling relevance. Max: winner-take-all, ties to the first maximum in window order (row-major), as
+// torch's indices. Average (incl. adaptive): the Norm rule, R_i = sum_j x_i (dy_j/dx_i) R_j / st(y_j).
+// Global max over an axis is max pooling with a window spanning that axis.
+#include "exec.h"
+#include "lrptext/kernels.h"
+#include "lrptext/pool_window.h"
+
+namespace lrptext::cpu {
+namespace {
+
+template <class T>
+void pool(const PoolProblem& p) {
+  const T* x = static_cast<const T*>(p.input);
+  const T* r = static_cast<const T*>(p.relevance);
+  T* out = static_cast<T*>(p.out);
+  const int64_t hw = p.h * p.w, ohw = p.ho * p.wo;
+  const T stab = T(p.stabilizer);
+  // One plane per iteration: windows overlap only within a plane, so planes never write to the same place.
+#pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (p.planes * hw >= kParallelGrain)
+  for (int64_t c = 0; c < p.planes; ++c) {
+    const T* xp = x + c * hw;
+    T* op = out + c * hw;
+    for (int64_t i = 0; i < hw; ++i) op[i] = T(0);
+    for (int64_t oh = 0; oh < p.ho; ++oh) {
+      const Taps th = window_taps(p.wh, oh, p.h, p.ho);
+      for (int64_t ow = 0; ow < p.wo; ++ow) {
+        const Taps tw = window_taps(p.ww, ow, p.w, p.wo);
+        const T rel = r[c * ohw + oh * p.wo + ow];
+        if (p.mode == PoolMode::Max) {
+          int64_t best = -1;
+          for (int64_t a = 0; a < th.count; ++a) {
+            const int64_t ih = th.first + a * th.step;
+            if (!inside(ih, p.h)) continue;
+            for (int64_t b = 0; b < tw.count; ++b) {
+              const int64_t iw = tw.first + b * tw.step;
+              if (inside(iw, p.w) && (best < 0 || xp[ih * p.w + iw] > xp[best])) best = ih * p.w + iw;
+            }
+          }
+          if (best >= 0) op[best] += rel;
+          continue;
+        }
+        int64_t valid = 0;
+        T sum = T(0);
+        for (int64_t a = 0; a < th.count; ++a) {
+          const int64_t ih = th.first + a * th.step;
+          if (!inside(ih, p.h)) continue;
+          for (int64_t b = 0; b < tw.count; ++b) {
+            const int64_t iw = tw.first + b * tw.step;
+            if (inside(iw, p.w)) sum += xp[ih * p.w + iw], ++valid;
+          }
+        }
+        int64_t divisor = valid;
+        if (p.divisor_override > 0) divisor = p.divisor_override;
+        else if (p.count_include_pad && !p.wh.adaptive)
+          divisor = padded_window_size(p.wh, oh, p.h) * padded_window_size(p.ww, ow, p.w);
+        if (divisor == 0) continue;
+        const T y = sum / T(divisor);
+        const T share = rel / (T(divisor) * stabilize(y, stab));
+        for (int64_t a = 0; a < th.count; ++a) {
+          const int64_t ih = th.first + a * th.step;
+          if (!inside(ih, p.h)) continue;
+          for (int64_t b = 0; b < tw.count; ++b) {
+            const int64_t iw = tw.first + b * tw.step;
+            if (inside(iw, p.w)) op[ih * p.w + iw] += xp[ih * p.w + iw] * share;
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void pool_relevance(const PoolProblem& p) {
+  if (p.dtype == DType::Float32) pool<float>(p);
+  else pool<double>(p);
+}
+
+}  // namespace lrptext::cpu

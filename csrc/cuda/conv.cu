@@ -1,0 +1,111 @@
+// Convolution relevance on CUDA: im2col + cuBLAS for F, cuBLAS + a gathering col2im for G (no atomics).
+#include "exec.cuh"
+#include "lrptext/kernels.h"
+#include "lrptext/linear_rules.h"
+
+namespace lrptext::cuda {
+namespace {
+
+template <class T>
+__global__ void im2col_kernel(const T* x, T* col, ConvShape c, int64_t K, int64_t HW) {
+  const int64_t n = K * HW;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / HW, q = i % HW, oh = q / c.wo, ow = q % c.wo;
+    const int64_t ci = r / (c.kh * c.kw), ki = (r / c.kw) % c.kh, kj = r % c.kw;
+    const int64_t ih = oh * c.sh - c.ph + ki * c.dh, iw = ow * c.sw - c.pw + kj * c.dw;
+    col[i] = (ih >= 0 && ih < c.h && iw >= 0 && iw < c.w) ? x[(ci * c.h + ih) * c.w + iw] : T(0);
+  }
+}
+
+// Each input position sums the column entries of the taps that read it.
+template <class T>
+__global__ void col2im_kernel(const T* col, T* x, ConvShape c, int64_t cin_g, int64_t HW, bool accumulate) {
+  const int64_t n = cin_g * c.h * c.w;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t ci = i / (c.h * c.w), ih = (i / c.w) % c.h, iw = i % c.w;
+    T acc = T(0);
+    for (int64_t ki = 0; ki < c.kh; ++ki) {
+      const int64_t th = ih + c.ph - ki * c.dh;
+      if (th < 0 || th % c.sh) continue;
+      const int64_t oh = th / c.sh;
+      if (oh >= c.ho) continue;
+      for (int64_t kj = 0; kj < c.kw; ++kj) {
+        const int64_t tw = iw + c.pw - kj * c.dw;
+        if (tw < 0 || tw % c.sw) continue;
+        const int64_t ow = tw / c.sw;
+        if (ow >= c.wo) continue;
+        acc += col[((ci * c.kh + ki) * c.kw + kj) * HW + oh * c.wo + ow];
+      }
+    }
+    x[i] = accumulate ? x[i] + acc : acc;
+  }
+}
+
+template <class T>
+struct ConvOp {
+  ConvShape s;
+  int64_t cin_g, cout_g, K, HW, in_sz, out_sz;
+  bool direct;
+
+  explicit ConvOp(const ConvShape& shape)
+      : s(shape), cin_g(shape.cin / shape.groups), cout_g(shape.cout / shape.groups),
+        K(cin_g * shape.kh * shape.kw), HW(shape.ho * shape.wo), in_sz(shape.cin * shape.h * shape.w),
+        out_sz(shape.cout * shape.ho * shape.wo),
+        direct(shape.kh == 1 && shape.kw == 1 && shape.sh == 1 && shape.sw == 1 && shape.ph == 0 &&
+               shape.pw == 0) {}
+
+  int64_t batch() const { return s.batch; }
+  int64_t in_size() const { return in_sz; }
+  int64_t out_size() const { return out_sz; }
+  int64_t in_channels() const { return s.cin; }
+  int64_t out_channels() const { return s.cout; }
+  int64_t weight_size() const { return s.cout * K; }
+
+  void forward(const Exec& ex, const T* x, int64_t n, const T* w, T* y, T beta) const {
+    auto col = ex.alloc<T>(direct ? 0 : K * HW);
+    for (int64_t b = 0; b < n; ++b)
+      for (int64_t g = 0; g < s.groups; ++g) {
+        const T* xg = x + b * in_sz + g * cin_g * s.h * s.w;
+        if (!direct) {
+          im2col_kernel<<<blocks_for(K * HW), kThreads, 0, ex.stream>>>(xg, col.get(), s, K, HW);
+          check(cudaGetLastError(), "im2col launch");
+        }
+        ex.gemm<T>(false, false, cout_g, HW, K, w + g * cout_g * K, K, direct ? xg : col.get(), HW, beta,
+                   y + b * out_sz + g * cout_g * HW, HW);
+      }
+  }
+
+  void backward(const Exec& ex, const T* r, int64_t n, const T* w, T* c, T beta) const {
+    auto col = ex.alloc<T>(direct ? 0 : K * HW);
+    for (int64_t b = 0; b < n; ++b)
+      for (int64_t g = 0; g < s.groups; ++g) {
+        const T* rg = r + b * out_sz + g * cout_g * HW;
+        T* cg = c + b * in_sz + g * cin_g * s.h * s.w;
+        if (direct) {
+          ex.gemm<T>(true, false, K, HW, cout_g, w + g * cout_g * K, K, rg, HW, beta, cg, HW);
+          continue;
+        }
+        ex.gemm<T>(true, false, K, HW, cout_g, w + g * cout_g * K, K, rg, HW, T(0), col.get(), HW);
+        col2im_kernel<<<blocks_for(cin_g * s.h * s.w), kThreads, 0, ex.stream>>>(col.get(), cg, s, cin_g, HW,
+                                                                                  beta != T(0));
+        check(cudaGetLastError(), "col2im launch");
+      }
+  }
+};
+
+template <class T>
+void run(const LinearProblem& p, const ConvShape& s) {
+  DeviceGuard guard(p.input);
+  Exec ex{static_cast<cudaStream_t>(p.stream)};
+  ConvOp<T> op(s);
+  LinearRelevance<T, Exec, ConvOp<T>>(ex, op, p).run();
+}
+
+}  // namespace
+
+void conv_relevance(const LinearProblem& p, const ConvShape& s) {
+  if (p.dtype == DType::Float32) run<float>(p, s);
+  else run<double>(p, s);
+}
+
+}  // namespace lrptext::cuda

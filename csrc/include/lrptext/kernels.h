@@ -1,0 +1,41 @@
+// Kernel entry points, one per layer kind and device. Arguments were validated by the bindings.
+#pragma once
+#include <cstdint>
+
+#include "problems.h"
+
+namespace lrptext {
+
+namespace cpu {
+void dense_relevance(const LinearProblem& p, const DenseShape& s);
+void conv_relevance(const LinearProblem& p, const ConvShape& s);
+void prepare_rule_weights(const PrepareProblem& p);
+void embedding_relevance(const EmbeddingProblem& p);
+void embedding_bag_relevance(const EmbeddingBagProblem& p);
+void pool_relevance(const PoolProblem& p);
+// Index of the first id outside [0, num_embeddings), or -1.
+int64_t first_invalid_id(IdType t, const void* ids, int64_t n, int64_t num_embeddings);
+// Index of the first bad offset (offsets must start at 0, never decrease and stay <= tokens), or -1.
+int64_t first_invalid_offset(IdType t, const void* offsets, int64_t bags, int64_t tokens);
+// Index of the first NaN or infinity, or -1.
+int64_t first_nonfinite(DType t, const void* data, int64_t n);
+void set_num_threads(int n);
+int get_num_threads();
+}  // namespace cpu
+
+#ifdef LRPTEXT_WITH_CUDA
+namespace cuda {
+void dense_relevance(const LinearProblem& p, const DenseShape& s);
+void conv_relevance(const LinearProblem& p, const ConvShape& s);
+void prepare_rule_weights(const PrepareProblem& p);
+void embedding_relevance(const EmbeddingProblem& p);
+void embedding_bag_relevance(const EmbeddingBagProblem& p);
+void pool_relevance(const PoolProblem& p);
+int64_t first_invalid_id(IdType t, const void* ids, int64_t n, int64_t num_embeddings, void* stream);
+int64_t first_invalid_offset(IdType t, const void* offsets, int64_t bags, int64_t tokens, void* stream);
+int64_t first_nonfinite(DType t, const void* data, int64_t n, void* stream);
+int device_count();
+}  // namespace cuda
+#endif
+
+}  // namespace lrptext

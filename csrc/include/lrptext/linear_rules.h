@@ -1,0 +1,384 @@
+// The LRP rules for a linear map (dense or convolution), written once for every device.
+//
+// A rule is a handful of forward passes F(x', W') and transposed passes G(s, W') of the layer's linear map
+// with modified inputs x' and weights W', glued by element-wise steps. `Op` supplies F and G for one layer
+// kind (dense: GEMM; conv: im2col + GEMM), `Exec` supplies memory, element-wise maps and GEMMs for one
+// device. Equations: DESIGN.md §3; Montavon et al. 2019 (Layer-Wise Relevance Propagation: An Overview).
+#pragma once
+#include <cstdint>
+
+#include "problems.h"
+#include "stabilizer.h"
+
+namespace lrptext {
+
+enum class WeightMod : int { Positive, Negative, GammaPositive, GammaNegative, Square, One };
+enum class BiasMod : int { Plain, Positive, Negative, GammaPositive, GammaNegative, Square };
+enum class Factor : int { Input, Positive, Negative, Low, High, One };
+
+template <class T>
+LRPT_HD inline T modify_weight(WeightMod m, T w, T gamma) {
+  const T pos = w > T(0) ? w : T(0), neg = w < T(0) ? w : T(0);
+  switch (m) {
+    case WeightMod::Positive: return pos;
+    case WeightMod::Negative: return neg;
+    case WeightMod::GammaPositive: return w + gamma * pos;
+    case WeightMod::GammaNegative: return w + gamma * neg;
+    case WeightMod::Square: return w * w;
+    default: return T(1);
+  }
+}
+
+template <class T>
+LRPT_HD inline T modify_bias(BiasMod m, T b, T gamma) {
+  switch (m) {
+    case BiasMod::Plain: return b;
+    case BiasMod::Positive: return b > T(0) ? b : T(0);
+    case BiasMod::Negative: return b < T(0) ? b : T(0);
+    case BiasMod::GammaPositive: return b + gamma * (b > T(0) ? b : T(0));
+    case BiasMod::GammaNegative: return b + gamma * (b < T(0) ? b : T(0));
+    default: return b * b;
+  }
+}
+
+// The modified weights a rule uses, in the order the kernels expect them as weight_a, weight_b.
+inline int rule_weight_mods(Rule r, WeightMod* a, WeightMod* b) {
+  switch (r) {
+    case Rule::Gamma: *a = WeightMod::GammaPositive; *b = WeightMod::GammaNegative; return 2;
+    case Rule::AlphaBeta:
+    case Rule::ZBox: *a = WeightMod::Positive; *b = WeightMod::Negative; return 2;
+    case Rule::WSquare: *a = WeightMod::Square; return 1;
+    case Rule::Flat: *a = WeightMod::One; return 1;
+    default: return 0;
+  }
+}
+
+template <class T, class Exec>
+void prepare_rule_weights(Exec& ex, const PrepareProblem& p) {
+  WeightMod ma = WeightMod::One, mb = WeightMod::One;
+  const int n = rule_weight_mods(p.rule.kind, &ma, &mb);
+  const T* w = static_cast<const T*>(p.weight);
+  const T gamma = T(p.rule.gamma);
+  T* a = static_cast<T*>(p.out_a);
+  T* b = static_cast<T*>(p.out_b);
+  if (n >= 1) ex.map(p.size, LRPT_LAMBDA(int64_t i) { a[i] = modify_weight(ma, w[i], gamma); });
+  if (n == 2) ex.map(p.size, LRPT_LAMBDA(int64_t i) { b[i] = modify_weight(mb, w[i], gamma); });
+}
+
+// One summand of the input relevance: sign * factor(x_i) * c_i, c = G(s, W') a transposed pass.
+template <class T>
+struct Term {
+  Factor factor;
+  T sign;
+  const T* c;
+};
+
+template <class T>
+struct Terms {
+  Term<T> t[3] = {};
+  int n = 0;
+  void add(Factor f, T sign, const T* c) { t[n++] = Term<T>{f, sign, c}; }
+};
+
+template <class T>
+LRPT_HD inline T factor_value(Factor f, T x, T low, T high) {
+  switch (f) {
+    case Factor::Input: return x;
+    case Factor::Positive: return x > T(0) ? x : T(0);
+    case Factor::Negative: return x < T(0) ? x : T(0);
+    case Factor::Low: return low;
+    case Factor::High: return high;
+    default: return T(1);
+  }
+}
+
+template <class T>
+LRPT_HD inline T term_sum(const Terms<T>& ts, const T* x, const T* low, const T* high, int64_t i, int64_t ch) {
+  const T lo = low ? low[ch] : T(0), hi = high ? high[ch] : T(0);
+  T acc = T(0);
+  for (int k = 0; k < ts.n; ++k) acc += ts.t[k].sign * factor_value(ts.t[k].factor, x[i], lo, hi) * ts.t[k].c[i];
+  return acc;
+}
+
+// Members are public because nvcc's extended lambdas may not be defined in private member functions.
+template <class T, class Exec, class Op>
+struct LinearRelevance {
+  LinearRelevance(Exec& ex, const Op& op, const LinearProblem& p)
+      : ex_(ex), op_(op), p_(p),
+        x_(static_cast<const T*>(p.input)), w_(static_cast<const T*>(p.weight)),
+        bias_(static_cast<const T*>(p.bias)), r_(static_cast<const T*>(p.relevance)),
+        B_(op.batch()), I_(op.in_size()), O_(op.out_size()),
+        C_(op.in_channels()), P_(op.in_size() / op.in_channels()),
+        OC_(op.out_channels()), Q_(op.out_size() / op.out_channels()) {}
+
+  void run() {
+    switch (p_.rule.kind) {
+      case Rule::Epsilon: return epsilon();
+      case Rule::Gamma: return gamma();
+      case Rule::AlphaBeta: return alpha_beta();
+      case Rule::ZBox: return zbox();
+      case Rule::WSquare: return squared(WeightMod::Square, p_.rule.use_bias);
+      case Rule::Flat: return squared(WeightMod::One, false);
+    }
+  }
+
+  using Buffer = typename Exec::template Buffer<T>;
+
+  Buffer alloc(int64_t n) { return ex_.template alloc<T>(n); }
+
+  const T* weight(WeightMod m, const void* given, Buffer& storage) {
+    if (given) return static_cast<const T*>(given);
+    storage = alloc(op_.weight_size());
+    T* out = storage.get();
+    const T* w = w_;
+    const T gamma = T(p_.rule.gamma);
+    ex_.map(op_.weight_size(), LRPT_LAMBDA(int64_t i) { out[i] = modify_weight(m, w[i], gamma); });
+    return out;
+  }
+
+  // y[b, o, q] += bias_mod(b[o]) over `batch` samples.
+  void add_bias(T* y, int64_t batch, BiasMod m) {
+    if (!bias_) return;
+    const T* bias = bias_;
+    const int64_t Q = Q_, OC = OC_;
+    const T gamma = T(p_.rule.gamma);
+    ex_.map(batch * O_, LRPT_LAMBDA(int64_t i) { y[i] += modify_bias(m, bias[(i / Q) % OC], gamma); });
+  }
+
+  bool has_negative_input() {
+    const T* x = x_;
+    return ex_.any(B_ * I_, LRPT_LAMBDA(int64_t i) { return x[i] < T(0); });
+  }
+
+  // x+ and x- as buffers; when x >= 0 everywhere, x+ is x and x- is not needed.
+  const T* split_input(bool has_neg, Buffer& pos, Buffer& neg) {
+    if (!has_neg) return x_;
+    pos = alloc(B_ * I_);
+    neg = alloc(B_ * I_);
+    T* xp = pos.get();
+    T* xn = neg.get();
+    const T* x = x_;
+    ex_.map(B_ * I_, LRPT_LAMBDA(int64_t i) {
+      xp[i] = x[i] > T(0) ? x[i] : T(0);
+      xn[i] = x[i] < T(0) ? x[i] : T(0);
+    });
+    return xp;
+  }
+
+  // out = sum over terms of sign * factor(x) * c, optionally summed over input channels.
+  void finish(const Terms<T>& terms) {
+    T* out = static_cast<T*>(p_.out);
+    const T* x = x_;
+    const T* low = static_cast<const T*>(p_.low);
+    const T* high = static_cast<const T*>(p_.high);
+    const int64_t C = C_, P = P_;
+    const Terms<T> ts = terms;
+    if (!p_.reduce_channels) {
+      ex_.map(B_ * I_, LRPT_LAMBDA(int64_t i) { out[i] = term_sum(ts, x, low, high, i, (i / P) % C); });
+    } else {
+      ex_.map(B_ * P_, LRPT_LAMBDA(int64_t j) {
+        const int64_t b = j / P, q = j % P;
+        T acc = T(0);
+        for (int64_t ch = 0; ch < C; ++ch) acc += term_sum(ts, x, low, high, (b * C + ch) * P + q, ch);
+        out[j] = acc;
+      });
+    }
+  }
+
+  void zero(T* y, int64_t n) {
+    ex_.map(n, LRPT_LAMBDA(int64_t i) { y[i] = T(0); });
+  }
+
+  // z from the forward pass when given, else recomputed as F(x, W) + b.
+  const T* forward_z(Buffer& storage) {
+    if (p_.z) return static_cast<const T*>(p_.z);
+    storage = alloc(B_ * O_);
+    op_.forward(ex_, x_, B_, w_, storage.get(), T(0));
+    add_bias(storage.get(), B_, BiasMod::Plain);
+    return storage.get();
+  }
+
+  // LRP-0 / epsilon: R_i = x_i sum_j w_ji R_j / st(z_j, eps).
+  void epsilon() {
+    Buffer zs;
+    const T* z = forward_z(zs);
+    Buffer s = alloc(B_ * O_), c = alloc(B_ * I_);
+    T* sp = s.get();
+    const T* r = r_;
+    const T eps = T(p_.rule.epsilon);
+    ex_.map(B_ * O_, LRPT_LAMBDA(int64_t i) { sp[i] = r[i] / stabilize(z[i], eps); });
+    op_.backward(ex_, sp, B_, w_, c.get(), T(0));
+    Terms<T> t;
+    t.add(Factor::Input, T(1), c.get());
+    finish(t);
+  }
+
+  // alpha-beta: R_i = sum_j (alpha a_ij / st(A_j) - beta n_ij / st(N_j)) R_j with
+  // a_ij = x+ w+ + x- w-, A_j = sum_i a_ij + b+;  n_ij = x+ w- + x- w+, N_j = sum_i n_ij + b-.
+  void alpha_beta() {
+    Buffer wps, wns, xps, xns;
+    const T* wp = weight(WeightMod::Positive, p_.weight_a, wps);
+    const T* wn = weight(WeightMod::Negative, p_.weight_b, wns);
+    const bool neg = has_negative_input();
+    const T* xp = split_input(neg, xps, xns);
+    const T* xn = neg ? xns.get() : nullptr;
+    const bool with_beta = p_.rule.beta != 0.0;
+
+    Buffer a = alloc(B_ * O_), n;
+    op_.forward(ex_, xp, B_, wp, a.get(), T(0));
+    if (neg) op_.forward(ex_, xn, B_, wn, a.get(), T(1));
+    add_bias(a.get(), B_, BiasMod::Positive);
+    if (with_beta) {
+      n = alloc(B_ * O_);
+      op_.forward(ex_, xp, B_, wn, n.get(), T(0));
+      if (neg) op_.forward(ex_, xn, B_, wp, n.get(), T(1));
+      add_bias(n.get(), B_, BiasMod::Negative);
+    }
+    // s_a = alpha R / st(A) in place of A; s_n = -beta R / st(N) in place of N.
+    T* sa = a.get();
+    T* sn = with_beta ? n.get() : nullptr;
+    const T* r = r_;
+    const T alpha = T(p_.rule.alpha), beta = T(p_.rule.beta), stab = T(p_.rule.stabilizer);
+    ex_.map(B_ * O_, LRPT_LAMBDA(int64_t i) {
+      sa[i] = alpha * r[i] / stabilize(sa[i], stab);
+      if (sn) sn[i] = -beta * r[i] / stabilize(sn[i], stab);
+    });
+
+    Buffer cp = alloc(B_ * I_), cn;
+    op_.backward(ex_, sa, B_, wp, cp.get(), T(0));
+    if (with_beta) op_.backward(ex_, sn, B_, wn, cp.get(), T(1));
+    Terms<T> t;
+    t.add(neg ? Factor::Positive : Factor::Input, T(1), cp.get());
+    if (neg) {
+      cn = alloc(B_ * I_);
+      op_.backward(ex_, sa, B_, wn, cn.get(), T(0));
+      if (with_beta) op_.backward(ex_, sn, B_, wp, cn.get(), T(1));
+      t.add(Factor::Negative, T(1), cn.get());
+    }
+    finish(t);
+  }
+
+  // gamma: where z_j > 0, m_ij = (x+ (w + g w+) + x- (w + g w-)) / st(sum + b + g b+); where z_j < 0 the two
+  // weights swap and the bias is b + g b-; where z_j = 0, m_ij = 0. Branches whose outputs carry no relevance
+  // are skipped (after a ReLU, z <= 0 receives none).
+  void gamma() {
+    Buffer zs, was, wbs, xps, xns;
+    const T* z = forward_z(zs);
+    const T* r = r_;
+    const bool need_pos = ex_.any(B_ * O_, LRPT_LAMBDA(int64_t i) { return z[i] > T(0) && r[i] != T(0); });
+    const bool need_neg = ex_.any(B_ * O_, LRPT_LAMBDA(int64_t i) { return z[i] < T(0) && r[i] != T(0); });
+    if (!need_pos && !need_neg) {
+      zero(static_cast<T*>(p_.out), p_.reduce_channels ? B_ * P_ : B_ * I_);
+      return;
+    }
+    const T* wa = weight(WeightMod::GammaPositive, p_.weight_a, was);
+    const T* wb = weight(WeightMod::GammaNegative, p_.weight_b, wbs);
+    const bool neg = has_negative_input();
+    const T* xp = split_input(neg, xps, xns);
+    const T* xn = neg ? xns.get() : nullptr;
+
+    Buffer cp = alloc(B_ * I_), cn = neg ? alloc(B_ * I_) : Buffer();
+    Buffer d = alloc(B_ * O_);
+    bool first = true;
+    if (need_pos) {
+      gamma_branch(z, xp, xn, wa, wb, BiasMod::GammaPositive, true, d.get(), cp.get(), cn.get(), first);
+      first = false;
+    }
+    if (need_neg) gamma_branch(z, xp, xn, wb, wa, BiasMod::GammaNegative, false, d.get(), cp.get(), cn.get(), first);
+
+    Terms<T> t;
+    t.add(neg ? Factor::Positive : Factor::Input, T(1), cp.get());
+    if (neg) t.add(Factor::Negative, T(1), cn.get());
+    finish(t);
+  }
+
+  // One gamma branch: denominator with (w_pos_in, w_neg_in) applied to (x+, x-), masked by the sign of z.
+  void gamma_branch(const T* z, const T* xp, const T* xn, const T* w_pos_in, const T* w_neg_in, BiasMod bm,
+                    bool positive, T* d, T* cp, T* cn, bool first) {
+    op_.forward(ex_, xp, B_, w_pos_in, d, T(0));
+    if (xn) op_.forward(ex_, xn, B_, w_neg_in, d, T(1));
+    add_bias(d, B_, bm);
+    const T* r = r_;
+    const T stab = T(p_.rule.stabilizer);
+    ex_.map(B_ * O_, LRPT_LAMBDA(int64_t i) {
+      const bool on = positive ? z[i] > T(0) : z[i] < T(0);
+      d[i] = on ? r[i] / stabilize(d[i], stab) : T(0);
+    });
+    const T acc = first ? T(0) : T(1);
+    op_.backward(ex_, d, B_, w_pos_in, cp, acc);
+    if (xn) op_.backward(ex_, d, B_, w_neg_in, cn, acc);
+  }
+
+  // z^B: c_ij = x_i w_ji - l_i w+_ji - h_i w-_ji, R_i = sum_j c_ij / st(sum_k c_kj) R_j (no bias).
+  void zbox() {
+    Buffer wps, wns;
+    const T* wp = weight(WeightMod::Positive, p_.weight_a, wps);
+    const T* wn = weight(WeightMod::Negative, p_.weight_b, wns);
+    const T* low = static_cast<const T*>(p_.low);
+    const T* high = static_cast<const T*>(p_.high);
+    const int64_t C = C_, P = P_, O = O_;
+    // The bounds as one input sample; F of a constant sample is computed once for the whole batch.
+    Buffer lo = alloc(I_), hi = alloc(I_), bounds = alloc(O_);
+    T* lp = lo.get();
+    T* hp = hi.get();
+    ex_.map(I_, LRPT_LAMBDA(int64_t i) {
+      lp[i] = low[(i / P) % C];
+      hp[i] = high[(i / P) % C];
+    });
+    op_.forward(ex_, lp, 1, wp, bounds.get(), T(0));
+    op_.forward(ex_, hp, 1, wn, bounds.get(), T(1));
+
+    Buffer s = alloc(B_ * O_);
+    T* sp = s.get();
+    op_.forward(ex_, x_, B_, w_, sp, T(0));
+    const T* bp = bounds.get();
+    const T* r = r_;
+    const T stab = T(p_.rule.stabilizer);
+    ex_.map(B_ * O_, LRPT_LAMBDA(int64_t i) { sp[i] = r[i] / stabilize(sp[i] - bp[i % O], stab); });
+
+    Buffer c = alloc(B_ * I_), cl = alloc(B_ * I_), ch = alloc(B_ * I_);
+    op_.backward(ex_, sp, B_, w_, c.get(), T(0));
+    op_.backward(ex_, sp, B_, wp, cl.get(), T(0));
+    op_.backward(ex_, sp, B_, wn, ch.get(), T(0));
+    Terms<T> t;
+    t.add(Factor::Input, T(1), c.get());
+    t.add(Factor::Low, T(-1), cl.get());
+    t.add(Factor::High, T(-1), ch.get());
+    finish(t);
+  }
+
+  // w^2 (and flat, with w = 1 and no bias): R_i = sum_j w_ji^2 / st(sum_k w_jk^2 + b_j^2) R_j. The denominator
+  // is F(1, w^2) over the input's support, so zero padding of a convolution is not counted.
+  void squared(WeightMod m, bool with_bias) {
+    Buffer ws;
+    const T* w2 = weight(m, p_.weight_a, ws);
+    Buffer ones = alloc(I_), d = alloc(O_);
+    T* onep = ones.get();
+    ex_.map(I_, LRPT_LAMBDA(int64_t i) { onep[i] = T(1); });
+    op_.forward(ex_, onep, 1, w2, d.get(), T(0));
+    if (with_bias) add_bias(d.get(), 1, BiasMod::Square);
+
+    Buffer s = alloc(B_ * O_), c = alloc(B_ * I_);
+    T* sp = s.get();
+    const T* dp = d.get();
+    const T* r = r_;
+    const int64_t O = O_;
+    const T stab = T(p_.rule.stabilizer);
+    ex_.map(B_ * O_, LRPT_LAMBDA(int64_t i) { sp[i] = r[i] / stabilize(dp[i % O], stab); });
+    op_.backward(ex_, sp, B_, w2, c.get(), T(0));
+    Terms<T> t;
+    t.add(Factor::One, T(1), c.get());
+    finish(t);
+  }
+
+  Exec& ex_;
+  const Op& op_;
+  const LinearProblem& p_;
+  const T* x_;
+  const T* w_;
+  const T* bias_;
+  const T* r_;
+  const int64_t B_, I_, O_, C_, P_, OC_, Q_;
+};
+
+}  // namespace lrptext

@@ -1,0 +1,116 @@
+// Plain parameter structs that the bindings fill and the kernels read: pointers, shapes, rule parameters.
+// All argument checking happens in bindings.cpp before a kernel sees one of these.
+#pragma once
+#include <cstdint>
+
+namespace lrptext {
+
+enum class DType : int { Float32, Float64 };
+enum class IdType : int { Int32, Int64 };
+
+enum class Rule : int { Epsilon, Gamma, AlphaBeta, ZBox, WSquare, Flat };
+
+struct RuleParams {
+  Rule kind = Rule::Epsilon;
+  double epsilon = 1e-6;     // Epsilon: rule parameter and stabiliser at once
+  double gamma = 0.25;       // Gamma
+  double alpha = 1.0;        // AlphaBeta (alpha - beta = 1)
+  double beta = 0.0;
+  double stabilizer = 1e-6;  // every rule but Epsilon
+  bool use_bias = true;      // WSquare: false drops b^2 from the denominator (zero_params="bias")
+};
+
+// Dense and conv layers share one relevance problem; only the linear map differs.
+struct LinearProblem {
+  DType dtype = DType::Float32;
+  const void* input = nullptr;      // x, [batch, in...]
+  const void* weight = nullptr;
+  const void* bias = nullptr;       // optional
+  const void* relevance = nullptr;  // R at the layer output
+  const void* z = nullptr;          // optional forward pre-activation (Epsilon, Gamma); includes the bias
+  const void* weight_a = nullptr;   // optional prepared modified weights, see prepare_rule_weights
+  const void* weight_b = nullptr;
+  const void* low = nullptr;        // ZBox bounds, one per input channel (dense: per input feature)
+  const void* high = nullptr;
+  void* out = nullptr;              // [batch, in...], or [batch, spatial] with reduce_channels
+  bool reduce_channels = false;     // sum the input relevance over channels (embedding axis) in the kernel
+  RuleParams rule;
+  void* stream = nullptr;           // cudaStream_t on CUDA
+};
+
+struct DenseShape {
+  int64_t rows, in, out;
+};
+
+struct ConvShape {
+  int64_t batch, cin, h, w;       // input
+  int64_t cout, kh, kw;           // weight [cout, cin / groups, kh, kw]
+  int64_t sh, sw, ph, pw, dh, dw; // stride, padding, dilation
+  int64_t groups;
+  int64_t ho, wo;                 // output
+};
+
+// Which modified weights each rule uses (a, b):
+//   Gamma: w + gamma w+, w + gamma w-   AlphaBeta, ZBox: w+, w-   WSquare: w^2   Flat: ones   Epsilon: none
+struct PrepareProblem {
+  DType dtype = DType::Float32;
+  const void* weight = nullptr;
+  int64_t size = 0;
+  void* out_a = nullptr;
+  void* out_b = nullptr;  // null for rules with one modified weight
+  RuleParams rule;
+  void* stream = nullptr;
+};
+
+struct EmbeddingProblem {
+  DType dtype = DType::Float32;
+  IdType id_type = IdType::Int64;
+  const void* ids = nullptr;        // [tokens]
+  const void* relevance = nullptr;  // [tokens, dim], relevance at the embedding output
+  void* out = nullptr;              // [tokens] (reduce) or [tokens, dim]
+  int64_t tokens = 0, dim = 0;
+  int64_t padding_idx = -1;         // -1: none
+  bool reduce = true;
+  void* stream = nullptr;
+};
+
+struct EmbeddingBagProblem {
+  DType dtype = DType::Float32;
+  IdType id_type = IdType::Int64;
+  const void* ids = nullptr;                // [tokens]
+  const void* offsets = nullptr;            // [bags], start of each bag (same integer type as ids)
+  const void* weight = nullptr;             // [num_embeddings, dim]
+  const void* per_sample_weights = nullptr; // optional [tokens], mode sum only
+  const void* relevance = nullptr;          // [bags, dim], relevance at the bag output
+  void* out = nullptr;                      // [tokens]
+  int64_t tokens = 0, bags = 0, num_embeddings = 0, dim = 0;
+  int64_t padding_idx = -1;
+  bool mean = false;
+  double stabilizer = 1e-6;
+  void* stream = nullptr;
+};
+
+// One spatial axis of a pooling window. Regular windows start at o * stride - pad and take `kernel`
+// taps `dilation` apart; adaptive windows cover [floor(o * in / out), ceil((o + 1) * in / out)).
+struct Window {
+  int64_t kernel = 1, stride = 1, pad = 0, dilation = 1;
+  bool adaptive = false;
+};
+
+enum class PoolMode : int { Max, Average };
+
+struct PoolProblem {
+  DType dtype = DType::Float32;
+  PoolMode mode = PoolMode::Max;
+  const void* input = nullptr;      // [planes, h, w]
+  const void* relevance = nullptr;  // [planes, ho, wo]
+  void* out = nullptr;              // [planes, h, w]
+  int64_t planes = 0, h = 0, w = 0, ho = 0, wo = 0;
+  Window wh, ww;
+  bool count_include_pad = true;    // Average: divisor counts zero padding (torch's default)
+  int64_t divisor_override = 0;     // Average: 0 = none
+  double stabilizer = 1e-6;         // Average (Norm rule)
+  void* stream = nullptr;
+};
+
+}  // namespace lrptext

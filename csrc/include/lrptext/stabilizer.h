@@ -1,0 +1,21 @@
+// The LRP stabiliser, written once for the CPU and CUDA kernels (DESIGN.md §3).
+#pragma once
+
+#if defined(__CUDACC__)
+#define LRPT_HD __host__ __device__
+#define LRPT_LAMBDA [=] __host__ __device__
+#else
+#define LRPT_HD
+#define LRPT_LAMBDA [=]
+#endif
+
+namespace lrptext {
+
+// st(z, eps) = z + eps * sign(z) with sign(0) = +1, also for -0.0 (zennit's convention):
+// every element is shifted, so LRP-0 (eps = 0) divides by zero where z = 0 and yields +-inf.
+template <class T>
+LRPT_HD inline T stabilize(T z, T eps) {
+  return z >= T(0) ? z + eps : z - eps;
+}
+
+}  // namespace lrptext

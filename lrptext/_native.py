@@ -1,0 +1,44 @@
+"""Access to the C++ extension, and what the package does when it is missing."""
+
+from __future__ import annotations
+
+import logging
+from types import ModuleType
+from typing import Any
+
+logger = logging.getLogger("lrptext")
+
+core: ModuleType | None
+try:
+    from lrptext import _core as core
+    import_error: ImportError | None = None
+except ImportError as error:  # an install without the compiled extension: the torch backend still works
+    core = None
+    import_error = error
+    logger.warning("lrptext._core did not import (%s); only backend='torch' is available", error)
+
+
+def require_core() -> ModuleType:
+    """The extension module, or an ImportError that says how to get it."""
+    if core is None:
+        raise ImportError(
+            f"lrptext's C++ kernels are not available ({import_error}); reinstall with "
+            "'pip install .' from a source checkout, or pass backend='torch'"
+        )
+    return core
+
+
+def build_info() -> dict[str, Any]:
+    """How the kernels were built: BLAS, OpenMP threads, whether CUDA kernels were compiled."""
+    if core is None:
+        return {"extension": False, "error": str(import_error), "cuda": False}
+    return {"extension": True, **core.build_info()}
+
+
+def set_num_threads(n: int) -> None:
+    """Threads used by lrptext's CPU kernels (process-wide); torch's own pool is set by torch.set_num_threads."""
+    require_core().set_num_threads(int(n))
+
+
+def get_num_threads() -> int:
+    return int(require_core().get_num_threads())

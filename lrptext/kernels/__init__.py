@@ -1,0 +1,415 @@
+"""Relevance kernels, one function per layer kind: relevance at a layer's output in, relevance at its input out.
+
+Arguments are torch tensors or numpy arrays (results come back in the same framework, on the same device).
+``backend`` picks the implementation: ``"cpp"`` (lrptext._core: OpenMP + OpenBLAS on CPU, CUDA kernels when
+built), ``"torch"`` (vectorised torch), or ``"auto"`` (cpp where it can run, else torch). Kernels take float32
+and float64 and refuse other dtypes; ``lrptext.explain()`` promotes float16/bfloat16 for you. Non-finite input
+or relevance raises unless ``check_finite=False`` (then NaN/inf propagate by IEEE rules).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from lrptext import _native
+from lrptext.kernels import native, torch_backend
+from lrptext.kernels.arrays import Array, check_array, contiguous, like_input, to_torch
+from lrptext.rules import AlphaBeta, Epsilon, Flat, Gamma, LinearRule, WSquare, ZBox
+
+Backend = Literal["auto", "cpp", "torch"]
+BACKENDS = ("auto", "cpp", "torch")
+LINEAR_RULES = (Epsilon, Gamma, AlphaBeta, ZBox, Flat, WSquare)
+
+__all__ = [
+    "PreparedWeights", "adaptive_avg_pool1d_relevance", "adaptive_avg_pool2d_relevance",
+    "adaptive_max_pool1d_relevance", "adaptive_max_pool2d_relevance", "avg_pool1d_relevance",
+    "avg_pool2d_relevance", "conv1d_relevance", "conv2d_relevance", "dense_relevance", "embedding_bag_relevance",
+    "embedding_relevance", "global_max_relevance", "max_pool1d_relevance", "max_pool2d_relevance",
+    "prepare_weights",
+]
+
+
+@dataclass(frozen=True)
+class PreparedWeights:
+    """Rule-modified weights (e.g. w + γw⁺ and w + γw⁻ for Gamma), computed once and reused across calls."""
+
+    rule: LinearRule
+    weight_a: Array | None
+    weight_b: Array | None
+
+
+def _select(fn: str, backend: str, *arrays: Array | None) -> ModuleType:
+    if backend not in BACKENDS:
+        raise ValueError(f"{fn}: 'backend' must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "torch":
+        return torch_backend
+    cuda = any(isinstance(a, torch.Tensor) and a.is_cuda for a in arrays)
+    if backend == "cpp":
+        _native.require_core()
+        return native
+    if _native.core is None or (cuda and not _native.build_info()["cuda"]):
+        return torch_backend
+    return native
+
+
+def _check_float(fn: str, name: str, a: Array | None) -> None:
+    if a is None:
+        return
+    if a.dtype not in (torch.float32, torch.float64, np.float32, np.float64):
+        raise ValueError(
+            f"{fn}: '{name}' has dtype {a.dtype}; the kernels take float32 or float64 "
+            "(lrptext.explain() promotes float16/bfloat16 for you)"
+        )
+
+
+def _check_ids(fn: str, name: str, a: Array) -> None:
+    if a.dtype not in (torch.int32, torch.int64, np.int32, np.int64):
+        raise ValueError(f"{fn}: '{name}' must hold integer token ids (int32 or int64), got {a.dtype}")
+
+
+def _check_rule(fn: str, rule: Any) -> None:
+    if not isinstance(rule, LINEAR_RULES):
+        names = ", ".join(r.__name__ for r in LINEAR_RULES)
+        raise TypeError(f"{fn}: 'rule' must be one of {names} (from lrptext.rules), got {rule!r}")
+
+
+def _call(impl: ModuleType, name: str, like: Array, *args: Array | None, **kwargs: Any) -> Array:
+    """Runs impl.name; the torch backend gets tensors and the result returns in the caller's framework."""
+    if impl is torch_backend and isinstance(like, np.ndarray):
+        converted = [to_torch(a) for a in args]
+        kwargs = {k: to_torch(v) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
+        if "prepared" in kwargs:
+            kwargs["prepared"] = tuple(to_torch(a) for a in kwargs["prepared"])
+        return like_input(getattr(impl, name)(*converted, **kwargs), like)
+    return getattr(impl, name)(*args, **kwargs)
+
+
+def _prepared(fn: str, rule: LinearRule, prepared: PreparedWeights | None) -> tuple[Array | None, Array | None]:
+    if prepared is None:
+        return None, None
+    if not isinstance(prepared, PreparedWeights):
+        raise TypeError(f"{fn}: 'prepared' must come from lrptext.kernels.prepare_weights, got {type(prepared).__name__}")
+    if prepared.rule != rule:
+        raise ValueError(f"{fn}: 'prepared' was made for {prepared.rule!r} but the rule is {rule!r}; prepare it again")
+    return contiguous(prepared.weight_a), contiguous(prepared.weight_b)
+
+
+def prepare_weights(rule: LinearRule, weight: Array, *, backend: Backend = "auto") -> PreparedWeights:
+    """The modified weights `rule` needs, to pass as ``prepared=`` to dense/conv kernels across many calls."""
+    fn = "prepare_weights"
+    _check_rule(fn, rule)
+    check_array(fn, "weight", weight)
+    _check_float(fn, "weight", weight)
+    impl = _select(fn, backend, weight)
+    weight = contiguous(weight)
+    if impl is torch_backend and isinstance(weight, np.ndarray):
+        a, b = torch_backend.prepare_weights(rule, to_torch(weight))
+        return PreparedWeights(rule, None if a is None else a.numpy(), None if b is None else b.numpy())
+    a, b = impl.prepare_weights(rule, weight)
+    return PreparedWeights(rule, a, b)
+
+
+def _linear_args(fn: str, rule: Any, named: dict[str, Array | None], optional: tuple[str, ...]) -> None:
+    _check_rule(fn, rule)
+    for name, a in named.items():
+        check_array(fn, name, a, optional=name in optional)
+        if name != "ids":
+            _check_float(fn, name, a)
+
+
+def dense_relevance(input: Array, weight: Array, bias: Array | None, relevance: Array, *,
+                    rule: LinearRule = Epsilon(), z: Array | None = None, prepared: PreparedWeights | None = None,
+                    reduce_channels: bool = False, check_finite: bool = True, backend: Backend = "auto") -> Array:
+    """Relevance at the input of ``y = input @ weight.T + bias``.
+
+    input: Tensor[..., in]; weight: Tensor[out, in]; bias: Tensor[out] or None; relevance: Tensor[..., out];
+    z (optional): the forward pre-activation Tensor[..., out], reused by Epsilon and Gamma instead of recomputed.
+    Returns Tensor[..., in], or Tensor[...] summed over ``in`` with ``reduce_channels=True``.
+    """
+    fn = "dense_relevance"
+    _linear_args(fn, rule, {"input": input, "weight": weight, "bias": bias, "relevance": relevance, "z": z},
+                 ("bias", "z"))
+    if weight.ndim != 2:
+        raise ValueError(f"{fn}: 'weight' must be 2-D (out, in), got {weight.ndim}-D")
+    if input.ndim < 1 or input.shape[-1] != weight.shape[1]:
+        raise ValueError(f"{fn}: 'input' must have shape (..., {weight.shape[1]}) to match 'weight' "
+                         f"{tuple(weight.shape)}, got {tuple(input.shape)}")
+    lead = tuple(input.shape[:-1])
+    if tuple(relevance.shape) != lead + (weight.shape[0],):
+        raise ValueError(f"{fn}: 'relevance' must have shape {lead + (weight.shape[0],)}, got {tuple(relevance.shape)}")
+    impl = _select(fn, backend, input, weight, relevance)
+    rows = int(np.prod(lead)) if lead else 1
+    x = contiguous(input).reshape(rows, weight.shape[1])
+    r = contiguous(relevance).reshape(rows, weight.shape[0])
+    zz = None if z is None else contiguous(z).reshape(rows, weight.shape[0])
+    out = _call(impl, "dense", input, x, contiguous(weight), contiguous(bias), r, rule=rule, z=zz,
+                prepared=_prepared(fn, rule, prepared), reduce_channels=reduce_channels, check_finite=check_finite)
+    return out.reshape(lead if reduce_channels else lead + (weight.shape[1],))
+
+
+def _tuple(fn: str, name: str, value: int | tuple[int, ...], n: int) -> tuple[int, ...]:
+    if isinstance(value, str):
+        raise ValueError(f"{fn}: '{name}' must be an int or a tuple of {n} ints, got {value!r} "
+                         "(string paddings are resolved by lrptext.explain())")
+    values = (int(value),) * n if isinstance(value, (int, np.integer)) else tuple(int(v) for v in value)
+    if len(values) != n:
+        raise ValueError(f"{fn}: '{name}' must be an int or a tuple of {n} ints, got {value!r}")
+    return values
+
+
+def _conv(fn: str, input: Array, weight: Array, bias: Array | None, relevance: Array, *, spatial: int,
+          stride: Any, padding: Any, dilation: Any, groups: int, rule: LinearRule, z: Array | None,
+          prepared: PreparedWeights | None, reduce_channels: bool, check_finite: bool, backend: str) -> Array:
+    _linear_args(fn, rule, {"input": input, "weight": weight, "bias": bias, "relevance": relevance, "z": z},
+                 ("bias", "z"))
+    layout = "(batch, channels, length)" if spatial == 1 else "(batch, channels, height, width)"
+    for name, a, nd in (("input", input, spatial + 2), ("weight", weight, spatial + 2),
+                        ("relevance", relevance, spatial + 2)):
+        if a.ndim != nd:
+            raise ValueError(f"{fn}: '{name}' must be {nd}-D {layout if name != 'weight' else ''}".rstrip()
+                             + f", got {a.ndim}-D with shape {tuple(a.shape)}")
+    stride, padding, dilation = (_tuple(fn, n, v, spatial) for n, v in
+                                 (("stride", stride), ("padding", padding), ("dilation", dilation)))
+    impl = _select(fn, backend, input, weight, relevance)
+    x, w, r, zz = contiguous(input), contiguous(weight), contiguous(relevance), contiguous(z)
+    prep = _prepared(fn, rule, prepared)
+    if spatial == 1:  # a 1-d convolution is a 2-d one of height 1; these are views, not copies
+        x, w, r = x[:, :, None], w[:, :, None], r[:, :, None]
+        zz = None if zz is None else zz[:, :, None]
+        prep = tuple(None if p is None else p[:, :, None] for p in prep)
+        stride, padding, dilation = (1,) + stride, (0,) + padding, (1,) + dilation
+    out = _call(impl, "conv2d", input, x, w, contiguous(bias), r, stride=stride, padding=padding, dilation=dilation,
+                groups=int(groups), rule=rule, z=zz, prepared=prep, reduce_channels=reduce_channels,
+                check_finite=check_finite)
+    if spatial == 1:
+        out = out[:, 0] if reduce_channels else out[:, :, 0]
+    return out
+
+
+def conv1d_relevance(input: Array, weight: Array, bias: Array | None, relevance: Array, *,
+                     stride: int | tuple[int] = 1, padding: int | tuple[int] = 0, dilation: int | tuple[int] = 1,
+                     groups: int = 1, rule: LinearRule = Epsilon(), z: Array | None = None,
+                     prepared: PreparedWeights | None = None, reduce_channels: bool = False,
+                     check_finite: bool = True, backend: Backend = "auto") -> Array:
+    """Relevance at the input of a 1-d convolution (torch.nn.Conv1d semantics, zero padding).
+
+    input: Tensor[B, C, L]; weight: Tensor[O, C / groups, K]; relevance: Tensor[B, O, L_out].
+    Returns Tensor[B, C, L], or Tensor[B, L] with ``reduce_channels=True`` (per-position relevance, e.g. per
+    token when the channels are an embedding, without materialising Tensor[B, C, L]).
+    """
+    return _conv("conv1d_relevance", input, weight, bias, relevance, spatial=1, stride=stride, padding=padding,
+                 dilation=dilation, groups=groups, rule=rule, z=z, prepared=prepared,
+                 reduce_channels=reduce_channels, check_finite=check_finite, backend=backend)
+
+
+def conv2d_relevance(input: Array, weight: Array, bias: Array | None, relevance: Array, *,
+                     stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
+                     dilation: int | tuple[int, int] = 1, groups: int = 1, rule: LinearRule = Epsilon(),
+                     z: Array | None = None, prepared: PreparedWeights | None = None, reduce_channels: bool = False,
+                     check_finite: bool = True, backend: Backend = "auto") -> Array:
+    """Relevance at the input of a 2-d convolution (torch.nn.Conv2d semantics, zero padding).
+
+    input: Tensor[B, C, H, W]; weight: Tensor[O, C / groups, KH, KW]; relevance: Tensor[B, O, H_out, W_out].
+    Returns Tensor[B, C, H, W], or Tensor[B, H, W] with ``reduce_channels=True`` (a heatmap summed over channels).
+    """
+    return _conv("conv2d_relevance", input, weight, bias, relevance, spatial=2, stride=stride, padding=padding,
+                 dilation=dilation, groups=groups, rule=rule, z=z, prepared=prepared,
+                 reduce_channels=reduce_channels, check_finite=check_finite, backend=backend)
+
+
+def embedding_relevance(ids: Array, relevance: Array, *, num_embeddings: int, padding_idx: int | None = None,
+                        reduce: bool = True, check_finite: bool = True, backend: Backend = "auto") -> Array:
+    """Per-token relevance of an embedding lookup.
+
+    ids: integer Tensor[*]; relevance: Tensor[*, D], the relevance at the embedding's output.
+    Returns Tensor[*] (summed over D) or, with ``reduce=False``, Tensor[*, D]. Tokens equal to ``padding_idx``
+    get zero. Ids outside [0, num_embeddings) raise ValueError.
+    """
+    fn = "embedding_relevance"
+    check_array(fn, "ids", ids)
+    check_array(fn, "relevance", relevance)
+    _check_ids(fn, "ids", ids)
+    _check_float(fn, "relevance", relevance)
+    if tuple(relevance.shape[:-1]) != tuple(ids.shape) or relevance.ndim != ids.ndim + 1:
+        raise ValueError(f"{fn}: 'relevance' must have shape {tuple(ids.shape)} + (embedding_dim,), got "
+                         f"{tuple(relevance.shape)}")
+    if padding_idx is not None and padding_idx < 0:
+        padding_idx += num_embeddings
+    impl = _select(fn, backend, ids, relevance)
+    n = int(np.prod(ids.shape)) if ids.ndim else 1
+    dim = relevance.shape[-1]
+    out = _call(impl, "embedding", relevance, contiguous(ids).reshape(n), contiguous(relevance).reshape(n, dim),
+                num_embeddings=int(num_embeddings), padding_idx=padding_idx, reduce=reduce, check_finite=check_finite)
+    return out.reshape(tuple(ids.shape) if reduce else tuple(relevance.shape))
+
+
+def embedding_bag_relevance(ids: Array, weight: Array, relevance: Array, *, offsets: Array | None = None,
+                            mode: str = "mean", per_sample_weights: Array | None = None,
+                            padding_idx: int | None = None, stabilizer: float = 1e-6, check_finite: bool = True,
+                            backend: Backend = "auto") -> Array:
+    """Per-token relevance of torch.nn.EmbeddingBag (mode "sum" or "mean").
+
+    ids: Tensor[N] with offsets: Tensor[B] (bag starts), or Tensor[B, L] of fixed-size bags with offsets=None;
+    weight: Tensor[V, D]; relevance: Tensor[B, D] at the bag output. Each bag's relevance is split over its tokens
+    in proportion to their contributions f_t·E[id_t] (Norm rule; f_t = 1, the per-sample weight, or 1/len).
+    Returns per-token relevance shaped like ``ids``.
+    """
+    fn = "embedding_bag_relevance"
+    for name, a in (("ids", ids), ("weight", weight), ("relevance", relevance)):
+        check_array(fn, name, a)
+    check_array(fn, "offsets", offsets, optional=True)
+    check_array(fn, "per_sample_weights", per_sample_weights, optional=True)
+    _check_ids(fn, "ids", ids)
+    for name, a in (("weight", weight), ("relevance", relevance), ("per_sample_weights", per_sample_weights)):
+        _check_float(fn, name, a)
+    if mode not in ("sum", "mean"):
+        raise ValueError(f"{fn}: 'mode' must be 'sum' or 'mean', got {mode!r} (max bags are not supported)")
+    if ids.ndim == 2:
+        if offsets is not None:
+            raise ValueError(f"{fn}: 'offsets' must be None when 'ids' is 2-D (one bag per row), as in torch")
+        bags, length = ids.shape
+        offsets = (torch.arange(bags, dtype=ids.dtype, device=ids.device) * length if isinstance(ids, torch.Tensor)
+                   else np.arange(bags, dtype=ids.dtype) * length)
+    elif ids.ndim == 1:
+        if offsets is None:
+            raise ValueError(f"{fn}: 1-D 'ids' needs 'offsets' (the start of each bag)")
+        _check_ids(fn, "offsets", offsets)
+        if offsets.dtype != ids.dtype:
+            offsets = offsets.astype(ids.dtype) if isinstance(offsets, np.ndarray) else offsets.to(ids.dtype)
+    else:
+        raise ValueError(f"{fn}: 'ids' must be 1-D (with offsets) or 2-D (bags of equal size), got {ids.ndim}-D")
+    if padding_idx is not None and padding_idx < 0:
+        padding_idx += weight.shape[0]
+    impl = _select(fn, backend, ids, weight, relevance)
+    flat = contiguous(ids).reshape(-1)
+    psw = None if per_sample_weights is None else contiguous(per_sample_weights).reshape(-1)
+    out = _call(impl, "embedding_bag", weight, flat, contiguous(offsets), contiguous(weight), contiguous(relevance),
+                per_sample_weights=psw, mode=mode, padding_idx=padding_idx, stabilizer=float(stabilizer),
+                check_finite=check_finite)
+    return out.reshape(tuple(ids.shape))
+
+
+def _pool(fn: str, input: Array, relevance: Array, *, spatial: int, mode: str, kernel_size: Any = 1,
+          stride: Any = None, padding: Any = 0, dilation: Any = 1, adaptive: bool = False,
+          count_include_pad: bool = True, divisor_override: int | None = None, stabilizer: float = 1e-6,
+          check_finite: bool = True, backend: str = "auto") -> Array:
+    check_array(fn, "input", input)
+    check_array(fn, "relevance", relevance)
+    _check_float(fn, "input", input)
+    _check_float(fn, "relevance", relevance)
+    layout = "(batch, channels, length)" if spatial == 1 else "(batch, channels, height, width)"
+    if input.ndim != spatial + 2 or relevance.ndim != spatial + 2 or tuple(relevance.shape[:2]) != tuple(input.shape[:2]):
+        raise ValueError(f"{fn}: 'input' and 'relevance' must be {spatial + 2}-D {layout} with the same batch and "
+                         f"channels, got {tuple(input.shape)} and {tuple(relevance.shape)}")
+    kernel = _tuple(fn, "kernel_size", kernel_size, spatial)
+    stride_t = kernel if stride is None else _tuple(fn, "stride", stride, spatial)
+    pad, dil = _tuple(fn, "padding", padding, spatial), _tuple(fn, "dilation", dilation, spatial)
+    if spatial == 1:
+        kernel, stride_t, pad, dil = (1,) + kernel, (1,) + stride_t, (0,) + pad, (1,) + dil
+    impl = _select(fn, backend, input, relevance)
+    b, c = input.shape[:2]
+    planes = contiguous(input).reshape((b * c,) + ((1,) if spatial == 1 else ()) + tuple(input.shape[2:]))
+    rel = contiguous(relevance).reshape((b * c,) + ((1,) if spatial == 1 else ()) + tuple(relevance.shape[2:]))
+    out = _call(impl, "pool", input, planes, rel, mode=mode, kernel=kernel, stride=stride_t, padding=pad,
+                dilation=dil, adaptive=adaptive, count_include_pad=count_include_pad,
+                divisor_override=int(divisor_override or 0), stabilizer=float(stabilizer), check_finite=check_finite)
+    return out.reshape(tuple(input.shape))
+
+
+def max_pool1d_relevance(input: Array, relevance: Array, *, kernel_size: int, stride: int | None = None,
+                         padding: int = 0, dilation: int = 1, check_finite: bool = True,
+                         backend: Backend = "auto") -> Array:
+    """Winner-take-all through torch.nn.MaxPool1d: each window's relevance goes to its maximum; on ties, to the
+    first maximum in window order (torch's index). input: Tensor[B, C, L]; relevance: Tensor[B, C, L_out]."""
+    return _pool("max_pool1d_relevance", input, relevance, spatial=1, mode="max", kernel_size=kernel_size,
+                 stride=stride, padding=padding, dilation=dilation, check_finite=check_finite, backend=backend)
+
+
+def max_pool2d_relevance(input: Array, relevance: Array, *, kernel_size: int | tuple[int, int],
+                         stride: int | tuple[int, int] | None = None, padding: int | tuple[int, int] = 0,
+                         dilation: int | tuple[int, int] = 1, check_finite: bool = True,
+                         backend: Backend = "auto") -> Array:
+    """Winner-take-all through torch.nn.MaxPool2d (ties: first maximum in row-major window order).
+    input: Tensor[B, C, H, W]; relevance: Tensor[B, C, H_out, W_out]."""
+    return _pool("max_pool2d_relevance", input, relevance, spatial=2, mode="max", kernel_size=kernel_size,
+                 stride=stride, padding=padding, dilation=dilation, check_finite=check_finite, backend=backend)
+
+
+def avg_pool1d_relevance(input: Array, relevance: Array, *, kernel_size: int, stride: int | None = None,
+                         padding: int = 0, count_include_pad: bool = True, stabilizer: float = 1e-6,
+                         check_finite: bool = True, backend: Backend = "auto") -> Array:
+    """Norm rule through torch.nn.AvgPool1d: R_i = Σ_j x_i (∂y_j/∂x_i) R_j / st(y_j)."""
+    return _pool("avg_pool1d_relevance", input, relevance, spatial=1, mode="avg", kernel_size=kernel_size,
+                 stride=stride, padding=padding, count_include_pad=count_include_pad, stabilizer=stabilizer,
+                 check_finite=check_finite, backend=backend)
+
+
+def avg_pool2d_relevance(input: Array, relevance: Array, *, kernel_size: int | tuple[int, int],
+                         stride: int | tuple[int, int] | None = None, padding: int | tuple[int, int] = 0,
+                         count_include_pad: bool = True, divisor_override: int | None = None,
+                         stabilizer: float = 1e-6, check_finite: bool = True, backend: Backend = "auto") -> Array:
+    """Norm rule through torch.nn.AvgPool2d: R_i = Σ_j x_i (∂y_j/∂x_i) R_j / st(y_j)."""
+    return _pool("avg_pool2d_relevance", input, relevance, spatial=2, mode="avg", kernel_size=kernel_size,
+                 stride=stride, padding=padding, count_include_pad=count_include_pad,
+                 divisor_override=divisor_override, stabilizer=stabilizer, check_finite=check_finite, backend=backend)
+
+
+def adaptive_avg_pool1d_relevance(input: Array, relevance: Array, *, stabilizer: float = 1e-6,
+                                  check_finite: bool = True, backend: Backend = "auto") -> Array:
+    """Norm rule through torch.nn.AdaptiveAvgPool1d; the output size is read from ``relevance``."""
+    return _pool("adaptive_avg_pool1d_relevance", input, relevance, spatial=1, mode="avg", adaptive=True,
+                 stabilizer=stabilizer, check_finite=check_finite, backend=backend)
+
+
+def adaptive_avg_pool2d_relevance(input: Array, relevance: Array, *, stabilizer: float = 1e-6,
+                                  check_finite: bool = True, backend: Backend = "auto") -> Array:
+    """Norm rule through torch.nn.AdaptiveAvgPool2d; the output size is read from ``relevance``."""
+    return _pool("adaptive_avg_pool2d_relevance", input, relevance, spatial=2, mode="avg", adaptive=True,
+                 stabilizer=stabilizer, check_finite=check_finite, backend=backend)
+
+
+def adaptive_max_pool1d_relevance(input: Array, relevance: Array, *, check_finite: bool = True,
+                                  backend: Backend = "auto") -> Array:
+    """Winner-take-all through torch.nn.AdaptiveMaxPool1d; the output size is read from ``relevance``."""
+    return _pool("adaptive_max_pool1d_relevance", input, relevance, spatial=1, mode="max", adaptive=True,
+                 check_finite=check_finite, backend=backend)
+
+
+def adaptive_max_pool2d_relevance(input: Array, relevance: Array, *, check_finite: bool = True,
+                                  backend: Backend = "auto") -> Array:
+    """Winner-take-all through torch.nn.AdaptiveMaxPool2d; the output size is read from ``relevance``."""
+    return _pool("adaptive_max_pool2d_relevance", input, relevance, spatial=2, mode="max", adaptive=True,
+                 check_finite=check_finite, backend=backend)
+
+
+def global_max_relevance(input: Array, relevance: Array, *, dim: int, check_finite: bool = True,
+                         backend: Backend = "auto") -> Array:
+    """Winner-take-all through ``input.max(dim)`` (e.g. max over time in a text CNN); ties go to the first maximum.
+
+    relevance has ``input``'s shape without ``dim``; the result has ``input``'s shape.
+    """
+    fn = "global_max_relevance"
+    check_array(fn, "input", input)
+    check_array(fn, "relevance", relevance)
+    _check_float(fn, "input", input)
+    _check_float(fn, "relevance", relevance)
+    if not -input.ndim <= dim < input.ndim:
+        raise ValueError(f"{fn}: 'dim' must lie in [{-input.ndim}, {input.ndim}), got {dim}")
+    dim %= input.ndim
+    shape = tuple(input.shape)
+    if tuple(relevance.shape) != shape[:dim] + shape[dim + 1:]:
+        raise ValueError(f"{fn}: 'relevance' must have shape {shape[:dim] + shape[dim + 1:]} ('input' without "
+                         f"dim {dim}), got {tuple(relevance.shape)}")
+    outer, length, inner = int(np.prod(shape[:dim])), shape[dim], int(np.prod(shape[dim + 1:]))
+    impl = _select(fn, backend, input, relevance)
+    planes = contiguous(input).reshape(outer, length, inner)
+    rel = contiguous(relevance).reshape(outer, 1, inner)
+    out = _call(impl, "pool", input, planes, rel, mode="max", kernel=(length, 1), stride=(1, 1), padding=(0, 0),
+                dilation=(1, 1), adaptive=False, count_include_pad=True, divisor_override=0, stabilizer=0.0,
+                check_finite=check_finite)
+    return out.reshape(shape)

@@ -1,0 +1,98 @@
+"""The C++ backend: contiguous inputs in, outputs allocated here in the caller's framework, lrptext._core called.
+
+Shapes arrive normalised by lrptext.kernels (dense: 2-D, convolution and pooling: 4-D / planes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lrptext._native import require_core
+from lrptext.kernels.arrays import Array, empty, full_like_channels, stream
+from lrptext.rules import AlphaBeta, Epsilon, Flat, Gamma, LinearRule, WSquare, ZBox
+
+
+def rule_args(rule: LinearRule) -> dict[str, Any]:
+    if isinstance(rule, Epsilon):
+        return {"rule": "epsilon", "epsilon": rule.epsilon}
+    if isinstance(rule, Gamma):
+        return {"rule": "gamma", "gamma": rule.gamma, "stabilizer": rule.stabilizer}
+    if isinstance(rule, AlphaBeta):
+        return {"rule": "alpha_beta", "alpha": rule.alpha, "beta": rule.beta, "stabilizer": rule.stabilizer}
+    if isinstance(rule, ZBox):
+        return {"rule": "zbox", "stabilizer": rule.stabilizer}
+    if isinstance(rule, Flat):
+        return {"rule": "flat", "stabilizer": rule.stabilizer}
+    if isinstance(rule, WSquare):
+        return {"rule": "wsquare", "stabilizer": rule.stabilizer, "use_bias": rule.zero_params != "bias"}
+    raise TypeError(f"no kernel implements {rule!r}")
+
+
+def bounds(rule: LinearRule, like: Array, channels: int) -> dict[str, Array]:
+    if not isinstance(rule, ZBox):
+        return {}
+    low, high = rule.channels(channels)
+    return {"low": full_like_channels(like, low), "high": full_like_channels(like, high)}
+
+
+def prepare_weights(rule: LinearRule, weight: Array) -> tuple[Array | None, Array | None]:
+    args = rule_args(rule)
+    count = {"epsilon": 0, "wsquare": 1, "flat": 1}.get(args["rule"], 2)
+    a = empty(weight, tuple(weight.shape)) if count >= 1 else None
+    b = empty(weight, tuple(weight.shape)) if count == 2 else None
+    if count:
+        require_core().prepare_rule_weights(weight, a, b, stream=stream(weight), **args)
+    return a, b
+
+
+def dense(x: Array, weight: Array, bias: Array | None, relevance: Array, *, rule: LinearRule, z: Array | None,
+          prepared: tuple[Array | None, Array | None], reduce_channels: bool, check_finite: bool) -> Array:
+    out = empty(x, (x.shape[0],) if reduce_channels else tuple(x.shape))
+    require_core().dense_relevance(
+        x, weight, bias, relevance, out, z=z, weight_a=prepared[0], weight_b=prepared[1],
+        reduce_channels=reduce_channels, check_finite=check_finite, stream=stream(x),
+        **bounds(rule, x, x.shape[1]), **rule_args(rule),
+    )
+    return out
+
+
+def conv2d(x: Array, weight: Array, bias: Array | None, relevance: Array, *, stride: tuple[int, int],
+           padding: tuple[int, int], dilation: tuple[int, int], groups: int, rule: LinearRule, z: Array | None,
+           prepared: tuple[Array | None, Array | None], reduce_channels: bool, check_finite: bool) -> Array:
+    b, c, h, w = x.shape
+    out = empty(x, (b, h, w) if reduce_channels else (b, c, h, w))
+    require_core().conv_relevance(
+        x, weight, bias, relevance, out, z=z, weight_a=prepared[0], weight_b=prepared[1], stride=stride,
+        padding=padding, dilation=dilation, groups=groups, reduce_channels=reduce_channels,
+        check_finite=check_finite, stream=stream(x), **bounds(rule, x, c), **rule_args(rule),
+    )
+    return out
+
+
+def embedding(ids: Array, relevance: Array, *, num_embeddings: int, padding_idx: int | None, reduce: bool,
+              check_finite: bool) -> Array:
+    out = empty(relevance, (ids.shape[0],) if reduce else tuple(relevance.shape))
+    require_core().embedding_relevance(ids, relevance, out, num_embeddings=num_embeddings, padding_idx=padding_idx,
+                                       check_finite=check_finite, stream=stream(relevance))
+    return out
+
+
+def embedding_bag(ids: Array, offsets: Array, weight: Array, relevance: Array, *, per_sample_weights: Array | None,
+                  mode: str, padding_idx: int | None, stabilizer: float, check_finite: bool) -> Array:
+    out = empty(weight, (ids.shape[0],))
+    require_core().embedding_bag_relevance(
+        ids, offsets, weight, relevance, out, per_sample_weights=per_sample_weights, mode=mode,
+        padding_idx=padding_idx, stabilizer=stabilizer, check_finite=check_finite, stream=stream(weight),
+    )
+    return out
+
+
+def pool(planes: Array, relevance: Array, *, mode: str, kernel: tuple[int, int], stride: tuple[int, int],
+         padding: tuple[int, int], dilation: tuple[int, int], adaptive: bool, count_include_pad: bool,
+         divisor_override: int, stabilizer: float, check_finite: bool) -> Array:
+    out = empty(planes, tuple(planes.shape))
+    require_core().pool_relevance(
+        planes, relevance, out, mode=mode, kernel=kernel, stride=stride, padding=padding, dilation=dilation,
+        adaptive=adaptive, count_include_pad=count_include_pad, divisor_override=divisor_override,
+        stabilizer=stabilizer, check_finite=check_finite, stream=stream(planes),
+    )
+    return out
