@@ -661,6 +661,10 @@ PYBIND11_MODULE(_core, m) {
         "count_include_pad"_a = true, "divisor_override"_a = 0, "stabilizer"_a = 1e-6, "check_finite"_a = true,
         "stream"_a = py::none(),
         "Max (winner-take-all) or average (Norm) pooling relevance over planes [P, H, W].");
+  m.def("data_address", [](py::handle array) {
+    Call c("data_address", py::none());
+    return reinterpret_cast<intptr_t>(c.arg(array, "array").data());
+  }, "array"_a, "The address the kernels read for `array`: the array's own pointer, since nothing is copied.");
   m.def("set_num_threads", [](int n) {
     if (n < 1) throw py::value_error("set_num_threads: 'n' must be >= 1, got " + std::to_string(n));
     cpu::set_num_threads(n);

@@ -1,0 +1,39 @@
+"""Shared fixtures: devices (CUDA cases skip visibly, or fail with LRPTEXT_REQUIRE_CUDA=1) and backends."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import lrptext
+
+
+def cuda_unavailable_reason() -> str | None:
+    if not lrptext.build_info()["cuda"]:
+        return "lrptext was built without CUDA kernels"
+    if not torch.cuda.is_available():
+        return "no CUDA device visible to torch"
+    return None
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def device(request) -> str:
+    if request.param == "cuda":
+        reason = cuda_unavailable_reason()
+        if reason:
+            if os.environ.get("LRPTEXT_REQUIRE_CUDA") == "1":
+                pytest.fail(f"LRPTEXT_REQUIRE_CUDA=1 but {reason}")
+            pytest.skip(f"CUDA case: {reason}")
+    return request.param
+
+
+@pytest.fixture(params=["cpp", "torch"])
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture(params=[torch.float32, torch.float64], ids=["float32", "float64"])
+def dtype(request) -> torch.dtype:
+    return request.param

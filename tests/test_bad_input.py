@@ -1,0 +1,139 @@
+"""Bad input gets a clear error that names the argument, what was expected and what was received; never a crash,
+a silent NaN or a wrong answer. Checked through the public API and at the C++ boundary itself."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from lrptext import _core
+from lrptext import kernels as K
+from lrptext.rules import Epsilon, Gamma
+
+
+def f64(*shape):
+    return torch.randn(*shape, dtype=torch.float64)
+
+
+def test_weight_of_the_wrong_rank(backend):
+    with pytest.raises(ValueError, match=re.escape("dense_relevance: 'weight' must be 2-D (out, in), got 3-D")):
+        K.dense_relevance(f64(2, 4), f64(3, 4, 1), None, f64(2, 3), backend=backend)
+    with pytest.raises(ValueError, match=r"dense_relevance: 'weight' must be 2-D \(out_features, in_features\), got 3-D"):
+        _core.dense_relevance(f64(2, 4), f64(3, 4, 1), None, f64(2, 3), f64(2, 4))
+
+
+def test_mismatched_shapes(backend):
+    with pytest.raises(ValueError, match=r"'input' must have shape \(\.\.\., 4\)"):
+        K.dense_relevance(f64(2, 5), f64(3, 4), None, f64(2, 3), backend=backend)
+    with pytest.raises(ValueError, match=r"'relevance' must have shape \(2, 3\), got \(2, 4\)"):
+        K.dense_relevance(f64(2, 4), f64(3, 4), None, f64(2, 4), backend=backend)
+    with pytest.raises(ValueError, match=r"'bias' must have shape \(out_channels,\) = \(3,\), got \(4,\)"):
+        _core.dense_relevance(f64(2, 4), f64(3, 4), f64(4), f64(2, 3), f64(2, 4))
+    with pytest.raises(ValueError, match=r"'relevance' must have shape \(batch, out_channels, out_h, out_w\) = \(1, 2, 3, 3\)"):
+        K.conv2d_relevance(f64(1, 3, 5, 5), f64(2, 3, 3, 3), None, f64(1, 2, 4, 4), backend="cpp")
+
+
+@pytest.mark.parametrize("bad", [torch.float16, torch.bfloat16, torch.int32])
+def test_unsupported_dtypes(bad, backend):
+    w = f64(3, 4).to(bad)
+    with pytest.raises(ValueError, match=r"'weight' has dtype .*float32 or float64 \(lrptext.explain\(\) promotes"):
+        K.dense_relevance(f64(2, 4), w, None, f64(2, 3), backend=backend)
+    with pytest.raises(ValueError, match="'weight' has dtype"):
+        _core.dense_relevance(f64(2, 4), w, None, f64(2, 3), f64(2, 4))
+
+
+def test_mixed_dtypes_at_the_boundary():
+    with pytest.raises(ValueError, match="'weight' has dtype float32 but 'input' has float64; convert them to one dtype"):
+        _core.dense_relevance(f64(2, 4), torch.randn(3, 4), None, f64(2, 3), f64(2, 4))
+
+
+def test_non_finite_input_is_an_error_unless_asked_to_propagate():
+    x = f64(2, 4)
+    x[1, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"'input' holds NaN or infinity \(first at flat index 6\)"):
+        K.dense_relevance(x, f64(3, 4), None, f64(2, 3))
+    r = f64(1, 2, 3, 3)
+    r[0, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="'relevance' holds NaN or infinity"):
+        K.conv2d_relevance(f64(1, 3, 5, 5), f64(2, 3, 3, 3), None, r)
+    out = K.dense_relevance(x, f64(3, 4), None, f64(2, 3), check_finite=False)
+    assert torch.isnan(out[1]).all() and torch.isfinite(out[0]).all()  # IEEE propagation, row by row
+
+
+@pytest.mark.parametrize("bad_id", [10, -1, 2**40])
+def test_token_ids_out_of_range(bad_id, backend):
+    ids = torch.tensor([[1, 2], [bad_id, 3]])
+    with pytest.raises(ValueError, match=r"'ids' holds a token id outside \[0, 10\) at position 2 \(value -?\d+\)"):
+        K.embedding_relevance(ids, f64(2, 2, 4), num_embeddings=10, backend=backend)
+    with pytest.raises(ValueError, match=r"outside \[0, 10\)"):
+        K.embedding_bag_relevance(ids, f64(10, 4), f64(2, 4), backend=backend)
+
+
+@pytest.mark.parametrize("offsets", [[0, 5, 3], [1, 2, 3], [0, 2, 9]])
+def test_bad_offsets(offsets, backend):
+    with pytest.raises(ValueError, match="'offsets' must start at 0, never decrease and stay <= the number of ids"):
+        K.embedding_bag_relevance(torch.arange(6), f64(10, 4), f64(3, 4), offsets=torch.tensor(offsets), backend=backend)
+
+
+def test_the_boundary_refuses_non_contiguous_and_read_only_arrays():
+    x = f64(4, 6)[:, ::2]
+    with pytest.raises(ValueError, match="'input' must be C-contiguous .* call .contiguous"):
+        _core.dense_relevance(x, f64(3, 3), None, f64(4, 3), f64(4, 3))
+    out = np.zeros((2, 4))
+    out.flags.writeable = False
+    with pytest.raises(ValueError, match="'out' is read-only"):
+        _core.dense_relevance(np.ones((2, 4)), np.ones((3, 4)), None, np.ones((2, 3)), out)
+
+
+def test_not_an_array(backend):
+    with pytest.raises(TypeError, match="'input' must be a torch.Tensor or numpy.ndarray, got list"):
+        K.dense_relevance([[1.0, 2.0]], f64(3, 2), None, f64(1, 3), backend=backend)
+    with pytest.raises(TypeError, match="'input' must be an array with DLPack support .* got list"):
+        _core.dense_relevance([[1.0]], f64(3, 2), None, f64(1, 3), f64(1, 2))
+
+
+def test_convolution_geometry():
+    with pytest.raises(ValueError, match=r"in_channels \(3\) and out_channels \(4\) must both be divisible by groups \(2\)"):
+        _core.conv_relevance(f64(1, 3, 5, 5), f64(4, 1, 3, 3), None, f64(1, 4, 3, 3), f64(1, 3, 5, 5),
+                             stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=2)
+    with pytest.raises(ValueError, match="does not fit the padded input"):
+        K.conv2d_relevance(f64(1, 1, 2, 2), f64(1, 1, 3, 3), None, f64(1, 1, 1, 1), backend="cpp")
+    with pytest.raises(ValueError, match="'stride' must be >= 1, got 0"):
+        K.conv2d_relevance(f64(1, 1, 4, 4), f64(1, 1, 3, 3), None, f64(1, 1, 2, 2), stride=0, backend="cpp")
+    with pytest.raises(ValueError, match="string paddings are resolved by lrptext.explain"):
+        K.conv1d_relevance(f64(1, 1, 4), f64(1, 1, 3), None, f64(1, 1, 4), padding="same")
+
+
+def test_pooling_geometry():
+    with pytest.raises(ValueError, match=r"the window gives 2 \(ceil_mode is not supported\)"):
+        K.max_pool2d_relevance(f64(1, 1, 5, 5), f64(1, 1, 3, 3), kernel_size=2, backend="cpp")
+    with pytest.raises(ValueError, match="'relevance' must have shape"):
+        K.global_max_relevance(f64(2, 3, 4), f64(2, 4), dim=-1)
+
+
+def test_unknown_names():
+    with pytest.raises(ValueError, match="'backend' must be one of auto, cpp, torch, got 'cuda'"):
+        K.dense_relevance(f64(1, 2), f64(1, 2), None, f64(1, 1), backend="cuda")
+    with pytest.raises(TypeError, match="'rule' must be one of Epsilon, Gamma, AlphaBeta, ZBox, Flat, WSquare"):
+        K.dense_relevance(f64(1, 2), f64(1, 2), None, f64(1, 1), rule="epsilon")
+    with pytest.raises(ValueError, match="unknown rule 'lrp0'; expected one of epsilon, gamma"):
+        _core.dense_relevance(f64(1, 2), f64(1, 2), None, f64(1, 1), f64(1, 2), rule="lrp0")
+    with pytest.raises(ValueError, match="alpha-beta needs alpha - beta = 1"):
+        _core.dense_relevance(f64(1, 2), f64(1, 2), None, f64(1, 1), f64(1, 2), rule="alpha_beta", alpha=1, beta=1)
+    with pytest.raises(ValueError, match="the zbox rule needs 'low' and 'high'"):
+        _core.dense_relevance(f64(1, 2), f64(1, 2), None, f64(1, 1), f64(1, 2), rule="zbox")
+    with pytest.raises(ValueError, match="'n' must be >= 1"):
+        _core.set_num_threads(0)
+
+
+def test_errors_leave_no_partial_state():
+    """A failed call changes nothing: the next valid call gives the right answer."""
+    x, w, r = f64(2, 4), f64(3, 4), f64(2, 3)
+    before = K.dense_relevance(x, w, None, r, rule=Gamma())
+    with pytest.raises(ValueError):
+        K.dense_relevance(x, w, None, f64(2, 5), rule=Gamma())
+    torch.testing.assert_close(K.dense_relevance(x, w, None, r, rule=Gamma()), before)
+    assert K.dense_relevance(x, w, None, r, rule=Epsilon()).shape == (2, 4)

@@ -1,0 +1,216 @@
+"""Dense and convolution kernels against the float64 oracle: rule x dtype x contiguity x shape x backend x device."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import reference
+from lrptext.kernels import conv1d_relevance, conv2d_relevance, dense_relevance, prepare_weights
+from lrptext.rules import AlphaBeta, Epsilon, Flat, Gamma, WSquare, ZBox, ZPlus
+from tolerances import assert_matches, relative_error
+
+# (lrptext rule, the oracle's description of the same rule)
+RULES = {
+    "epsilon": (Epsilon(1e-6), {"name": "epsilon", "epsilon": 1e-6}),
+    "epsilon0.25": (Epsilon(0.25), {"name": "epsilon", "epsilon": 0.25}),
+    "gamma": (Gamma(0.25), {"name": "gamma", "gamma": 0.25}),
+    "gamma1": (Gamma(1.0, stabilizer=1e-3), {"name": "gamma", "gamma": 1.0, "stabilizer": 1e-3}),
+    "zplus": (ZPlus(), {"name": "alpha_beta", "alpha": 1.0, "beta": 0.0}),
+    "alpha2beta1": (AlphaBeta(2, 1), {"name": "alpha_beta", "alpha": 2.0, "beta": 1.0}),
+    "zbox": (ZBox(-1.5, 2.5), {"name": "zbox"}),
+    "wsquare": (WSquare(), {"name": "wsquare"}),
+    "wsquare_nobias": (WSquare(zero_params="bias"), {"name": "wsquare", "use_bias": False}),
+    "flat": (Flat(), {"name": "flat"}),
+}
+
+
+def make(shape, dtype, device, seed, *, strided=False, positive=False):
+    """Seeded data; `strided` returns a non-contiguous view with the same values."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.randn(shape, generator=g, dtype=torch.float64)
+    if positive:
+        t = t.clamp(min=0)
+    t = t.to(dtype)
+    if strided:
+        wide = torch.zeros(shape[:-1] + (2 * shape[-1],), dtype=dtype)
+        wide[..., ::2] = t
+        t = wide[..., ::2]
+        assert not t.is_contiguous()
+    return t.to(device)
+
+
+def bounds(rule, channels):
+    if isinstance(rule, ZBox):
+        low, high = rule.channels(channels)
+        return {"low": np.array(low), "high": np.array(high)}
+    return {}
+
+
+DENSE_SHAPES = [(1, 3, 2), (5, 17, 9), (4, 40, 33)]
+
+
+@pytest.mark.parametrize("strided", [False, True], ids=["contiguous", "strided"])
+@pytest.mark.parametrize("shape", DENSE_SHAPES, ids=[f"{s}" for s in DENSE_SHAPES])
+@pytest.mark.parametrize("rule_name", RULES)
+def test_dense_matches_oracle(rule_name, shape, strided, dtype, backend, device):
+    rule, spec = RULES[rule_name]
+    rows, n_in, n_out = shape
+    seed = zlib.crc32(repr((rule_name, shape)).encode())
+    x = make((rows, n_in), dtype, device, seed, strided=strided)
+    w = make((n_out, n_in), dtype, device, seed + 1)
+    b = make((n_out,), dtype, device, seed + 2)
+    r = make((rows, n_out), dtype, device, seed + 3, strided=strided)
+    out = dense_relevance(x, w, b, r, rule=rule, backend=backend)
+    assert out.dtype == dtype and out.device.type == device and out.shape == x.shape
+    expected = reference.dense(*(a.cpu().numpy() for a in (x, w, b, r)), spec, **bounds(rule, n_in))
+    assert_matches(out, expected, dtype)
+
+
+@dataclass(frozen=True)
+class Conv:
+    batch: int
+    cin: int
+    size: tuple[int, int]
+    cout: int
+    kernel: tuple[int, int]
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+
+
+CONV_CASES = [
+    Conv(2, 4, (6, 5), 6, (3, 2), stride=(1, 2), padding=(1, 0), groups=2),
+    Conv(1, 3, (7, 7), 4, (3, 3), stride=(2, 2), padding=(1, 1), dilation=(2, 2)),
+    Conv(3, 5, (4, 4), 6, (1, 1)),  # the 1x1 path that skips im2col
+]
+
+
+@pytest.mark.parametrize("strided", [False, True], ids=["contiguous", "strided"])
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"k{c.kernel}s{c.stride}p{c.padding}d{c.dilation}g{c.groups}")
+@pytest.mark.parametrize("rule_name", RULES)
+def test_conv2d_matches_oracle(rule_name, case, strided, dtype, backend, device):
+    rule, spec = RULES[rule_name]
+    seed = zlib.crc32(repr((rule_name, case)).encode())
+    x = make((case.batch, case.cin) + case.size, dtype, device, seed, strided=strided)
+    w = make((case.cout, case.cin // case.groups) + case.kernel, dtype, device, seed + 1)
+    b = make((case.cout,), dtype, device, seed + 2)
+    conv = dict(stride=case.stride, padding=case.padding, dilation=case.dilation, groups=case.groups)
+    y = F.conv2d(x, w, b, **conv)
+    r = make(tuple(y.shape), dtype, device, seed + 3, strided=strided)
+    out = conv2d_relevance(x, w, b, r, rule=rule, backend=backend, **conv)
+    assert out.shape == x.shape and out.dtype == dtype
+    expected = reference.conv2d(*(a.cpu().numpy() for a in (x, w, b, r)), spec, **conv, **bounds(rule, case.cin))
+    assert_matches(out, expected, dtype)
+
+
+@pytest.mark.parametrize("rule_name", RULES)
+def test_conv1d_matches_oracle(rule_name, dtype, backend, device):
+    rule, spec = RULES[rule_name]
+    x = make((2, 5, 11), dtype, device, 11)
+    w = make((4, 5, 3), dtype, device, 12)
+    b = make((4,), dtype, device, 13)
+    y = F.conv1d(x, w, b, stride=2, padding=1, dilation=2)
+    r = make(tuple(y.shape), dtype, device, 14)
+    out = conv1d_relevance(x, w, b, r, stride=2, padding=1, dilation=2, rule=rule, backend=backend)
+    as4d = lambda a: a.cpu().numpy()[:, :, None]  # noqa: E731
+    expected = reference.conv2d(as4d(x), as4d(w), b.cpu().numpy(), as4d(r), spec, stride=(1, 2), padding=(0, 1),
+                                dilation=(1, 2), **bounds(rule, 5))
+    assert_matches(out, expected[:, :, 0], dtype)
+
+
+@pytest.mark.parametrize("rule_name", RULES)
+def test_a_wrong_rule_does_not_match(rule_name, backend):
+    """The suite can fail: every rule differs from the oracle of another rule on the same data."""
+    rule, _ = RULES[rule_name]
+    other = "gamma" if rule_name.startswith("epsilon") else "epsilon"
+    x, w, b, r = (make(s, torch.float64, "cpu", 5 + i) for i, s in enumerate([(4, 12), (7, 12), (7,), (4, 7)]))
+    out = dense_relevance(x, w, b, r, rule=rule, backend=backend)
+    expected = reference.dense(x.numpy(), w.numpy(), b.numpy(), r.numpy(), RULES[other][1])
+    assert relative_error(out, expected) > 1e-2
+
+
+CONSERVING = ["epsilon", "gamma", "zplus", "alpha2beta1", "zbox", "wsquare", "flat"]
+
+
+@pytest.mark.parametrize("rule_name", CONSERVING)
+def test_conservation_without_bias(rule_name, backend):
+    """Without biases every rule conserves relevance: Σ R_in = Σ R_out (up to the stabiliser)."""
+    rule, _ = RULES[rule_name]
+    x = make((3, 4, 9, 8), torch.float64, "cpu", 21)
+    w = make((5, 4, 3, 3), torch.float64, "cpu", 22)
+    r = F.conv2d(x, w, None, padding=1).clamp(min=0)  # relevance of a ReLU layer
+    out = conv2d_relevance(x, w, None, r, padding=1, rule=rule, backend=backend)
+    np.testing.assert_allclose(out.sum(dim=(1, 2, 3)), r.sum(dim=(1, 2, 3)), rtol=1e-5)
+    xd, wd = make((6, 30), torch.float64, "cpu", 23), make((10, 30), torch.float64, "cpu", 24)
+    rd = (xd @ wd.T).clamp(min=0)
+    outd = dense_relevance(xd, wd, None, rd, rule=rule, backend=backend)
+    np.testing.assert_allclose(outd.sum(dim=1), rd.sum(dim=1), rtol=1e-5)
+
+
+@pytest.mark.parametrize("rule_name", ["epsilon", "gamma", "zplus", "zbox", "flat"])
+def test_reduce_channels_is_the_channel_sum(rule_name, backend, device):
+    rule, _ = RULES[rule_name]
+    x = make((2, 6, 13), torch.float64, device, 31)
+    w, b = make((4, 6, 3), torch.float64, device, 32), make((4,), torch.float64, device, 33)
+    r = make((2, 4, 11), torch.float64, device, 34)
+    full = conv1d_relevance(x, w, b, r, rule=rule, backend=backend)
+    reduced = conv1d_relevance(x, w, b, r, rule=rule, backend=backend, reduce_channels=True)
+    assert reduced.shape == (2, 13)
+    torch.testing.assert_close(reduced, full.sum(1))
+    xd = make((2, 3, 6), torch.float64, device, 35)
+    wd, rd = make((5, 6), torch.float64, device, 36), make((2, 3, 5), torch.float64, device, 37)
+    torch.testing.assert_close(dense_relevance(xd, wd, None, rd, rule=rule, backend=backend, reduce_channels=True),
+                               dense_relevance(xd, wd, None, rd, rule=rule, backend=backend).sum(-1))
+
+
+@pytest.mark.parametrize("rule_name", ["epsilon", "gamma"])
+def test_forward_z_is_used(rule_name, backend):
+    rule, _ = RULES[rule_name]
+    x, w, b, r = (make(s, torch.float64, "cpu", 40 + i) for i, s in enumerate([(3, 8), (5, 8), (5,), (3, 5)]))
+    z = x @ w.T + b
+    plain = dense_relevance(x, w, b, r, rule=rule, backend=backend)
+    torch.testing.assert_close(dense_relevance(x, w, b, r, rule=rule, z=z, backend=backend), plain)
+    assert not torch.allclose(dense_relevance(x, w, b, r, rule=rule, z=z + 3.0, backend=backend), plain)
+
+
+@pytest.mark.parametrize("rule_name", RULES)
+def test_prepared_weights_give_the_same_result(rule_name, backend, device):
+    rule, _ = RULES[rule_name]
+    x = make((2, 3, 7, 6), torch.float32, device, 50)
+    w, b = make((4, 3, 3, 3), torch.float32, device, 51), make((4,), torch.float32, device, 52)
+    r = make((2, 4, 5, 4), torch.float32, device, 53)
+    prepared = prepare_weights(rule, w, backend=backend)
+    torch.testing.assert_close(conv2d_relevance(x, w, b, r, rule=rule, prepared=prepared, backend=backend),
+                               conv2d_relevance(x, w, b, r, rule=rule, backend=backend))
+
+
+def test_prepared_weights_must_match_the_rule():
+    w = torch.randn(3, 4)
+    prepared = prepare_weights(Gamma(0.25), w)
+    with pytest.raises(ValueError, match="was made for Gamma"):
+        dense_relevance(torch.randn(2, 4), w, None, torch.randn(2, 3), rule=Gamma(0.5), prepared=prepared)
+
+
+def test_numpy_in_numpy_out(backend):
+    rng = np.random.default_rng(0)
+    x, w, r = rng.normal(size=(3, 6)), rng.normal(size=(4, 6)), rng.normal(size=(3, 4))
+    out = dense_relevance(x, w, None, r, rule=Gamma(), backend=backend)
+    assert isinstance(out, np.ndarray) and out.dtype == np.float64
+    assert_matches(out, reference.dense(x, w, None, r, RULES["gamma"][1]), torch.float64)
+
+
+def test_negative_free_input_takes_the_short_path_with_the_same_result(backend):
+    """After a ReLU the input has no negative part; the kernels skip the x⁻ passes, and must agree with the oracle."""
+    x = make((4, 20), torch.float64, "cpu", 60, positive=True)
+    w, b, r = make((9, 20), torch.float64, "cpu", 61), make((9,), torch.float64, "cpu", 62), make((4, 9), torch.float64, "cpu", 63)
+    for name in ("gamma", "zplus", "alpha2beta1"):
+        rule, spec = RULES[name]
+        assert_matches(dense_relevance(x, w, b, r, rule=rule, backend=backend),
+                       reference.dense(x.numpy(), w.numpy(), b.numpy(), r.numpy(), spec), torch.float64)
