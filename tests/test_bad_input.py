@@ -50,16 +50,22 @@ def test_mixed_dtypes_at_the_boundary():
         _core.dense_relevance(f64(2, 4), torch.randn(3, 4), None, f64(2, 3), f64(2, 4))
 
 
-def test_non_finite_input_is_an_error_unless_asked_to_propagate():
+def test_non_finite_input_is_an_error_unless_asked_to_propagate(backend):
     x = f64(2, 4)
     x[1, 2] = float("nan")
     with pytest.raises(ValueError, match=r"'input' holds NaN or infinity \(first at flat index 6\)"):
-        K.dense_relevance(x, f64(3, 4), None, f64(2, 3))
+        K.dense_relevance(x, f64(3, 4), None, f64(2, 3), backend=backend)
     r = f64(1, 2, 3, 3)
     r[0, 0, 0, 0] = float("inf")
     with pytest.raises(ValueError, match="'relevance' holds NaN or infinity"):
-        K.conv2d_relevance(f64(1, 3, 5, 5), f64(2, 3, 3, 3), None, r)
-    out = K.dense_relevance(x, f64(3, 4), None, f64(2, 3), check_finite=False)
+        K.conv2d_relevance(f64(1, 3, 5, 5), f64(2, 3, 3, 3), None, r, backend=backend)
+    with pytest.raises(ValueError, match="'relevance' holds NaN or infinity"):
+        K.embedding_relevance(torch.tensor([1]), torch.full((1, 3), float("nan"), dtype=torch.float64),
+                              num_embeddings=3, backend=backend)
+    with pytest.raises(ValueError, match="'input' holds NaN or infinity"):
+        K.max_pool1d_relevance(torch.full((1, 1, 4), float("inf"), dtype=torch.float64), f64(1, 1, 2),
+                               kernel_size=2, backend=backend)
+    out = K.dense_relevance(x, f64(3, 4), None, f64(2, 3), check_finite=False, backend=backend)
     assert torch.isnan(out[1]).all() and torch.isfinite(out[0]).all()  # IEEE propagation, row by row
 
 

@@ -18,6 +18,20 @@ def stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
     return torch.where(z >= 0, z + eps, z - eps)
 
 
+def require_finite(fn: str, **named: torch.Tensor | None) -> None:
+    """The C++ boundary's finiteness check, with the same message."""
+    for name, t in named.items():
+        if t is None or t.numel() == 0:
+            continue
+        bad = ~torch.isfinite(t.reshape(-1))
+        if bool(bad.any()):
+            first = int(bad.nonzero()[0, 0])
+            raise ValueError(
+                f"{fn}: '{name}' holds NaN or infinity (first at flat index {first}); relevance of non-finite values "
+                "is undefined, so clean the input or pass check_finite=False"
+            )
+
+
 def prepare_weights(rule: LinearRule, weight: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     if isinstance(rule, Gamma):
         return weight + rule.gamma * weight.clamp(min=0), weight + rule.gamma * weight.clamp(max=0)
@@ -87,6 +101,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, rel
 def dense(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, relevance: torch.Tensor, *,
           rule: LinearRule, z: torch.Tensor | None, prepared: tuple[torch.Tensor | None, torch.Tensor | None],
           reduce_channels: bool, check_finite: bool) -> torch.Tensor:
+    if check_finite:
+        require_finite("dense_relevance", input=x, relevance=relevance, z=z)
     return linear(x, weight, bias, relevance, forward=lambda v, w: v @ w.T, backward=lambda s, w: s @ w,
                   rule=rule, z=z, prepared=prepared, reduce_channels=reduce_channels)
 
@@ -95,6 +111,9 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, rel
            stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int], groups: int,
            rule: LinearRule, z: torch.Tensor | None, prepared: tuple[torch.Tensor | None, torch.Tensor | None],
            reduce_channels: bool, check_finite: bool) -> torch.Tensor:
+    if check_finite:
+        require_finite("conv_relevance", input=x, relevance=relevance, z=z)
+
     def forward(v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return F.conv2d(v, w, None, stride, padding, dilation, groups)
 
@@ -119,6 +138,8 @@ def check_ids(fn: str, ids: torch.Tensor, num_embeddings: int) -> None:
 def embedding(ids: torch.Tensor, relevance: torch.Tensor, *, num_embeddings: int, padding_idx: int | None,
               reduce: bool, check_finite: bool) -> torch.Tensor:
     check_ids("embedding_relevance", ids, num_embeddings)
+    if check_finite:
+        require_finite("embedding_relevance", relevance=relevance)
     keep = torch.ones_like(ids, dtype=torch.bool) if padding_idx is None else ids != padding_idx
     out = relevance * keep.unsqueeze(-1).to(relevance.dtype)
     return out.sum(-1) if reduce else out
@@ -129,6 +150,8 @@ def embedding_bag(ids: torch.Tensor, offsets: torch.Tensor, weight: torch.Tensor
                   check_finite: bool) -> torch.Tensor:
     fn = "embedding_bag_relevance"
     check_ids(fn, ids, weight.shape[0])
+    if check_finite:
+        require_finite(fn, relevance=relevance)
     n, bags = ids.shape[0], offsets.shape[0]
     ends = torch.cat([offsets[1:], offsets.new_tensor([n])])
     if bags and (int(offsets[0]) != 0 or bool((ends < offsets).any()) or int(offsets[-1]) > n):
@@ -153,6 +176,8 @@ def pool(planes: torch.Tensor, relevance: torch.Tensor, *, mode: str, kernel: tu
          count_include_pad: bool, divisor_override: int, stabilizer: float, check_finite: bool) -> torch.Tensor:
     """Max: the gradient with R as the output gradient goes to torch's argmax (first maximum).
     Average: the Norm rule R_i = x_i Σ_j (∂y_j/∂x_i) R_j / st(y_j), as one vector-Jacobian product."""
+    if check_finite:
+        require_finite("pool_relevance", input=planes, relevance=relevance)
     size = tuple(relevance.shape[1:])
     if mode == "max":
         pool_fn = (lambda v: F.adaptive_max_pool2d(v, size)) if adaptive else (
