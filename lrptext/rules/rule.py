@@ -152,3 +152,22 @@ class WSquare:
 
 
 LinearRule = Union[Epsilon, Gamma, AlphaBeta, ZBox, Flat, WSquare]
+
+
+@dataclass(frozen=True)
+class Pass:
+    """Relevance passes through unchanged: element-wise activations, dropout, identity (and, by choice in a
+    ``layer_map``, any shape-preserving layer lrptext has no rule for)."""
+
+
+@dataclass(frozen=True)
+class Norm:
+    """Proportional split R_i = x_i (∂y/∂x_i) R / st(y): average pooling, sums, means and residual additions."""
+
+    stabilizer: float = 1e-6
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stabilizer", _non_negative("Norm", "stabilizer", self.stabilizer))
+
+
+Rule = Union[LinearRule, Pass, Norm]

@@ -1,0 +1,29 @@
+"""The result of explain()."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Explanation:
+    """Relevance per input element with the prediction it explains.
+
+    relevance: like the input for float inputs, Tensor[B, T] per token for token ids (a tuple when the model
+        takes several inputs; None for inputs that receive no relevance, such as offsets).
+    prediction: the model's output (logits) Tensor[B, C].
+    target: the explained class per sample; contrast: the class it is contrasted against (or None).
+    initial: Σ of the initial relevance per sample (the target logit, or f_c − f_c').
+    delta: conservation delta per sample, Σ input relevance − initial (≈ 0 for bias-free models with ε → 0).
+    layer_relevance: with layers=True, Σ of the relevance at each node's output per sample, by qualified name.
+    """
+
+    relevance: torch.Tensor | tuple[torch.Tensor | None, ...]
+    prediction: torch.Tensor
+    target: torch.Tensor | None
+    contrast: torch.Tensor | None
+    initial: torch.Tensor
+    delta: torch.Tensor
+    layer_relevance: dict[str, torch.Tensor] | None = None

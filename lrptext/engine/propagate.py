@@ -1,0 +1,395 @@
+"""One explanation: a forward pass over the graph that records every node's value, then the relevance pass in
+reverse topological order, one kernel call (or one vectorised torch step) per node.
+
+A node "carries" relevance when its value is a floating tensor computed from a model input (token ids reach
+float values through an embedding); only carrying nodes receive relevance. Masks and shapes computed from token
+ids therefore pass through any operation, while an operation without a rule that relevance must cross raises
+UnsupportedLayerError.
+"""
+
+from __future__ import annotations
+
+import inspect
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lrptext import kernels
+from lrptext.engine.assign import unsupported_error
+from lrptext.errors import UnsupportedLayerError
+from lrptext.graph.ir import Graph, Kind, Node
+from lrptext.kernels.torch_backend import stabilize
+from lrptext.rules.rule import Epsilon, Gamma, Norm, Pass
+
+
+@dataclass
+class Layer:
+    """A dense/conv/embedding node's weights in the compute dtype and device, with rule-modified weights."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    prepared: kernels.PreparedWeights | None
+
+
+def substitute(a: Any, values: dict[str, Any]) -> Any:
+    if isinstance(a, Node):
+        return values[a.name]
+    if isinstance(a, (list, tuple)):
+        return type(a)(substitute(x, values) for x in a)
+    if isinstance(a, dict):
+        return {k: substitute(v, values) for k, v in a.items()}
+    return a
+
+
+def _is_float_tensor(v: Any) -> bool:
+    return isinstance(v, torch.Tensor) and v.is_floating_point()
+
+
+# ---------------------------------------------------------------------------------------------- forward
+
+
+def _forward_node(node: Node, args: tuple, kwargs: dict, layer: Callable[[Node], Layer]) -> Any:
+    p = node.params
+    if node.kind == Kind.DENSE:
+        lp = layer(node)
+        return F.linear(args[0], lp.weight, lp.bias)
+    if node.kind == Kind.CONV:
+        lp = layer(node)
+        conv = F.conv1d if lp.weight.dim() == 3 else F.conv2d
+        return conv(args[0], lp.weight, lp.bias, p["stride"], p["padding"], p["dilation"], p["groups"])
+    if node.kind == Kind.EMBEDDING:
+        return F.embedding(args[0], layer(node).weight, p["padding_idx"])
+    if node.kind == Kind.EMBEDDING_BAG:
+        bound = _bind(_bag_signature, args, kwargs)
+        return F.embedding_bag(bound["input"], layer(node).weight, bound["offsets"], mode=p["mode"],
+                               per_sample_weights=bound["per_sample_weights"], padding_idx=p["padding_idx"],
+                               include_last_offset=p["include_last_offset"])
+    if node.kind == Kind.BATCHNORM:
+        scale, shift = _batchnorm_affine(node, args[0])
+        return args[0] * scale + shift
+    return node.call(*args, **kwargs)
+
+
+def _batchnorm_affine(node: Node, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode BatchNorm as y = scale·x + shift, broadcast over the channel axis (1)."""
+    p = node.params
+    scale = (p["var"].to(x) + p["eps"]).rsqrt()
+    if p["weight"] is not None:
+        scale = scale * p["weight"].to(x)
+    shift = -p["mean"].to(x) * scale + (p["bias"].to(x) if p["bias"] is not None else 0)
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    return scale.reshape(shape), shift.reshape(shape)
+
+
+def forward(graph: Graph, inputs: tuple[Any, ...], rules: dict[str, Any],
+            layer: Callable[[Node], Layer]) -> tuple[dict[str, Any], set[str]]:
+    """Every node's value, and the names of the nodes that carry relevance."""
+    values: dict[str, Any] = {}
+    from_input: set[str] = set()  # computed from a model input, whatever the dtype (token ids, masks)
+    carries: set[str] = set()     # floating values that relevance flows through
+    for node in graph.nodes:
+        if node.kind == Kind.INPUT:
+            values[node.name] = inputs[graph.inputs.index(node)]
+            from_input.add(node.name)
+        elif node.kind == Kind.CONSTANT:
+            values[node.name] = node.params["value"]
+        else:
+            args, kwargs = substitute(node.args, values), substitute(node.kwargs, values)
+            values[node.name] = args[0] if node.kind == Kind.OUTPUT else _forward_node(node, args, kwargs, layer)
+            if any(a.name in from_input for a in node.inputs()):
+                from_input.add(node.name)
+        value = values[node.name]
+        if node.kind == Kind.INPUT or node.kind in (Kind.EMBEDDING, Kind.EMBEDDING_BAG):
+            flows = node.name in from_input
+        else:
+            flows = any(a.name in carries for a in node.inputs())
+        if not flows:
+            continue
+        if node.kind == Kind.MAX_DIM or _is_float_tensor(value):  # torch.max(x, dim) returns (values, indices)
+            carries.add(node.name)
+            if node.kind in (Kind.UNSUPPORTED, Kind.META) and not isinstance(rules.get(node.name), (Pass, Norm)):
+                raise unsupported_error(node) if node.kind == Kind.UNSUPPORTED else UnsupportedLayerError(
+                    f"relevance would have to cross {node.op} at '{node.qualified_name}', which lrptext treats as "
+                    "shape or mask arithmetic; see lrptext.support_table(model)")
+    return values, carries
+
+
+# --------------------------------------------------------------------------------------------- signatures
+
+
+def _bind(signature: Callable[..., Any], args: tuple, kwargs: dict) -> dict[str, Any]:
+    bound = inspect.signature(signature).bind(*args, **kwargs)
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
+def _bag_signature(input, offsets=None, per_sample_weights=None):  # nn.EmbeddingBag.forward
+    pass
+
+
+def _max_dim_signature(input, dim=None, keepdim=False):  # torch.max / amax / Tensor.max
+    pass
+
+
+def _max_pool_signature(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                        return_indices=False):
+    pass
+
+
+def _avg_pool_signature(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                        divisor_override=None):
+    pass
+
+
+def _adaptive_signature(input, output_size, return_indices=False):
+    pass
+
+
+POOL_FUNCTIONS = {
+    F.max_pool1d: ("max", 1, _max_pool_signature), F.max_pool2d: ("max", 2, _max_pool_signature),
+    F.avg_pool1d: ("avg", 1, _avg_pool_signature), F.avg_pool2d: ("avg", 2, _avg_pool_signature),
+    F.adaptive_max_pool1d: ("adaptive_max", 1, _adaptive_signature),
+    F.adaptive_max_pool2d: ("adaptive_max", 2, _adaptive_signature),
+    F.adaptive_avg_pool1d: ("adaptive_avg", 1, _adaptive_signature),
+    F.adaptive_avg_pool2d: ("adaptive_avg", 2, _adaptive_signature),
+}
+
+
+def _pool_spec(node: Node, args: tuple, kwargs: dict) -> tuple[str, int, dict[str, Any]]:
+    """(mode, spatial dims, settings) of a pooling module or function call."""
+    module = node.call
+    if isinstance(module, nn.Module):
+        name = type(module).__name__
+        mode = ("adaptive_" if name.startswith("Adaptive") else "") + ("max" if "Max" in name else "avg")
+        dims = 1 if name.endswith("1d") else 2
+        settings = {k: getattr(module, k) for k in ("kernel_size", "stride", "padding", "dilation", "ceil_mode",
+                                                    "count_include_pad", "divisor_override", "return_indices")
+                    if hasattr(module, k)}
+        return mode, dims, settings
+    mode, dims, signature = POOL_FUNCTIONS[node.call]
+    settings = _bind(signature, args, kwargs)
+    settings.pop("input")
+    return mode, dims, settings
+
+
+# ------------------------------------------------------------------------------------------- relevance
+
+
+def _vjp(node: Node, args: tuple, kwargs: dict, carrying: list[int], grad_out: Callable[[torch.Tensor], torch.Tensor],
+         flat_args: list[Any]) -> list[torch.Tensor | None]:
+    """Gradients of the node's output w.r.t. its carrying tensor arguments (positions in flat_args), for the
+    output gradient grad_out(y)."""
+    with torch.enable_grad():
+        leaves = {i: flat_args[i].detach().requires_grad_(True) for i in carrying}
+        rebuilt = iter([leaves.get(i, a) for i, a in enumerate(flat_args)])
+        new_args = _unflatten(args, rebuilt)
+        new_kwargs = _unflatten(kwargs, rebuilt)
+        y = node.call(*new_args, **new_kwargs)
+        if isinstance(y, tuple):  # torch.max(x, dim) and friends: values first
+            y = y[0]
+        grads = torch.autograd.grad(y, [leaves[i] for i in carrying], grad_out(y.detach()), allow_unused=True)
+    return list(grads)
+
+
+def _flatten(a: Any, out: list[Any]) -> None:
+    if isinstance(a, (list, tuple)):
+        for x in a:
+            _flatten(x, out)
+    elif isinstance(a, dict):
+        for x in a.values():
+            _flatten(x, out)
+    else:
+        out.append(a)
+
+
+def _unflatten(template: Any, items: Any) -> Any:
+    if isinstance(template, (list, tuple)):
+        return type(template)(_unflatten(x, items) for x in template)
+    if isinstance(template, dict):
+        return {k: _unflatten(v, items) for k, v in template.items()}
+    return next(items)
+
+
+def _sum_to(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Undo broadcasting: sum a tensor down to `shape`."""
+    while t.dim() > len(shape):
+        t = t.sum(0)
+    for i, n in enumerate(shape):
+        if n == 1 and t.shape[i] != 1:
+            t = t.sum(i, keepdim=True)
+    return t
+
+
+class Backward:
+    """The relevance pass of one explanation."""
+
+    def __init__(self, graph: Graph, rules: dict[str, Any], values: dict[str, Any], carries: set[str],
+                 layer: Callable[[Node], Layer], backend: str):
+        self.graph, self.rules, self.values, self.carries = graph, rules, values, carries
+        self.layer, self.backend = layer, backend
+        # For 1-D token ids of an EmbeddingBag: each token's sample (bag), to sum relevance per sample.
+        self.segments: dict[str, torch.Tensor] = {}
+
+    def run(self, initial: torch.Tensor, record: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        relevance: dict[str, torch.Tensor] = {}
+        sums: dict[str, torch.Tensor] = {}
+        source = self.graph.output.args[0]
+        relevance[source.name] = initial
+        for node in reversed(self.graph.nodes):
+            if node.kind in (Kind.INPUT, Kind.OUTPUT, Kind.CONSTANT) or node.name not in relevance:
+                continue
+            r = relevance.pop(node.name)
+            if record:
+                sums[node.qualified_name if node.module_type else node.name] = r.reshape(r.shape[0], -1).sum(1)
+            for arg, r_arg in self.node_relevance(node, r):
+                # token-id inputs do not carry float values but receive per-token relevance from embeddings
+                if r_arg is not None and (arg.name in self.carries or arg.kind == Kind.INPUT):
+                    relevance[arg.name] = relevance[arg.name] + r_arg if arg.name in relevance else r_arg
+        return relevance, sums
+
+    def node_relevance(self, node: Node, r: torch.Tensor) -> list[tuple[Node, torch.Tensor | None]]:
+        args = substitute(node.args, self.values)
+        kwargs = substitute(node.kwargs, self.values)
+        out = self.values[node.name]
+        rule = self.rules.get(node.name)
+        kind = node.kind
+        if isinstance(rule, Pass) and kind not in (Kind.DENSE, Kind.CONV):
+            return [(self._carrying_nodes(node)[0], r)]
+        if isinstance(rule, Norm) and kind in (Kind.UNSUPPORTED, Kind.PASS, Kind.ADD, Kind.REDUCE):
+            return self._norm(node, args, kwargs, r, rule.stabilizer)
+        handler = getattr(self, f"_{kind.value}", None)
+        if handler is None:
+            raise unsupported_error(node)
+        return handler(node, args, kwargs, out, r, rule)
+
+    def _carrying_nodes(self, node: Node) -> list[Node]:
+        return [a for a in node.inputs() if a.name in self.carries]
+
+    # linear layers ------------------------------------------------------------------------------------
+    def _dense(self, node, args, kwargs, out, r, rule):
+        lp = self.layer(node)
+        z = out if isinstance(rule, (Epsilon, Gamma)) else None
+        rel = kernels.dense_relevance(args[0], lp.weight, lp.bias, r, rule=rule, z=z, prepared=lp.prepared,
+                                      backend=self.backend)
+        return [(node.args[0], rel)]
+
+    def _conv(self, node, args, kwargs, out, r, rule):
+        lp, p = self.layer(node), node.params
+        z = out if isinstance(rule, (Epsilon, Gamma)) else None
+        fn = kernels.conv1d_relevance if lp.weight.dim() == 3 else kernels.conv2d_relevance
+        rel = fn(args[0], lp.weight, lp.bias, r, stride=p["stride"], padding=p["padding"], dilation=p["dilation"],
+                 groups=p["groups"], rule=rule, z=z, prepared=lp.prepared, backend=self.backend)
+        return [(node.args[0], rel)]
+
+    def _embedding(self, node, args, kwargs, out, r, rule):
+        weight = self.layer(node).weight
+        rel = kernels.embedding_relevance(args[0], r, num_embeddings=weight.shape[0],
+                                          padding_idx=node.params["padding_idx"], backend=self.backend)
+        return [(node.args[0], rel)]
+
+    def _embedding_bag(self, node, args, kwargs, out, r, rule):
+        bound = _bind(_bag_signature, args, kwargs)
+        ids, offsets = bound["input"], bound["offsets"]
+        if node.params["include_last_offset"] and offsets is not None:
+            offsets = offsets[:-1]
+        rel = kernels.embedding_bag_relevance(ids, self.layer(node).weight, r, offsets=offsets,
+                                              mode=node.params["mode"], per_sample_weights=bound["per_sample_weights"],
+                                              padding_idx=node.params["padding_idx"], stabilizer=rule.stabilizer,
+                                              backend=self.backend)
+        ids_node = node.args[0] if node.args else node.kwargs["input"]
+        if ids.dim() == 1 and offsets is not None:
+            lengths = torch.diff(offsets, append=offsets.new_tensor([ids.shape[0]]))
+            self.segments[ids_node.name] = torch.repeat_interleave(torch.arange(len(offsets), device=ids.device), lengths)
+        return [(ids_node, rel)]
+
+    def _batchnorm(self, node, args, kwargs, out, r, rule):
+        scale, _ = _batchnorm_affine(node, args[0])
+        return [(node.args[0], args[0] * scale * r / stabilize(out, rule.epsilon))]
+
+    # relevance-preserving movement ---------------------------------------------------------------------
+    def _pass(self, node, args, kwargs, out, r, rule):
+        return [(node.args[0], r)]
+
+    def _reshape(self, node, args, kwargs, out, r, rule):
+        return [(node.args[0], r.reshape(args[0].shape))]
+
+    def _move(self, node, args, kwargs, out, r, rule):
+        return self._routed(node, args, kwargs, lambda y: r)
+
+    def _item(self, node, args, kwargs, out, r, rule):
+        return [(node.args[0], r)]
+
+    def _scale(self, node, args, kwargs, out, r, rule):
+        carrying = self._carrying_nodes(node)
+        if len(carrying) != 1 or (node.call in (operator.truediv, torch.div) and node.args[0] is not carrying[0]):
+            raise UnsupportedLayerError(
+                f"{node.op} at '{node.qualified_name}' multiplies or divides relevance-carrying tensors; lrptext passes "
+                "relevance through multiplication by constants only (gating and attention need their own rule)")
+        return [(carrying[0], _sum_to(r, self.values[carrying[0].name].shape))]
+
+    def _routed(self, node, args, kwargs, grad_out):
+        flat: list[Any] = []
+        _flatten((args, kwargs), flat)
+        flat_nodes: list[Any] = []
+        _flatten((node.args, node.kwargs), flat_nodes)
+        carrying = [i for i, a in enumerate(flat_nodes) if isinstance(a, Node) and a.name in self.carries]
+        grads = _vjp(node, args, kwargs, carrying, grad_out, flat)
+        return [(flat_nodes[i], g) for i, g in zip(carrying, grads)]
+
+    # proportional split (Norm) -------------------------------------------------------------------------
+    def _norm(self, node, args, kwargs, r, stabilizer):
+        parts = self._routed(node, args, kwargs, lambda y: r / stabilize(y, stabilizer))
+        return [(a, None if g is None else self.values[a.name] * g) for a, g in parts]
+
+    def _add(self, node, args, kwargs, out, r, rule):
+        return self._norm(node, args, kwargs, r, rule.stabilizer)
+
+    def _reduce(self, node, args, kwargs, out, r, rule):
+        return self._norm(node, args, kwargs, r, rule.stabilizer)
+
+    # winner-take-all and pooling -------------------------------------------------------------------------
+    def _max_dim(self, node, args, kwargs, out, r, rule):
+        bound = _bind(_max_dim_signature, args, kwargs)
+        dim = bound["dim"]
+        if isinstance(dim, (tuple, list)):
+            if len(dim) != 1:
+                raise UnsupportedLayerError(f"{node.op} over several dimensions at '{node.qualified_name}' is not "
+                                            "supported; take the maximum over one dimension at a time")
+            dim = dim[0]
+        if dim is None:
+            raise UnsupportedLayerError(f"{node.op} without a dimension at '{node.qualified_name}' (a global maximum "
+                                        "over all elements) is not supported; give dim=")
+        if bound["keepdim"]:
+            r = r.squeeze(dim)
+        return [(node.args[0], kernels.global_max_relevance(args[0], r, dim=dim, backend=self.backend))]
+
+    def _pool(self, node, args, kwargs, out, r, rule):
+        mode, dims, s = _pool_spec(node, args, kwargs)
+        if s.get("ceil_mode") or s.get("return_indices"):
+            raise UnsupportedLayerError(f"{node.op} at '{node.qualified_name}' uses ceil_mode or return_indices, which "
+                                        "lrptext's pooling kernels do not support")
+        x = args[0]
+        fn = getattr(kernels, f"{mode}_pool{dims}d_relevance")
+        if mode.startswith("adaptive"):
+            extra = {"stabilizer": rule.stabilizer} if mode == "adaptive_avg" else {}
+            return [(node.args[0], fn(x, r, backend=self.backend, **extra))]
+        window = {"kernel_size": s["kernel_size"], "stride": s["stride"] or s["kernel_size"], "padding": s["padding"]}
+        if mode == "max":
+            window["dilation"] = s["dilation"]
+        else:
+            window["count_include_pad"] = s["count_include_pad"]
+            window["stabilizer"] = rule.stabilizer
+            if dims == 2:
+                window["divisor_override"] = s.get("divisor_override")
+        return [(node.args[0], fn(x, r, backend=self.backend, **window))]
+
+    def _unsupported(self, node, args, kwargs, out, r, rule):
+        raise unsupported_error(node)
+
+    def _meta(self, node, args, kwargs, out, r, rule):
+        raise unsupported_error(node)

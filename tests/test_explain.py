@@ -1,0 +1,400 @@
+"""explain() end to end: conservation on bias-free models shaped like W1-W5, layer-by-layer agreement with the
+float64 oracle, residual + BatchNorm models, token ids, targets, and the promise never to touch the user's model."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import lrptext
+import reference
+from lrptext import Contrast, Explainer, UnsupportedLayerError, explain
+from lrptext.rules import Composite, Epsilon, Flat, Gamma, Norm, Pass, ZBox, ZPlus
+from models import BagOfEmbeddings, KimCNN, ResidualBlock, bow_mlp, digits_cnn, randomize_batchnorm, vgg_like
+from tolerances import assert_matches
+
+
+def seeded(model: nn.Module, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    for m in model.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    return model.double().eval()
+
+
+def workload(name: str, bias: bool):
+    g = torch.Generator().manual_seed(1)
+    if name == "W1":
+        return seeded(KimCNN(bias=bias)), (torch.randint(0, 500, (3, 30), generator=g),)
+    if name == "W2":
+        x = (torch.rand(4, 2000, generator=g) < 0.01).double() * torch.rand(4, 2000, generator=g, dtype=torch.float64)
+        return seeded(bow_mlp(bias=bias)), (x,)
+    if name == "W3":
+        return seeded(vgg_like(bias=bias)), (torch.rand(2, 3, 16, 16, generator=g, dtype=torch.float64),)
+    if name == "W4":
+        return seeded(digits_cnn(bias=bias)), (torch.rand(3, 1, 8, 8, generator=g, dtype=torch.float64),)
+    ids = torch.randint(0, 500, (40,), generator=g)
+    return seeded(BagOfEmbeddings(bias=bias)), (ids, torch.tensor([0, 7, 19, 30]))
+
+
+TINY = 1e-12
+CONSERVING = {
+    "epsilon(1e-9)": Composite("epsilon", dense=Epsilon(1e-9), conv=Epsilon(1e-9)),
+    "zplus": Composite("zplus", dense=ZPlus(TINY), conv=ZPlus(TINY)),
+    "epsilon_plus_flat": Composite("epsilon_plus_flat", dense=Epsilon(1e-9), conv=ZPlus(TINY), first=Flat(TINY)),
+}
+
+
+@pytest.mark.parametrize("composite", CONSERVING)
+@pytest.mark.parametrize("name", ["W1", "W2", "W3", "W4", "W5"])
+def test_conservation_on_bias_free_workloads(name, composite, backend):
+    model, inputs = workload(name, bias=False)
+    e = explain(model, inputs, composite=CONSERVING[composite], backend=backend,
+                layer_map={nn.EmbeddingBag: Norm(TINY)})
+    relative = (e.delta.abs() / e.initial.abs()).max().item()
+    assert relative < 1e-6, f"conservation delta {relative:.2e} relative"
+
+
+def test_biases_absorb_relevance():
+    """The suite can fail: with biases, relevance is not conserved."""
+    model, inputs = workload("W4", bias=True)
+    e = explain(model, inputs, composite=CONSERVING["epsilon(1e-9)"])
+    assert (e.delta.abs() / e.initial.abs()).max().item() > 1e-3
+
+
+# ---------------------------------------------------------------------------------- the oracle, layer by layer
+
+ORACLE_SPEC = {
+    Epsilon: lambda r: {"name": "epsilon", "epsilon": r.epsilon},
+    Gamma: lambda r: {"name": "gamma", "gamma": r.gamma, "stabilizer": r.stabilizer},
+    ZPlus: lambda r: {"name": "alpha_beta", "alpha": 1.0, "beta": 0.0, "stabilizer": r.stabilizer},
+    ZBox: lambda r: {"name": "zbox", "stabilizer": r.stabilizer},
+    Flat: lambda r: {"name": "flat", "stabilizer": r.stabilizer},
+}
+
+
+def oracle_sequential(model: nn.Sequential, x: torch.Tensor, target: int, rules: dict[int, object]):
+    """Relevance through an nn.Sequential with the float64 oracle: (input relevance, relevance sum per layer)."""
+    activations = [x.numpy()]
+    with torch.no_grad():
+        h = x
+        for layer in model:
+            h = layer(h)
+            activations.append(h.numpy())
+    r = np.zeros_like(activations[-1])
+    r[:, target] = activations[-1][:, target]
+    sums = []
+    for i in reversed(range(len(model))):
+        layer, a, y = model[i], activations[i], activations[i + 1]
+        sums.append(r.reshape(r.shape[0], -1).sum(1))
+        if isinstance(layer, nn.Linear):
+            rule = rules[i]
+            extra = {}
+            if isinstance(rule, ZBox):
+                low, high = rule.channels(a.shape[1])
+                extra = {"low": np.array(low), "high": np.array(high)}
+            r = reference.dense(a, layer.weight.detach().numpy(), layer.bias.detach().numpy(), r,
+                                ORACLE_SPEC[type(rule)](rule), **extra)
+        elif isinstance(layer, nn.Conv2d):
+            rule = rules[i]
+            extra = {}
+            if isinstance(rule, ZBox):
+                extra = dict(zip(("low", "high"), map(np.array, rule.channels(a.shape[1]))))
+            r = reference.conv2d(a, layer.weight.detach().numpy(), layer.bias.detach().numpy(), r,
+                                 ORACLE_SPEC[type(rule)](rule), stride=layer.stride, padding=layer.padding,
+                                 dilation=layer.dilation, groups=layer.groups, **extra)
+        elif isinstance(layer, nn.MaxPool2d):
+            r, _ = reference.pool2d(a, r, mode="max", kernel=(2, 2), stride=(2, 2))
+        elif isinstance(layer, nn.AvgPool2d):
+            r, _ = reference.pool2d(a, r, mode="avg", kernel=(2, 2), stride=(2, 2))
+        elif isinstance(layer, nn.Flatten):
+            r = r.reshape(a.shape)
+        # ReLU: relevance passes
+    return r, list(reversed(sums))
+
+
+def test_mlp_matches_the_oracle_layer_by_layer(backend):
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 4)).double()
+    x = torch.randn(3, 10, dtype=torch.float64)
+    comp = Composite("custom", dense=Epsilon(0.01), conv=ZPlus(), first=ZBox(-3.0, 3.0))
+    e = explain(model, x, target=2, composite=comp, layers=True, backend=backend)
+    expected, sums = oracle_sequential(model, x, 2, {0: ZBox(-3.0, 3.0), 2: Epsilon(0.01), 4: Epsilon(0.01)})
+    assert_matches(e.relevance, expected, torch.float64)
+    for i, s in enumerate(sums):  # relevance at each layer's output
+        np.testing.assert_allclose(e.layer_relevance[str(i)].numpy(), s, rtol=1e-9, atol=1e-12)
+
+
+def test_cnn_matches_the_oracle_layer_by_layer(backend):
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 8, 3, padding=1),
+                          nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(8 * 2 * 2, 5)).double()
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    rules = {0: Flat(), 3: Gamma(0.25), 7: Epsilon(1e-6)}
+    comp = Composite("custom", dense=Epsilon(1e-6), conv=Gamma(0.25), first=Flat())
+    e = explain(model, x, target=1, composite=comp, layers=True, backend=backend)
+    expected, sums = oracle_sequential(model, x, 1, rules)
+    assert_matches(e.relevance, expected, torch.float64)
+    for i, s in enumerate(sums):
+        np.testing.assert_allclose(e.layer_relevance[str(i)].numpy(), s, rtol=1e-8, atol=1e-12)
+
+
+def test_a_wrong_composite_does_not_match_the_oracle():
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 4)).double()
+    x = torch.randn(3, 10, dtype=torch.float64)
+    e = explain(model, x, target=2, composite="epsilon")
+    expected, _ = oracle_sequential(model, x, 2, {0: ZBox(-3.0, 3.0), 2: Epsilon(1e-6)})
+    assert np.abs(e.relevance.numpy() - expected).max() > 1e-3
+
+
+# ------------------------------------------------------------------------------------------ whole models
+
+
+def test_residual_add_and_batchnorm_end_to_end(backend):
+    model = seeded(ResidualBlock(), 5)
+    randomize_batchnorm(model)
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    explainer = Explainer(model, composite="epsilon_gamma_box", low=0.0, high=1.0, backend=backend)
+    table = str(explainer.support_table())
+    assert "BatchNorm 'bn0' folded in" in table and "BatchNorm 'bn2' folded in" in table
+    e = explainer.explain(x)
+    assert e.relevance.shape == x.shape and torch.isfinite(e.relevance).all()
+    torch.testing.assert_close(e.prediction, model(x))
+    unfolded = Explainer(model, composite="epsilon_gamma_box", low=0.0, high=1.0, canonizers=(), backend=backend)
+    assert "batchnorm" in str(unfolded.support_table())
+    torch.testing.assert_close(unfolded.explain(x).prediction, model(x))
+
+
+def test_residual_add_conserves_without_biases():
+    """The Norm rule splits a residual sum in proportion to its summands and conserves relevance."""
+
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(6, 6, bias=False)
+            self.b = nn.Linear(6, 6, bias=False)
+            self.out = nn.Linear(6, 3, bias=False)
+
+        def forward(self, x):
+            h = F.relu(self.a(x))
+            return self.out(h + F.relu(self.b(h)))
+
+    model = seeded(Residual(), 6)
+    x = torch.rand(4, 6, dtype=torch.float64)
+    e = explain(model, x, composite=CONSERVING["epsilon(1e-9)"])
+    assert (e.delta.abs() / e.initial.abs()).max() < 1e-5
+
+
+def test_kim_cnn_on_token_ids_gives_first_layer_rule_to_every_parallel_conv(backend):
+    model = seeded(KimCNN(padding_idx=0), 7)
+    ids = torch.randint(1, 500, (2, 20))
+    ids[:, -3:] = 0
+    explainer = Explainer(model, composite="epsilon_plus_flat", backend=backend)
+    rules = {row.name: row.rule for row in explainer.support_table().rows}
+    assert all(rules[f"convs.{i}"].startswith("Flat") for i in range(3))  # zennit gives Flat to convs.0 only
+    e = explainer.explain(ids)
+    assert e.relevance.shape == ids.shape
+    assert (e.relevance[:, -3:] == 0).all()  # the padding index gets no relevance
+    torch.testing.assert_close(e.prediction, model(ids))
+
+
+def test_embedding_bag_with_offsets():
+    model, (ids, offsets) = workload("W5", bias=True)
+    e = explain(model, (ids, offsets), target=1)
+    assert isinstance(e.relevance, tuple) and e.relevance[1] is None
+    assert e.relevance[0].shape == ids.shape
+    torch.testing.assert_close(e.prediction, model(ids, offsets))
+
+
+def test_a_gru_is_refused_by_name():
+    class Recurrent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = nn.Embedding(50, 8)
+            self.encoder = nn.Module()
+            self.encoder.rnn = nn.GRU(8, 8, batch_first=True)
+            self.fc = nn.Linear(8, 2)
+
+        def forward(self, ids):
+            out, _ = self.encoder.rnn(self.embedding(ids))
+            return self.fc(out[:, -1])
+
+    with pytest.raises(UnsupportedLayerError, match=r"no rule for nn.GRU at 'encoder.rnn'.*layer_map=\{nn.GRU: Pass\(\)\}"):
+        Explainer(Recurrent())
+    table = lrptext.support_table(Recurrent())
+    assert [r.name for r in table.unsupported] == ["encoder.rnn"]
+
+
+def test_unsupported_functions_are_refused_when_relevance_reaches_them():
+    class Gated(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            h = self.a(x)
+            return self.b(h * torch.sigmoid(h))  # a gate: the product of two relevance-carrying tensors
+
+    with pytest.raises(UnsupportedLayerError, match="multiplies or divides relevance-carrying tensors"):
+        explain(Gated(), torch.randn(2, 4))
+
+    class Softmaxed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return torch.softmax(self.a(x), dim=1)
+
+    with pytest.raises(UnsupportedLayerError, match="explain the logits"):
+        explain(Softmaxed(), torch.randn(2, 4))
+
+
+def test_masks_from_token_ids_are_allowed():
+    class Masked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = nn.Embedding(30, 6, padding_idx=0)
+            self.fc = nn.Linear(6, 2)
+
+        def forward(self, ids):
+            mask = (ids != 0).float().unsqueeze(-1)
+            return self.fc((self.embedding(ids) * mask).sum(1) / mask.sum(1))
+
+    model = seeded(Masked(), 8)
+    ids = torch.tensor([[3, 4, 5, 0], [7, 0, 0, 0]])
+    e = explain(model, ids, composite="epsilon")
+    assert e.relevance.shape == ids.shape and torch.isfinite(e.relevance).all()
+    torch.testing.assert_close(e.prediction, model(ids))
+
+
+def test_layer_map_can_pass_relevance_through_an_unsupported_module():
+    class WithSoftsign(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.act, self.b = nn.Linear(4, 4), nn.Softsign(), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.b(self.act(self.a(x)))
+
+    with pytest.raises(UnsupportedLayerError, match="nn.Softsign at 'act'"):
+        Explainer(WithSoftsign())
+    e = explain(WithSoftsign(), torch.randn(3, 4), layer_map={nn.Softsign: Pass()})
+    assert e.relevance.shape == (3, 4)
+
+
+# ----------------------------------------------------------------------------------------------- targets
+
+
+def test_targets():
+    model, (x,) = workload("W4", bias=True)
+    logits = model(x)
+    e = explain(model, x)
+    assert e.target.tolist() == logits.argmax(1).tolist()
+    torch.testing.assert_close(e.initial, logits.max(1).values)
+    assert explain(model, x, target=3).target.tolist() == [3, 3, 3]
+    per_sample = explain(model, x, target=[1, 2, 3])
+    torch.testing.assert_close(per_sample.initial, logits[torch.arange(3), torch.tensor([1, 2, 3])])
+    c = explain(model, x, target=Contrast(1, 2))
+    torch.testing.assert_close(c.initial, logits[:, 1] - logits[:, 2])
+    assert c.contrast.tolist() == [2, 2, 2]
+    r = torch.zeros_like(logits)
+    r[:, 4] = 1.0
+    given = explain(model, x, output_relevance=r)
+    assert given.target is None
+    torch.testing.assert_close(given.initial, torch.ones(3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize(("target", "message"), [
+    (10, r"holds class 10, outside \[0, 10\)"),
+    ([1, 2], r"one class index or one per sample \(3\)"),
+    (1.5, "must hold class indices"),
+])
+def test_bad_targets(target, message):
+    model, (x,) = workload("W4", bias=True)
+    with pytest.raises(ValueError, match=message):
+        explain(model, x, target=target)
+
+
+def test_wrong_number_of_inputs_and_unknown_names():
+    model, (x,) = workload("W4", bias=True)
+    with pytest.raises(ValueError, match=r"takes 1 input\(s\)"):
+        explain(model, (x, x))
+    with pytest.raises(ValueError, match="unknown composite 'lrp'; choose one of epsilon, epsilon_plus"):
+        explain(model, x, composite="lrp")
+    with pytest.raises(ValueError, match="epsilon_gamma_box' needs the input's bounds"):
+        explain(model, x, composite="epsilon_gamma_box")
+    with pytest.raises(ValueError, match="name_map names no module of the model: \\['nope'\\]"):
+        Explainer(model, name_map={"nope": Epsilon()})
+    with pytest.raises(ValueError, match="needs a linear rule"):
+        Explainer(model, layer_map={nn.Linear: Pass()})
+
+
+# --------------------------------------------------------------------------------- the user's model is sacred
+
+
+def snapshot(model: nn.Module):
+    return ({k: v.clone() for k, v in model.state_dict().items()}, model.training,
+            [(dict(m._forward_hooks), dict(m._forward_pre_hooks), dict(m._backward_hooks)) for m in model.modules()],
+            [p.requires_grad for p in model.parameters()])
+
+
+def assert_unchanged(model, before):
+    after = snapshot(model)
+    assert before[0].keys() == after[0].keys()
+    for k in before[0]:
+        assert torch.equal(before[0][k], after[0][k]), k
+    assert before[1:] == after[1:]
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_the_model_is_never_mutated(training):
+    model = seeded(ResidualBlock(), 9)
+    randomize_batchnorm(model)
+    model.train(training)
+    before = snapshot(model)
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    explain(model, x, composite="epsilon_gamma_box", low=0.0, high=1.0)
+    assert_unchanged(model, before)
+    with pytest.raises(ValueError):
+        explain(model, x, target=99)
+    assert_unchanged(model, before)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_explainer_caches_weights_and_notices_parameter_changes():
+    model = seeded(digits_cnn(), 10)
+    x = torch.rand(2, 1, 8, 8, dtype=torch.float64)
+    explainer = Explainer(model, composite="epsilon_gamma_box", low=0.0, high=1.0)
+    first = explainer.explain(x, target=0).relevance
+    cached = dict(explainer._layers)
+    assert cached and explainer.explain(x, target=0).relevance.equal(first)
+    assert all(explainer._layers[k] is v for k, v in cached.items())  # prepared once, reused
+    with torch.no_grad():
+        model[0].weight.mul_(2.0)  # an in-place change, like an optimizer step
+    changed = explainer.explain(x, target=0)
+    fresh = Explainer(model, composite="epsilon_gamma_box", low=0.0, high=1.0).explain(x, target=0)
+    torch.testing.assert_close(changed.relevance, fresh.relevance)
+    assert not torch.allclose(changed.relevance, first)
+
+
+def test_dtype_policy():
+    model = seeded(bow_mlp(features=50), 11).float()
+    x = torch.rand(2, 50)
+    assert explain(model, x).relevance.dtype == torch.float32
+    assert explain(model, x.half()).relevance.dtype == torch.float32
+    assert explain(model.half(), x.half()).relevance.dtype == torch.float32  # half models compute in float32
+    assert explain(seeded(bow_mlp(features=50), 11), x.double()).relevance.dtype == torch.float64
+
+
+def test_backends_agree():
+    model, (ids,) = workload("W1", bias=True)
+    a = explain(model, ids, backend="cpp", composite="epsilon_gamma")
+    b = explain(model, ids, backend="torch", composite="epsilon_gamma")
+    torch.testing.assert_close(a.relevance, b.relevance)
