@@ -10,8 +10,6 @@ from collections.abc import Sequence
 import torch
 
 import lrptext
-from lrptext import kernels
-from lrptext.rules import Epsilon, Gamma, ZPlus
 
 
 def info(args: argparse.Namespace) -> int:
@@ -20,32 +18,41 @@ def info(args: argparse.Namespace) -> int:
 
 
 def demo(args: argparse.Namespace) -> int:
-    """LRP through a small bias-free ReLU network, layer by layer with the kernels: relevance per input feature,
-    and conservation (the input relevance sums to the explained logit)."""
-    g = torch.Generator().manual_seed(args.seed)
-    w1, w2 = torch.randn(16, 8, generator=g, dtype=torch.float64), torch.randn(3, 16, generator=g, dtype=torch.float64)
-    x = torch.randn(1, 8, generator=g, dtype=torch.float64)
-    z1 = x @ w1.T
-    h = z1.clamp(min=0)
-    logits = h @ w2.T
-    target = int(logits.argmax())
-    r_out = torch.zeros_like(logits)
-    r_out[0, target] = logits[0, target]
-    print(f"logits {logits[0].numpy().round(4).tolist()}, explaining class {target}")
-    for name, rule in (("epsilon", Epsilon()), ("zplus", ZPlus()), ("gamma", Gamma())):
-        r_hidden = kernels.dense_relevance(h, w2, None, r_out, rule=Epsilon(), backend=args.backend)
-        r_in = kernels.dense_relevance(x, w1, None, r_hidden, rule=rule, z=z1 if name != "zplus" else None,
-                                       backend=args.backend)
-        print(f"{name:>8} first layer: relevance {r_in[0].numpy().round(3).tolist()}  "
-              f"sum {float(r_in.sum()):.6f} vs logit {float(logits[0, target]):.6f}")
+    """Explains a small random text CNN fed token ids: the support table, then per-token relevance for three
+    composites, with conservation (bias-free, so the token relevance sums to the explained logit)."""
+    torch.manual_seed(args.seed)
+    model = _demo_cnn().double().eval()
+    ids = torch.randint(1, 50, (1, 12), generator=torch.Generator().manual_seed(args.seed))
+    print(lrptext.support_table(model, composite="epsilon_plus_flat"))
+    for name in ("epsilon", "epsilon_plus", "epsilon_plus_flat"):
+        e = lrptext.explain(model, ids, composite=name, backend=args.backend)
+        print(f"{name:>18}: class {int(e.target[0])}, relevance per token {e.relevance[0].numpy().round(3).tolist()}")
+        print(f"{'':>18}  sum {float(e.relevance.sum()):.6f} vs logit {float(e.initial[0]):.6f}")
     return 0
+
+
+def _demo_cnn() -> torch.nn.Module:
+    from torch import nn
+
+    class TextCNN(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embedding = nn.Embedding(50, 8)
+            self.convs = nn.ModuleList([nn.Conv1d(8, 6, k, bias=False) for k in (2, 3)])
+            self.fc = nn.Linear(12, 3, bias=False)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            x = self.embedding(ids).transpose(1, 2)
+            return self.fc(torch.cat([torch.relu(c(x)).amax(dim=2) for c in self.convs], dim=1))
+
+    return TextCNN()
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lrptext", description="Layer-wise Relevance Propagation for text and images")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("info", help="how the kernels were built (BLAS, threads, CUDA)").set_defaults(run=info)
-    p = commands.add_parser("demo", help="explain a small network layer by layer with the kernels")
+    p = commands.add_parser("demo", help="explain a small random text CNN fed token ids")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", choices=["auto", "cpp", "torch"], default="auto")
     p.set_defaults(run=demo)

@@ -398,3 +398,33 @@ def test_backends_agree():
     a = explain(model, ids, backend="cpp", composite="epsilon_gamma")
     b = explain(model, ids, backend="torch", composite="epsilon_gamma")
     torch.testing.assert_close(a.relevance, b.relevance)
+
+
+def test_the_fused_embedding_path_equals_the_unfused_one(backend, monkeypatch):
+    """With per-token relevance delivered by the conv kernels (reduce over the embedding axis), the result is the
+    same as routing [B, D, T] relevance back through the transpose and the embedding kernel."""
+    model = seeded(KimCNN(padding_idx=0), 12)
+    ids = torch.randint(0, 500, (3, 25))
+    ids[0, :4] = 0
+    explainer = Explainer(model, composite="epsilon_gamma", backend=backend)
+    calls = []
+    conv1d = lrptext.kernels.conv1d_relevance
+    monkeypatch.setattr(lrptext.kernels, "conv1d_relevance",
+                        lambda *a, **k: calls.append(k["reduce_channels"]) or conv1d(*a, **k))
+    fused = explainer.explain(ids)
+    assert calls == [True, True, True]  # the three convolutions took the fused path
+    unfused = explainer.explain(ids, layers=True)
+    torch.testing.assert_close(fused.relevance, unfused.relevance)
+    assert (fused.relevance[0, :4] == 0).all()
+
+    class DenseOnEmbedding(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding, self.fc, self.out = nn.Embedding(40, 6), nn.Linear(6, 5), nn.Linear(5, 2)
+
+        def forward(self, ids):
+            return self.out(torch.relu(self.fc(self.embedding(ids))).max(dim=1).values)
+
+    dense = seeded(DenseOnEmbedding(), 13)
+    tokens = torch.randint(0, 40, (2, 7))
+    torch.testing.assert_close(explain(dense, tokens).relevance, explain(dense, tokens, layers=True).relevance)

@@ -122,7 +122,8 @@ class Explainer:
             values, carries = forward(self.graph, inputs, self.rules, layer)
             logits = values[self.graph.output.name]
             initial, target_t, contrast = initial_relevance(logits, target, output_relevance)
-            backward = Backward(self.graph, self.rules, values, carries, layer, self.backend)
+            # per-layer sums need every node's relevance, so the fused embedding path is off when they are asked for
+            backward = Backward(self.graph, self.rules, values, carries, layer, self.backend, fuse=not layers)
             relevance, sums = backward.run(initial, layers)
         per_input: list[torch.Tensor | None] = []
         for node, x in zip(self.graph.inputs, inputs):

@@ -229,11 +229,12 @@ class Backward:
     """The relevance pass of one explanation."""
 
     def __init__(self, graph: Graph, rules: dict[str, Any], values: dict[str, Any], carries: set[str],
-                 layer: Callable[[Node], Layer], backend: str):
+                 layer: Callable[[Node], Layer], backend: str, fuse: bool = True):
         self.graph, self.rules, self.values, self.carries = graph, rules, values, carries
         self.layer, self.backend = layer, backend
         # For 1-D token ids of an EmbeddingBag: each token's sample (bag), to sum relevance per sample.
         self.segments: dict[str, torch.Tensor] = {}
+        self.fuse = fuse
 
     def run(self, initial: torch.Tensor, record: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         relevance: dict[str, torch.Tensor] = {}
@@ -271,20 +272,48 @@ class Backward:
         return [a for a in node.inputs() if a.name in self.carries]
 
     # linear layers ------------------------------------------------------------------------------------
+    def _embedding_source(self, node: Node) -> Node | None:
+        """The embedding whose output this dense/conv node reads with the embedding axis as its input channels
+        (directly, or through a transpose for a conv1d): its input relevance is then only needed per token."""
+        if not self.fuse:
+            return None
+        src = node.args[0]
+        if node.kind == Kind.DENSE and src.kind == Kind.EMBEDDING:
+            return src
+        if node.kind != Kind.CONV or src.kind != Kind.MOVE or not isinstance(src.args[0], Node):
+            return None
+        emb = src.args[0]
+        if emb.kind != Kind.EMBEDDING or self.values[emb.name].dim() != 3 or src.kwargs:
+            return None
+        dims = tuple(d % 3 for d in src.args[1:] if isinstance(d, int))
+        swaps = src.op.endswith("transpose") and sorted(dims) == [1, 2]
+        permutes = src.op.endswith("permute") and dims in ((0, 2, 1),)
+        return emb if swaps or permutes else None
+
+    def _to_tokens(self, emb: Node, rel: torch.Tensor) -> list[tuple[Node, torch.Tensor]]:
+        """Per-token relevance delivered straight to the embedding's ids (padding tokens get none)."""
+        padding_idx = emb.params["padding_idx"]
+        if padding_idx is not None:
+            rel = rel.masked_fill(self.values[emb.args[0].name] == padding_idx, 0.0)
+        return [(emb.args[0], rel)]
+
     def _dense(self, node, args, kwargs, out, r, rule):
         lp = self.layer(node)
         z = out if isinstance(rule, (Epsilon, Gamma)) else None
+        emb = self._embedding_source(node)
         rel = kernels.dense_relevance(args[0], lp.weight, lp.bias, r, rule=rule, z=z, prepared=lp.prepared,
-                                      backend=self.backend)
-        return [(node.args[0], rel)]
+                                      reduce_channels=emb is not None, backend=self.backend)
+        return self._to_tokens(emb, rel) if emb is not None else [(node.args[0], rel)]
 
     def _conv(self, node, args, kwargs, out, r, rule):
         lp, p = self.layer(node), node.params
         z = out if isinstance(rule, (Epsilon, Gamma)) else None
+        emb = self._embedding_source(node)
         fn = kernels.conv1d_relevance if lp.weight.dim() == 3 else kernels.conv2d_relevance
         rel = fn(args[0], lp.weight, lp.bias, r, stride=p["stride"], padding=p["padding"], dilation=p["dilation"],
-                 groups=p["groups"], rule=rule, z=z, prepared=lp.prepared, backend=self.backend)
-        return [(node.args[0], rel)]
+                 groups=p["groups"], rule=rule, z=z, prepared=lp.prepared, reduce_channels=emb is not None,
+                 backend=self.backend)
+        return self._to_tokens(emb, rel) if emb is not None else [(node.args[0], rel)]
 
     def _embedding(self, node, args, kwargs, out, r, rule):
         weight = self.layer(node).weight
