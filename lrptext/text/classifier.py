@@ -1,0 +1,117 @@
+"""A trained document classifier with everything needed to explain it: tokenizer, vocabulary, labels, model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lrptext.engine import Contrast, Explainer
+from lrptext.models import ARCHS
+from lrptext.models import store
+from lrptext.text.document import DocumentExplanation, words_of
+from lrptext.text.checks import check_text
+from lrptext.text.tokens import Tokenizer
+from lrptext.text.vocab import Vocabulary
+
+DEFAULT_COMPOSITE = "epsilon_gamma"  # ε on dense layers, γ on convolutions (DESIGN.md §3, text models)
+
+
+class TextClassifier:
+    def __init__(self, model: torch.nn.Module, vocab: Vocabulary, labels: Sequence[str], *, max_tokens: int = 400,
+                 tokenizer: Tokenizer | None = None, metadata: dict[str, Any] | None = None):
+        self.model = model.eval()
+        self.vocab = vocab
+        self.labels = list(labels)
+        self.max_tokens = max_tokens
+        self.tokenizer = tokenizer or Tokenizer()
+        self.metadata = dict(metadata or {})
+        self._explainers: dict[str, Explainer] = {}
+
+    # -- files -----------------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path = "default", *, tokenizer: Tokenizer | None = None) -> TextClassifier:
+        payload = store.read(path)
+        arch = ARCHS.get(payload["arch"])
+        if arch is None:
+            raise ValueError(f"{path}: unknown architecture {payload['arch']!r}; known: {', '.join(ARCHS)}")
+        model = arch(len(payload["vocab"]), len(payload["labels"]), **payload["config"])
+        model.load_state_dict({k: v.float() for k, v in payload["state_dict"].items()})
+        return cls(model, Vocabulary(payload["vocab"]), payload["labels"], max_tokens=payload["max_tokens"],
+                   tokenizer=tokenizer, metadata=payload.get("metadata"))
+
+    def save(self, path: str | Path, *, half: bool = False) -> None:
+        state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in self.model.state_dict().items()}
+        store.save(path, {"arch": self.model.arch, "config": self.model.config, "vocab": self.vocab.tokens,
+                          "labels": self.labels, "max_tokens": self.max_tokens, "state_dict": state,
+                          "metadata": self.metadata})
+
+    # -- prediction and explanation --------------------------------------------------------------------------
+    def rows(self, texts: Sequence[str]) -> tuple[list[list[Any]], list[list[int]], list[bool]]:
+        """(tokens the model sees, their ids, truncated?) per document."""
+        if isinstance(texts, str):
+            raise TypeError("pass a list of documents, e.g. [text]")
+        texts = [check_text(t, i) for i, t in enumerate(texts)]
+        tokens, rows, truncated = [], [], []
+        for i, toks in enumerate(self.tokenizer.pipe(texts)):
+            ids = self.vocab.encode(t.norm for t in toks[: self.max_tokens])
+            if not ids or all(x == self.vocab.unk_id for x in ids):
+                raise ValueError(f"document {i} has no word in the model's vocabulary (all {len(ids)} tokens are "
+                                 "unknown); nothing in it can be explained")
+            tokens.append(toks[: self.max_tokens])
+            rows.append(ids)
+            truncated.append(len(toks) > self.max_tokens)
+        return tokens, rows, truncated
+
+    def predict(self, texts: Sequence[str]) -> torch.Tensor:
+        """Class probabilities [B, C]."""
+        _, rows, _ = self.rows(texts)
+        with torch.no_grad():
+            return self.model(*self.model.inputs(rows)).softmax(dim=1)
+
+    def label_index(self, label: str | int, what: str = "target") -> int:
+        if isinstance(label, int) and 0 <= label < len(self.labels):
+            return label
+        if isinstance(label, str) and label in self.labels:
+            return self.labels.index(label)
+        raise ValueError(f"unknown {what} label {label!r}; this model's labels are {', '.join(self.labels)}")
+
+    def explainer(self, composite: str = DEFAULT_COMPOSITE) -> Explainer:
+        if composite not in self._explainers:
+            self._explainers[composite] = Explainer(self.model, composite=composite)
+        return self._explainers[composite]
+
+    def explain(self, texts: Sequence[str], *, target: str | int | None = None, contrast: str | int | None = None,
+                composite: str = DEFAULT_COMPOSITE, batch_size: int = 32) -> list[DocumentExplanation]:
+        """Word-level relevance for each document: for `target` (default: the predicted label), optionally
+        against `contrast`."""
+        target_index = None if target is None else self.label_index(target)
+        contrast_index = None if contrast is None else self.label_index(contrast, "contrast")
+        if contrast_index is not None and target_index is None:
+            raise ValueError("a contrast needs an explicit target label")
+        out: list[DocumentExplanation] = []
+        for start in range(0, len(texts), batch_size):
+            out.extend(self._explain_batch(list(texts[start: start + batch_size]), target_index, contrast_index,
+                                           composite))
+        return out
+
+    def _explain_batch(self, texts: list[str], target: int | None, contrast: int | None,
+                       composite: str) -> list[DocumentExplanation]:
+        tokens, rows, truncated = self.rows(texts)
+        goal: Any = Contrast(target, contrast) if contrast is not None else target
+        e = self.explainer(composite).explain(self.model.inputs(rows), target=goal)
+        relevance = self.model.token_relevance(e.relevance, rows)
+        probs = e.prediction.softmax(dim=1)
+        docs = []
+        for i, text in enumerate(texts):
+            pairs = list(zip(tokens[i], relevance[i]))
+            predicted = int(probs[i].argmax())
+            explained = int(e.target[i])
+            docs.append(DocumentExplanation(
+                text=text, labels=self.labels, prediction=self.labels[predicted], score=float(probs[i, predicted]),
+                target=self.labels[explained], target_score=float(probs[i, explained]),
+                words=words_of(text, pairs), token_relevance=pairs, truncated=truncated[i],
+                contrast=None if contrast is None else self.labels[contrast]))
+        return docs

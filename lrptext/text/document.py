@@ -1,0 +1,62 @@
+"""One explained document: the prediction and the relevance of each word, with character offsets."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+from lrptext.text.tokens import Token
+
+WORD = re.compile(r"\S+")
+
+
+@dataclass(frozen=True)
+class Word:
+    """A whitespace-delimited word of the raw text; its relevance is the sum over its tokens (spaCy splits
+    "don't" into "do" + "n't" and "free!" into "free" + "!")."""
+
+    text: str
+    start: int
+    end: int
+    relevance: float
+
+
+@dataclass(frozen=True)
+class DocumentExplanation:
+    text: str
+    labels: list[str]
+    prediction: str        # the predicted label
+    score: float           # its softmax probability
+    target: str            # the explained label
+    target_score: float
+    words: list[Word]
+    token_relevance: list[tuple[Token, float]]
+    truncated: bool        # the document was longer than the model's window; later words got no relevance
+    contrast: str | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "prediction": self.prediction,
+            "target": self.target,
+            "score": self.score,
+            **({"contrast": self.contrast} if self.contrast else {}),
+            "truncated": self.truncated,
+            "words": [asdict(w) for w in self.words],
+        }
+
+    def top_words(self, k: int = 10, *, negative: bool = False) -> list[Word]:
+        ranked = sorted(self.words, key=lambda w: w.relevance, reverse=not negative)
+        return [w for w in ranked[:k] if (w.relevance < 0) == negative and w.relevance != 0]
+
+
+def words_of(text: str, token_relevance: list[tuple[Token, float]]) -> list[Word]:
+    """Sums token relevance into the whitespace-delimited words that contain the tokens."""
+    spans = [(m.start(), m.end()) for m in WORD.finditer(text)]
+    totals = [0.0] * len(spans)
+    k = 0
+    for token, r in sorted(token_relevance, key=lambda tr: tr[0].start):
+        while k < len(spans) and spans[k][1] <= token.start:
+            k += 1
+        if k < len(spans) and spans[k][0] <= token.start:
+            totals[k] += r
+    return [Word(text[s:e], s, e, totals[i]) for i, (s, e) in enumerate(spans)]

@@ -1,0 +1,176 @@
+"""Words: tokenisation with offsets, vocabulary, word-level relevance, the bundled model, rendering and the CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import spacy
+import torch
+
+from lrptext.cli import main
+from lrptext.datasets import Split, TextDataset
+from lrptext.models.training import TrainConfig, train
+from lrptext.text import Token, Tokenizer, Vocabulary
+from lrptext.text import render
+from lrptext.text.classifier import TextClassifier
+from lrptext.text.document import words_of
+
+SPAM = ("Subject: FREE money!!!\n\nClick here to claim your FREE prize now. Limited offer, act now & "
+        "earn $$$ from home. Unsubscribe here.")
+HAM = ("Re: patch for the build\n\nThanks, I applied the patch to the kernel tree and the build works again. "
+       "Let's discuss the list archive at the meeting tomorrow.")
+
+
+@pytest.fixture(scope="module")
+def classifier() -> TextClassifier:
+    return TextClassifier.load("default")
+
+
+def test_tokens_keep_character_offsets():
+    text = "Don't  buy http://x.com now!!\n\tFree $100"
+    tokens = Tokenizer()(text)
+    assert all(text[t.start: t.end] == t.text for t in tokens)
+    assert [t.text for t in tokens][:3] == ["Do", "n't", "buy"]
+    assert all(t.text.strip() for t in tokens)  # whitespace tokens are dropped
+    assert Tokenizer(spacy.blank("de"))("Straße.")[0].text == "Straße"
+    with pytest.raises(TypeError, match="must be a spaCy Language"):
+        Tokenizer(object())
+
+
+def test_vocabulary():
+    vocab = Vocabulary.build([["a", "b", "a"], ["a", "c"]], max_size=3, min_count=1)
+    assert vocab.tokens == ["<pad>", "<unk>", "a"]
+    assert vocab.encode(["a", "zzz"]) == [2, 1]
+    with pytest.raises(ValueError, match="starts with"):
+        Vocabulary(["a", "b"])
+
+
+def test_sub_tokens_sum_into_words():
+    text = "Don't buy now!!"
+    tokens = Tokenizer()(text)
+    relevance = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]  # Do, n't, buy, now, !, !
+    words = words_of(text, list(zip(tokens, relevance)))
+    assert [(w.text, w.start, w.end, w.relevance) for w in words] == [
+        ("Don't", 0, 5, 3.0), ("buy", 6, 9, 4.0), ("now!!", 10, 15, 56.0)]
+
+
+def test_the_bundled_model_explains_words(classifier):
+    assert classifier.labels == ["ham", "spam"]
+    assert classifier.metadata["test_accuracy"] >= 0.97
+    docs = classifier.explain([SPAM, HAM])
+    assert [d.prediction for d in docs] == ["spam", "ham"]
+    for doc, text in zip(docs, (SPAM, HAM)):
+        assert all(text[w.start: w.end] == w.text for w in doc.words)
+        total = sum(r for _, r in doc.token_relevance)
+        assert sum(w.relevance for w in doc.words) == pytest.approx(total, abs=1e-5)
+    spam_words = {w.text.strip("!.,").lower() for w in docs[0].top_words(5)}
+    assert spam_words & {"free", "click", "offer", "money", "$", "$$$", "unsubscribe", "prize", "claim"}
+    probs = classifier.predict([SPAM, HAM])
+    assert docs[0].score == pytest.approx(float(probs[0, 1]), rel=1e-5)
+
+
+def test_targets_and_contrast(classifier):
+    ham_view = classifier.explain([SPAM], target="ham")[0]
+    assert ham_view.target == "ham" and ham_view.prediction == "spam"
+    contrast = classifier.explain([SPAM], target="spam", contrast="ham")[0]
+    assert contrast.contrast == "ham"
+    with pytest.raises(ValueError, match="unknown target label 'eggs'; this model's labels are ham, spam"):
+        classifier.explain([SPAM], target="eggs")
+
+
+def test_long_documents_are_truncated_to_the_window(classifier):
+    text = "free money " * (classifier.max_tokens) + "kernel patch"
+    doc = classifier.explain([text])[0]
+    assert doc.truncated
+    assert doc.words[-1].text == "patch" and doc.words[-1].relevance == 0.0
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("", "is empty"),
+    ("   \n\t", "is empty"),
+    ("qzxv wqpf zzkt", "no word in the model's vocabulary"),
+    ("x" * 5_000_000, "has 5,000,000 characters"),
+    ("bad \udcff bytes", "not valid text"),
+])
+def test_bad_documents(classifier, text, message):
+    with pytest.raises(ValueError, match=message):
+        classifier.explain([text])
+
+
+def test_html_escapes_every_token(classifier):
+    doc = classifier.explain(['<script>document.body.dataset.pwned = "yes"</script> free <b>money</b> & "offer"'])[0]
+    page = render.html_report([doc])
+    assert "<script>document" not in page and "&lt;script&gt;document" in page
+    assert "<b>money" not in page and "&amp;" in page
+    assert page.count('class="w"') == len(doc.words)
+    assert re.search(r'title="relevance [+-]\d', page)
+
+
+def test_terminal_colour_and_plain(classifier, monkeypatch):
+    doc = classifier.explain([SPAM])[0]
+    coloured = render.terminal(doc, colour=True)
+    assert "\x1b[48;2;" in coloured and "\x1b[0m" in coloured
+    plain = render.terminal(doc, colour=False)
+    assert "\x1b" not in plain and "top words for spam:" in plain
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not render.use_colour(type("Tty", (), {"isatty": lambda self: True})())
+
+
+def test_cli_explain_text_formats(tmp_path, capsys):
+    assert main(["explain-text", SPAM, HAM, "--format", "json"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    objects = [json.loads(line) for line in lines]
+    assert [o["prediction"] for o in objects] == ["spam", "ham"]
+    assert set(objects[0]) >= {"prediction", "target", "score", "words"}
+    assert set(objects[0]["words"][0]) == {"text", "start", "end", "relevance"}
+    out, report = tmp_path / "out.txt", tmp_path / "report.html"
+    assert main(["explain-text", "--samples", "2", "--out", str(out), "--html", str(report), "--color", "never"]) == 0
+    assert "prediction: spam" in out.read_text() and report.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_cli_bad_input_exits_non_zero(tmp_path, capsys):
+    bad_utf8 = tmp_path / "latin1.txt"
+    bad_utf8.write_bytes("caf\xe9 free money".encode("latin-1"))
+    assert main(["explain-text", "--file", str(bad_utf8)]) == 1
+    assert "is not valid utf-8 (byte 0xe9 at position 3)" in capsys.readouterr().err
+    assert main(["explain-text", "--file", str(bad_utf8), "--encoding", "latin-1", "--format", "json"]) == 0
+    capsys.readouterr()
+    not_ours = tmp_path / "weights.pt"
+    torch.save({"weight": torch.zeros(2)}, not_ours)
+    assert main(["explain-text", "hello", "--model", str(not_ours)]) == 1
+    assert "not an lrptext model file" in capsys.readouterr().err
+    assert main(["explain-text", SPAM, "--target", "eggs"]) == 1
+    assert "labels are ham, spam" in capsys.readouterr().err
+    assert main(["explain-text", ""]) == 1
+    assert "is empty" in capsys.readouterr().err
+    assert main(["explain-text"]) == 2
+
+
+def test_model_files_are_never_unpickled(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("executed",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "lrptext.text-classifier", "version": 1, "x": Payload()}, evil)
+    with pytest.raises(ValueError, match="never unpickles arbitrary objects"):
+        TextClassifier.load(evil)
+
+
+TINY = TextDataset(
+    "tiny", ["ham", "spam"],
+    Split([HAM, SPAM] * 12, [0, 1] * 12), Split([HAM, SPAM], [0, 1]), Split([HAM, SPAM], [0, 1]))
+
+
+@pytest.mark.parametrize("arch", ["cnn", "bag", "mlp"])
+def test_every_architecture_trains_saves_and_explains(arch, tmp_path):
+    classifier = train(TINY, TrainConfig(arch=arch, epochs=3, min_count=1, progress=False))
+    path = tmp_path / f"{arch}.pt"
+    classifier.save(path)
+    loaded = TextClassifier.load(path)
+    torch.testing.assert_close(loaded.predict([SPAM, HAM]), classifier.predict([SPAM, HAM]))
+    doc = loaded.explain([SPAM + " free"])[0]
+    assert all(SPAM[w.start: w.end] == w.text for w in doc.words[:-1])
+    assert sum(abs(w.relevance) for w in doc.words) > 0
