@@ -3,7 +3,6 @@ float64 oracle, residual + BatchNorm models, token ids, targets, and the promise
 
 from __future__ import annotations
 
-import copy
 
 import numpy as np
 import pytest
@@ -90,7 +89,7 @@ def oracle_sequential(model: nn.Sequential, x: torch.Tensor, target: int, rules:
     r[:, target] = activations[-1][:, target]
     sums = []
     for i in reversed(range(len(model))):
-        layer, a, y = model[i], activations[i], activations[i + 1]
+        layer, a = model[i], activations[i]
         sums.append(r.reshape(r.shape[0], -1).sum(1))
         if isinstance(layer, nn.Linear):
             rule = rules[i]

@@ -14,7 +14,7 @@ from lrptext.engine.assign import SupportTable, assign_rules, check_static_suppo
 from lrptext.engine.explanation import Explanation
 from lrptext.engine.propagate import Backward, Layer, forward
 from lrptext.engine.targets import Target, initial_relevance
-from lrptext.graph import Kind, Node, capture
+from lrptext.graph import Node, capture
 from lrptext.graph.ir import LINEAR_KINDS
 from lrptext.rules.composites import Composite, composite as resolve_composite
 
@@ -161,11 +161,10 @@ def explain(model: nn.Module, inputs: Any, *, target: Target = None, composite: 
         inputs, target=target, output_relevance=output_relevance, layers=layers)
 
 
-def support_table(model: nn.Module, *, composite: str | Composite = "epsilon_plus", **options: Any) -> SupportTable:
+def support_table(model: nn.Module, *, composite: str | Composite = "epsilon_plus",
+                  layer_map: Mapping[Any, Any] | None = None, name_map: Mapping[str, Any] | None = None,
+                  canonizers: Sequence[str] = CANONIZERS, **composite_params: Any) -> SupportTable:
     """Every node of the model with the rule it will get (unsupported nodes marked), before anything runs."""
-    options.setdefault("composite", composite)
-    graph = capture(model, fold_batchnorm="batchnorm" in options.pop("canonizers", CANONIZERS))
-    comp = resolve_composite(options.pop("composite"), **{k: v for k, v in options.items()
-                                                             if k not in ("layer_map", "name_map")})
-    rules = assign_rules(graph, comp, options.get("layer_map"), options.get("name_map"))
+    graph = capture(model, fold_batchnorm="batchnorm" in canonizers)
+    rules = assign_rules(graph, resolve_composite(composite, **composite_params), layer_map, name_map)
     return support_rows(graph, rules)
