@@ -22,11 +22,12 @@ def nlp():
     return nlp
 
 
-def test_the_factory_is_found_without_importing_lrptext():
+def test_the_factory_is_found_without_importing_lrptext(tmp_path):
     code = ("import sys, spacy\nnlp = spacy.blank('en')\nnlp.add_pipe('lrptext')\n"
             "assert 'lrptext' in nlp.pipe_names\ndoc = nlp('FREE money now!!!')\n"
             "print(sorted(doc.cats), len(doc._.relevance) == len(doc))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    # run outside the source tree, so that the installed package (and its entry point) is what spaCy finds
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "['ham', 'spam'] True"
 
