@@ -55,8 +55,12 @@ def explain_text(args: argparse.Namespace) -> int:
     if not texts:
         print("lrptext explain-text: error: give TEXT, --file PATH or --samples N", file=sys.stderr)
         return 2
-    classifier = TextClassifier.load(args.model)
-    docs = classifier.explain(texts, target=args.target, contrast=args.contrast, composite=args.composite)
+    if Path(args.model).suffix in (".joblib", ".pkl", ".pickle"):
+        docs = _explain_with_sklearn(args, texts)
+    else:
+        classifier = TextClassifier.load(args.model)
+        docs = classifier.explain(texts, target=args.target, contrast=args.contrast,
+                                  composite=args.composite or "epsilon_gamma")
     if args.format == "html":
         output = render.html_report(docs)
     elif args.format == "json":
@@ -75,6 +79,24 @@ def explain_text(args: argparse.Namespace) -> int:
         Path(args.html).write_text(render.html_report(docs), encoding="utf-8")
         print(f"HTML report: {args.html}", file=sys.stderr)
     return 0
+
+
+def _explain_with_sklearn(args: argparse.Namespace, texts: list[str]) -> list:
+    """A saved scikit-learn pipeline (joblib). Unpickling runs arbitrary code: only load files you trust."""
+    import joblib
+
+    from lrptext.integrations.sklearn import explain_texts
+
+    if args.contrast:
+        raise ValueError("--contrast is not available for scikit-learn pipelines")
+    pipeline = joblib.load(args.model)
+    target = args.target
+    if target is not None:
+        classes = [str(c) for c in pipeline.classes_]
+        if target not in classes:
+            raise ValueError(f"unknown target label {target!r}; this model's labels are {', '.join(classes)}")
+        target = pipeline.classes_[classes.index(target)]
+    return explain_texts(pipeline, texts, target=target, composite=args.composite)
 
 
 def train(args: argparse.Namespace) -> int:
@@ -147,8 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", action="append", default=[], metavar="PATH", help="a file holding one document (repeatable)")
     p.add_argument("--samples", type=int, default=0, metavar="N", help="also explain N e-mails of the bundled test split")
     p.add_argument("--model", default="default", help="a model file from 'lrptext train' (default: the bundled "
-                                                      "SpamAssassin CNN)")
-    p.add_argument("--composite", default="epsilon_gamma", choices=sorted(COMPOSITES))
+                                                      "SpamAssassin CNN), or a scikit-learn pipeline saved with "
+                                                      "joblib (.joblib; trusted files only: unpickling runs code)")
+    p.add_argument("--composite", choices=sorted(COMPOSITES),
+                   help="default: epsilon_gamma (LRP-0 for linear scikit-learn models)")
     p.add_argument("--target", help="the label to explain (default: the predicted one)")
     p.add_argument("--contrast", help="explain --target against this label")
     p.add_argument("--format", choices=["terminal", "html", "json"], default="terminal")

@@ -153,11 +153,21 @@ class Explainer:
         )
 
 
-def explain(model: nn.Module, inputs: Any, *, target: Target = None, composite: str | Composite = "epsilon_plus",
+def explain(model: Any, inputs: Any, *, target: Target = None, composite: str | Composite | None = None,
             backend: str = "auto", output_relevance: torch.Tensor | None = None, layers: bool = False,
-            **options: Any) -> Explanation:
-    """Explain `model`'s prediction on `inputs` with LRP. One-off: build an Explainer to explain many batches."""
-    return Explainer(model, composite=composite, backend=backend, **options).explain(
+            **options: Any) -> Any:
+    """Explain `model`'s prediction on `inputs` with LRP. One-off: build an Explainer to explain many batches.
+
+    model: an nn.Module (composite default "epsilon_plus"), or a fitted scikit-learn classifier or
+    vectorizer + classifier Pipeline (see lrptext.integrations.sklearn): raw texts then give a list of
+    DocumentExplanation with word relevance, a feature matrix an Explanation of the features."""
+    if not isinstance(model, nn.Module) and hasattr(model, "predict"):
+        from lrptext.integrations import sklearn as sk
+
+        if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, str) for t in inputs):
+            return sk.explain_texts(model, inputs, target=target, composite=composite, backend=backend)
+        return sk.explain_features(model, inputs, target=target, composite=composite, backend=backend)
+    return Explainer(model, composite=composite or "epsilon_plus", backend=backend, **options).explain(
         inputs, target=target, output_relevance=output_relevance, layers=layers)
 
 
