@@ -38,7 +38,7 @@ META_FUNCTIONS = {getattr, len, operator.eq, operator.ne, operator.lt, operator.
                   torch.eq, torch.ne, torch.lt, torch.le, torch.gt, torch.ge, torch.arange, torch.zeros_like,
                   torch.ones_like, torch.full_like, torch.logical_not, operator.invert, operator.floordiv}
 
-ACTIVATION_METHODS = {"relu", "tanh", "sigmoid", "relu_", "tanh_", "sigmoid_"}
+ACTIVATION_METHODS = {"relu", "tanh", "sigmoid"}  # looked up without a trailing "_" (in place)
 IDENTITY_METHODS = {"contiguous", "clone", "detach"}
 CONVERSION_METHODS = {"float", "double", "to", "type_as"}  # dtype/device changes: relevance passes unchanged
 RESHAPE_METHODS = {"view", "reshape", "flatten", "squeeze", "unsqueeze", "view_as", "reshape_as"}
@@ -128,52 +128,49 @@ def _module_node(name: str, module: nn.Module, args: tuple, kwargs: dict) -> Nod
 
 IN_PLACE_FUNCTIONS = {operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul,
                       operator.itruediv: operator.truediv}
+SOFTMAX_HINT = "explain the logits: drop the softmax from the model's forward"
+
+FUNCTION_KINDS: dict[Any, Kind] = {
+    F.linear: Kind.DENSE, F.conv1d: Kind.CONV, F.conv2d: Kind.CONV, F.embedding: Kind.EMBEDDING,
+    **dict.fromkeys(ACTIVATION_FUNCTIONS | IDENTITY_FUNCTIONS, Kind.PASS),
+    **dict.fromkeys(RESHAPE_FUNCTIONS, Kind.RESHAPE),
+    **dict.fromkeys(MOVE_FUNCTIONS, Kind.MOVE),
+    **dict.fromkeys((operator.add, torch.add, operator.sub, torch.sub), Kind.ADD),
+    **dict.fromkeys((operator.mul, torch.mul, operator.truediv, torch.div, operator.neg, torch.neg), Kind.SCALE),
+    **dict.fromkeys((torch.max, torch.amax), Kind.MAX_DIM),
+    **dict.fromkeys((torch.mean, torch.sum), Kind.REDUCE),
+    **dict.fromkeys(POOL_FUNCTIONS, Kind.POOL),
+    **dict.fromkeys(META_FUNCTIONS, Kind.META),
+}
+METHOD_KINDS: dict[str, Kind] = {
+    **dict.fromkeys(ACTIVATION_METHODS | IDENTITY_METHODS | CONVERSION_METHODS, Kind.PASS),
+    **dict.fromkeys(RESHAPE_METHODS, Kind.RESHAPE),
+    **dict.fromkeys(MOVE_METHODS, Kind.MOVE),
+    **dict.fromkeys(("add", "sub"), Kind.ADD),
+    **dict.fromkeys(("mul", "div", "neg"), Kind.SCALE),
+    **dict.fromkeys(("max", "amax"), Kind.MAX_DIM),
+    **dict.fromkeys(("mean", "sum"), Kind.REDUCE),
+    **dict.fromkeys(META_METHODS, Kind.META),
+}
 
 
 def _function_node(name: str, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Node:
-    if kwargs.get("inplace"):
+    if kwargs.get("inplace"):  # in-place operations run out of place: the recorded values must stay intact
         kwargs = {**kwargs, "inplace": False}
-    node = Node(name=name, qualified_name=_function_name(fn), kind=Kind.UNSUPPORTED, op=_function_name(fn),
-                args=args, kwargs=kwargs, call=IN_PLACE_FUNCTIONS.get(fn, fn))
     fn = IN_PLACE_FUNCTIONS.get(fn, fn)
-    if fn is F.linear:
-        node.kind = Kind.DENSE
-    elif fn in (F.conv1d, F.conv2d):
-        node.kind = Kind.CONV
-    elif fn is F.embedding:
-        node.kind = Kind.EMBEDDING
-    elif fn in ACTIVATION_FUNCTIONS:
-        node.kind = Kind.PASS
-    elif fn in IDENTITY_FUNCTIONS:
-        node.kind, node.call = Kind.PASS, _identity
-    elif fn in RESHAPE_FUNCTIONS:
-        node.kind = Kind.RESHAPE
-    elif fn in MOVE_FUNCTIONS:
-        node.kind = Kind.MOVE
-    elif fn in (operator.add, torch.add, operator.iadd, operator.sub, torch.sub):
-        node.kind = Kind.ADD
-    elif fn in (operator.mul, torch.mul, operator.truediv, torch.div, operator.neg, torch.neg):
-        node.kind = Kind.SCALE
-    elif fn in (torch.max, torch.amax):
-        node.kind = Kind.MAX_DIM
-    elif fn in (torch.mean, torch.sum):
-        node.kind = Kind.REDUCE
-    elif fn in POOL_FUNCTIONS:
-        node.kind = Kind.POOL
-    elif fn is operator.getitem:
-        source = args[0]
-        if isinstance(source, Node) and source.kind == Kind.MAX_DIM:
+    node = Node(name=name, qualified_name=_function_name(fn), kind=FUNCTION_KINDS.get(fn, Kind.UNSUPPORTED),
+                op=_function_name(fn), args=args, kwargs=kwargs, call=_identity if fn in IDENTITY_FUNCTIONS else fn)
+    source = args[0] if args else None
+    from_max = isinstance(source, Node) and source.kind == Kind.MAX_DIM
+    if fn is operator.getitem:  # [0] of torch.max(x, dim) is its values; indexing a shape is metadata
+        if from_max:
             node.kind = Kind.ITEM if args[1] == 0 else Kind.META
-        elif isinstance(source, Node) and source.kind == Kind.META:
-            node.kind = Kind.META
         else:
-            node.kind = Kind.MOVE
-    elif fn in META_FUNCTIONS:
-        node.kind = Kind.META
-        if fn is getattr and isinstance(args[0], Node) and args[0].kind == Kind.MAX_DIM and args[1] == "values":
-            node.kind = Kind.ITEM
+            node.kind = Kind.META if isinstance(source, Node) and source.kind == Kind.META else Kind.MOVE
+    elif fn is getattr and from_max and args[1] == "values":
+        node.kind = Kind.ITEM
     elif fn in (F.softmax, F.log_softmax, torch.softmax, torch.log_softmax):
-        node.hint = "explain the logits: drop the softmax from the model's forward"
+        node.hint = SOFTMAX_HINT
     return node
 
 
@@ -183,30 +180,11 @@ def _method_node(name: str, method: str, args: tuple, kwargs: dict) -> Node:
     def call(self: Any, *rest: Any, **kw: Any) -> Any:
         return getattr(self, out_of_place)(*rest, **kw)
 
-    node = Node(name=name, qualified_name=f"Tensor.{method}", kind=Kind.UNSUPPORTED, op=f"Tensor.{method}",
-                args=args, kwargs=kwargs, call=call)
-    if method in ACTIVATION_METHODS:
-        node.kind = Kind.PASS
-    elif method in IDENTITY_METHODS:
-        node.kind, node.call = Kind.PASS, _identity
-    elif method in CONVERSION_METHODS:
-        node.kind = Kind.PASS
-    elif method in RESHAPE_METHODS:
-        node.kind = Kind.RESHAPE
-    elif method in MOVE_METHODS:
-        node.kind = Kind.MOVE
-    elif method in ("add", "add_", "sub", "sub_"):
-        node.kind = Kind.ADD
-    elif method in ("mul", "mul_", "div", "div_", "neg"):
-        node.kind = Kind.SCALE
-    elif method in ("max", "amax"):
-        node.kind = Kind.MAX_DIM
-    elif method in ("mean", "sum"):
-        node.kind = Kind.REDUCE
-    elif method in META_METHODS:
-        node.kind = Kind.META
-    elif method in ("softmax", "log_softmax"):
-        node.hint = "explain the logits: drop the softmax from the model's forward"
+    node = Node(name=name, qualified_name=f"Tensor.{method}", kind=METHOD_KINDS.get(out_of_place, Kind.UNSUPPORTED),
+                op=f"Tensor.{method}", args=args, kwargs=kwargs,
+                call=_identity if out_of_place in IDENTITY_METHODS else call)
+    if out_of_place in ("softmax", "log_softmax"):
+        node.hint = SOFTMAX_HINT
     return node
 
 
