@@ -381,6 +381,9 @@ def test_explainer_caches_weights_and_notices_parameter_changes():
     fresh = Explainer(model, composite="epsilon_gamma_box", low=0.0, high=1.0).explain(x, target=0)
     torch.testing.assert_close(changed.relevance, fresh.relevance)
     assert not torch.allclose(changed.relevance, first)
+    model[0].weight = nn.Parameter(model[0].weight.detach() * 0.5)  # replaced, not changed in place
+    replaced = explainer.explain(x, target=0)
+    torch.testing.assert_close(replaced.relevance, first)
 
 
 def test_dtype_policy():

@@ -26,8 +26,9 @@ def _promote(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _state_versions(model: nn.Module) -> tuple[int, ...]:
-    return tuple(t._version for t in list(model.parameters()) + list(model.buffers()))
+def _state_versions(model: nn.Module) -> tuple[tuple[int, int, int], ...]:
+    """Changes in place bump a tensor's version; a replaced parameter changes its identity and storage."""
+    return tuple((id(t), t.data_ptr(), t._version) for t in list(model.parameters()) + list(model.buffers()))
 
 
 class Explainer:
