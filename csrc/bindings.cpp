@@ -23,6 +23,13 @@ namespace {
 
 constexpr int64_t kBlasMax = 2147483647;  // OpenBLAS (scipy-openblas32) and cuBLAS take 32-bit sizes
 
+// Positions of a (dilated) window sliding over a padded axis, or 0 when it does not fit. Division in C++
+// truncates toward zero, so the numerator's sign is checked first (a window one tap too wide is not one position).
+int64_t window_positions(int64_t in, int64_t kernel, int64_t stride, int64_t pad, int64_t dilation) {
+  const int64_t span = in + 2 * pad - dilation * (kernel - 1) - 1;
+  return span < 0 ? 0 : span / stride + 1;
+}
+
 struct Tensor {
   py::object capsule;  // owns the producer's export; its destructor releases it
   DLTensor* t = nullptr;
@@ -357,8 +364,8 @@ void conv_relevance(py::handle input, py::handle weight, py::handle bias, py::ha
     fail(c.fn(), "in_channels (" + std::to_string(s.cin) + ") and out_channels (" + std::to_string(s.cout) +
                      ") must both be divisible by groups (" + std::to_string(groups) + ")");
   c.shape(a.weight, {s.cout, s.cin / groups, s.kh, s.kw}, "(out_channels, in_channels / groups, kernel_h, kernel_w)");
-  s.ho = (s.h + 2 * s.ph - s.dh * (s.kh - 1) - 1) / s.sh + 1;
-  s.wo = (s.w + 2 * s.pw - s.dw * (s.kw - 1) - 1) / s.sw + 1;
+  s.ho = window_positions(s.h, s.kh, s.sh, s.ph, s.dh);
+  s.wo = window_positions(s.w, s.kw, s.sw, s.pw, s.dw);
   if (s.ho < 1 || s.wo < 1 || s.kh < 1 || s.kw < 1)
     fail(c.fn(), "the (dilated) kernel " + shape_str(a.weight) + " does not fit the padded input " +
                      shape_str(a.input));
@@ -576,7 +583,7 @@ void pool_relevance(py::handle input, py::handle relevance, py::handle out, cons
       fail(c.fn(), "pooling window needs kernel, stride, dilation >= 1 and 0 <= padding <= kernel / 2, got kernel=" +
                        std::to_string(win.kernel) + ", stride=" + std::to_string(win.stride) + ", padding=" +
                        std::to_string(win.pad) + ", dilation=" + std::to_string(win.dilation));
-    const int64_t expected = (ins[d] + 2 * win.pad - win.dilation * (win.kernel - 1) - 1) / win.stride + 1;
+    const int64_t expected = window_positions(ins[d], win.kernel, win.stride, win.pad, win.dilation);
     if (outs[d] != expected)
       fail(c.fn(), "'relevance' has " + std::to_string(outs[d]) + " positions along axis " + std::to_string(d + 1) +
                        " but the window gives " + std::to_string(expected) + " (ceil_mode is not supported)");

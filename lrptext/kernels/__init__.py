@@ -72,6 +72,16 @@ def _check_ids(fn: str, name: str, a: Array) -> None:
         raise ValueError(f"{fn}: '{name}' must hold integer token ids (int32 or int64), got {a.dtype}")
 
 
+def _padding_index(fn: str, padding_idx: int | None, num_embeddings: int) -> int | None:
+    """torch's convention: negative indices count from the end; anything outside the table is an error."""
+    if padding_idx is None:
+        return None
+    if not -num_embeddings <= padding_idx < num_embeddings:
+        raise ValueError(f"{fn}: 'padding_idx' must lie in [-{num_embeddings}, {num_embeddings}) for a table of "
+                         f"{num_embeddings} embeddings, got {padding_idx}")
+    return padding_idx % num_embeddings
+
+
 def _check_rule(fn: str, rule: Any) -> None:
     if not isinstance(rule, LINEAR_RULES):
         names = ", ".join(r.__name__ for r in LINEAR_RULES)
@@ -238,8 +248,9 @@ def embedding_relevance(ids: Array, relevance: Array, *, num_embeddings: int, pa
     if tuple(relevance.shape[:-1]) != tuple(ids.shape) or relevance.ndim != ids.ndim + 1:
         raise ValueError(f"{fn}: 'relevance' must have shape {tuple(ids.shape)} + (embedding_dim,), got "
                          f"{tuple(relevance.shape)}")
-    if padding_idx is not None and padding_idx < 0:
-        padding_idx += num_embeddings
+    if num_embeddings < 1:
+        raise ValueError(f"{fn}: 'num_embeddings' must be >= 1, got {num_embeddings}")
+    padding_idx = _padding_index(fn, padding_idx, num_embeddings)
     impl = _select(fn, backend, ids, relevance)
     n = int(np.prod(ids.shape)) if ids.ndim else 1
     dim = relevance.shape[-1]
@@ -283,8 +294,7 @@ def embedding_bag_relevance(ids: Array, weight: Array, relevance: Array, *, offs
             offsets = offsets.astype(ids.dtype) if isinstance(offsets, np.ndarray) else offsets.to(ids.dtype)
     else:
         raise ValueError(f"{fn}: 'ids' must be 1-D (with offsets) or 2-D (bags of equal size), got {ids.ndim}-D")
-    if padding_idx is not None and padding_idx < 0:
-        padding_idx += weight.shape[0]
+    padding_idx = _padding_index(fn, padding_idx, weight.shape[0])
     impl = _select(fn, backend, ids, weight, relevance)
     flat = contiguous(ids).reshape(-1)
     psw = None if per_sample_weights is None else contiguous(per_sample_weights).reshape(-1)

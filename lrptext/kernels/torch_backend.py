@@ -153,6 +153,8 @@ def embedding_bag(ids: torch.Tensor, offsets: torch.Tensor, weight: torch.Tensor
     if check_finite:
         require_finite(fn, relevance=relevance)
     n, bags = ids.shape[0], offsets.shape[0]
+    if bags == 0:  # no bag holds any token: none gets relevance (as in the C++ kernel)
+        return torch.zeros(n, dtype=weight.dtype, device=weight.device)
     ends = torch.cat([offsets[1:], offsets.new_tensor([n])])
     if bags and (int(offsets[0]) != 0 or bool((ends < offsets).any()) or int(offsets[-1]) > n):
         raise ValueError(f"{fn}: 'offsets' must start at 0, never decrease and stay <= the number of ids ({n})")

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Builds lrptext._core with AddressSanitizer + UndefinedBehaviorSanitizer (CPU kernels; CUDA off) and runs the
+# kernel test suites and the property tests against it. Any invalid access or undefined behaviour aborts the run.
+# Run from an environment where lrptext's test extras are installed:  bash scripts/sanitize.sh
+# The last clean run is recorded in docs/robustness.md.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+python=$(command -v python)
+site=$("$python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+LRPTEXT_CUDA=OFF cmake -S "$root" -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLRPTEXT_SANITIZE=ON \
+  -DPython_EXECUTABLE="$python" -Dpybind11_DIR="$("$python" -m pybind11 --cmakedir)" \
+  -DSKBUILD_PROJECT_VERSION=sanitized >/dev/null
+cmake --build "$work/build" -j2 >/dev/null
+mkdir -p "$work/stage"
+cp -r "$root/lrptext" "$work/stage/"
+rm -f "$work/stage/lrptext/"_core*.so
+cp "$work/build/"_core*.so "$work/stage/lrptext/"
+ldd "$work/stage/lrptext/"_core*.so | grep -q libasan || { echo "the build is not instrumented" >&2; exit 1; }
+cd "$work"  # not the source tree: python -m puts the working directory first on sys.path
+# python -S with an explicit path: no .pth file runs, so an editable install of lrptext cannot shadow the stage.
+ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1 \
+UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)" \
+PYTHONPATH="$work/stage:$site" \
+  "$python" -S -m pytest -p no:cacheprovider -q -c "$root/pyproject.toml" --rootdir "$root" "$@" \
+  "$root"/tests/test_{linear_kernels,embedding_pooling,bad_input,rule_vectors,build,properties}.py \
+  -k "not torch_backend_takes_over and not cuda_kernels_are_compiled"
+ldd "$work/stage/lrptext/"_core*.so | grep -E "libasan|libubsan"  # the tested module really is instrumented
