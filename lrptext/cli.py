@@ -99,10 +99,67 @@ def _explain_with_sklearn(args: argparse.Namespace, texts: list[str]) -> list:
     return explain_texts(pipeline, texts, target=target, composite=args.composite)
 
 
+IMAGE_DATASETS = ("fashion-mnist", "digits")
+
+
+def _read_image(path: str, channels: int, size: int) -> "np.ndarray":
+    """A PNG (or any format Pillow reads) as pixels in [0, 1], [channels, H, W]; refused, never converted or
+    resized, when it does not match the model."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            mode, pixels = image.mode, image
+            if mode in ("L", "I;16", "I", "F"):
+                found = 1
+            elif mode in ("RGB", "RGBA", "P"):
+                found = 3
+            else:
+                raise ValueError(f"{path}: unsupported image mode {mode!r}; save it as grayscale (L) or RGB")
+            if found != channels:
+                kind = {1: "grayscale (1 channel)", 3: "RGB (3 channels)"}
+                raise ValueError(f"{path} is {kind[found]} but the model takes {kind[channels]} images; convert it "
+                                 f"first (e.g. PIL Image.convert('{'L' if channels == 1 else 'RGB'}'))")
+            if pixels.size != (size, size):
+                raise ValueError(f"{path} is {pixels.size[0]}x{pixels.size[1]} pixels but the model takes {size}x{size}; "
+                                 "lrptext does not resize (it would change what the model sees): resize it yourself")
+            array = np.asarray(pixels.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"{path} is not a readable image (corrupt, truncated or not an image): {error}") from None
+    return array[None] if channels == 1 else np.moveaxis(array, -1, 0)
+
+
+def explain_image(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from lrptext.image import ImageClassifier, grid, heatmap, overlay, save_png
+    from lrptext.image.heatmap import _rgb, upscale
+
+    classifier = ImageClassifier.load(args.model)
+    images = np.stack([_read_image(p, classifier.channels, classifier.size) for p in args.images])
+    e = classifier.explain(images, composite=args.composite, target=args.target)
+    probs = e.prediction.softmax(dim=1)
+    tiles = []
+    factor = max(1, 224 // classifier.size)
+    for i, path in enumerate(args.images):
+        heat = heatmap(e.relevance[i], cmap=args.cmap, gamma=args.gamma, percentile=args.percentile)
+        tiles += [upscale(_rgb(images[i]), factor), upscale(heat, factor), upscale(overlay(images[i], heat), factor)]
+        predicted, explained = int(probs[i].argmax()), int(e.target[i])
+        print(f"{path}: prediction {classifier.labels[predicted]} ({float(probs[i, predicted]):.3f}), explaining "
+              f"{classifier.labels[explained]}")
+    save_png(grid(tiles, columns=3), args.out)
+    print(f"heatmaps (input | relevance | overlay, one row per image): {args.out}", file=sys.stderr)
+    return 0
+
+
 def train(args: argparse.Namespace) -> int:
     from lrptext.datasets import load
     from lrptext.models.training import TrainConfig, train as train_model
 
+    if args.dataset in IMAGE_DATASETS:
+        return _train_images(args)
     config = TrainConfig(arch=args.arch, epochs=args.epochs, seed=args.seed, max_tokens=args.max_tokens,
                          vocab_size=args.vocab_size, batch_size=args.batch_size, learning_rate=args.learning_rate,
                          progress=False if args.quiet else None, vectors=args.vectors)
@@ -112,6 +169,22 @@ def train(args: argparse.Namespace) -> int:
     classifier.save(args.out, half=args.half)
     m = classifier.metadata
     print(f"{args.arch} on {args.dataset}: test accuracy {m['test_accuracy']:.4f} (validation {m['validation_accuracy']:.4f}), "
+          f"{m['train_seconds']} s; written to {args.out}")
+    return 0
+
+
+def _train_images(args: argparse.Namespace) -> int:
+    from lrptext.datasets.images import load_images
+    from lrptext.models.training import TrainConfig, train_images
+
+    arch = args.arch if args.arch in ("vgg", "resnet") else "vgg"
+    config = TrainConfig(arch=arch, epochs=args.epochs, seed=args.seed, batch_size=args.batch_size,
+                         learning_rate=args.learning_rate, progress=False if args.quiet else None)
+    options = {"width": args.width} if args.width else {}
+    classifier = train_images(load_images(args.dataset), config, **options)
+    classifier.save(args.out, half=args.half)
+    m = classifier.metadata
+    print(f"{arch} on {args.dataset}: test accuracy {m['test_accuracy']:.4f} (validation {m['validation_accuracy']:.4f}), "
           f"{m['train_seconds']} s; written to {args.out}")
     return 0
 
@@ -182,9 +255,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoding", default="utf-8", help="of --file (default utf-8)")
     p.set_defaults(run=explain_text)
 
-    p = commands.add_parser("train", help="train a document classifier")
-    p.add_argument("--dataset", required=True, help="spam-assassin, 20newsgroups or reuters-r8")
-    p.add_argument("--arch", choices=["cnn", "bag", "mlp"], default="cnn")
+    p = commands.add_parser("explain-image", help="which pixels drove an image classifier's prediction")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG files")
+    p.add_argument("--model", default="default", help="a model file from 'lrptext train' (default: the bundled "
+                                                      "Fashion-MNIST CNN)")
+    p.add_argument("--composite", default="epsilon_gamma_box", choices=sorted(COMPOSITES))
+    p.add_argument("--target", help="the label to explain (default: the predicted one)")
+    p.add_argument("--cmap", default="bwr", choices=["bwr", "seismic", "coldnhot", "gray"])
+    p.add_argument("--gamma", type=float, default=1.0, help="< 1 brightens weak relevance")
+    p.add_argument("--percentile", type=float, help="clip the colour scale at this percentile of |relevance|")
+    p.add_argument("--out", required=True, metavar="HEAT.png")
+    p.set_defaults(run=explain_image)
+
+    p = commands.add_parser("train", help="train a document or image classifier")
+    p.add_argument("--dataset", required=True, help="spam-assassin, 20newsgroups, reuters-r8 (text) or "
+                                                    "fashion-mnist, digits (images)")
+    p.add_argument("--arch", choices=["cnn", "bag", "mlp", "vgg", "resnet"], default="cnn",
+                   help="text: cnn, bag, mlp; images: vgg, resnet")
+    p.add_argument("--width", type=int, help="channels of the first convolutions (vgg, resnet)")
     p.add_argument("--out", required=True, metavar="PATH")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)

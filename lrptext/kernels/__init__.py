@@ -321,6 +321,10 @@ def _pool(fn: str, input: Array, relevance: Array, *, spatial: int, mode: str, k
     pad, dil = _tuple(fn, "padding", padding, spatial), _tuple(fn, "dilation", dilation, spatial)
     if spatial == 1:
         kernel, stride_t, pad, dil = (1,) + kernel, (1,) + stride_t, (0,) + pad, (1,) + dil
+    if mode == "max" and not adaptive:
+        _check_windows_reach_the_input(fn, tuple(input.shape[2:]) if spatial == 2 else (1, input.shape[2]),
+                                       tuple(relevance.shape[2:]) if spatial == 2 else (1, relevance.shape[2]),
+                                       kernel, stride_t, pad, dil)
     impl = _select(fn, backend, input, relevance)
     b, c = input.shape[:2]
     planes = contiguous(input).reshape((b * c,) + ((1,) if spatial == 1 else ()) + tuple(input.shape[2:]))
@@ -329,6 +333,18 @@ def _pool(fn: str, input: Array, relevance: Array, *, spatial: int, mode: str, k
                 dilation=dil, adaptive=adaptive, count_include_pad=count_include_pad,
                 divisor_override=int(divisor_override or 0), stabilizer=float(stabilizer), check_finite=check_finite)
     return out.reshape(tuple(input.shape))
+
+
+def _check_windows_reach_the_input(fn: str, size: tuple[int, ...], out: tuple[int, ...], kernel: tuple[int, ...],
+                                   stride: tuple[int, ...], padding: tuple[int, ...], dilation: tuple[int, ...]) -> None:
+    """With dilation, a max-pooling window can hold only padding: torch then outputs -inf and its backward writes
+    out of bounds, so such a geometry is refused for every backend."""
+    for axis, (n, n_out, k, s, p, d) in enumerate(zip(size, out, kernel, stride, padding, dilation)):
+        for o in range(n_out):
+            if not any(0 <= o * s - p + t * d < n for t in range(k)):
+                raise ValueError(f"{fn}: the pooling window at output position {o} of spatial axis {axis} covers only "
+                                 f"padding (input {n}, kernel {k}, stride {s}, padding {p}, dilation {d}); its maximum "
+                                 "is -inf. Use less padding or dilation")
 
 
 def max_pool1d_relevance(input: Array, relevance: Array, *, kernel_size: int, stride: int | None = None,

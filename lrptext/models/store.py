@@ -8,28 +8,33 @@ from typing import Any
 
 import torch
 
-FORMAT = "lrptext.text-classifier"
+FORMATS = {"text": "lrptext.text-classifier", "image": "lrptext.image-classifier"}
+FORMAT = FORMATS["text"]
 VERSION = 1
-DEFAULT_MODEL = Path(__file__).resolve().parent / "default" / "spam-cnn.pt"
+DEFAULTS = {"text": Path(__file__).resolve().parent / "default" / "spam-cnn.pt",
+            "image": Path(__file__).resolve().parent / "default" / "fashion-cnn.pt"}
+DEFAULT_MODEL = DEFAULTS["text"]
 
 
-def save(path: str | Path, payload: dict[str, Any]) -> None:
-    torch.save({"format": FORMAT, "version": VERSION, **payload}, Path(path))
+def save(path: str | Path, payload: dict[str, Any], kind: str = "text") -> None:
+    torch.save({"format": FORMATS[kind], "version": VERSION, **payload}, Path(path))
 
 
-def read(path: str | Path) -> dict[str, Any]:
-    path = DEFAULT_MODEL if str(path) == "default" else Path(path)
+def read(path: str | Path, kind: str = "text") -> dict[str, Any]:
+    path = DEFAULTS[kind] if str(path) == "default" else Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"model file {path} does not exist; pass 'default' for the bundled SpamAssassin "
-                                "model or a file written by 'lrptext train'")
+        raise FileNotFoundError(f"model file {path} does not exist; pass 'default' for the bundled {kind} model or a "
+                                "file written by 'lrptext train'")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # not a torch file, or one holding arbitrary objects
         raise ValueError(f"{path} is not an lrptext model file ({type(error).__name__}); lrptext reads the files "
                          "'lrptext train' writes, and never unpickles arbitrary objects") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path} is a torch file but not an lrptext model file (no '{FORMAT}' marker); train one "
-                         "with 'lrptext train'")
+    if not isinstance(payload, dict) or payload.get("format") != FORMATS[kind]:
+        found = payload.get("format") if isinstance(payload, dict) else None
+        what = f"an lrptext {found.split('.')[-1]} model, not a {kind} classifier" if found in FORMATS.values() else \
+            "a torch file but not an lrptext model file"
+        raise ValueError(f"{path} is {what} (no '{FORMATS[kind]}' marker); train one with 'lrptext train'")
     if payload.get("version") != VERSION:
         raise ValueError(f"{path} has lrptext model format version {payload.get('version')}; this lrptext reads "
                          f"version {VERSION}")
