@@ -177,7 +177,7 @@ def _train_images(args: argparse.Namespace) -> int:
     from lrptext.datasets.images import load_images
     from lrptext.models.training import TrainConfig, train_images
 
-    arch = args.arch if args.arch in ("vgg", "resnet") else "vgg"
+    arch = args.arch if args.arch in ("digits", "vgg", "resnet") else "vgg"
     config = TrainConfig(arch=arch, epochs=args.epochs, seed=args.seed, batch_size=args.batch_size,
                          learning_rate=args.learning_rate, progress=False if args.quiet else None)
     options = {"width": args.width} if args.width else {}
@@ -270,8 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("train", help="train a document or image classifier")
     p.add_argument("--dataset", required=True, help="spam-assassin, 20newsgroups, reuters-r8 (text) or "
                                                     "fashion-mnist, digits (images)")
-    p.add_argument("--arch", choices=["cnn", "bag", "mlp", "vgg", "resnet"], default="cnn",
-                   help="text: cnn, bag, mlp; images: vgg, resnet")
+    p.add_argument("--arch", choices=["cnn", "bag", "mlp", "digits", "vgg", "resnet"], default="cnn",
+                   help="text: cnn, bag, mlp; images: digits, vgg, resnet")
     p.add_argument("--width", type=int, help="channels of the first convolutions (vgg, resnet)")
     p.add_argument("--out", required=True, metavar="PATH")
     p.add_argument("--epochs", type=int, default=20)

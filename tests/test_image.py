@@ -49,6 +49,14 @@ def test_the_bundled_fashion_model():
         assert e.relevance.shape == (2, 1, 28, 28) and e.target.tolist() == [8, 8]
 
 
+def test_the_digits_cnn_trains_on_digits_through_the_cli(tmp_path, capsys):
+    out = tmp_path / "digits.pt"
+    assert main(["train", "--dataset", "digits", "--arch", "digits", "--epochs", "3", "--quiet", "--out", str(out)]) == 0
+    classifier = ImageClassifier.load(out)
+    assert classifier.metadata["test_accuracy"] > 0.8 and classifier.size == 8
+    assert "test accuracy" in capsys.readouterr().out
+
+
 def test_resnet_style_with_batchnorm_trains_and_explains_on_digits():
     classifier = train_images(load_digits(), TrainConfig(arch="resnet", epochs=3, progress=False), width=8)
     assert classifier.metadata["test_accuracy"] > 0.5

@@ -36,6 +36,21 @@ def vgg(seed=0):
     return vgg_like().double().eval()
 
 
+@pytest.mark.parametrize("name", ["epsilon_gamma_box", "epsilon_plus_flat"])
+def test_the_packaged_vgg_style_model_matches_zennit(name):
+    from zennit import composites as zc
+
+    from lrptext.models.image_models import VGGStyle
+
+    torch.manual_seed(3)
+    model = VGGStyle(10, channels=3, size=16, width=8).double().eval()
+    x = torch.rand(2, 3, 16, 16, dtype=torch.float64)
+    params = {"low": -1.5, "high": 2.5} if name == "epsilon_gamma_box" else {}
+    theirs_composite = zc.EpsilonGammaBox(**params) if params else zc.EpsilonPlusFlat()
+    ours = explain(model, x, target=4, composite=name, **params).relevance
+    torch.testing.assert_close(ours, zennit_relevance(model, x, (4, 10), theirs_composite), rtol=1e-7, atol=1e-10)
+
+
 @pytest.mark.parametrize("name", ["epsilon_gamma_box", "epsilon_plus_flat", "epsilon_alpha2_beta1", "epsilon_plus"])
 def test_vgg_like_matches_zennit(name):
     from zennit import composites as zc

@@ -1,5 +1,5 @@
-"""Image classifiers lrptext trains and explains: a VGG-style CNN and a ResNet-style CNN with BatchNorm and
-residual additions, for single-channel 28x28 (Fashion-MNIST) or 8x8 (digits) images."""
+"""Image classifiers lrptext trains and explains: the digits CNN of the benchmarks (W4), a VGG-style CNN and a
+ResNet-style CNN with BatchNorm and residual additions, for 28x28 (Fashion-MNIST) or 8x8 (digits) images."""
 
 from __future__ import annotations
 
@@ -25,6 +25,23 @@ class VGGStyle(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
+
+
+class DigitsCNN(nn.Module):
+    """DESIGN.md §7 W4: Conv(1, 32, 3, p1) + ReLU -> Conv(32, 64, 3, p1) + ReLU -> MaxPool 2 -> Linear(., 128) + ReLU
+    -> Linear(128, 10); Linear(1024, 128) on 8x8 digits."""
+
+    arch = "digits"
+
+    def __init__(self, classes: int = 10, *, channels: int = 1, size: int = 8, width: int = 32):
+        super().__init__()
+        self.config = {"channels": channels, "size": size, "width": width}
+        self.net = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(),
+                                 nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                                 nn.Linear(2 * width * (size // 2) ** 2, 128), nn.ReLU(), nn.Linear(128, classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
 
 
 class ResidualBlock(nn.Module):
@@ -59,4 +76,4 @@ class ResNetStyle(nn.Module):
         return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-IMAGE_ARCHS: dict[str, type[nn.Module]] = {"vgg": VGGStyle, "resnet": ResNetStyle}
+IMAGE_ARCHS: dict[str, type[nn.Module]] = {"digits": DigitsCNN, "vgg": VGGStyle, "resnet": ResNetStyle}
