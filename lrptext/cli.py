@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import lrptext
@@ -102,10 +103,9 @@ def _explain_with_sklearn(args: argparse.Namespace, texts: list[str]) -> list:
 IMAGE_DATASETS = ("fashion-mnist", "digits")
 
 
-def _read_image(path: str, channels: int, size: int) -> "np.ndarray":
+def _read_image(path: str, channels: int, size: int) -> np.ndarray:
     """A PNG (or any format Pillow reads) as pixels in [0, 1], [channels, H, W]; refused, never converted or
     resized, when it does not match the model."""
-    import numpy as np
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -132,8 +132,6 @@ def _read_image(path: str, channels: int, size: int) -> "np.ndarray":
 
 
 def explain_image(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from lrptext.image import ImageClassifier, grid, heatmap, overlay, save_png
     from lrptext.image.heatmap import _rgb, upscale
 
