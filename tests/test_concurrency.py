@@ -13,13 +13,8 @@ import torch
 
 import lrptext
 from lrptext import Explainer
-from models import KimCNN, digits_cnn
-
-
-def model_and_inputs():
-    torch.manual_seed(0)
-    model = digits_cnn().eval()
-    return model, torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+from models import KimCNN
+from workers import explain_in_child, model_and_inputs
 
 
 def test_four_threads_give_the_serial_results():
@@ -58,11 +53,6 @@ def test_bitwise_determinism_for_a_fixed_thread_count(threads):
     assert all(torch.equal(runs[0], r) for r in runs[1:])
 
 
-def _explain_in_child(queue) -> None:
-    model, x = model_and_inputs()
-    queue.put(lrptext.explain(model, x).relevance.sum().item())
-
-
 def test_worker_processes_with_spawn_after_the_parent_ran_kernels():
     """The documented set-up: after lrptext (or torch) ran an OpenMP region, start workers with 'spawn' (a forked
     child can hang in libgomp)."""
@@ -70,7 +60,7 @@ def test_worker_processes_with_spawn_after_the_parent_ran_kernels():
     expected = lrptext.explain(model, x).relevance.sum().item()  # the parent's OpenMP pool is now running
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    child = context.Process(target=_explain_in_child, args=(queue,))
+    child = context.Process(target=explain_in_child, args=(queue,))
     child.start()
     child.join(timeout=240)
     assert child.exitcode == 0
