@@ -130,7 +130,7 @@ class Explainer:
         for node, x in zip(self.graph.inputs, inputs):
             if node.name in relevance:
                 per_input.append(relevance[node.name])
-            elif node.name in carries or (x.is_floating_point() and node.name in values):
+            elif x.is_floating_point():
                 per_input.append(torch.zeros_like(x))  # relevance never reached it (e.g. all of it went to biases)
             else:
                 per_input.append(None)
