@@ -164,11 +164,7 @@ def train(args: argparse.Namespace) -> int:
     options = {k: v for k, v in (("dim", args.dim), ("channels", args.channels), ("hidden", args.hidden))
                if v is not None}
     classifier = train_model(load(args.dataset), config, **options)
-    classifier.save(args.out, half=args.half)
-    m = classifier.metadata
-    print(f"{args.arch} on {args.dataset}: test accuracy {m['test_accuracy']:.4f} (validation {m['validation_accuracy']:.4f}), "
-          f"{m['train_seconds']} s; written to {args.out}")
-    return 0
+    return _save_and_report(classifier, args, args.arch)
 
 
 def _train_images(args: argparse.Namespace) -> int:
@@ -180,6 +176,10 @@ def _train_images(args: argparse.Namespace) -> int:
                          learning_rate=args.learning_rate, progress=False if args.quiet else None)
     options = {"width": args.width} if args.width else {}
     classifier = train_images(load_images(args.dataset), config, **options)
+    return _save_and_report(classifier, args, arch)
+
+
+def _save_and_report(classifier, args: argparse.Namespace, arch: str) -> int:
     classifier.save(args.out, half=args.half)
     m = classifier.metadata
     print(f"{arch} on {args.dataset}: test accuracy {m['test_accuracy']:.4f} (validation {m['validation_accuracy']:.4f}), "

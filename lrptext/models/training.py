@@ -38,6 +38,26 @@ class TrainConfig:
     vectors: str | None = None    # initialise the embedding with pretrained vectors ("glove-6b-50d")
 
 
+class EarlyStopping:
+    """Keeps the weights of the best validation accuracy; says stop after `patience` epochs without a better one."""
+
+    def __init__(self, patience: int):
+        self.patience, self.best, self.state, self.stale, self.history = patience, -1.0, None, 0, []
+
+    def update(self, model: nn.Module, accuracy: float, epoch: int) -> bool:
+        self.history.append(accuracy)
+        logger.info("epoch %d: validation accuracy %.4f", epoch + 1, accuracy)
+        if accuracy > self.best:
+            self.best, self.state, self.stale = accuracy, copy.deepcopy(model.state_dict()), 0
+        else:
+            self.stale += 1
+        return self.stale >= self.patience
+
+    def restore(self, model: nn.Module) -> None:
+        model.load_state_dict(self.state)
+        model.eval()
+
+
 def _accuracy(model: nn.Module, rows: list[list[int]], labels: list[int], batch_size: int) -> float:
     model.eval()
     correct = 0
@@ -84,7 +104,7 @@ def train(dataset: TextDataset, config: TrainConfig = TrainConfig(), **arch_opti
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     loss_fn = nn.CrossEntropyLoss()
     labels = dataset.train.labels
-    best, best_state, stale, history = -1.0, None, 0, []
+    stopping = EarlyStopping(config.patience)
     show = sys.stderr.isatty() if config.progress is None else config.progress
     for epoch in range(config.epochs):
         model.train()
@@ -97,23 +117,16 @@ def train(dataset: TextDataset, config: TrainConfig = TrainConfig(), **arch_opti
             loss = loss_fn(logits, torch.tensor([labels[i] for i in batch]))
             loss.backward()
             optimizer.step()
-        accuracy = _accuracy(model, rows["validation"], dataset.validation.labels, config.batch_size)
-        history.append(accuracy)
-        logger.info("epoch %d: validation accuracy %.4f", epoch + 1, accuracy)
-        if accuracy > best:
-            best, best_state, stale = accuracy, copy.deepcopy(model.state_dict()), 0
-        else:
-            stale += 1
-            if stale >= config.patience:
-                break
-    model.load_state_dict(best_state)
-    model.eval()
+        if stopping.update(model, _accuracy(model, rows["validation"], dataset.validation.labels, config.batch_size),
+                           epoch):
+            break
+    stopping.restore(model)
     test_accuracy = _accuracy(model, rows["test"], dataset.test.labels, config.batch_size)
     metadata = {
         "dataset": dataset.name,
         "test_accuracy": test_accuracy,
-        "validation_accuracy": best,
-        "validation_history": history,
+        "validation_accuracy": stopping.best,
+        "validation_history": stopping.history,
         "train_seconds": round(time.perf_counter() - started, 1),
         "config": {**asdict(config), "progress": None},
         "arch_options": dict(arch_options),
@@ -157,7 +170,7 @@ def train_images(dataset: Any, config: TrainConfig = TrainConfig(arch="vgg"), **
             hits = sum(int((model(x[s: s + 512]).argmax(1) == y[s: s + 512]).sum()) for s in range(0, len(x), 512))
         return hits / max(len(x), 1)
 
-    best, best_state, stale, history = -1.0, None, 0, []
+    stopping = EarlyStopping(config.patience)
     generator = torch.Generator().manual_seed(config.seed)
     for epoch in range(config.epochs):
         model.train()
@@ -167,20 +180,12 @@ def train_images(dataset: Any, config: TrainConfig = TrainConfig(arch="vgg"), **
             optimizer.zero_grad()
             loss_fn(model(x_all[batch]), labels[batch]).backward()
             optimizer.step()
-        acc = accuracy(x_all[val_idx], labels[val_idx])
-        history.append(acc)
-        logger.info("epoch %d: validation accuracy %.4f", epoch + 1, acc)
-        if acc > best:
-            best, best_state, stale = acc, copy.deepcopy(model.state_dict()), 0
-        else:
-            stale += 1
-            if stale >= config.patience:
-                break
-    model.load_state_dict(best_state)
-    model.eval()
+        if stopping.update(model, accuracy(x_all[val_idx], labels[val_idx]), epoch):
+            break
+    stopping.restore(model)
     test = accuracy(classifier.normalise(torch.from_numpy(dataset.test_images)), torch.from_numpy(dataset.test_labels))
-    classifier.metadata = {"dataset": dataset.name, "test_accuracy": test, "validation_accuracy": best,
-                           "validation_history": history, "train_seconds": round(time.perf_counter() - started, 1),
+    classifier.metadata = {"dataset": dataset.name, "test_accuracy": test, "validation_accuracy": stopping.best,
+                           "validation_history": stopping.history, "train_seconds": round(time.perf_counter() - started, 1),
                            "config": {**asdict(config), "progress": None}, "arch_options": dict(arch_options),
                            "torch": str(torch.__version__)}
     return classifier
