@@ -8,15 +8,19 @@ import time
 from collections.abc import Callable
 
 
-def interleaved(methods: dict[str, Callable[[], object]], *, rounds: int, warmup: int = 2) -> dict[str, dict]:
+def interleaved(methods: dict[str, Callable[[], object]], *, rounds: int, warmup: int = 2,
+                synchronize: Callable[[], None] = lambda: None) -> dict[str, dict]:
+    """`synchronize` waits for queued device work (torch.cuda.synchronize on a GPU) around each timed call."""
     for _ in range(warmup):
         for fn in methods.values():
             fn()
     samples: dict[str, list[float]] = {name: [] for name in methods}
     for _ in range(rounds):
         for name, fn in methods.items():
+            synchronize()
             start = time.perf_counter()
             fn()
+            synchronize()
             samples[name].append(time.perf_counter() - start)
     out = {}
     for name, values in samples.items():

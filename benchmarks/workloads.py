@@ -1,9 +1,9 @@
 """Workload benchmark (DESIGN.md §7, W1-W5): lrptext (cpp and torch backends) against the floor (torch forward +
 input gradient), zennit and captum on the same seeded models and inputs, as same-run ratios of medians.
 
-    python benchmarks/workloads.py [--rounds 5] [--only W4]
+    python benchmarks/workloads.py [--rounds 5] [--only W4] [--device cuda] [--batches 32]
 
-Writes workloads.json and workloads.md to benchmarks/results/. zennit joins where it imports
+Writes workloads.json and workloads.md (workloads-cuda.* on a GPU) to benchmarks/results/. zennit joins where it imports
 (benchmarks/anchors/install_zennit.sh); captum where it can run the model (epsilon only: its other rules are set
 by mutating the model's modules). For token-id models (W1, W5) the floor, zennit and captum start at the embedding
 output, which is the furthest they can go; lrptext starts at the token ids. Each lrptext result is checked against
@@ -80,27 +80,28 @@ def digits():
                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(1024, 128), nn.ReLU(), nn.Linear(128, 10))
 
 
-def workloads():
-    """(name, batch, model, lrptext input, (module the anchors run, its input), composites)."""
+def workloads(device: str = "cpu", extra_batches: tuple[int, ...] = ()):
+    """(name, batch, model, lrptext input, (module the anchors run, its input), composites) on `device`."""
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    kim, bag = KimCNN().eval(), Bag().eval()
-    mlp = nn.Sequential(nn.Linear(20000, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 20)).eval()
-    vgg, dig = vgg16().eval(), digits().eval()
+    kim, bag = KimCNN().eval().to(device), Bag().eval().to(device)
+    mlp = nn.Sequential(nn.Linear(20000, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 20))
+    mlp = mlp.eval().to(device)
+    vgg, dig = vgg16().eval().to(device), digits().eval().to(device)
     out = []
     for b in (1, 64):
-        ids = torch.randint(0, 20000, (b, 400), generator=g)
+        ids = torch.randint(0, 20000, (b, 400), generator=g).to(device)
         out.append(("W1 text CNN", b, kim, ids, (kim.rest, kim.embedding(ids).detach()), ["epsilon"]))
     for b in (1, 256):
-        x = (torch.rand(b, 20000, generator=g) < 0.01).float() * torch.rand(b, 20000, generator=g)
+        x = ((torch.rand(b, 20000, generator=g) < 0.01).float() * torch.rand(b, 20000, generator=g)).to(device)
         out.append(("W2 BoW MLP", b, mlp, x, (mlp, x), ["epsilon"]))
-    for b in (1, 4):
-        x = torch.randn(b, 3, 224, 224, generator=g)
+    for b in (1, 4) + extra_batches:
+        x = torch.randn(b, 3, 224, 224, generator=g).to(device)
         out.append(("W3 VGG-16", b, vgg, x, (vgg, x), ["epsilon", "epsilon_plus_flat", "epsilon_gamma_box"]))
     for b in (1, 1024):
-        x = torch.rand(b, 1, 8, 8, generator=g)
+        x = torch.rand(b, 1, 8, 8, generator=g).to(device)
         out.append(("W4 digits CNN", b, dig, x, (dig, x), ["epsilon", "epsilon_plus_flat", "epsilon_gamma_box"]))
-    ids = torch.randint(0, 20000, (64, 400), generator=g)
+    ids = torch.randint(0, 20000, (64, 400), generator=g).to(device)
     out.append(("W5 bag of embeddings", 64, bag, ids, (bag.fc, bag.bag(ids).detach()), ["epsilon"]))
     return out
 
@@ -112,7 +113,9 @@ NOTE = "W1 and W5 take token ids: the floor, zennit and captum start at the embe
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--only", help="run the workloads whose name starts with this")
+    parser.add_argument("--only", help="run the workloads whose name starts with one of these (comma-separated)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--batches", default="", help="extra VGG-16 batch sizes, comma-separated (e.g. 32 on a GPU)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     zennit = import_zennit()
@@ -123,8 +126,10 @@ def main() -> None:
     else:
         captum = captum.attr
     rows = []
-    for name, batch, model, x, (anchor_model, anchor_x), composites in workloads():
-        if args.only and not name.startswith(args.only):
+    extra = tuple(int(b) for b in args.batches.split(",") if b)
+    synchronize = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    for name, batch, model, x, (anchor_model, anchor_x), composites in workloads(args.device, extra):
+        if args.only and not name.startswith(tuple(args.only.split(","))):
             continue
         with torch.no_grad():
             target = model(x).argmax(1)
@@ -184,7 +189,7 @@ def main() -> None:
             else:
                 reference, against = explainers["torch"].explain(x, target=target).relevance, "torch backend"
             error = float((check - reference).abs().max() / reference.abs().max().clamp(min=1e-30))
-            times = interleaved(methods, rounds=args.rounds, warmup=1)
+            times = interleaved(methods, rounds=args.rounds, warmup=1, synchronize=synchronize)
             base = times["forward+gradient"]["median_s"]
             row = {"workload": name, "batch": batch, "composite": composite, "checked_against": against,
                    "max_relative_difference": error,
@@ -195,10 +200,13 @@ def main() -> None:
                   + f" | vs {against}: {error:.1e}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     env = environment.describe()
-    (args.out / "workloads.json").write_text(json.dumps({"environment": env, "results": rows}, indent=2) + "\n")
+    stem = "workloads" if args.device == "cpu" else "workloads-cuda"
+    if args.device != "cpu":
+        env["gpu"] = torch.cuda.get_device_name()
+    (args.out / f"{stem}.json").write_text(json.dumps({"environment": env, "results": rows}, indent=2) + "\n")
     methods = ["forward", "lrptext cpp", "lrptext torch", "zennit", "captum"]
     lines = ["# Workload benchmark (W1-W5)", "",
-             f"{env['cpu']} ({env['cores']} cores), torch {env['torch']}, threads {env['torch_threads']}, "
+             f"{env.get('gpu', env['cpu'])} ({args.device}; host {env['cores']} cores), torch {env['torch']}, threads {env['torch_threads']}, "
              f"OMP_WAIT_POLICY={env['omp_wait_policy']}; float32; medians of {args.rounds} interleaved rounds. "
              "Ratios to torch forward + input gradient (the floor) of the same model and input, same run; "
              "lower is better. Regenerate: `python benchmarks/workloads.py`.", "", NOTE, "",
@@ -208,7 +216,7 @@ def main() -> None:
         cells = [f"{r['ratio_to_floor'][m]:.2f}" if m in r["ratio_to_floor"] else "-" for m in methods]
         lines.append(f"| {r['workload']} | {r['batch']} | {r['composite']} | {r['ms']['forward+gradient']:.1f} | "
                      + " | ".join(cells) + f" | {r['checked_against']} | {r['max_relative_difference']:.1e} |")
-    (args.out / "workloads.md").write_text("\n".join(lines) + "\n")
+    (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -430,3 +430,25 @@ def test_the_fused_embedding_path_equals_the_unfused_one(backend, monkeypatch):
     dense = seeded(DenseOnEmbedding(), 13)
     tokens = torch.randint(0, 40, (2, 7))
     torch.testing.assert_close(explain(dense, tokens).relevance, explain(dense, tokens, layers=True).relevance)
+
+
+@pytest.mark.parametrize("composite", ["epsilon", "epsilon_gamma_box", "epsilon_plus_flat"])
+def test_explain_on_the_device_equals_the_cpu(device, composite):
+    """explain() with the model and inputs on the device (CUDA kernels, caller's stream) gives the CPU's relevance;
+    nothing is moved between devices."""
+    model, (x,) = workload("W4", bias=True)
+    params = {"low": 0.0, "high": 1.0} if composite == "epsilon_gamma_box" else {}
+    expected = explain(model, x, composite=composite, **params).relevance
+    moved = copy_to(model, device)
+    e = explain(moved, x.to(device), composite=composite, **params)
+    assert e.relevance.device.type == device and next(moved.parameters()).device.type == device
+    torch.testing.assert_close(e.relevance.cpu(), expected, rtol=1e-7, atol=1e-10)
+    kim, (ids,) = workload("W1", bias=True)
+    torch.testing.assert_close(explain(copy_to(kim, device), ids.to(device)).relevance.cpu(), explain(kim, ids).relevance,
+                               rtol=1e-7, atol=1e-10)
+
+
+def copy_to(model: nn.Module, device: str) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(model).to(device)
