@@ -259,6 +259,8 @@ class Backward:
         out = self.values[node.name]
         rule = self.rules.get(node.name)
         kind = node.kind
+        # Element-wise nodes always get Pass, sums and means Norm (assign_rules), and a layer_map may give either to
+        # an unsupported module: those take these two branches; every other kind has a handler below.
         if isinstance(rule, Pass) and kind not in (Kind.DENSE, Kind.CONV):
             return [(self._carrying_nodes(node)[0], r)]
         if isinstance(rule, Norm) and kind in (Kind.UNSUPPORTED, Kind.PASS, Kind.ADD, Kind.REDUCE):
@@ -341,9 +343,6 @@ class Backward:
         return [(node.args[0], args[0] * scale * r / stabilize(out, rule.epsilon))]
 
     # relevance-preserving movement ---------------------------------------------------------------------
-    def _pass(self, node, args, kwargs, out, r, rule):
-        return [(node.args[0], r)]
-
     def _reshape(self, node, args, kwargs, out, r, rule):
         return [(node.args[0], r.reshape(args[0].shape))]
 
@@ -374,12 +373,6 @@ class Backward:
     def _norm(self, node, args, kwargs, r, stabilizer):
         parts = self._routed(node, args, kwargs, lambda y: r / stabilize(y, stabilizer))
         return [(a, None if g is None else self.values[a.name] * g) for a, g in parts]
-
-    def _add(self, node, args, kwargs, out, r, rule):
-        return self._norm(node, args, kwargs, r, rule.stabilizer)
-
-    def _reduce(self, node, args, kwargs, out, r, rule):
-        return self._norm(node, args, kwargs, r, rule.stabilizer)
 
     # winner-take-all and pooling -------------------------------------------------------------------------
     def _max_dim(self, node, args, kwargs, out, r, rule):

@@ -321,14 +321,12 @@ def _pool(fn: str, input: Array, relevance: Array, *, spatial: int, mode: str, k
     pad, dil = _tuple(fn, "padding", padding, spatial), _tuple(fn, "dilation", dilation, spatial)
     if spatial == 1:
         kernel, stride_t, pad, dil = (1,) + kernel, (1,) + stride_t, (0,) + pad, (1,) + dil
-    if mode == "max" and not adaptive:
-        _check_windows_reach_the_input(fn, tuple(input.shape[2:]) if spatial == 2 else (1, input.shape[2]),
-                                       tuple(relevance.shape[2:]) if spatial == 2 else (1, relevance.shape[2]),
-                                       kernel, stride_t, pad, dil)
-    impl = _select(fn, backend, input, relevance)
     b, c = input.shape[:2]
     planes = contiguous(input).reshape((b * c,) + ((1,) if spatial == 1 else ()) + tuple(input.shape[2:]))
     rel = contiguous(relevance).reshape((b * c,) + ((1,) if spatial == 1 else ()) + tuple(relevance.shape[2:]))
+    if mode == "max" and not adaptive:
+        _check_windows_reach_the_input(fn, tuple(planes.shape[1:]), tuple(rel.shape[1:]), kernel, stride_t, pad, dil)
+    impl = _select(fn, backend, input, relevance)
     out = _call(impl, "pool", input, planes, rel, mode=mode, kernel=kernel, stride=stride_t, padding=pad,
                 dilation=dil, adaptive=adaptive, count_include_pad=count_include_pad,
                 divisor_override=int(divisor_override or 0), stabilizer=float(stabilizer), check_finite=check_finite)
