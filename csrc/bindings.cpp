@@ -8,7 +8,6 @@
 #include <cmath>
 #include <cstdint>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -47,13 +46,15 @@ struct Tensor {
   bool cuda() const { return t->device.device_type == kDLCUDA; }
 };
 
-std::string shape_str(const Tensor& a) {
-  std::ostringstream s;
-  s << "(";
-  for (int i = 0; i < a.ndim(); ++i) s << (i ? ", " : "") << a.size(i);
-  s << (a.ndim() == 1 ? ",)" : ")");
-  return s.str();
+// Built with std::to_string, not an ostringstream: a GPU machine's gcc 13.3 (/opt/gcc) linked libstdc++ statically
+// into the module (ldd lists none), and inserting a number into a stream crashed there on the first error message.
+std::string shape_text(const std::vector<int64_t>& dims) {
+  std::string s = "(";
+  for (size_t i = 0; i < dims.size(); ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
+  return s + (dims.size() == 1 ? ",)" : ")");
 }
+
+std::string shape_str(const Tensor& a) { return shape_text(std::vector<int64_t>(a.t->shape, a.t->shape + a.ndim())); }
 
 std::string dtype_str(const DLDataType& d) {
   const char* kind = d.code == kDLFloat ? "float" : d.code == kDLInt ? "int" : d.code == kDLUInt ? "uint"
@@ -154,11 +155,7 @@ class Call {
     bool ok = true;
     for (size_t i = 0; i < expected.size(); ++i) ok = ok && a.size(int(i)) == expected[i];
     if (!ok) {
-      std::ostringstream s;
-      s << "(";
-      for (size_t i = 0; i < expected.size(); ++i) s << (i ? ", " : "") << expected[i];
-      s << (expected.size() == 1 ? ",)" : ")");
-      fail(fn_, "'" + a.name + "' must have shape " + layout + " = " + s.str() + ", got " + shape_str(a));
+      fail(fn_, "'" + a.name + "' must have shape " + layout + " = " + shape_text(expected) + ", got " + shape_str(a));
     }
   }
 

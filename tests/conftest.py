@@ -9,6 +9,11 @@ import torch
 
 import lrptext
 
+# On a GPU torch's convolutions default to TF32 (10-bit mantissa); the tolerances here are float32's, for the
+# kernels' arithmetic, so torch's side of every comparison computes in full float32.
+torch.backends.cudnn.allow_tf32 = False
+torch.backends.cuda.matmul.allow_tf32 = False
+
 
 def cuda_unavailable_reason() -> str | None:
     if not lrptext.build_info()["cuda"]:

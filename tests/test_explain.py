@@ -321,6 +321,19 @@ def test_bad_targets(target, message):
         explain(model, x, target=target)
 
 
+def test_non_finite_inputs_and_results_are_refused_once(backend):
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)).eval()
+    x = torch.randn(2, 4)
+    x[1, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"input 0 \('input'\) holds NaN or infinity"):
+        explain(model, x, backend=backend)
+    with torch.no_grad():  # finite inputs whose activations overflow float32
+        model[0].weight.fill_(1e38)
+    with pytest.raises(ValueError, match="came out NaN or infinite from finite inputs: an overflow in torch.float32"):
+        explain(model, torch.ones(2, 4), backend=backend)
+    assert torch.isfinite(explain(model.double(), torch.ones(2, 4, dtype=torch.float64), backend=backend).relevance).all()
+
+
 def test_wrong_number_of_inputs_and_unknown_names():
     model, (x,) = workload("W4", bias=True)
     with pytest.raises(ValueError, match=r"takes 1 input\(s\)"):

@@ -24,6 +24,10 @@ struct Cublas {
                float*, int) = nullptr;
   int (*dgemm)(Handle, int, int, int, int, int, const double*, const double*, int, const double*, int,
                const double*, double*, int) = nullptr;
+  int (*sgemm_batched)(Handle, int, int, int, int, int, const float*, const float*, int, long long, const float*, int,
+                       long long, const float*, float*, int, long long, int) = nullptr;
+  int (*dgemm_batched)(Handle, int, int, int, int, int, const double*, const double*, int, long long, const double*,
+                       int, long long, const double*, double*, int, long long, int) = nullptr;
 };
 
 Cublas load() {
@@ -39,8 +43,11 @@ Cublas load() {
   c.set_stream = reinterpret_cast<decltype(c.set_stream)>(dlsym(lib, "cublasSetStream_v2"));
   c.sgemm = reinterpret_cast<decltype(c.sgemm)>(dlsym(lib, "cublasSgemm_v2"));
   c.dgemm = reinterpret_cast<decltype(c.dgemm)>(dlsym(lib, "cublasDgemm_v2"));
-  if (!c.create || !c.set_stream || !c.sgemm || !c.dgemm)
-    throw std::runtime_error("the loaded cuBLAS lacks cublasCreate_v2/cublasSetStream_v2/cublasSgemm_v2/cublasDgemm_v2");
+  c.sgemm_batched = reinterpret_cast<decltype(c.sgemm_batched)>(dlsym(lib, "cublasSgemmStridedBatched"));
+  c.dgemm_batched = reinterpret_cast<decltype(c.dgemm_batched)>(dlsym(lib, "cublasDgemmStridedBatched"));
+  if (!c.create || !c.set_stream || !c.sgemm || !c.dgemm || !c.sgemm_batched || !c.dgemm_batched)
+    throw std::runtime_error("the loaded cuBLAS lacks one of cublasCreate_v2, cublasSetStream_v2, cublas[SD]gemm_v2, "
+                             "cublas[SD]gemmStridedBatched");
   return c;
 }
 
@@ -76,6 +83,20 @@ void call(Handle h, int oa, int ob, int m, int n, int k, const double* alpha, co
   status(cublas().dgemm(h, oa, ob, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc), "cublasDgemm");
 }
 
+void call_batched(Handle h, int oa, int ob, int m, int n, int k, const float* alpha, const float* a, int lda,
+                  long long sa, const float* b, int ldb, long long sb, const float* beta, float* c, int ldc,
+                  long long sc, int count) {
+  status(cublas().sgemm_batched(h, oa, ob, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc, count),
+         "cublasSgemmStridedBatched");
+}
+
+void call_batched(Handle h, int oa, int ob, int m, int n, int k, const double* alpha, const double* a, int lda,
+                  long long sa, const double* b, int ldb, long long sb, const double* beta, double* c, int ldc,
+                  long long sc, int count) {
+  status(cublas().dgemm_batched(h, oa, ob, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc, count),
+         "cublasDgemmStridedBatched");
+}
+
 }  // namespace
 
 void check(cudaError_t e, const char* what) {
@@ -106,6 +127,24 @@ void gemm(cudaStream_t stream, bool ta, bool tb, int64_t m, int64_t n, int64_t k
        int(ldc));
 }
 
+// `count` GEMMs C_i = op(A_i) op(B_i), operand i at pointer + i * stride (a stride of 0 shares the operand).
+template <class T>
+void gemm_batched(cudaStream_t stream, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda,
+                  int64_t stride_a, const T* b, int64_t ldb, int64_t stride_b, T beta, T* c, int64_t ldc,
+                  int64_t stride_c, int64_t count) {
+  if (m == 0 || n == 0 || count == 0) return;
+  Handle h = handle();
+  status(cublas().set_stream(h, stream), "cublasSetStream");
+  const T one = T(1);
+  call_batched(h, tb ? kOpT : kOpN, ta ? kOpT : kOpN, int(n), int(m), int(k), &one, b, int(ldb), stride_b, a,
+               int(lda), stride_a, &beta, c, int(ldc), stride_c, int(count));
+}
+
+template void gemm_batched<float>(cudaStream_t, bool, bool, int64_t, int64_t, int64_t, const float*, int64_t, int64_t,
+                                  const float*, int64_t, int64_t, float, float*, int64_t, int64_t, int64_t);
+template void gemm_batched<double>(cudaStream_t, bool, bool, int64_t, int64_t, int64_t, const double*, int64_t,
+                                   int64_t, const double*, int64_t, int64_t, double, double*, int64_t, int64_t,
+                                   int64_t);
 template void gemm<float>(cudaStream_t, bool, bool, int64_t, int64_t, int64_t, const float*, int64_t, const float*,
                           int64_t, float, float*, int64_t);
 template void gemm<double>(cudaStream_t, bool, bool, int64_t, int64_t, int64_t, const double*, int64_t,

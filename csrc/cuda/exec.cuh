@@ -15,6 +15,11 @@ template <class T>
 void gemm(cudaStream_t stream, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda,
           const T* b, int64_t ldb, T beta, T* c, int64_t ldc);
 
+template <class T>
+void gemm_batched(cudaStream_t stream, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a,
+                  int64_t lda, int64_t stride_a, const T* b, int64_t ldb, int64_t stride_b, T beta, T* c, int64_t ldc,
+                  int64_t stride_c, int64_t count);
+
 template <class F>
 __global__ void map_kernel(int64_t n, F f) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) f(i);
@@ -106,6 +111,13 @@ struct Exec {
   void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b, int64_t ldb,
             T beta, T* c, int64_t ldc) const {
     cuda::gemm<T>(stream, ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc);
+  }
+
+  template <class T>
+  void gemm_batched(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, int64_t stride_a,
+                    const T* b, int64_t ldb, int64_t stride_b, T beta, T* c, int64_t ldc, int64_t stride_c,
+                    int64_t count) const {
+    cuda::gemm_batched<T>(stream, ta, tb, m, n, k, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc, stride_c, count);
   }
 };
 

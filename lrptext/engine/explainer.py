@@ -115,6 +115,10 @@ class Explainer:
             self._build()  # parameters changed in place since the weights were prepared
         dtype = self._compute_dtype(inputs)
         inputs = tuple(x.detach().to(dtype) if x.is_floating_point() else x.detach() for x in inputs)
+        for i, x in enumerate(inputs):
+            if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+                raise ValueError(f"input {i} ('{self.graph.inputs[i].qualified_name}') holds NaN or infinity; "
+                                 "relevance of non-finite values is undefined, so clean the input first")
 
         def layer(node: Node) -> Layer:
             return self._layer(node, dtype)
@@ -129,6 +133,11 @@ class Explainer:
         per_input: list[torch.Tensor | None] = []
         for node, x in zip(self.graph.inputs, inputs):
             if node.name in relevance:
+                if not bool(torch.isfinite(relevance[node.name]).all()):
+                    raise ValueError(
+                        f"the relevance of input '{node.qualified_name}' came out NaN or infinite from finite inputs: "
+                        f"an overflow in {dtype} or a zero denominator; explain in float64 (pass the input as "
+                        "float64) or give the epsilon rule a larger epsilon")
                 per_input.append(relevance[node.name])
             elif x.is_floating_point():
                 per_input.append(torch.zeros_like(x))  # relevance never reached it (e.g. all of it went to biases)

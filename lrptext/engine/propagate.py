@@ -232,6 +232,9 @@ class Backward:
                  layer: Callable[[Node], Layer], backend: str, fuse: bool = True):
         self.graph, self.rules, self.values, self.carries = graph, rules, values, carries
         self.layer, self.backend = layer, backend
+        # explain() checks its inputs and its result for NaN/inf once; a check per layer would scan every activation
+        # again and, on a GPU, wait for the device at every layer.
+        self.kernel_options = {"backend": backend, "check_finite": False}
         # For 1-D token ids of an EmbeddingBag: each token's sample (bag), to sum relevance per sample.
         self.segments: dict[str, torch.Tensor] = {}
         self.fuse = fuse
@@ -304,7 +307,7 @@ class Backward:
         z = out if isinstance(rule, (Epsilon, Gamma)) else None
         emb = self._embedding_source(node)
         rel = kernels.dense_relevance(args[0], lp.weight, lp.bias, r, rule=rule, z=z, prepared=lp.prepared,
-                                      reduce_channels=emb is not None, backend=self.backend)
+                                      reduce_channels=emb is not None, **self.kernel_options)
         return self._to_tokens(emb, rel) if emb is not None else [(node.args[0], rel)]
 
     def _conv(self, node, args, kwargs, out, r, rule):
@@ -314,13 +317,13 @@ class Backward:
         fn = kernels.conv1d_relevance if lp.weight.dim() == 3 else kernels.conv2d_relevance
         rel = fn(args[0], lp.weight, lp.bias, r, stride=p["stride"], padding=p["padding"], dilation=p["dilation"],
                  groups=p["groups"], rule=rule, z=z, prepared=lp.prepared, reduce_channels=emb is not None,
-                 backend=self.backend)
+                 **self.kernel_options)
         return self._to_tokens(emb, rel) if emb is not None else [(node.args[0], rel)]
 
     def _embedding(self, node, args, kwargs, out, r, rule):
         weight = self.layer(node).weight
         rel = kernels.embedding_relevance(args[0], r, num_embeddings=weight.shape[0],
-                                          padding_idx=node.params["padding_idx"], backend=self.backend)
+                                          padding_idx=node.params["padding_idx"], **self.kernel_options)
         return [(node.args[0], rel)]
 
     def _embedding_bag(self, node, args, kwargs, out, r, rule):
@@ -331,7 +334,7 @@ class Backward:
         rel = kernels.embedding_bag_relevance(ids, self.layer(node).weight, r, offsets=offsets,
                                               mode=node.params["mode"], per_sample_weights=bound["per_sample_weights"],
                                               padding_idx=node.params["padding_idx"], stabilizer=rule.stabilizer,
-                                              backend=self.backend)
+                                              **self.kernel_options)
         ids_node = node.args[0] if node.args else node.kwargs["input"]
         if ids.dim() == 1 and offsets is not None:
             lengths = torch.diff(offsets, append=offsets.new_tensor([ids.shape[0]]))
@@ -388,7 +391,7 @@ class Backward:
                                         "over all elements) is not supported; give dim=")
         if bound["keepdim"]:
             r = r.squeeze(dim)
-        return [(node.args[0], kernels.global_max_relevance(args[0], r, dim=dim, backend=self.backend))]
+        return [(node.args[0], kernels.global_max_relevance(args[0], r, dim=dim, **self.kernel_options))]
 
     def _pool(self, node, args, kwargs, out, r, rule):
         mode, dims, s = _pool_spec(node, args, kwargs)
@@ -399,7 +402,7 @@ class Backward:
         fn = getattr(kernels, f"{mode}_pool{dims}d_relevance")
         if mode.startswith("adaptive"):
             extra = {"stabilizer": rule.stabilizer} if mode == "adaptive_avg" else {}
-            return [(node.args[0], fn(x, r, backend=self.backend, **extra))]
+            return [(node.args[0], fn(x, r, **self.kernel_options, **extra))]
         window = {"kernel_size": s["kernel_size"], "stride": s["stride"] or s["kernel_size"], "padding": s["padding"]}
         if mode == "max":
             window["dilation"] = s["dilation"]
@@ -408,7 +411,7 @@ class Backward:
             window["stabilizer"] = rule.stabilizer
             if dims == 2:
                 window["divisor_override"] = s.get("divisor_override")
-        return [(node.args[0], fn(x, r, backend=self.backend, **window))]
+        return [(node.args[0], fn(x, r, **self.kernel_options, **window))]
 
     def _unsupported(self, node, args, kwargs, out, r, rule):
         raise unsupported_error(node)
