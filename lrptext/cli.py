@@ -1,4 +1,4 @@
-"""The command line: ``lrptext explain-text | train | data | info | demo``.
+"""The command line: ``lrptext explain-text | explain-image | train | evaluate | data | info | demo``.
 
 ``main(argv) -> int`` returns 0 on success, 1 on an error (with a message on stderr) and 2 on a usage error, so
 tests call it directly."""
@@ -46,10 +46,71 @@ def _sample_emails(n: int) -> list[str]:
     return [(spam if i % 2 == 0 else ham)[i // 2] for i in range(n)]
 
 
+def _corpus_format(args: argparse.Namespace) -> str | None:
+    """The corpus format of --file (lines, jsonl, csv), or None when the files are single documents."""
+    from lrptext.text.records import format_of
+
+    if args.input_format == "document":
+        return None
+    formats = {p: args.input_format if args.input_format != "auto" else format_of(p) for p in args.file}
+    corpora = [p for p, f in formats.items() if f]
+    if not corpora:
+        return None
+    if len(args.file) > 1 or args.text or args.samples:
+        raise ValueError(f"{corpora[0]} is a corpus (one document per record): explain it on its own, with one "
+                         "--file and no TEXT or --samples")
+    return formats[corpora[0]]
+
+
+def explain_corpus(args: argparse.Namespace, format: str) -> int:
+    """Streams the records of one corpus file into a JSON-lines file, batch by batch (resumable)."""
+    from lrptext.text.classifier import TextClassifier
+    from lrptext.text.records import CorpusReader
+    from lrptext.text.streaming import stream_corpus
+
+    if args.format not in ("json", "jsonl") or not args.out or args.html:
+        raise ValueError("a corpus streams to a JSON-lines file: pass --format jsonl --out FILE (no --html)")
+    if Path(args.model).suffix in (".joblib", ".pkl", ".pickle"):
+        raise ValueError("streaming a corpus needs a model from 'lrptext train' (or the default); explain a "
+                         "scikit-learn pipeline with lrptext.integrations.sklearn.explain_texts")
+    classifier = TextClassifier.load(args.model)
+    target = None if args.target is None else classifier.label_index(args.target)
+    contrast = None if args.contrast is None else classifier.label_index(args.contrast, "contrast")
+    if contrast is not None and target is None:
+        raise ValueError("--contrast needs --target")
+    reader = CorpusReader(args.file[0], format, text_field=args.text_field, id_field=args.id_field,
+                          encoding=args.encoding)
+    shown = 20
+
+    def report_invalid(line: int, reason: str) -> None:
+        nonlocal shown
+        if shown > 0:
+            print(f"{args.file[0]}:{line}: skipped: {reason}", file=sys.stderr)
+        shown -= 1
+
+    try:
+        report = stream_corpus(classifier, reader, args.out, composite=args.composite or "epsilon_gamma",
+                               target=target, contrast=contrast, batch_size=args.batch_size, resume=args.resume,
+                               strict=args.strict, rejects=args.rejects,
+                               on_invalid=None if args.strict else report_invalid)
+    except KeyboardInterrupt:
+        print(f"lrptext: interrupted; the documents written to {args.out} are kept: run the same command with "
+              "--resume to continue", file=sys.stderr)
+        return 130
+    if shown < 0:
+        print(f"... {-shown} more invalid records" + (f", all listed in {args.rejects}" if args.rejects
+                                                         else "; --rejects FILE lists all of them"), file=sys.stderr)
+    print(f"{args.out}: {report.summary()}", file=sys.stderr)
+    return 0
+
+
 def explain_text(args: argparse.Namespace) -> int:
     from lrptext.text import render
     from lrptext.text.classifier import TextClassifier
 
+    corpus = _corpus_format(args)
+    if corpus:
+        return explain_corpus(args, corpus)
     texts = list(args.text) + [_read_file(p, args.encoding) for p in args.file]
     if args.samples:
         texts += _sample_emails(args.samples)
@@ -64,7 +125,7 @@ def explain_text(args: argparse.Namespace) -> int:
                                   composite=args.composite or "epsilon_gamma")
     if args.format == "html":
         output = render.html_report(docs)
-    elif args.format == "json":
+    elif args.format in ("json", "jsonl"):
         output = render.json_lines(docs)
     else:
         colour = {"auto": None, "always": True, "never": False}[args.color]
@@ -187,6 +248,32 @@ def _save_and_report(classifier, args: argparse.Namespace, arch: str) -> int:
     return 0
 
 
+def evaluate(args: argparse.Namespace) -> int:
+    from lrptext.evaluation.experiment import IMAGE_DATASETS, evaluate_images, evaluate_text, write_results
+
+    methods = [m for m in args.methods.split(",") if m]
+    progress = False if args.quiet else None
+    if args.dataset in IMAGE_DATASETS:
+        curves, context = evaluate_images(args.dataset, args.model, methods=methods,
+                                          composites=[c for c in args.composites.split(",") if c],
+                                          steps=args.steps or 50, region=args.region, fill=args.fill,
+                                          limit=args.limit, seeds=args.seeds, progress=progress)
+        unit = f"{args.region}x{args.region} regions"
+    else:
+        curves, context = evaluate_text(args.dataset, args.model, methods=methods,
+                                        orders=[o for o in args.orders.split(",") if o], steps=args.steps or 25,
+                                        deletion=args.deletion, limit=args.limit, composite=args.composite,
+                                        seeds=args.seeds, progress=progress)
+        unit = "words"
+    out = write_results(curves, context, args.out, unit=unit)
+    for c in curves:
+        print(f"{c.order:>4} {c.method:>24}: AOPC {c.aopc:8.3f} ({c.better['aopc']} is better), accuracy "
+              f"{c.accuracy[0]:.3f} -> {c.accuracy[-1]:.3f}, {c.evaluations} evaluations and "
+              f"{1e3 * c.seconds_per_explanation:.1f} ms per explanation")
+    print(f"{out / 'evaluation.json'}, {out / 'curves.png'}", file=sys.stderr)
+    return 0
+
+
 def data(args: argparse.Namespace) -> int:
     from lrptext.datasets import DATASETS, fetch
 
@@ -237,7 +324,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("explain-text", help="which words drove a document classifier's prediction")
     p.add_argument("text", nargs="*", help="documents to explain")
-    p.add_argument("--file", action="append", default=[], metavar="PATH", help="a file holding one document (repeatable)")
+    p.add_argument("--file", action="append", default=[], metavar="PATH",
+                   help="a file holding one document (repeatable), or a corpus: .jsonl, .csv or --input-format lines")
+    p.add_argument("--input-format", choices=["auto", "document", "lines", "jsonl", "csv"], default="auto",
+                   help="what --file holds; auto: .jsonl/.ndjson and .csv files are corpora (one document per "
+                        "record), other files one document; lines: one document per line")
+    p.add_argument("--text-field", default="text", help="the JSON field or CSV column holding the text (corpora)")
+    p.add_argument("--id-field", help="a JSON field or CSV column copied to each output record as 'id' (corpora)")
+    p.add_argument("--batch-size", type=int, default=64, help="documents per kernel pass when streaming a corpus")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted corpus run: records up to the "
+                                                         "last one in --out are skipped")
+    p.add_argument("--strict", action="store_true", help="stop at the first invalid corpus record instead of "
+                                                         "skipping and reporting it")
+    p.add_argument("--rejects", metavar="FILE", help="write every invalid corpus record's line and reason here")
     p.add_argument("--samples", type=int, default=0, metavar="N", help="also explain N e-mails of the bundled test split")
     p.add_argument("--model", default="default", help="a model file from 'lrptext train' (default: the bundled "
                                                       "SpamAssassin CNN), or a scikit-learn pipeline saved with "
@@ -246,7 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: epsilon_gamma (LRP-0 for linear scikit-learn models)")
     p.add_argument("--target", help="the label to explain (default: the predicted one)")
     p.add_argument("--contrast", help="explain --target against this label")
-    p.add_argument("--format", choices=["terminal", "html", "json"], default="terminal")
+    p.add_argument("--format", choices=["terminal", "html", "jsonl", "json"], default="terminal",
+                   help="jsonl: one JSON object per document (json is the same)")
     p.add_argument("--out", metavar="FILE", help="write the output here instead of standard output")
     p.add_argument("--html", metavar="FILE", help="also write an HTML report")
     p.add_argument("--color", choices=["auto", "always", "never"], default="auto")
@@ -286,6 +386,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--half", action="store_true", help="store the weights in float16 (half the file size)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=train)
+
+    p = commands.add_parser("evaluate", help="how faithful explanations are: word deletion, pixel flipping")
+    p.add_argument("--dataset", required=True, help="a text dataset (spam-assassin, 20newsgroups, ...) or an image "
+                                                    "dataset (fashion-mnist, digits); its test split is used")
+    p.add_argument("--model", default="default", help="a model file from 'lrptext train' (default: the bundled one "
+                                                      "for the data), or a scikit-learn pipeline (.joblib, text)")
+    p.add_argument("--methods", default="lrp,sa,random",
+                   help="comma-separated: lrp, sa, gi, ig, occlusion, random (default lrp,sa,random)")
+    p.add_argument("--orders", default="morf,lerf", help="text: morf (correctly classified documents), lerf "
+                                                         "(misclassified ones), or both")
+    p.add_argument("--steps", type=int, help="features deleted (default: 25 words, 50 regions)")
+    p.add_argument("--deletion", choices=["zero", "unk", "remove"], default="zero",
+                   help="text: zero the word's embedding, replace it with the unknown token, or remove it")
+    p.add_argument("--composite", choices=sorted(COMPOSITES), help="text: the LRP composite (default epsilon_gamma)")
+    p.add_argument("--composites", default="epsilon,epsilon_plus_flat,epsilon_gamma_box",
+                   help="images: LRP composites to compare, comma-separated")
+    p.add_argument("--region", type=int, default=2, help="images: side of the square regions flipped together")
+    p.add_argument("--fill", choices=["noise", "zero", "mean"], default="noise",
+                   help="images: what a flipped region becomes")
+    p.add_argument("--limit", type=int, default=200, help="examples per order, drawn at random (seeded)")
+    p.add_argument("--seeds", type=int, default=5, help="random orders averaged for the random baseline")
+    p.add_argument("--out", required=True, metavar="DIR", help="writes evaluation.json and curves.png here")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=evaluate)
 
     p = commands.add_parser("data", help="list or fetch datasets")
     data_commands = p.add_subparsers(dest="action", required=True)

@@ -1,0 +1,75 @@
+"""Explain a ``ray.data.Dataset`` of texts beyond one machine: a callable class for ``Dataset.map_batches`` that
+loads the model once per worker and adds the explanation to each row.
+
+    import ray
+    from lrptext.integrations.ray import ExplainTexts
+
+    ds = ray.data.read_json("corpus.jsonl")                       # any dataset with a text column
+    explained = ds.map_batches(ExplainTexts, fn_constructor_kwargs={"model": "model.pt"},
+                               batch_size=64, concurrency=4)       # 4 workers, one model each
+    explained.write_json("explained/")
+
+Each output row keeps the input columns and gains ``prediction``, ``target``, ``score``, ``words`` (the words of
+the text), ``relevance`` (one value per word) and ``error`` (why a row has no explanation: empty text, no known
+word; None otherwise). A bad row never fails its batch. Needs the extra ``ray``: ``pip install "lrptext[ray]"``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from lrptext.text.classifier import DEFAULT_COMPOSITE, TextClassifier
+from lrptext.text.records import checked
+from lrptext.text.streaming import explain_records
+
+COLUMNS = ("prediction", "target", "score", "words", "relevance", "error")
+
+
+class ExplainTexts:
+    """model: a file from ``lrptext train`` (or "default", the bundled SpamAssassin CNN); it must be readable on
+    every worker. threads: CPU threads per worker for torch and lrptext (default: leave both as they are)."""
+
+    def __init__(self, model: str = "default", *, text_column: str = "text", composite: str = DEFAULT_COMPOSITE,
+                 target: str | None = None, contrast: str | None = None, threads: int | None = None):
+        import torch
+
+        import lrptext
+
+        if threads is not None:
+            torch.set_num_threads(threads)
+            lrptext.set_num_threads(threads)
+        self.classifier = TextClassifier.load(model)
+        self.text_column, self.composite = text_column, composite
+        self.target = None if target is None else self.classifier.label_index(target)
+        self.contrast = None if contrast is None else self.classifier.label_index(contrast, "contrast")
+        if self.contrast is not None and self.target is None:
+            raise ValueError("a contrast needs a target label")
+
+    def __call__(self, batch: Any) -> Any:
+        """batch: a dict of numpy arrays (Ray's default batch format) or a pandas DataFrame; returns the same."""
+        if self.text_column not in batch:
+            raise KeyError(f"the dataset has no column '{self.text_column}' (columns: {', '.join(batch.keys())}); "
+                           "pass text_column= in fn_constructor_kwargs")
+        texts = list(batch[self.text_column])
+        records = [checked(i, t) for i, t in enumerate(texts)]
+        results = explain_records(self.classifier, records, composite=self.composite, target=self.target,
+                                  contrast=self.contrast)
+        columns: dict[str, list] = {name: [] for name in COLUMNS}
+        for result in results:
+            explained = not isinstance(result, str)
+            columns["prediction"].append(result.prediction if explained else None)
+            columns["target"].append(result.target if explained else None)
+            columns["score"].append(result.score if explained else float("nan"))
+            columns["words"].append([w.text for w in result.words] if explained else [])
+            columns["relevance"].append([w.relevance for w in result.words] if explained else [])
+            columns["error"].append(None if explained else result)
+        if hasattr(batch, "assign"):  # pandas
+            return batch.assign(**columns)
+        out = dict(batch)
+        for name, values in columns.items():
+            array = np.empty(len(values), dtype=object)  # ragged lists stay one list per row
+            array[:] = values
+            out[name] = array.astype(np.float64) if name == "score" else array
+        return out
