@@ -1,0 +1,59 @@
+"""Perturbation curves and their summaries.
+
+A curve follows a set of examples while features are deleted one after another in an order an explanation
+method chose: after k deletions, the accuracy (the fraction still classified as their true label) and the mean
+score of the class explained at the start. Two summaries:
+
+- AOPC (area over the perturbation curve, Samek et al. 2017): the mean over k = 0..K of the score's drop from
+  k = 0, ⟨f(x⁰) − f(xᵏ)⟩. With MoRF (most relevant first) a faithful method makes it large; with LeRF (least
+  relevant first) small.
+- AUC of the accuracy curve: its mean over k = 0..K (the trapezoid over unit steps, divided by K). With MoRF on
+  correctly classified examples lower is better (accuracy should fall fast); with LeRF on misclassified ones
+  higher is better (accuracy should rise)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+ORDERS = ("morf", "lerf")
+BETTER = {"morf": {"aopc": "higher", "accuracy_auc": "lower"}, "lerf": {"aopc": "lower", "accuracy_auc": "higher"}}
+
+
+@dataclass
+class Curve:
+    method: str
+    order: str  # morf | lerf
+    examples: int
+    accuracy: list[float]  # after k = 0..K deletions
+    score: list[float]  # mean score of the explained class after k deletions
+    aopc: float
+    accuracy_auc: float
+    evaluations: int  # model evaluations the method spent on its explanations
+    seconds_per_explanation: float
+    seeds: int = 1  # random orders averaged (the random baseline)
+
+    @property
+    def better(self) -> dict[str, str]:
+        """Which direction of each summary means a more faithful method, for this order."""
+        return BETTER[self.order]
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "better": self.better}
+
+
+def summarise(method: str, order: str, scores: np.ndarray, correct: np.ndarray, *, evaluations: int,
+              seconds_per_explanation: float, seeds: int = 1) -> Curve:
+    """scores, correct: [examples, K + 1] after k deletions (averaged over seeds by the caller if any)."""
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
+    scores, correct = np.asarray(scores, dtype=np.float64), np.asarray(correct, dtype=np.float64)
+    if scores.ndim != 2 or scores.shape != correct.shape or scores.shape[1] < 2:
+        raise ValueError(f"scores and correct must both be [examples, steps + 1] with steps >= 1, got "
+                         f"{scores.shape} and {correct.shape}")
+    accuracy = correct.mean(axis=0)
+    return Curve(method=method, order=order, examples=int(scores.shape[0]), accuracy=accuracy.tolist(),
+                 score=scores.mean(axis=0).tolist(), aopc=float((scores[:, :1] - scores).mean()),
+                 accuracy_auc=float((accuracy[1:] + accuracy[:-1]).sum() / 2 / (len(accuracy) - 1)), evaluations=int(evaluations),
+                 seconds_per_explanation=float(seconds_per_explanation), seeds=seeds)

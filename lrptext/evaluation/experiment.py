@@ -1,0 +1,107 @@
+"""`lrptext evaluate`: a dataset's test split, a model and a list of methods in; JSON and a figure out.
+
+Text follows Arras et al. (2017): MoRF deletion on test documents the model classifies correctly (accuracy should
+fall), LeRF deletion on those it misclassifies (accuracy should rise), relevance for the true label. Images:
+pixel flipping (region perturbation) on correctly classified test images, MoRF, LRP composites against the
+baselines."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lrptext.evaluation.curves import Curve
+from lrptext.evaluation.report import plot, write_json
+
+IMAGE_DATASETS = ("fashion-mnist", "digits")
+
+
+def _split_by_correctness(predicted: np.ndarray, truth: np.ndarray, limit: int, seed: int) -> dict[str, np.ndarray]:
+    """Indices of up to `limit` correctly (for MoRF) and wrongly (for LeRF) classified examples, in a seeded
+    random order, so a limit draws a sample rather than the first documents."""
+    order = np.random.default_rng(seed).permutation(len(truth))
+    right = order[predicted[order] == truth[order]][:limit]
+    wrong = order[predicted[order] != truth[order]][:limit]
+    return {"morf": right, "lerf": wrong}
+
+
+def evaluate_text(dataset: str, model: str, *, methods: Sequence[str], orders: Sequence[str], steps: int,
+                  deletion: str, limit: int, composite: str | None, seeds: int, seed: int = 0,
+                  progress: bool | None = None) -> tuple[list[Curve], dict[str, Any]]:
+    from lrptext.datasets import load
+
+    test = load(dataset).test
+    texts, truth = list(test.texts), np.asarray(test.labels)
+    began = time.perf_counter()
+    if Path(model).suffix in (".joblib", ".pkl", ".pickle"):
+        import joblib
+
+        from lrptext.evaluation.bag_of_words import bow_word_deletion
+
+        pipeline = joblib.load(model)  # trusted files only: unpickling runs code
+        classes = list(pipeline.classes_)
+        predicted = np.asarray([classes.index(p) for p in pipeline.predict(texts)])
+        chosen = _split_by_correctness(predicted, truth, limit, seed)
+
+        def run(order: str, idx: np.ndarray) -> list[Curve]:
+            return bow_word_deletion(pipeline, [texts[i] for i in idx], [classes[truth[i]] for i in idx],
+                                     methods=methods, orders=(order,), steps=steps, seeds=seeds, progress=progress)
+        kind = f"{type(pipeline.steps[-1][1]).__name__} on {type(pipeline.steps[0][1]).__name__} features"
+    else:
+        from lrptext.evaluation.words import word_deletion
+        from lrptext.text.classifier import DEFAULT_COMPOSITE, TextClassifier
+
+        classifier = TextClassifier.load(model)
+        predicted = np.concatenate([classifier.predict(texts[s: s + 256]).argmax(1).numpy()
+                                    for s in range(0, len(texts), 256)])
+        chosen = _split_by_correctness(predicted, truth, limit, seed)
+
+        def run(order: str, idx: np.ndarray) -> list[Curve]:
+            return word_deletion(classifier, [texts[i] for i in idx], [int(truth[i]) for i in idx],
+                                 methods=methods, orders=(order,), steps=steps, deletion=deletion,
+                                 composite=composite or DEFAULT_COMPOSITE, seeds=seeds, progress=progress)
+        kind = f"{classifier.model.arch} ({type(classifier.model).__name__}), composite " \
+               f"{composite or DEFAULT_COMPOSITE}, deletion '{deletion}'"
+    curves = [c for order in orders if len(chosen[order]) for c in run(order, chosen[order])]
+    context = {"dataset": dataset, "model": str(model), "model_kind": kind, "test_documents": len(texts),
+               "test_accuracy": float((predicted == truth).mean()),
+               "examples": {order: len(chosen[order]) for order in orders}, "steps": steps,
+               "relevance_for": "the true label", "score": "the true label's logit",
+               "seconds": round(time.perf_counter() - began, 1)}
+    return curves, context
+
+
+def evaluate_images(dataset: str, model: str, *, methods: Sequence[str], composites: Sequence[str], steps: int,
+                    region: int, fill: str, limit: int, seeds: int, seed: int = 0,
+                    progress: bool | None = None) -> tuple[list[Curve], dict[str, Any]]:
+    from lrptext.datasets.images import load_images
+    from lrptext.evaluation.pixels import pixel_flipping
+    from lrptext.image import ImageClassifier
+
+    data = load_images(dataset)
+    classifier = ImageClassifier.load(model)
+    began = time.perf_counter()
+    predicted = np.concatenate([classifier.predict(data.test_images[s: s + 1024]).argmax(1).numpy()
+                                for s in range(0, len(data.test_labels), 1024)])
+    idx = _split_by_correctness(predicted, data.test_labels, limit, seed)["morf"]
+    curves = pixel_flipping(classifier, data.test_images[idx], data.test_labels[idx].tolist(),
+                            composites=composites if "lrp" in methods else (),
+                            baselines=[m for m in methods if m != "lrp"], orders=("morf",), region=region,
+                            steps=steps, fill=fill, seeds=seeds, progress=progress)
+    context = {"dataset": dataset, "model": str(model), "test_images": int(len(data.test_labels)),
+               "test_accuracy": float((predicted == data.test_labels).mean()), "examples": {"morf": len(idx)},
+               "region": region, "fill": fill, "steps": steps, "relevance_for": "the true label",
+               "score": "the true label's logit", "seconds": round(time.perf_counter() - began, 1)}
+    return curves, context
+
+
+def write_results(curves: Sequence[Curve], context: dict[str, Any], out: str | Path, *, unit: str) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(curves, out / "evaluation.json", **context)
+    plot(curves, out / "curves.png", unit=unit, title=f"{context['dataset']}: {context['model']}")
+    return out

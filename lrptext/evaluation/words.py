@@ -1,0 +1,169 @@
+"""Word deletion (Arras et al. 2017) for a TextClassifier: delete the tokens of each document one after another in
+the order an explanation ranks them, and follow the accuracy and the explained class's score.
+
+Relevance is computed once, on the intact document, for the document's true label (as in Arras et al.); MoRF
+deletes the most relevant token first, LeRF the least relevant. "Delete" is one of
+
+- "zero": the token's embedding becomes the zero vector (Arras et al.; the document keeps its length),
+- "unk": the token becomes the unknown token,
+- "remove": the token is taken out and the document closes up.
+
+The score is the explained class's logit."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from lrptext.evaluation.baselines import GRADIENT_METHODS, gradient_attribution
+from lrptext.evaluation.curves import ORDERS, Curve, summarise
+from lrptext.text.classifier import DEFAULT_COMPOSITE, TextClassifier
+
+DELETIONS = ("zero", "unk", "remove")
+METHODS = ("lrp", "sa", "gi", "ig", "occlusion", "random")
+
+
+class _Model:
+    """Logits of a text classifier's model for token rows with some positions deleted."""
+
+    def __init__(self, classifier: TextClassifier, deletion: str, batch_size: int):
+        if deletion not in DELETIONS:
+            raise ValueError(f"deletion must be one of {', '.join(DELETIONS)}, got {deletion!r}")
+        self.model, self.vocab = classifier.model, classifier.vocab
+        self.deletion, self.batch_size = deletion, batch_size
+        self.embedding = getattr(self.model, "embedding", None)
+        if deletion == "zero" and not isinstance(self.embedding, torch.nn.Embedding):
+            raise ValueError(f"deletion 'zero' needs a model with an 'embedding' layer ({type(self.model).__name__} "
+                             "has none); use deletion='unk' or 'remove'")
+
+    @contextmanager
+    def embedding_output(self, replace: Callable[[torch.Tensor], torch.Tensor]):
+        """Runs the model with its embedding's output passed through `replace`."""
+        handle = self.embedding.register_forward_hook(lambda module, inputs, output: replace(output))
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    def logits(self, rows: Sequence[Sequence[int]], deleted: Sequence[Sequence[int]]) -> torch.Tensor:
+        out = []
+        for start in range(0, len(rows), self.batch_size):
+            out.append(self._logits(rows[start: start + self.batch_size], deleted[start: start + self.batch_size]))
+        return torch.cat(out)
+
+    def _logits(self, rows, deleted) -> torch.Tensor:
+        with torch.no_grad():
+            gone = [set(d) for d in deleted]
+            if self.deletion == "unk":
+                rows = [[self.vocab.unk_id if t in g else x for t, x in enumerate(r)] for r, g in zip(rows, gone)]
+            elif self.deletion == "remove":
+                rows = [[x for t, x in enumerate(r) if t not in g] for r, g in zip(rows, gone)]
+            inputs = self.model.inputs(rows)
+            if self.deletion != "zero":
+                return self.model(*inputs)
+            keep = torch.ones(inputs[0].shape, dtype=torch.float32)
+            for b, d in enumerate(deleted):
+                keep[b, list(d)] = 0.0
+            with self.embedding_output(lambda e: e * keep.unsqueeze(-1).to(e.dtype)):
+                return self.model(*inputs)
+
+
+def _scores(method: str, classifier: TextClassifier, model: _Model, rows: list[list[int]], target: torch.Tensor, *,
+            composite: str, ig_steps: int, batch_size: int) -> tuple[list[np.ndarray], int]:
+    """Per-token scores of `method` for each row, and the model evaluations it spent per document."""
+    scores: list[np.ndarray] = []
+    evaluations = 0
+    for start in range(0, len(rows), batch_size):
+        batch, goal = rows[start: start + batch_size], target[start: start + batch_size]
+        if method == "lrp":
+            e = classifier.explainer(composite).explain(classifier.model.inputs(batch), target=goal)
+            scores += [np.asarray(r, dtype=np.float64) for r in classifier.model.token_relevance(e.relevance, batch)]
+            evaluations = 1
+        elif method in GRADIENT_METHODS:
+            if model.embedding is None:
+                raise ValueError(f"method {method!r} takes gradients at the token embeddings and needs a model with "
+                                 f"an 'embedding' layer ({type(classifier.model).__name__} has none)")
+            (ids,) = classifier.model.inputs(batch)
+            with torch.no_grad():
+                x = model.embedding(ids)
+
+            def forward(e: torch.Tensor, ids: torch.Tensor = ids) -> torch.Tensor:
+                with model.embedding_output(lambda _: e):
+                    return classifier.model(ids)
+
+            s, evaluations = gradient_attribution(method, forward, x, goal, over=-1, steps=ig_steps)
+            scores += [s[i, : len(r)].detach().double().numpy() for i, r in enumerate(batch)]
+        elif method == "occlusion":  # the score's drop when the token alone is deleted
+            for r, c in zip(batch, goal.tolist()):
+                variants = [r] * (len(r) + 1)
+                logits = model.logits(variants, [[]] + [[t] for t in range(len(r))])[:, c].double().numpy()
+                scores.append(logits[0] - logits[1:])
+                evaluations += len(r) + 1
+        else:
+            raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if method == "occlusion":
+        evaluations = round(evaluations / max(len(rows), 1))
+    return scores, evaluations
+
+
+def _deletion_curve(model: _Model, rows: list[list[int]], target: torch.Tensor, truth: torch.Tensor,
+                    orders: list[np.ndarray], steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Score of the target and correctness after k = 0..steps deletions, [docs, steps + 1] each."""
+    scores = np.zeros((len(rows), steps + 1))
+    correct = np.zeros((len(rows), steps + 1))
+    for k in range(steps + 1):
+        logits = model.logits(rows, [o[:k].tolist() for o in orders])
+        scores[:, k] = logits.gather(1, target[:, None]).squeeze(1).double().numpy()
+        correct[:, k] = (logits.argmax(1) == truth).double().numpy()
+    return scores, correct
+
+
+def word_deletion(classifier: TextClassifier, texts: Sequence[str], labels: Sequence[str | int], *,
+                  methods: Sequence[str] = ("lrp", "sa", "random"), orders: Sequence[str] = ("morf",),
+                  steps: int = 25, deletion: str = "zero", composite: str = DEFAULT_COMPOSITE, seeds: int = 5,
+                  ig_steps: int = 32, batch_size: int = 64, progress: bool | None = None) -> list[Curve]:
+    """One Curve per method and order over `texts` with their true `labels`, relevance for the true label."""
+    for order in orders:
+        if order not in ORDERS:
+            raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    if len(texts) != len(labels) or not texts:
+        raise ValueError(f"give one label per text and at least one text, got {len(texts)} texts and {len(labels)} "
+                         "labels")
+    _, rows, _ = classifier.rows(classifier.tokenize(list(texts)))
+    truth = torch.tensor([classifier.label_index(label) for label in labels])
+    model = _Model(classifier, deletion, batch_size)
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(methods) * len(orders), desc="word deletion", disable=None if progress is None else not progress)
+    curves = []
+    for method in methods:
+        began = time.perf_counter()
+        if method == "random":
+            scores, evaluations = None, 0
+        else:
+            scores, evaluations = _scores(method, classifier, model, rows, truth, composite=composite,
+                                          ig_steps=ig_steps, batch_size=batch_size)
+        seconds = (time.perf_counter() - began) / len(rows)
+        for order in orders:
+            if scores is None:  # random orders, averaged over seeds
+                runs = []
+                for seed in range(seeds):
+                    rng = np.random.default_rng(seed)
+                    runs.append(_deletion_curve(model, rows, truth, truth, [rng.permutation(len(r)) for r in rows],
+                                                steps))
+                s, c = np.mean([r[0] for r in runs], axis=0), np.mean([r[1] for r in runs], axis=0)
+            else:
+                ranked = [np.argsort(-x if order == "morf" else x, kind="stable") for x in scores]
+                s, c = _deletion_curve(model, rows, truth, truth, ranked, steps)
+            curves.append(summarise(method, order, s, c, evaluations=evaluations, seconds_per_explanation=seconds,
+                                    seeds=seeds if scores is None else 1))
+            bar.update(1)
+    bar.close()
+    return curves
