@@ -119,9 +119,10 @@ NOTES = {
            "torch's oneDNN gradient (benchmarks/results/kernels.md).",
     "cuda": "W1 takes token ids: the floor and zennit start at the embedding output, lrptext at the ids. Below batch "
             "32 every method is bound by kernel launches and Python (the floor takes 1-13 ms). The CUDA issue's "
-            "target (epsilon <= 1.1 and 2x faster than zennit at VGG-16 batch 32) is not met: there lrptext's "
-            "convolution relevance is a cuBLAS GEMM into columns plus a gathering col2im, about 41 of its 74 ms "
-            "(benchmarks/results/profile-cuda.txt), twice cuDNN's backward-data in the floor.",
+            "target (epsilon <= 1.1 and 2x faster than zennit at VGG-16 batch 32) is not met: per explanation there, "
+            "lrptext's convolution relevance (a cuBLAS GEMM into columns plus a gathering col2im) takes about 31 of "
+            "its 64 ms of GPU time and the forward through cuDNN 19 ms (benchmarks/results/profile-cuda.txt), "
+            "where the floor's backward-data through cuDNN takes about 20 ms.",
 }
 METHODS = ["forward", "lrptext cpp", "lrptext torch", "zennit", "captum"]
 

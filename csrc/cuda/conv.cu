@@ -6,50 +6,62 @@
 namespace lrptext::cuda {
 namespace {
 
-// Columns of `count` samples at once: col[j][K][HW] from sample j of x (samples `x_stride` apart).
-template <class T>
-__global__ void im2col_kernel(const T* x, int64_t x_stride, T* col, ConvShape c, int64_t K, int64_t HW,
-                              int64_t count) {
-  const int64_t per = K * HW, n = count * per;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t j = i / per, r = (i % per) / HW, q = i % HW, oh = q / c.wo, ow = q % c.wo;
-    const int64_t ci = r / (c.kh * c.kw), ki = (r / c.kw) % c.kh, kj = r % c.kw;
-    const int64_t ih = oh * c.sh - c.ph + ki * c.dh, iw = ow * c.sw - c.pw + kj * c.dw;
-    col[i] = (ih >= 0 && ih < c.h && iw >= 0 && iw < c.w) ? x[j * x_stride + (ci * c.h + ih) * c.w + iw] : T(0);
+// The convolution's geometry in the kernels' index type: 32-bit wherever every per-sample offset fits, since
+// 64-bit division dominated these kernels (col2im took as long as the GEMM before it on an H200).
+template <class I>
+struct Geometry {
+  I h, w, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo;
+  explicit Geometry(const ConvShape& c)
+      : h(I(c.h)), w(I(c.w)), kh(I(c.kh)), kw(I(c.kw)), sh(I(c.sh)), sw(I(c.sw)), ph(I(c.ph)), pw(I(c.pw)),
+        dh(I(c.dh)), dw(I(c.dw)), ho(I(c.ho)), wo(I(c.wo)) {}
+};
+
+// Columns col[j][K][HW] of sample j = blockIdx.y of x (samples `x_stride` apart).
+template <class T, class I>
+__global__ void im2col_kernel(const T* x, int64_t x_stride, T* col, Geometry<I> g, I K, I HW) {
+  const I per = K * HW, taps = g.kh * g.kw;
+  const T* xj = x + blockIdx.y * x_stride;
+  T* colj = col + int64_t(blockIdx.y) * per;
+  for (I i = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x); i < per; i += I(gridDim.x) * I(blockDim.x)) {
+    const I r = i / HW, q = i - r * HW, oh = q / g.wo, ow = q - oh * g.wo;
+    const I ci = r / taps, tap = r - ci * taps, ki = tap / g.kw, kj = tap - ki * g.kw;
+    const I ih = oh * g.sh - g.ph + ki * g.dh, iw = ow * g.sw - g.pw + kj * g.dw;
+    colj[i] = (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w) ? xj[(ci * g.h + ih) * g.w + iw] : T(0);
   }
 }
 
-// Each input position sums the column entries of the taps that read it (a gather: no atomics), `count` samples.
-template <class T>
-__global__ void col2im_kernel(const T* col, T* x, int64_t x_stride, ConvShape c, int64_t cin_g, int64_t K,
-                              int64_t HW, int64_t count, bool accumulate) {
-  const int64_t per = cin_g * c.h * c.w, n = count * per;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t j = i / per, local = i % per;
-    const int64_t ci = local / (c.h * c.w), ih = (local / c.w) % c.h, iw = local % c.w;
-    const T* colj = col + j * K * HW;
+// Each input position of sample j = blockIdx.y sums the column entries of the taps that read it (a gather: no
+// atomics).
+template <class T, class I>
+__global__ void col2im_kernel(const T* col, T* x, int64_t x_stride, Geometry<I> g, I cin_g, I K, I HW,
+                              bool accumulate) {
+  const I per = cin_g * g.h * g.w;
+  const T* colj = col + int64_t(blockIdx.y) * K * HW;
+  T* xj = x + blockIdx.y * x_stride;
+  for (I i = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x); i < per; i += I(gridDim.x) * I(blockDim.x)) {
+    const I row = i / g.w, iw = i - row * g.w, ci = row / g.h, ih = row - ci * g.h;
     T acc = T(0);
-    for (int64_t ki = 0; ki < c.kh; ++ki) {
-      const int64_t th = ih + c.ph - ki * c.dh;
-      if (th < 0 || th % c.sh) continue;
-      const int64_t oh = th / c.sh;
-      if (oh >= c.ho) continue;
-      for (int64_t kj = 0; kj < c.kw; ++kj) {
-        const int64_t tw = iw + c.pw - kj * c.dw;
-        if (tw < 0 || tw % c.sw) continue;
-        const int64_t ow = tw / c.sw;
-        if (ow >= c.wo) continue;
-        acc += colj[((ci * c.kh + ki) * c.kw + kj) * HW + oh * c.wo + ow];
+    for (I ki = 0; ki < g.kh; ++ki) {
+      const I th = ih + g.ph - ki * g.dh;
+      if (th < 0 || th % g.sh) continue;
+      const I oh = th / g.sh;
+      if (oh >= g.ho) continue;
+      for (I kj = 0; kj < g.kw; ++kj) {
+        const I tw = iw + g.pw - kj * g.dw;
+        if (tw < 0 || tw % g.sw) continue;
+        const I ow = tw / g.sw;
+        if (ow >= g.wo) continue;
+        acc += colj[((ci * g.kh + ki) * g.kw + kj) * HW + oh * g.wo + ow];
       }
     }
-    T& dst = x[j * x_stride + local];
-    dst = accumulate ? dst + acc : acc;
+    xj[i] = accumulate ? xj[i] + acc : acc;
   }
 }
 
 // Column buffers hold at most this many elements, so a chunk of samples shares one im2col, one strided-batched
 // GEMM and one col2im launch (per-sample launches dominated small images at large batch).
 constexpr int64_t kColumnBudget = int64_t(1) << 26;
+constexpr int64_t kMaxChunk = 65535;  // samples of a chunk run along the grid's y dimension
 
 template <class T>
 struct ConvOp {
@@ -71,11 +83,34 @@ struct ConvOp {
   int64_t out_channels() const { return s.cout; }
   int64_t weight_size() const { return s.cout * K; }
 
-  // Samples per chunk: all of them for a 1x1 convolution, which reads the input in place.
+  // Samples per chunk: all of them (up to the grid's limit) for a 1x1 convolution, which reads the input in place.
   int64_t chunk(int64_t n) const {
-    if (direct) return n;
-    const int64_t fit = kColumnBudget / (K * HW > 0 ? K * HW : 1);
-    return fit < 1 ? 1 : (fit < n ? fit : n);
+    const int64_t fit = direct ? n : kColumnBudget / (K * HW > 0 ? K * HW : 1);
+    const int64_t c = fit < n ? fit : n;
+    return c < 1 ? 1 : (c < kMaxChunk ? c : kMaxChunk);
+  }
+
+  // 32-bit indices where a sample's columns and input (and a grid-stride step past them) fit.
+  bool narrow() const { return K * HW < (int64_t(1) << 30) && in_sz < (int64_t(1) << 30); }
+
+  void im2col(const Exec& ex, const T* x, T* col, int64_t m) const {
+    const dim3 grid(blocks_for(K * HW), unsigned(m));
+    if (narrow())
+      im2col_kernel<T, int><<<grid, kThreads, 0, ex.stream>>>(x, in_sz, col, Geometry<int>(s), int(K), int(HW));
+    else
+      im2col_kernel<T, int64_t><<<grid, kThreads, 0, ex.stream>>>(x, in_sz, col, Geometry<int64_t>(s), K, HW);
+    check(cudaGetLastError(), "im2col launch");
+  }
+
+  void col2im(const Exec& ex, const T* col, T* c, int64_t m, bool accumulate) const {
+    const dim3 grid(blocks_for(cin_g * s.h * s.w), unsigned(m));
+    if (narrow())
+      col2im_kernel<T, int><<<grid, kThreads, 0, ex.stream>>>(col, c, in_sz, Geometry<int>(s), int(cin_g), int(K),
+                                                             int(HW), accumulate);
+    else
+      col2im_kernel<T, int64_t><<<grid, kThreads, 0, ex.stream>>>(col, c, in_sz, Geometry<int64_t>(s), cin_g, K, HW,
+                                                                 accumulate);
+    check(cudaGetLastError(), "col2im launch");
   }
 
   void forward(const Exec& ex, const T* x, int64_t n, const T* w, T* y, T beta) const {
@@ -85,10 +120,7 @@ struct ConvOp {
       const int64_t m = n - b0 < nb ? n - b0 : nb;
       for (int64_t g = 0; g < s.groups; ++g) {
         const T* xg = x + b0 * in_sz + g * cin_g * s.h * s.w;
-        if (!direct) {
-          im2col_kernel<<<blocks_for(m * K * HW), kThreads, 0, ex.stream>>>(xg, in_sz, col.get(), s, K, HW, m);
-          check(cudaGetLastError(), "im2col launch");
-        }
+        if (!direct) im2col(ex, xg, col.get(), m);
         ex.gemm_batched<T>(false, false, cout_g, HW, K, w + g * cout_g * K, K, 0, direct ? xg : col.get(), HW,
                            direct ? in_sz : K * HW, beta, y + b0 * out_sz + g * cout_g * HW, HW, out_sz, m);
       }
@@ -110,9 +142,7 @@ struct ConvOp {
         }
         ex.gemm_batched<T>(true, false, K, HW, cout_g, w + g * cout_g * K, K, 0, rg, HW, out_sz, T(0), col.get(),
                            HW, K * HW, m);
-        col2im_kernel<<<blocks_for(m * cin_g * s.h * s.w), kThreads, 0, ex.stream>>>(
-            col.get(), cg, in_sz, s, cin_g, K, HW, m, beta != T(0));
-        check(cudaGetLastError(), "col2im launch");
+        col2im(ex, col.get(), cg, m, beta != T(0));
       }
     }
   }
