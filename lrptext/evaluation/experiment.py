@@ -29,6 +29,16 @@ def _split_by_correctness(predicted: np.ndarray, truth: np.ndarray, limit: int, 
     return {"morf": right, "lerf": wrong}
 
 
+def _explainable(classifier: Any, texts: list[str]) -> list[int]:
+    from lrptext.text.records import checked
+
+    valid = [i for i, t in enumerate(texts) if checked(i, t).valid]
+    tokens = classifier.tokenizer.pipe([texts[i] for i in valid])
+    unknown = classifier.vocab.unk_id
+    return [i for i, toks in zip(valid, tokens)
+            if any(x != unknown for x in classifier.vocab.encode(t.norm for t in toks[: classifier.max_tokens]))]
+
+
 def evaluate_text(dataset: str, model: str, *, methods: Sequence[str], orders: Sequence[str], steps: int,
                   deletion: str, limit: int, composite: str | None, seeds: int, seed: int = 0,
                   progress: bool | None = None) -> tuple[list[Curve], dict[str, Any]]:
@@ -36,6 +46,7 @@ def evaluate_text(dataset: str, model: str, *, methods: Sequence[str], orders: S
 
     test = load(dataset).test
     texts, truth = list(test.texts), np.asarray(test.labels)
+    excluded = 0
     began = time.perf_counter()
     if Path(model).suffix in (".joblib", ".pkl", ".pickle"):
         import joblib
@@ -56,6 +67,9 @@ def evaluate_text(dataset: str, model: str, *, methods: Sequence[str], orders: S
         from lrptext.text.classifier import DEFAULT_COMPOSITE, TextClassifier
 
         classifier = TextClassifier.load(model)
+        keep = _explainable(classifier, texts)  # documents with no known word have nothing to delete
+        excluded = len(texts) - len(keep)
+        texts, truth = [texts[i] for i in keep], truth[keep]
         predicted = np.concatenate([classifier.predict(texts[s: s + 256]).argmax(1).numpy()
                                     for s in range(0, len(texts), 256)])
         chosen = _split_by_correctness(predicted, truth, limit, seed)
@@ -68,6 +82,7 @@ def evaluate_text(dataset: str, model: str, *, methods: Sequence[str], orders: S
                f"{composite or DEFAULT_COMPOSITE}, deletion '{deletion}'"
     curves = [c for order in orders if len(chosen[order]) for c in run(order, chosen[order])]
     context = {"dataset": dataset, "model": str(model), "model_kind": kind, "test_documents": len(texts),
+               "excluded_without_known_words": excluded,
                "test_accuracy": float((predicted == truth).mean()),
                "examples": {order: len(chosen[order]) for order in orders}, "steps": steps,
                "relevance_for": "the true label", "score": "the true label's logit",
