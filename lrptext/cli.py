@@ -249,8 +249,12 @@ def _save_and_report(classifier, args: argparse.Namespace, arch: str) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
+    import importlib.util
+
     from lrptext.evaluation.experiment import IMAGE_DATASETS, evaluate_images, evaluate_text, write_results
 
+    if importlib.util.find_spec("matplotlib") is None:  # found out before the evaluation, not after it
+        raise RuntimeError("lrptext evaluate draws its curves with matplotlib: pip install 'lrptext[evaluate]'")
     methods = [m for m in args.methods.split(",") if m]
     progress = False if args.quiet else None
     if args.dataset in IMAGE_DATASETS:

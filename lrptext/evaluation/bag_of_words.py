@@ -10,14 +10,13 @@ Unigram word analyzers only: an n-gram feature has no single word to delete."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from lrptext.evaluation.curves import ORDERS, Curve, summarise
+from lrptext.evaluation.curves import Curve, check_choices, perturbation_curves
 
 METHODS = ("lrp", "sa", "gi", "occlusion", "random")
 
@@ -91,14 +90,7 @@ def bow_word_deletion(pipeline: Any, texts: Sequence[str], labels: Sequence[Any]
                       progress: bool | None = None) -> list[Curve]:
     """One Curve per method and order over `texts` with their true `labels` (as in the classifier's classes_),
     relevance for the true label."""
-    from tqdm import tqdm
-
-    for order in orders:
-        if order not in ORDERS:
-            raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    check_choices(orders, methods, METHODS)
     model = _Pipeline(pipeline, batch_size)
     classes = list(model.classifier.classes_)
     missing = sorted({str(y) for y in labels if y not in classes})
@@ -108,29 +100,21 @@ def bow_word_deletion(pipeline: Any, texts: Sequence[str], labels: Sequence[Any]
     known = model.vectorizer.vocabulary_
     words = [[w for w in model.analyze(t) if w in known] for t in texts]
     vocabulary = [list(dict.fromkeys(w)) for w in words]  # distinct known words, first occurrence order
-    bar = tqdm(total=len(methods) * len(orders), desc="word deletion", disable=None if progress is None else not progress)
-    curves = []
-    for method in methods:
-        began = time.perf_counter()
-        scores, evaluations = (None, 0) if method == "random" else _word_scores(method, model, words, vocabulary,
-                                                                                  truth)
-        seconds = (time.perf_counter() - began) / len(texts)
-        for order in orders:
-            runs = []
-            for seed in range(seeds if scores is None else 1):
-                if scores is None:
-                    rng = np.random.default_rng(seed)
-                    ranked = [[v[j] for j in rng.permutation(len(v))] for v in vocabulary]
-                else:
-                    ranked = [[v[j] for j in np.argsort(-s if order == "morf" else s, kind="stable")]
-                              for v, s in zip(vocabulary, scores)]
-                runs.append(_curve(model, words, ranked, truth, steps))
-            s, c = np.mean([r[0] for r in runs], axis=0), np.mean([r[1] for r in runs], axis=0)
-            curves.append(summarise(method, order, s, c, evaluations=evaluations, seconds_per_explanation=seconds,
-                                    seeds=seeds if scores is None else 1))
-            bar.update(1)
-    bar.close()
-    return curves
+
+    def scores_of(method: str):
+        return (None, 0) if method == "random" else _word_scores(method, model, words, vocabulary, truth)
+
+    def ranked(scores, order):
+        return [[v[j] for j in np.argsort(-s if order == "morf" else s, kind="stable")]
+                for v, s in zip(vocabulary, scores)]
+
+    def shuffled(seed):
+        rng = np.random.default_rng(seed)
+        return [[v[j] for j in rng.permutation(len(v))] for v in vocabulary]
+
+    return perturbation_curves(methods, orders, len(texts), scores_of=scores_of, ranked=ranked, shuffled=shuffled,
+                               curve_of=lambda order, seed: _curve(model, words, order, truth, steps),
+                               seeds=seeds, progress=progress, desc="word deletion")
 
 
 def _curve(model: _Pipeline, words: list[list[str]], ranked: list[list[str]], truth: torch.Tensor,

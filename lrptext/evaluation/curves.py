@@ -13,7 +13,10 @@ score of the class explained at the start. Two summaries:
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -55,5 +58,42 @@ def summarise(method: str, order: str, scores: np.ndarray, correct: np.ndarray, 
     accuracy = correct.mean(axis=0)
     return Curve(method=method, order=order, examples=int(scores.shape[0]), accuracy=accuracy.tolist(),
                  score=scores.mean(axis=0).tolist(), aopc=float((scores[:, :1] - scores).mean()),
-                 accuracy_auc=float((accuracy[1:] + accuracy[:-1]).sum() / 2 / (len(accuracy) - 1)), evaluations=int(evaluations),
+                 accuracy_auc=float((accuracy[1:] + accuracy[:-1]).sum() / 2 / (len(accuracy) - 1)),
+                 evaluations=int(evaluations),
                  seconds_per_explanation=float(seconds_per_explanation), seeds=seeds)
+
+
+def check_choices(orders: Sequence[str], given: Sequence[str], allowed: Sequence[str], what: str = "method") -> None:
+    for order in orders:
+        if order not in ORDERS:
+            raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
+    unknown = [g for g in given if g not in allowed]
+    if unknown:
+        raise ValueError(f"unknown {what}(s) {', '.join(unknown)}; choose from {', '.join(allowed)}")
+
+
+def perturbation_curves(methods: Sequence[str], orders: Sequence[str], examples: int, *,
+                        scores_of: Callable[[str], tuple[Any, int]], ranked: Callable[[Any, str], Any],
+                        shuffled: Callable[[int], Any], curve_of: Callable[[Any, int], tuple[np.ndarray, np.ndarray]],
+                        seeds: int, progress: bool | None, desc: str) -> list[Curve]:
+    """The loop every evaluation shares. scores_of(method) -> (scores, evaluations per example), timed, with
+    scores None for the random baseline; ranked(scores, order) and shuffled(seed) -> each example's deletion
+    order; curve_of(order, seed) -> (scores, correct) after k = 0..K deletions. Random orders are averaged over
+    `seeds`."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(methods) * len(orders), desc=desc, disable=None if progress is None else not progress)
+    curves = []
+    for method in methods:
+        began = time.perf_counter()
+        scores, evaluations = scores_of(method)
+        seconds = (time.perf_counter() - began) / examples
+        for order in orders:
+            runs = ([curve_of(ranked(scores, order), 0)] if scores is not None
+                    else [curve_of(shuffled(seed), seed) for seed in range(seeds)])
+            s, c = np.mean([r[0] for r in runs], axis=0), np.mean([r[1] for r in runs], axis=0)
+            curves.append(summarise(method, order, s, c, evaluations=evaluations, seconds_per_explanation=seconds,
+                                    seeds=len(runs)))
+            bar.update(1)
+    bar.close()
+    return curves

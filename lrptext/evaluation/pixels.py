@@ -9,14 +9,13 @@ label."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from lrptext.evaluation.baselines import GRADIENT_METHODS, gradient_attribution
-from lrptext.evaluation.curves import ORDERS, Curve, summarise
+from lrptext.evaluation.curves import Curve, check_choices, perturbation_curves
 from lrptext.image.classifier import ImageClassifier
 
 FILLS = ("noise", "zero", "mean")
@@ -43,7 +42,8 @@ def _fill(images: torch.Tensor, fill: str, seed: int) -> torch.Tensor:
 
 
 def _flip_curve(classifier: ImageClassifier, images: torch.Tensor, truth: torch.Tensor, replacement: torch.Tensor,
-                regions: torch.Tensor, ranked: torch.Tensor, steps: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+                regions: torch.Tensor, ranked: torch.Tensor, steps: int,
+                batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Logit of the true class and correctness after k = 0..steps regions, [images, steps + 1]."""
     n = images.shape[0]
     scores, correct = np.zeros((n, steps + 1)), np.zeros((n, steps + 1))
@@ -100,14 +100,7 @@ def pixel_flipping(classifier: ImageClassifier, images: np.ndarray | torch.Tenso
                    batch_size: int = 256, progress: bool | None = None) -> list[Curve]:
     """One Curve per LRP composite (method "lrp:<composite>") and baseline, per order, over `images` (pixels in
     [0, 1], [N, C, H, W]) with their true `labels`."""
-    from tqdm import tqdm
-
-    for order in orders:
-        if order not in ORDERS:
-            raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
-    unknown = [b for b in baselines if b not in BASELINES]
-    if unknown:
-        raise ValueError(f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)}")
+    check_choices(orders, baselines, BASELINES, "baseline")
     images = torch.as_tensor(np.asarray(images, dtype=np.float32) if not isinstance(images, torch.Tensor) else images)
     images = images.float()
     classifier.normalise(images[:1])  # refuses a wrong shape with a message
@@ -118,37 +111,26 @@ def pixel_flipping(classifier: ImageClassifier, images: np.ndarray | torch.Tenso
     count = int(regions.max()) + 1
     if not 1 <= steps <= count:
         raise ValueError(f"steps must be between 1 and the {count} regions, got {steps}")
-    methods = [f"lrp:{c}" for c in composites] + list(baselines)
-    bar = tqdm(total=len(methods) * len(orders), desc="pixel flipping", disable=None if progress is None else not progress)
-    curves = []
-    for method in methods:
-        began = time.perf_counter()
-        if method.startswith("lrp:"):
-            relevance = torch.cat([classifier.explain(images[s: s + batch_size], composite=method[4:],
-                                                      target=truth[s: s + batch_size]).relevance
-                                   for s in range(0, images.shape[0], batch_size)])
-            scores = torch.zeros(images.shape[0], count, dtype=torch.float64).index_add_(
-                1, regions.flatten(), relevance.sum(1).flatten(1).double())
-            evaluations = 1
-        elif method == "random":
-            scores, evaluations = None, 0
-        else:
-            scores, evaluations = _pixel_scores(method, classifier, images, truth, regions, fill,
-                                                ig_steps=ig_steps, batch_size=batch_size)
-        seconds = (time.perf_counter() - began) / images.shape[0]
-        for order in orders:
-            runs = []
-            for seed in range(seeds if scores is None else 1):
-                if scores is None:
-                    g = torch.Generator().manual_seed(seed)
-                    ranked = torch.stack([torch.randperm(count, generator=g) for _ in range(images.shape[0])])
-                else:
-                    ranked = torch.argsort(-scores if order == "morf" else scores, dim=1, stable=True)
-                runs.append(_flip_curve(classifier, images, truth, _fill(images, fill, seed), regions, ranked, steps,
-                                        batch_size))
-            s, c = np.mean([r[0] for r in runs], axis=0), np.mean([r[1] for r in runs], axis=0)
-            curves.append(summarise(method, order, s, c, evaluations=evaluations, seconds_per_explanation=seconds,
-                                    seeds=seeds if scores is None else 1))
-            bar.update(1)
-    bar.close()
-    return curves
+
+    def scores_of(method: str):
+        if method == "random":
+            return None, 0
+        if not method.startswith("lrp:"):
+            return _pixel_scores(method, classifier, images, truth, regions, fill, ig_steps=ig_steps,
+                                 batch_size=batch_size)
+        relevance = torch.cat([classifier.explain(images[s: s + batch_size], composite=method[4:],
+                                                  target=truth[s: s + batch_size]).relevance
+                               for s in range(0, images.shape[0], batch_size)])
+        return torch.zeros(images.shape[0], count, dtype=torch.float64).index_add_(
+            1, regions.flatten(), relevance.sum(1).flatten(1).double()), 1
+
+    def shuffled(seed):
+        g = torch.Generator().manual_seed(seed)
+        return torch.stack([torch.randperm(count, generator=g) for _ in range(images.shape[0])])
+
+    return perturbation_curves(
+        [f"lrp:{c}" for c in composites] + list(baselines), orders, images.shape[0], scores_of=scores_of,
+        ranked=lambda scores, order: torch.argsort(-scores if order == "morf" else scores, dim=1, stable=True),
+        shuffled=shuffled, seeds=seeds, progress=progress, desc="pixel flipping",
+        curve_of=lambda order, seed: _flip_curve(classifier, images, truth, _fill(images, fill, seed), regions,
+                                                 order, steps, batch_size))

@@ -12,7 +12,6 @@ The score is the explained class's logit."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 
 from lrptext.evaluation.baselines import GRADIENT_METHODS, gradient_attribution
-from lrptext.evaluation.curves import ORDERS, Curve, summarise
+from lrptext.evaluation.curves import Curve, check_choices, perturbation_curves
 from lrptext.text.classifier import DEFAULT_COMPOSITE, TextClassifier
 
 DELETIONS = ("zero", "unk", "remove")
@@ -110,14 +109,14 @@ def _scores(method: str, classifier: TextClassifier, model: _Model, rows: list[l
     return scores, evaluations
 
 
-def _deletion_curve(model: _Model, rows: list[list[int]], target: torch.Tensor, truth: torch.Tensor,
-                    orders: list[np.ndarray], steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """Score of the target and correctness after k = 0..steps deletions, [docs, steps + 1] each."""
+def _deletion_curve(model: _Model, rows: list[list[int]], truth: torch.Tensor, orders: list[np.ndarray],
+                    steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Score of the true class and correctness after k = 0..steps deletions, [docs, steps + 1] each."""
     scores = np.zeros((len(rows), steps + 1))
     correct = np.zeros((len(rows), steps + 1))
     for k in range(steps + 1):
         logits = model.logits(rows, [o[:k].tolist() for o in orders])
-        scores[:, k] = logits.gather(1, target[:, None]).squeeze(1).double().numpy()
+        scores[:, k] = logits.gather(1, truth[:, None]).squeeze(1).double().numpy()
         correct[:, k] = (logits.argmax(1) == truth).double().numpy()
     return scores, correct
 
@@ -127,43 +126,27 @@ def word_deletion(classifier: TextClassifier, texts: Sequence[str], labels: Sequ
                   steps: int = 25, deletion: str = "zero", composite: str = DEFAULT_COMPOSITE, seeds: int = 5,
                   ig_steps: int = 32, batch_size: int = 64, progress: bool | None = None) -> list[Curve]:
     """One Curve per method and order over `texts` with their true `labels`, relevance for the true label."""
-    for order in orders:
-        if order not in ORDERS:
-            raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    check_choices(orders, methods, METHODS)
     if len(texts) != len(labels) or not texts:
         raise ValueError(f"give one label per text and at least one text, got {len(texts)} texts and {len(labels)} "
                          "labels")
     _, rows, _ = classifier.rows(classifier.tokenize(list(texts)))
     truth = torch.tensor([classifier.label_index(label) for label in labels])
     model = _Model(classifier, deletion, batch_size)
-    from tqdm import tqdm
 
-    bar = tqdm(total=len(methods) * len(orders), desc="word deletion", disable=None if progress is None else not progress)
-    curves = []
-    for method in methods:
-        began = time.perf_counter()
+    def scores_of(method: str):
         if method == "random":
-            scores, evaluations = None, 0
-        else:
-            scores, evaluations = _scores(method, classifier, model, rows, truth, composite=composite,
-                                          ig_steps=ig_steps, batch_size=batch_size)
-        seconds = (time.perf_counter() - began) / len(rows)
-        for order in orders:
-            if scores is None:  # random orders, averaged over seeds
-                runs = []
-                for seed in range(seeds):
-                    rng = np.random.default_rng(seed)
-                    runs.append(_deletion_curve(model, rows, truth, truth, [rng.permutation(len(r)) for r in rows],
-                                                steps))
-                s, c = np.mean([r[0] for r in runs], axis=0), np.mean([r[1] for r in runs], axis=0)
-            else:
-                ranked = [np.argsort(-x if order == "morf" else x, kind="stable") for x in scores]
-                s, c = _deletion_curve(model, rows, truth, truth, ranked, steps)
-            curves.append(summarise(method, order, s, c, evaluations=evaluations, seconds_per_explanation=seconds,
-                                    seeds=seeds if scores is None else 1))
-            bar.update(1)
-    bar.close()
-    return curves
+            return None, 0
+        return _scores(method, classifier, model, rows, truth, composite=composite, ig_steps=ig_steps,
+                       batch_size=batch_size)
+
+    def ranked(scores, order):
+        return [np.argsort(-x if order == "morf" else x, kind="stable") for x in scores]
+
+    def shuffled(seed):
+        rng = np.random.default_rng(seed)
+        return [rng.permutation(len(r)) for r in rows]
+
+    return perturbation_curves(methods, orders, len(rows), scores_of=scores_of, ranked=ranked, shuffled=shuffled,
+                               curve_of=lambda order, seed: _deletion_curve(model, rows, truth, order, steps),
+                               seeds=seeds, progress=progress, desc="word deletion")
