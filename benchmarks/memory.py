@@ -1,6 +1,9 @@
-"""Peak GPU memory of one call beyond what was allocated before it.
+"""Peak memory of one call beyond what was held before it.
 
-Two allocators are involved: torch's caching allocator (outputs of every method, lrptext's included, and all of
+CPU: resident memory, from the kernel's high-water mark (VmHWM), reset just before the call (Linux's
+/proc/self/clear_refs); run each method in a fresh process so no other method's allocations are counted.
+
+GPU: two allocators are involved: torch's caching allocator (outputs of every method, lrptext's included, and all of
 zennit's and the floor's memory) and the device's default stream-ordered pool, where lrptext's CUDA kernels take
 their scratch (cudaMallocAsync). The pool's counters are read through the CUDA runtime torch has loaded; where
 that fails only torch's part is counted, and the result says so."""
@@ -62,3 +65,25 @@ def cuda_peak_extra_bytes(fn: Callable[[], object]) -> tuple[int, bool]:
         peak += max(0, pool.read(USED_MEM_HIGH) - pool_before)
     del result
     return peak, pool.runtime is not None
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def cpu_peak_extra_bytes(fn: Callable[[], object]) -> int:
+    """Peak resident bytes during `fn()` above the resident level before it (Linux)."""
+    # Memory freed by earlier calls stays resident in malloc's arenas, and a call reusing it would look free of
+    # cost: hand it back to the system first, so the call's whole working set shows as new pages.
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")  # resets the high-water mark to the current resident size
+    before = _status_kib("VmRSS")
+    result = fn()
+    peak = _status_kib("VmHWM") - before
+    del result
+    return peak * 1024

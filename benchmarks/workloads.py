@@ -3,6 +3,7 @@ input gradient), zennit and captum on the same seeded models and inputs, as same
 
     python benchmarks/workloads.py [--rounds 5] [--only W4] [--device cuda] [--batches 32]
     python benchmarks/workloads.py --render benchmarks/results/workloads-cuda.json   (table again, no timing)
+    python benchmarks/workloads.py --memory-only    (CPU: add each method's peak memory, fresh process each)
 
 Writes workloads.json and workloads.md (workloads-cuda.* on a GPU) to benchmarks/results/. zennit joins where it imports
 (benchmarks/anchors/install_zennit.sh); captum where it can run the model (epsilon only: its other rules are set
@@ -16,7 +17,9 @@ from __future__ import annotations
 import environment  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
 
 import argparse
+import copy
 import json
+import subprocess
 import sys
 import traceback
 from pathlib import Path
@@ -26,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import lrptext
-from memory import cuda_peak_extra_bytes
+from memory import cpu_peak_extra_bytes, cuda_peak_extra_bytes
 from timing import interleaved
 
 sys.path.insert(0, str(Path(__file__).parent / "anchors"))
@@ -114,15 +117,22 @@ NOTES = {
     "cpu": "W1 and W5 take token ids: the floor, zennit and captum start at the embedding (bag) output, the furthest "
            "they reach, while lrptext starts at the ids; for W5 the floor is then only the final linear layer, so W5's "
            "ratios measure different work and are not comparable. captum ran only on the MLP (it has no rule for "
-           "several layers of the others). Targets of the Speed issue (epsilon <= 1.0, flat/box <= 1.6) are not met "
-           "yet: batch-1 latency is dominated by the engine's Python per node, and the convolution kernels trail "
-           "torch's oneDNN gradient (benchmarks/results/kernels.md).",
+           "several layers of the others); zennit works on its own copy of each model (its in-place parameter "
+           "rewrites would make lrptext prepare its weights again on every call). Targets of the Speed issue "
+           "(epsilon <= 1.0, flat/box <= 1.6, 2x faster than zennit, peak memory <= the floor's) are not met yet: "
+           "batch-1 latency is dominated by the engine's Python per node, the convolution kernels trail torch's "
+           "oneDNN gradient (benchmarks/results/kernels.md), and lrptext keeps each layer's pre-activation z (reused "
+           "by the rules) beside its input, about 1.6x the floor's saved tensors on VGG-16 (half of zennit's or less "
+           "for flat and gamma/box).",
     "cuda": "W1 takes token ids: the floor and zennit start at the embedding output, lrptext at the ids. Below batch "
             "32 every method is bound by kernel launches and Python (the floor takes 1-13 ms). The CUDA issue's "
             "target (epsilon <= 1.1 and 2x faster than zennit at VGG-16 batch 32) is not met: per explanation there, "
             "lrptext's convolution relevance (a cuBLAS GEMM into columns plus a gathering col2im) takes about 31 of "
             "its 64 ms of GPU time and the forward through cuDNN 19 ms (benchmarks/results/profile-cuda.txt), "
-            "where the floor's backward-data through cuDNN takes about 20 ms.",
+            "where the floor's backward-data through cuDNN takes about 20 ms. Caveat: this GPU run let zennit use the "
+            "same model object, and zennit's in-place parameter rewrites made lrptext prepare its weights again on "
+            "every call (found afterwards on the CPU, where it cost up to 3x at batch 1; zennit now gets a copy): "
+            "the lrptext columns here are pessimistic, most of all for the gamma/box rules and small batches.",
 }
 METHODS = ["forward", "lrptext cpp", "lrptext torch", "zennit", "captum"]
 
@@ -156,9 +166,9 @@ def captum_method(captum, name: str, anchor_model: nn.Module, anchor_x: torch.Te
     return run_captum
 
 
-def measure(name: str, batch: int, model: nn.Module, x: torch.Tensor, anchor_model: nn.Module,
-            anchor_x: torch.Tensor, composite: str, args: argparse.Namespace, zennit, captum) -> dict:
-    """One table row: every method timed in interleaved rounds, lrptext checked against zennit or its torch backend."""
+def methods_for(name: str, batch: int, model: nn.Module, x: torch.Tensor, anchor_model: nn.Module,
+                anchor_x: torch.Tensor, composite: str, zennit, captum) -> tuple[dict, torch.Tensor]:
+    """Every method of one row as a callable (same model, input and target), and the target."""
     with torch.no_grad():
         target = model(x).argmax(1)
     onehot = F.one_hot(target, anchor_model(anchor_x).shape[1]).float()
@@ -181,9 +191,12 @@ def measure(name: str, batch: int, model: nn.Module, x: torch.Tensor, anchor_mod
         from zennit.attribution import Gradient
 
         attributor_composite = zennit_composite(zennit, composite)
+        # zennit rewrites parameters in place while it runs (restoring their values, not their version
+        # counters): on a shared model every lrptext call after it would prepare its weights again.
+        zennit_model = copy.deepcopy(anchor_model)
 
         def run_zennit():
-            with Gradient(model=anchor_model, composite=attributor_composite) as attributor:
+            with Gradient(model=zennit_model, composite=attributor_composite) as attributor:
                 return attributor(anchor_x, lambda out: out * onehot)[1]
 
         methods["zennit"] = run_zennit
@@ -191,6 +204,13 @@ def measure(name: str, batch: int, model: nn.Module, x: torch.Tensor, anchor_mod
         run_captum = captum_method(captum, f"{name} b{batch}", anchor_model, anchor_x, target)
         if run_captum is not None:
             methods["captum"] = run_captum
+    return methods, target
+
+
+def measure(name: str, batch: int, model: nn.Module, x: torch.Tensor, anchor_model: nn.Module,
+            anchor_x: torch.Tensor, composite: str, args: argparse.Namespace, zennit, captum) -> dict:
+    """One table row: every method timed in interleaved rounds, lrptext checked against zennit or its torch backend."""
+    methods, target = methods_for(name, batch, model, x, anchor_model, anchor_x, composite, zennit, captum)
     check = methods["lrptext cpp"]()
     if "zennit" in methods and name.startswith(("W2", "W3", "W4")):
         reference, against = methods["zennit"](), "zennit"
@@ -211,6 +231,35 @@ def measure(name: str, batch: int, model: nn.Module, x: torch.Tensor, anchor_mod
     return row
 
 
+def peak_memory_child(name: str, batch: int, composite: str, method: str) -> None:
+    """Prints the peak extra resident bytes of one call of one method, after a warm-up call (run in a fresh
+    process by cpu_peaks, so nothing else this benchmark allocated is counted)."""
+    zennit = import_zennit() if method == "zennit" else None
+    captum = None
+    if method == "captum":
+        import captum.attr as captum
+    for w_name, w_batch, model, x, (anchor_model, anchor_x), _ in workloads("cpu"):
+        if (w_name, w_batch) == (name, batch):
+            methods, _ = methods_for(name, batch, model, x, anchor_model, anchor_x, composite, zennit, captum)
+            methods[method]()
+            print(json.dumps({"bytes": cpu_peak_extra_bytes(methods[method])}))
+            return
+    raise SystemExit(f"no workload {name!r} at batch {batch}")
+
+
+def cpu_peaks(row: dict) -> dict[str, float]:
+    """Peak extra MiB of each method of a timed row, each in a fresh process."""
+    peaks = {}
+    for method in row["ms"]:
+        child = subprocess.run([sys.executable, __file__, "--peak-memory-of",
+                                json.dumps([row["workload"], row["batch"], row["composite"], method])],
+                               capture_output=True, text=True)
+        if child.returncode != 0:
+            raise RuntimeError(f"peak memory of {method} on {row['workload']} b{row['batch']} failed:\n{child.stderr}")
+        peaks[method] = json.loads(child.stdout.splitlines()[-1])["bytes"] / 2**20
+    return peaks
+
+
 def render(env: dict, rows: list[dict], device: str, rounds: int) -> str:
     lines = ["# Workload benchmark (W1-W5)", "",
              f"{env.get('gpu', env['cpu'])} ({device}; host {env['cores']} cores), torch {env['torch']}, "
@@ -226,10 +275,16 @@ def render(env: dict, rows: list[dict], device: str, rounds: int) -> str:
         lines.append(f"| {r['workload']} | {r['batch']} | {r['composite']} | {r['ms']['forward+gradient']:.1f} | "
                      + " | ".join(cells) + f" | {r['checked_against']} | {r['max_relative_difference']:.1e} |")
     if any("peak_extra_mib" in r for r in rows):
-        counted = all(r.get("peak_counts_lrptext_scratch") for r in rows)
-        lines += ["", "Peak extra GPU memory of one call, MiB, above what was allocated before it (torch's allocator "
-                  + ("and the stream-ordered pool of lrptext's scratch" if counted
-                     else "only: the pool of lrptext's scratch could not be read") + "):", "",
+        if device == "cpu":
+            caption = ("Peak extra memory of one call, MiB: resident memory above the level before the call, each "
+                       "method alone in a fresh process, after one warm-up call and with freed memory handed back to the "
+                       "system first (`--memory`):")
+        else:
+            counted = all(r.get("peak_counts_lrptext_scratch") for r in rows)
+            caption = ("Peak extra GPU memory of one call, MiB, above what was allocated before it (torch's "
+                       "allocator " + ("and the stream-ordered pool of lrptext's scratch" if counted
+                                       else "only: the pool of lrptext's scratch could not be read") + "):")
+        lines += ["", caption, "",
                   "| workload | batch | composite | forward+gradient | " + " | ".join(METHODS) + " |",
                   "|---|---:|---|---:|" + "---:|" * len(METHODS)]
         for r in rows:
@@ -247,7 +302,23 @@ def main() -> None:
     parser.add_argument("--batches", default="", help="extra VGG-16 batch sizes, comma-separated (e.g. 32 on a GPU)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--render", type=Path, help="write the markdown table of an earlier run's JSON and stop")
+    parser.add_argument("--memory", action="store_true", help="CPU: also measure each method's peak memory, each in "
+                                                              "a fresh process")
+    parser.add_argument("--memory-only", action="store_true", help="CPU: add peak memory to the last run's JSON "
+                                                                   "without timing again")
+    parser.add_argument("--peak-memory-of", help=argparse.SUPPRESS)  # the child of --memory: one method, one row
     args = parser.parse_args()
+    if args.peak_memory_of:
+        return peak_memory_child(*json.loads(args.peak_memory_of))
+    if args.memory_only:
+        path = args.out / "workloads.json"
+        run = json.loads(path.read_text())
+        for row in run["results"]:
+            row["peak_extra_mib"] = cpu_peaks(row)
+            print(f"{row['workload']} b{row['batch']} {row['composite']}: {row['peak_extra_mib']}", flush=True)
+        path.write_text(json.dumps(run, indent=2) + "\n")
+        (args.out / "workloads.md").write_text(render(run["environment"], run["results"], "cpu", run["rounds"]))
+        return
     if args.render:
         run = json.loads(args.render.read_text())
         args.render.with_suffix(".md").write_text(render(run["environment"], run["results"], run["device"],
@@ -274,6 +345,8 @@ def main() -> None:
                 traceback.print_exc()
                 failures.append(f"{name} b{batch} {composite}")
                 continue
+            if args.memory and args.device == "cpu":
+                row["peak_extra_mib"] = cpu_peaks(row)
             rows.append(row)
             ratios = ", ".join(f"{k} {v:.2f}x" for k, v in row["ratio_to_floor"].items())
             print(f"{name} b{batch} {composite}: {ratios} | vs {row['checked_against']}: "

@@ -254,6 +254,9 @@ class Backward:
                 # token-id inputs do not carry float values but receive per-token relevance from embeddings
                 if r_arg is not None and (arg.name in self.carries or arg.kind == Kind.INPUT):
                     relevance[arg.name] = relevance[arg.name] + r_arg if arg.name in relevance else r_arg
+            # Its consumers came before it in this reverse order, so nothing reads this node's output again:
+            # activations are freed as the pass goes, as autograd frees its saved tensors.
+            del self.values[node.name]
         return relevance, sums
 
     def node_relevance(self, node: Node, r: torch.Tensor) -> list[tuple[Node, torch.Tensor | None]]:
