@@ -34,9 +34,7 @@ def _explainable(classifier: Any, texts: list[str]) -> list[int]:
 
     valid = [i for i, t in enumerate(texts) if checked(i, t).valid]
     tokens = classifier.tokenizer.pipe([texts[i] for i in valid])
-    unknown = classifier.vocab.unk_id
-    return [i for i, toks in zip(valid, tokens)
-            if any(x != unknown for x in classifier.vocab.encode(t.norm for t in toks[: classifier.max_tokens]))]
+    return [i for i, toks in zip(valid, tokens) if classifier.knows_a_word(toks)]
 
 
 def evaluate_text(dataset: str, model: str, *, methods: Sequence[str], orders: Sequence[str], steps: int,

@@ -54,12 +54,16 @@ class TextClassifier:
             raise TypeError("pass a list of documents, e.g. [text]")
         return list(self.tokenizer.pipe([check_text(t, i) for i, t in enumerate(texts)]))
 
+    def knows_a_word(self, tokens: Sequence[Token]) -> bool:
+        """Whether the model's window of a tokenised document holds a word of the vocabulary."""
+        return any(x != self.vocab.unk_id for x in self.vocab.encode(t.norm for t in tokens[: self.max_tokens]))
+
     def rows(self, tokens: Sequence[Sequence[Token]]) -> tuple[list[list[Token]], list[list[int]], list[bool]]:
         """(tokens the model sees, their ids, truncated?) per tokenised document."""
         kept, rows, truncated = [], [], []
         for i, toks in enumerate(tokens):
             ids = self.vocab.encode(t.norm for t in toks[: self.max_tokens])
-            if not ids or all(x == self.vocab.unk_id for x in ids):
+            if not self.knows_a_word(toks):
                 raise ValueError(f"document {i} has no word in the model's vocabulary (all {len(ids)} tokens are "
                                  "unknown); nothing in it can be explained")
             kept.append(list(toks[: self.max_tokens]))

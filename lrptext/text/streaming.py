@@ -34,8 +34,7 @@ def explain_records(classifier: TextClassifier, records: Sequence[Record], *, co
     tokens = list(classifier.tokenizer.pipe([records[i].text for i in valid]))
     explainable = []
     for i, toks in zip(valid, tokens):
-        ids = classifier.vocab.encode(t.norm for t in toks[: classifier.max_tokens])
-        if ids and any(x != classifier.vocab.unk_id for x in ids):
+        if classifier.knows_a_word(toks):
             explainable.append((i, toks))
         else:
             results[i] = "no word of the document is in the model's vocabulary; nothing in it can be explained"
