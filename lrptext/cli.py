@@ -74,10 +74,7 @@ def explain_corpus(args: argparse.Namespace, format: str) -> int:
         raise ValueError("streaming a corpus needs a model from 'lrptext train' (or the default); explain a "
                          "scikit-learn pipeline with lrptext.integrations.sklearn.explain_texts")
     classifier = TextClassifier.load(args.model)
-    target = None if args.target is None else classifier.label_index(args.target)
-    contrast = None if args.contrast is None else classifier.label_index(args.contrast, "contrast")
-    if contrast is not None and target is None:
-        raise ValueError("--contrast needs --target")
+    target, contrast = classifier.goal_indices(args.target, args.contrast)
     reader = CorpusReader(args.file[0], format, text_field=args.text_field, id_field=args.id_field,
                           encoding=args.encoding)
     shown = 20

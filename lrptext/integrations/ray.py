@@ -42,10 +42,7 @@ class ExplainTexts:
             lrptext.set_num_threads(threads)
         self.classifier = TextClassifier.load(model)
         self.text_column, self.composite = text_column, composite
-        self.target = None if target is None else self.classifier.label_index(target)
-        self.contrast = None if contrast is None else self.classifier.label_index(contrast, "contrast")
-        if self.contrast is not None and self.target is None:
-            raise ValueError("a contrast needs a target label")
+        self.target, self.contrast = self.classifier.goal_indices(target, contrast)
 
     def __call__(self, batch: Any) -> Any:
         """batch: a dict of numpy arrays (Ray's default batch format) or a pandas DataFrame; returns the same."""

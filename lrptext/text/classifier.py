@@ -84,6 +84,14 @@ class TextClassifier:
             return self.labels.index(label)
         raise ValueError(f"unknown {what} label {label!r}; this model's labels are {', '.join(self.labels)}")
 
+    def goal_indices(self, target: str | int | None, contrast: str | int | None) -> tuple[int | None, int | None]:
+        """The indices of an explanation's target and contrast labels (None: the predicted label, no contrast)."""
+        target_index = None if target is None else self.label_index(target)
+        contrast_index = None if contrast is None else self.label_index(contrast, "contrast")
+        if contrast_index is not None and target_index is None:
+            raise ValueError("a contrast needs an explicit target label (--target on the command line)")
+        return target_index, contrast_index
+
     def explainer(self, composite: str = DEFAULT_COMPOSITE) -> Explainer:
         if composite not in self._explainers:
             self._explainers[composite] = Explainer(self.model, composite=composite)
@@ -93,10 +101,7 @@ class TextClassifier:
                 composite: str = DEFAULT_COMPOSITE, batch_size: int = 32) -> list[DocumentExplanation]:
         """Word-level relevance for each document: for `target` (default: the predicted label), optionally
         against `contrast`."""
-        target_index = None if target is None else self.label_index(target)
-        contrast_index = None if contrast is None else self.label_index(contrast, "contrast")
-        if contrast_index is not None and target_index is None:
-            raise ValueError("a contrast needs an explicit target label")
+        target_index, contrast_index = self.goal_indices(target, contrast)
         out: list[DocumentExplanation] = []
         for start in range(0, len(texts), batch_size):
             batch = list(texts[start: start + batch_size])
