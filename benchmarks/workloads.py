@@ -150,6 +150,8 @@ def captum_method(captum, name: str, anchor_model: nn.Module, anchor_x: torch.Te
     """captum's LRP where it can run the model, else None (it refuses several layers, and token ids)."""
     from captum.attr._utils.lrp_rules import IdentityRule
 
+    # captum also rewrites parameters in place (bumping their version counters), so it gets a copy like zennit
+    anchor_model = copy.deepcopy(anchor_model)
     for module in anchor_model.modules():  # captum has no rule for Flatten; it passes relevance
         if isinstance(module, nn.Flatten) and not hasattr(module, "rule"):
             module.rule = IdentityRule()

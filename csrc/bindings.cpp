@@ -163,6 +163,14 @@ class Call {
     if (a.read_only) fail(fn_, "'" + a.name + "' is read-only; pass a writable array for the output");
   }
 
+  // The kernels write the output while still reading their inputs (an intermediate may live in it).
+  void disjoint(const Tensor& out, const Tensor& in) {
+    const auto begin = [](const Tensor& a) { return reinterpret_cast<uintptr_t>(a.data()); };
+    const auto end = [&](const Tensor& a) { return begin(a) + uintptr_t(a.numel()) * (a.t->dtype.bits / 8); };
+    if (out.numel() && in.numel() && out.cuda() == in.cuda() && begin(out) < end(in) && begin(in) < end(out))
+      fail(fn_, "'" + out.name + "' shares memory with '" + in.name + "'; pass a separate output array");
+  }
+
   void blas_size(int64_t v, const char* what) {
     if (v > kBlasMax)
       fail(fn_, std::string(what) + " = " + std::to_string(v) + " exceeds the 32-bit BLAS limit " +
@@ -280,6 +288,9 @@ LinearProblem linear_problem(Call& c, LinearArgs& a, const RuleParams& rule, boo
   if (two && (bool(a.weight_a) != bool(a.weight_b)))
     fail(c.fn(), "pass both 'weight_a' and 'weight_b' (from prepare_rule_weights) or neither");
   c.writable(a.out);
+  for (const Tensor* t : {&a.input, &a.weight, &a.relevance}) c.disjoint(a.out, *t);
+  for (auto* t : {&a.bias, &a.z, &a.weight_a, &a.weight_b, &a.low, &a.high})
+    if (*t) c.disjoint(a.out, **t);
   if (check_finite) {
     c.finite(a.input, p.dtype);
     c.finite(a.relevance, p.dtype);

@@ -94,6 +94,17 @@ def test_the_boundary_refuses_non_contiguous_and_read_only_arrays():
         _core.dense_relevance(np.ones((2, 4)), np.ones((3, 4)), None, np.ones((2, 3)), out)
 
 
+def test_the_output_may_not_share_memory_with_an_input():
+    x, r = f64(4, 3), f64(4, 3)
+    with pytest.raises(ValueError, match="'out' shares memory with 'input'; pass a separate output array"):
+        _core.dense_relevance(x, f64(3, 3), None, r, x)
+    both = f64(2, 4, 3)  # the output overlapping the tail of the relevance
+    with pytest.raises(ValueError, match="'out' shares memory with 'relevance'"):
+        _core.conv_relevance(f64(1, 1, 4, 3), f64(1, 1, 1, 1), None, both[0].reshape(1, 1, 4, 3),
+                             both.reshape(-1)[6:18].reshape(1, 1, 4, 3), stride=(1, 1), padding=(0, 0),
+                             dilation=(1, 1), groups=1)
+
+
 def test_not_an_array(backend):
     with pytest.raises(TypeError, match="'input' must be a torch.Tensor or numpy.ndarray, got list"):
         K.dense_relevance([[1.0, 2.0]], f64(3, 2), None, f64(1, 3), backend=backend)

@@ -52,7 +52,8 @@ def bounds(rule, channels):
     return {}
 
 
-DENSE_SHAPES = [(1, 3, 2), (5, 17, 9), (4, 40, 33)]
+# one sample, one input or one output feature: the matrix-vector paths of the GEMM
+DENSE_SHAPES = [(1, 3, 2), (5, 17, 9), (4, 40, 33), (3, 1, 4), (2, 5, 1)]
 
 
 @pytest.mark.parametrize("strided", [False, True], ids=["contiguous", "strided"])
@@ -89,6 +90,11 @@ CONV_CASES = [
     Conv(2, 4, (6, 5), 6, (3, 2), stride=(1, 2), padding=(1, 0), groups=2),
     Conv(1, 3, (7, 7), 4, (3, 3), stride=(2, 2), padding=(1, 1), dilation=(2, 2)),
     Conv(3, 5, (4, 4), 6, (1, 1)),  # the 1x1 path that skips im2col
+    # stride 1: G gathers from the relevance with the transposed kernel
+    Conv(2, 4, (6, 5), 6, (3, 2), padding=(1, 2), dilation=(2, 1), groups=2),  # output wider than the input
+    Conv(1, 3, (5, 6), 2, (2, 3), padding=(3, 0)),  # padding beyond the kernel: whole rows of taps outside
+    Conv(1, 2, (12, 13), 3, (3, 3), padding=(1, 1)),  # "same": one copy per tap; 156 positions split in tiles
+    Conv(2, 3, (3, 3), 4, (3, 3)),  # one output position: matrix-vector products
 ]
 
 
@@ -123,6 +129,26 @@ def test_conv1d_matches_oracle(rule_name, dtype, backend, device):
     expected = reference.conv2d(as4d(x), as4d(w), b.cpu().numpy(), as4d(r), spec, stride=(1, 2), padding=(0, 1),
                                 dilation=(1, 2), **bounds(rule, 5))
     assert_matches(out, expected[:, :, 0], dtype)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("rule_name", ["epsilon", "gamma", "flat"])
+def test_conv_tiles_do_not_change_the_result(rule_name, threads):
+    """Large enough for several tiles per sample, some of them starting mid-row; samples fewer than threads."""
+    import lrptext
+
+    rule, _ = RULES[rule_name]
+    x = make((1, 24, 43, 41), torch.float64, "cpu", 60)
+    w, b = make((40, 24, 3, 3), torch.float64, "cpu", 61), make((40,), torch.float64, "cpu", 62)
+    r = make((1, 40, 43, 41), torch.float64, "cpu", 63)
+    previous = lrptext.get_num_threads()
+    try:
+        lrptext.set_num_threads(threads)
+        out = conv2d_relevance(x, w, b, r, padding=1, rule=rule, backend="cpp")
+    finally:
+        lrptext.set_num_threads(previous)
+    expected = conv2d_relevance(x, w, b, r, padding=1, rule=rule, backend="torch")
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("rule_name", RULES)

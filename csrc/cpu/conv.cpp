@@ -1,6 +1,10 @@
-// Convolution relevance (1-d is 2-d with a height of one): im2col + GEMM for F, GEMM + col2im for G.
+// Convolution relevance (1-d is 2-d with a height of one), in tiles of positions so that the column matrix of a
+// tile stays in cache: F gathers a tile of input columns (im2col) and multiplies; G of a stride-1 convolution is
+// the convolution of the relevance with the transposed kernel, the same gather over the relevance with the
+// weight rearranged; G of a strided convolution multiplies into columns and scatters them back (col2im).
 #include <omp.h>
 
+#include <algorithm>
 #include <memory>
 
 #include "exec.h"
@@ -10,18 +14,139 @@
 namespace lrptext::cpu {
 namespace {
 
+// Floats in one tile's column matrix: large enough for an efficient GEMM, small enough to stay in cache.
+constexpr int64_t kTileBudget = int64_t(1) << 18;
+// The fewest positions in a tile (where the budget allows fewer), as every GEMM first copies (packs) the whole
+// weight: at 64 positions against a 512x4608 weight that copy took a third of the time.
+constexpr int64_t kMinTile = 256;
+
+constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Which source element each tap of a destination position reads: a destination grid of `rows` x `cols`
+// positions, tap (ki, kj) of position (r, c) reads source row r * step_h + ki * tap_h + off_h and column
+// c * step_w + kj * tap_w + off_w of every source channel (zero outside the source).
+struct Taps {
+  int64_t channels, src_h, src_w, rows, cols, kh, kw, step_h, step_w, tap_h, tap_w, off_h, off_w;
+
+  int64_t count() const { return channels * kh * kw; }
+  int64_t positions() const { return rows * cols; }
+
+  // Destination columns [lo, hi) whose tap kj reads inside the source row.
+  void valid_columns(int64_t kj, int64_t* lo, int64_t* hi) const {
+    const int64_t shift = kj * tap_w + off_w;
+    *lo = shift >= 0 ? 0 : (-shift + step_w - 1) / step_w;
+    *hi = src_w - shift <= 0 ? 0 : std::min(cols, (src_w - shift + step_w - 1) / step_w);
+    if (*hi < *lo) *hi = *lo;
+  }
+
+  // Calls segment(tap row t, source row, shift, columns [a, b) clipped to the valid ones, offset of column a
+  // in the tile) for the positions [p0, p1) of tap row t, where column c reads source row[c * step_w + shift];
+  // `blank(t, from, to)` is called for the tile's columns that read outside the source.
+  template <class T, class Seg, class Blank>
+  void walk(T* src, int64_t t, int64_t p0, int64_t p1, Seg segment, Blank blank) const {
+    const int64_t ch = t / (kh * kw), ki = (t / kw) % kh, kj = t % kw;
+    int64_t lo, hi;
+    valid_columns(kj, &lo, &hi);
+    T* plane = src + ch * src_h * src_w;
+    const int64_t shift = kj * tap_w + off_w;
+    for (int64_t r = p0 / cols; r * cols < p1; ++r) {
+      const int64_t a = std::max(p0 - r * cols, int64_t(0)), b = std::min(p1 - r * cols, cols);
+      const int64_t at = r * cols + a - p0;  // where column a sits in the tile
+      const int64_t sr = r * step_h + ki * tap_h + off_h;
+      const int64_t va = std::max(a, lo), vb = std::min(b, hi);
+      if (sr < 0 || sr >= src_h || vb <= va) {
+        blank(t, at, at + b - a);
+        continue;
+      }
+      blank(t, at, at + va - a);
+      segment(t, plane + sr * src_w, shift, va, vb, at + va - a);
+      blank(t, at + vb - a, at + b - a);
+    }
+  }
+
+  // col[t][p - p0] = the source element tap t of position p reads, for the positions [p0, p1).
+  template <class T>
+  void gather(const T* src, T* col, int64_t p0, int64_t p1, bool parallel) const {
+    const int64_t len = p1 - p0, step = step_w;
+    const bool flat = step_h == 1 && step_w == 1 && src_w == cols;
+    const auto blank = [&](int64_t t, int64_t from, int64_t to) { std::fill(col + t * len + from, col + t * len + to, T(0)); };
+    const auto copy = [&](int64_t t, const T* row, int64_t shift, int64_t a, int64_t b, int64_t at) {
+      T* dst = col + t * len + at;
+      if (step == 1) std::copy(row + a + shift, row + b + shift, dst);
+      else
+        for (int64_t c = a; c < b; ++c) dst[c - a] = row[c * step + shift];
+    };
+#pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (parallel)
+    for (int64_t t = 0; t < count(); ++t) {
+      if (flat) gather_flat(src, col + t * len, t, p0, p1);
+      else walk(src, t, p0, p1, copy, blank);
+    }
+  }
+
+  // gather() of one tap row when the source and destination grids have the same width and unit steps (a
+  // "same" convolution): every position reads the source at one offset, so the tile is one copy, after which
+  // the columns that wrapped around a row edge are zeroed. Row by row was slow on small images.
+  template <class T>
+  void gather_flat(const T* src, T* out, int64_t t, int64_t p0, int64_t p1) const {
+    const int64_t ch = t / (kh * kw), ki = (t / kw) % kh, kj = t % kw;
+    const int64_t dr = ki * tap_h + off_h, dc = kj * tap_w + off_w;
+    int64_t lo, hi;
+    valid_columns(kj, &lo, &hi);
+    const int64_t row_lo = std::max(int64_t(0), -dr), row_hi = std::min(rows, src_h - dr);
+    const int64_t first = std::max(p0, row_lo * cols + lo), last = std::min(p1, (row_hi - 1) * cols + hi);
+    if (row_hi <= row_lo || hi <= lo || last <= first) {
+      std::fill(out, out + (p1 - p0), T(0));
+      return;
+    }
+    const T* plane = src + ch * src_h * src_w + dr * cols + dc;  // position p reads plane[p]
+    std::fill(out, out + (first - p0), T(0));
+    std::copy(plane + first, plane + last, out + (first - p0));
+    std::fill(out + (last - p0), out + (p1 - p0), T(0));
+    if (lo == 0 && hi == cols) return;
+    for (int64_t r = first / cols; r * cols < last; ++r) {
+      const int64_t row = r * cols;
+      for (int64_t c = std::max(row, first); c < std::min(row + lo, last); ++c) out[c - p0] = T(0);
+      for (int64_t c = std::max(row + hi, first); c < std::min(row + cols, last); ++c) out[c - p0] = T(0);
+    }
+  }
+
+  // The adjoint of gather: src[...] += col[t][p - p0] for every tap t of the positions [p0, p1). Parallel
+  // over source channels, so that no two threads add into the same element.
+  template <class T>
+  void scatter_add(const T* col, T* src, int64_t p0, int64_t p1, bool parallel) const {
+    const int64_t len = p1 - p0, step = step_w, per_channel = kh * kw;
+    const auto none = [](int64_t, int64_t, int64_t) {};
+    const auto add = [&](int64_t t, T* row, int64_t shift, int64_t a, int64_t b, int64_t at) {
+      const T* from = col + t * len + at;
+      T* to = row + a * step + shift;
+      if (step == 1)
+        for (int64_t c = 0; c < b - a; ++c) to[c] += from[c];
+      else
+        for (int64_t c = 0; c < b - a; ++c) to[c * step] += from[c];
+    };
+#pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (parallel)
+    for (int64_t ch = 0; ch < channels; ++ch)
+      for (int64_t t = ch * per_channel; t < (ch + 1) * per_channel; ++t) walk(src, t, p0, p1, add, none);
+  }
+};
+
 template <class T>
 struct ConvOp {
   ConvShape s;
   int64_t cin_g, cout_g, K, HW, in_sz, out_sz;
   bool direct;  // 1x1 kernel, stride 1, no padding: the input already is its column matrix
+  bool unit_stride;
+  Taps forward_taps;   // F: output positions read the input
+  Taps backward_taps;  // G of a stride-1 convolution: input positions read the output
 
-  explicit ConvOp(const ConvShape& shape)
-      : s(shape), cin_g(shape.cin / shape.groups), cout_g(shape.cout / shape.groups),
-        K(cin_g * shape.kh * shape.kw), HW(shape.ho * shape.wo), in_sz(shape.cin * shape.h * shape.w),
-        out_sz(shape.cout * shape.ho * shape.wo),
-        direct(shape.kh == 1 && shape.kw == 1 && shape.sh == 1 && shape.sw == 1 && shape.ph == 0 &&
-               shape.pw == 0) {}
+  explicit ConvOp(const ConvShape& c)
+      : s(c), cin_g(c.cin / c.groups), cout_g(c.cout / c.groups), K(cin_g * c.kh * c.kw), HW(c.ho * c.wo),
+        in_sz(c.cin * c.h * c.w), out_sz(c.cout * c.ho * c.wo),
+        direct(c.kh == 1 && c.kw == 1 && c.sh == 1 && c.sw == 1 && c.ph == 0 && c.pw == 0),
+        unit_stride(c.sh == 1 && c.sw == 1),
+        forward_taps{cin_g, c.h, c.w, c.ho, c.wo, c.kh, c.kw, c.sh, c.sw, c.dh, c.dw, -c.ph, -c.pw},
+        // oh = ih + ph - ki dh: the transposed convolution of a stride-1 convolution reads backwards
+        backward_taps{cout_g, c.ho, c.wo, c.h, c.w, c.kh, c.kw, 1, 1, -c.dh, -c.dw, c.ph, c.pw} {}
 
   int64_t batch() const { return s.batch; }
   int64_t in_size() const { return in_sz; }
@@ -30,93 +155,115 @@ struct ConvOp {
   int64_t out_channels() const { return s.cout; }
   int64_t weight_size() const { return s.cout * K; }
 
-  // col[K, HW] from one group's input [cin_g, h, w]; zero where a tap falls into the padding.
-  void im2col(const T* x, T* col, bool parallel) const {
-    const ConvShape& c = s;
-#pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (parallel)
-    for (int64_t r = 0; r < K; ++r) {
-      const int64_t ci = r / (c.kh * c.kw), ki = (r / c.kw) % c.kh, kj = r % c.kw;
-      const T* plane = x + ci * c.h * c.w;
-      for (int64_t oh = 0; oh < c.ho; ++oh) {
-        T* row = col + r * HW + oh * c.wo;
-        const int64_t ih = oh * c.sh - c.ph + ki * c.dh;
-        if (ih < 0 || ih >= c.h) {
-          for (int64_t ow = 0; ow < c.wo; ++ow) row[ow] = T(0);
-          continue;
-        }
-        for (int64_t ow = 0; ow < c.wo; ++ow) {
-          const int64_t iw = ow * c.sw - c.pw + kj * c.dw;
-          row[ow] = (iw >= 0 && iw < c.w) ? plane[ih * c.w + iw] : T(0);
-        }
-      }
-    }
-  }
-
-  // x[cin_g, h, w] += the taps of col[K, HW]; one input channel per thread, so no write conflicts.
-  void col2im_add(const T* col, T* x, bool parallel) const {
-    const ConvShape& c = s;
-#pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (parallel)
-    for (int64_t ci = 0; ci < cin_g; ++ci) {
-      T* plane = x + ci * c.h * c.w;
-      for (int64_t ki = 0; ki < c.kh; ++ki)
-        for (int64_t kj = 0; kj < c.kw; ++kj) {
-          const T* row = col + ((ci * c.kh + ki) * c.kw + kj) * HW;
-          for (int64_t oh = 0; oh < c.ho; ++oh) {
-            const int64_t ih = oh * c.sh - c.ph + ki * c.dh;
-            if (ih < 0 || ih >= c.h) continue;
-            for (int64_t ow = 0; ow < c.wo; ++ow) {
-              const int64_t iw = ow * c.sw - c.pw + kj * c.dw;
-              if (iw >= 0 && iw < c.w) plane[ih * c.w + iw] += row[oh * c.wo + ow];
-            }
-          }
-        }
-    }
-  }
-
-  // Runs sample(b, col, parallel_inside) for every sample: samples in parallel when there are enough of
-  // them, else one after another with the parallelism inside im2col and the GEMMs.
+  // Runs tile(b, g, p0, p1, col, parallel_inside) over every sample, group and tile of `positions` positions
+  // whose column matrix has `rows` rows. The tiles run in parallel when they split evenly over the threads,
+  // else one after another with the parallelism inside the gather and the GEMM (which then splits the
+  // weight's rows: a few positions against a large weight, as deep in an image network at batch 1).
   template <class F>
-  void for_samples(int64_t n, F sample) const {
-    const int threads = get_num_threads();
-    if (n >= threads && threads > 1) {
-#pragma omp parallel num_threads(threads)
+  void for_tiles(int64_t n, int64_t positions, int64_t rows, F tile) const {
+    const int64_t threads = get_num_threads(), units = n * s.groups;
+    int64_t tiles = ceil_div(positions, std::max(kMinTile, kTileBudget / std::max<int64_t>(rows, 1)));
+    int64_t even = tiles;  // the fewest tiles that give every thread the same number
+    while (units * even % threads) ++even;
+    if (ceil_div(positions, even) >= kMinTile / 2) tiles = even;
+    const int64_t len = ceil_div(positions, tiles);
+    tiles = ceil_div(positions, len);
+    const int64_t items = units * tiles;
+    const bool across = threads > 1 && (items % threads == 0 || items >= 4 * threads);
+    const int64_t col_size = direct ? 0 : rows * len;
+    const auto one = [&](int64_t item, T* col, bool parallel) {
+      const int64_t t = item % tiles, g = (item / tiles) % s.groups, b = item / (tiles * s.groups);
+      tile(b, g, t * len, std::min(positions, (t + 1) * len), col, parallel);
+    };
+    if (across) {
+#pragma omp parallel num_threads(int(threads))
       {
-        std::unique_ptr<T[]> col(direct ? nullptr : new T[K * HW]);
+        std::unique_ptr<T[]> col(col_size ? new T[col_size] : nullptr);
 #pragma omp for schedule(dynamic)
-        for (int64_t b = 0; b < n; ++b) sample(b, col.get(), false);
+        for (int64_t item = 0; item < items; ++item) one(item, col.get(), false);
       }
     } else {
-      std::unique_ptr<T[]> col(direct ? nullptr : new T[K * HW]);
-      for (int64_t b = 0; b < n; ++b) sample(b, col.get(), true);
+      std::unique_ptr<T[]> col(col_size ? new T[col_size] : nullptr);
+      for (int64_t item = 0; item < items; ++item) one(item, col.get(), true);
     }
   }
 
   void forward(const Exec& ex, const T* x, int64_t n, const T* w, T* y, T beta) const {
-    for_samples(n, [&](int64_t b, T* col, bool parallel) {
-      for (int64_t g = 0; g < s.groups; ++g) {
-        const T* xg = x + b * in_sz + g * cin_g * s.h * s.w;
-        if (!direct) im2col(xg, col, parallel);
-        ex.gemm<T>(false, false, cout_g, HW, K, w + g * cout_g * K, K, direct ? xg : col, HW, beta,
-                   y + b * out_sz + g * cout_g * HW, HW);
-      }
+    for_tiles(n, HW, K, [&](int64_t b, int64_t g, int64_t p0, int64_t p1, T* col, bool parallel) {
+      const T* xg = x + b * in_sz + g * cin_g * s.h * s.w;
+      T* yg = y + b * out_sz + g * cout_g * HW + p0;
+      const T* w_g = w + g * cout_g * K;
+      if (direct) return ex.gemm<T>(false, false, cout_g, p1 - p0, K, w_g, K, xg + p0, HW, beta, yg, HW);
+      forward_taps.gather(xg, col, p0, p1, parallel);
+      ex.gemm<T>(false, false, cout_g, p1 - p0, K, w_g, K, col, p1 - p0, beta, yg, HW);
     });
   }
 
   void backward(const Exec& ex, const T* r, int64_t n, const T* w, T* c, T beta) const {
-    for_samples(n, [&](int64_t b, T* col, bool parallel) {
-      for (int64_t g = 0; g < s.groups; ++g) {
-        const T* rg = r + b * out_sz + g * cout_g * HW;
-        T* cg = c + b * in_sz + g * cin_g * s.h * s.w;
-        if (direct) {
-          ex.gemm<T>(true, false, K, HW, cout_g, w + g * cout_g * K, K, rg, HW, beta, cg, HW);
-          continue;
-        }
-        ex.gemm<T>(true, false, K, HW, cout_g, w + g * cout_g * K, K, rg, HW, T(0), col, HW);
-        if (beta == T(0))
-          for (int64_t i = 0; i < cin_g * s.h * s.w; ++i) cg[i] = T(0);
-        col2im_add(col, cg, parallel);
+    const int64_t P = s.h * s.w;
+    if (direct) {
+      for_tiles(n, P, 0, [&](int64_t b, int64_t g, int64_t p0, int64_t p1, T*, bool) {
+        ex.gemm<T>(true, false, K, p1 - p0, cout_g, w + g * cout_g * K, K, r + b * out_sz + g * cout_g * HW + p0,
+                   HW, beta, c + b * in_sz + g * cin_g * P + p0, P);
+      });
+    } else if (unit_stride) {
+      transposed_backward(ex, r, n, w, c, beta);
+    } else {
+      scattered_backward(ex, r, n, w, c, beta);
+    }
+  }
+
+  // G as a convolution: c[ci, p] = sum over (co, tap) of wt[ci, (co, tap)] r[co, the output the tap reads].
+  void transposed_backward(const Exec& ex, const T* r, int64_t n, const T* w, T* c, T beta) const {
+    const int64_t P = s.h * s.w, taps = s.kh * s.kw, KT = cout_g * taps;
+    std::unique_ptr<T[]> wt(new T[weight_size()]);
+    T* wtp = wt.get();
+    const int64_t rows = s.groups * cin_g;  // wt[g][ci][co][tap] = w[g][co][ci][tap]
+#pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (weight_size() >= kParallelGrain)
+    for (int64_t gi = 0; gi < rows; ++gi) {
+      const int64_t g = gi / cin_g, ci = gi % cin_g;
+      for (int64_t co = 0; co < cout_g; ++co) {
+        const T* from = w + ((g * cout_g + co) * cin_g + ci) * taps;
+        std::copy(from, from + taps, wtp + (gi * cout_g + co) * taps);
       }
+    }
+    for_tiles(n, P, KT, [&](int64_t b, int64_t g, int64_t p0, int64_t p1, T* col, bool parallel) {
+      backward_taps.gather(r + b * out_sz + g * cout_g * HW, col, p0, p1, parallel);
+      ex.gemm<T>(false, false, cin_g, p1 - p0, KT, wtp + g * cin_g * KT, KT, col, p1 - p0, beta,
+                 c + b * in_sz + g * cin_g * P + p0, P);
     });
+  }
+
+  // G of a strided convolution: per sample, each tile of output positions multiplied into columns and added
+  // back where its taps read. Tiles of one sample share input elements, so they run one after another.
+  void scattered_backward(const Exec& ex, const T* r, int64_t n, const T* w, T* c, T beta) const {
+    const int64_t P = s.h * s.w, len = std::min(HW, std::max(kMinTile, kTileBudget / K));
+    const auto sample = [&](int64_t b, T* col, bool parallel) {
+      for (int64_t g = 0; g < s.groups; ++g) {
+        T* cg = c + b * in_sz + g * cin_g * P;
+        if (beta == T(0)) std::fill(cg, cg + cin_g * P, T(0));
+        else if (beta != T(1))
+          for (int64_t i = 0; i < cin_g * P; ++i) cg[i] *= beta;
+        for (int64_t p0 = 0; p0 < HW; p0 += len) {
+          const int64_t p1 = std::min(HW, p0 + len);
+          ex.gemm<T>(true, false, K, p1 - p0, cout_g, w + g * cout_g * K, K, r + b * out_sz + g * cout_g * HW + p0,
+                     HW, T(0), col, p1 - p0);
+          forward_taps.scatter_add(col, cg, p0, p1, parallel);
+        }
+      }
+    };
+    const int threads = get_num_threads();
+    if (n >= threads && threads > 1) {
+#pragma omp parallel num_threads(threads)
+      {
+        std::unique_ptr<T[]> col(new T[K * len]);
+#pragma omp for schedule(dynamic)
+        for (int64_t b = 0; b < n; ++b) sample(b, col.get(), false);
+      }
+    } else {
+      std::unique_ptr<T[]> col(new T[K * len]);
+      for (int64_t b = 0; b < n; ++b) sample(b, col.get(), true);
+    }
   }
 };
 

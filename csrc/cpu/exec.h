@@ -3,6 +3,7 @@
 #pragma once
 #include <omp.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 
@@ -42,6 +43,36 @@ struct Exec {
   void map(int64_t n, F f) const {
 #pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (n >= kParallelGrain)
     for (int64_t i = 0; i < n; ++i) f(i);
+  }
+
+  // f(i, ch) for every element i of a [B, C, P] tensor, ch its channel: a loop per channel row, not a
+  // division per element.
+  template <class F>
+  void map_channels(int64_t B, int64_t C, int64_t P, F f) const {
+#pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (B * C * P >= kParallelGrain)
+    for (int64_t row = 0; row < B * C; ++row) {
+      const int64_t ch = row % C;
+      for (int64_t i = row * P; i < (row + 1) * P; ++i) f(i, ch);
+    }
+  }
+
+  // out[b, q] = sum over ch of f((b * C + ch) * P + q, ch), summed in channel order. Channels run in the middle
+  // loop so that the inner one walks along q through memory.
+  template <class T, class F>
+  void channel_sum(int64_t B, int64_t C, int64_t P, T* out, F f) const {
+    const int threads = get_num_threads();
+    const int64_t per_sample = (threads + B - 1) / B;  // blocks of q per sample, so that every thread gets one
+    const int64_t block = std::max<int64_t>(64, (P + per_sample - 1) / per_sample), blocks = (P + block - 1) / block;
+#pragma omp parallel for schedule(static) num_threads(threads) if (B * C * P >= kParallelGrain)
+    for (int64_t item = 0; item < B * blocks; ++item) {
+      const int64_t b = item / blocks, q0 = (item % blocks) * block, q1 = std::min(P, q0 + block);
+      T* o = out + b * P;
+      for (int64_t q = q0; q < q1; ++q) o[q] = T(0);
+      for (int64_t ch = 0; ch < C; ++ch) {
+        const int64_t base = (b * C + ch) * P;
+        for (int64_t q = q0; q < q1; ++q) o[q] += f(base + q, ch);
+      }
+    }
   }
 
   template <class F>

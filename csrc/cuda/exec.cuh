@@ -34,6 +34,23 @@ __global__ void any_kernel(int64_t n, F pred, int* found) {
     }
 }
 
+template <class F>
+__global__ void map_channels_kernel(int64_t n, int64_t C, int64_t P, F f) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    f(i, (i / P) % C);
+}
+
+// out[b, q] = sum over ch of f((b * C + ch) * P + q, ch), one thread per output summing in channel order.
+template <class T, class F>
+__global__ void channel_sum_kernel(int64_t B, int64_t C, int64_t P, T* out, F f) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < B * P; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t b = i / P, q = i - b * P;
+    T acc = T(0);
+    for (int64_t ch = 0; ch < C; ++ch) acc += f((b * C + ch) * P + q, ch);
+    out[i] = acc;
+  }
+}
+
 constexpr int kThreads = 256;
 
 inline unsigned blocks_for(int64_t n) {
@@ -92,6 +109,21 @@ struct Exec {
     if (n <= 0) return;
     map_kernel<<<blocks_for(n), kThreads, 0, stream>>>(n, f);
     check(cudaGetLastError(), "map kernel launch");
+  }
+
+  // f(i, ch) for every element i of a [B, C, P] tensor, ch its channel.
+  template <class F>
+  void map_channels(int64_t B, int64_t C, int64_t P, F f) const {
+    if (B * C * P <= 0) return;
+    map_channels_kernel<<<blocks_for(B * C * P), kThreads, 0, stream>>>(B * C * P, C, P, f);
+    check(cudaGetLastError(), "map kernel launch");
+  }
+
+  template <class T, class F>
+  void channel_sum(int64_t B, int64_t C, int64_t P, T* out, F f) const {
+    if (B * P <= 0) return;
+    channel_sum_kernel<<<blocks_for(B * P), kThreads, 0, stream>>>(B, C, P, out, f);
+    check(cudaGetLastError(), "channel sum kernel launch");
   }
 
   template <class F>

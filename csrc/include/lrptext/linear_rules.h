@@ -100,6 +100,32 @@ LRPT_HD inline T term_sum(const Terms<T>& ts, const T* x, const T* low, const T*
   return acc;
 }
 
+// Terms without bounds, branch-free so that loops over them vectorise: each factor is pos x+ + neg x- + one
+// with per-term constants (x = x+ + x- exactly, as one of them is zero). A plain struct: device lambdas copy it.
+template <class T, int N>
+struct Coefficients {
+  T pos[N], neg[N], one[N];
+  const T* c[N];
+
+  explicit Coefficients(const Terms<T>& ts) {
+    for (int k = 0; k < N; ++k) {
+      const Factor f = ts.t[k].factor;
+      const T sign = ts.t[k].sign;
+      pos[k] = f == Factor::Input || f == Factor::Positive ? sign : T(0);
+      neg[k] = f == Factor::Input || f == Factor::Negative ? sign : T(0);
+      one[k] = f == Factor::One ? sign : T(0);
+      c[k] = ts.t[k].c;
+    }
+  }
+
+  LRPT_HD T at(T x, int64_t i) const {
+    const T xp = x > T(0) ? x : T(0), xn = x < T(0) ? x : T(0);
+    T acc = T(0);
+    for (int k = 0; k < N; ++k) acc += (pos[k] * xp + neg[k] * xn + one[k]) * c[k][i];
+    return acc;
+  }
+};
+
 // Members are public because nvcc's extended lambdas may not be defined in private member functions.
 template <class T, class Exec, class Op>
 struct LinearRelevance {
@@ -140,9 +166,8 @@ struct LinearRelevance {
   void add_bias(T* y, int64_t batch, BiasMod m) {
     if (!bias_) return;
     const T* bias = bias_;
-    const int64_t Q = Q_, OC = OC_;
     const T gamma = T(p_.rule.gamma);
-    ex_.map(batch * O_, LRPT_LAMBDA(int64_t i) { y[i] += modify_bias(m, bias[(i / Q) % OC], gamma); });
+    ex_.map_channels(batch, OC_, Q_, LRPT_LAMBDA(int64_t i, int64_t o) { y[i] += modify_bias(m, bias[o], gamma); });
   }
 
   bool has_negative_input() {
@@ -167,22 +192,35 @@ struct LinearRelevance {
 
   // out = sum over terms of sign * factor(x) * c, optionally summed over input channels.
   void finish(const Terms<T>& terms) {
+    bool bounds = false;
+    for (int k = 0; k < terms.n; ++k)
+      bounds = bounds || terms.t[k].factor == Factor::Low || terms.t[k].factor == Factor::High;
+    if (bounds) return finish_with_bounds(terms);
+    switch (terms.n) {
+      case 1: return finish_with(Coefficients<T, 1>(terms));
+      case 2: return finish_with(Coefficients<T, 2>(terms));
+      default: return finish_with(Coefficients<T, 3>(terms));
+    }
+  }
+
+  template <int N>
+  void finish_with(const Coefficients<T, N>& co) {
+    T* out = static_cast<T*>(p_.out);
+    const T* x = x_;
+    if (!p_.reduce_channels) ex_.map(B_ * I_, LRPT_LAMBDA(int64_t i) { out[i] = co.at(x[i], i); });
+    else ex_.channel_sum(B_, C_, P_, out, LRPT_LAMBDA(int64_t i, int64_t) { return co.at(x[i], i); });
+  }
+
+  void finish_with_bounds(const Terms<T>& terms) {
     T* out = static_cast<T*>(p_.out);
     const T* x = x_;
     const T* low = static_cast<const T*>(p_.low);
     const T* high = static_cast<const T*>(p_.high);
-    const int64_t C = C_, P = P_;
     const Terms<T> ts = terms;
-    if (!p_.reduce_channels) {
-      ex_.map(B_ * I_, LRPT_LAMBDA(int64_t i) { out[i] = term_sum(ts, x, low, high, i, (i / P) % C); });
-    } else {
-      ex_.map(B_ * P_, LRPT_LAMBDA(int64_t j) {
-        const int64_t b = j / P, q = j % P;
-        T acc = T(0);
-        for (int64_t ch = 0; ch < C; ++ch) acc += term_sum(ts, x, low, high, (b * C + ch) * P + q, ch);
-        out[j] = acc;
-      });
-    }
+    if (!p_.reduce_channels)
+      ex_.map_channels(B_, C_, P_, LRPT_LAMBDA(int64_t i, int64_t ch) { out[i] = term_sum(ts, x, low, high, i, ch); });
+    else
+      ex_.channel_sum(B_, C_, P_, out, LRPT_LAMBDA(int64_t i, int64_t ch) { return term_sum(ts, x, low, high, i, ch); });
   }
 
   void zero(T* y, int64_t n) {
@@ -202,14 +240,16 @@ struct LinearRelevance {
   void epsilon() {
     Buffer zs;
     const T* z = forward_z(zs);
-    Buffer s = alloc(B_ * O_), c = alloc(B_ * I_);
+    Buffer s = alloc(B_ * O_), cs;
     T* sp = s.get();
     const T* r = r_;
     const T eps = T(p_.rule.epsilon);
     ex_.map(B_ * O_, LRPT_LAMBDA(int64_t i) { sp[i] = r[i] / stabilize(z[i], eps); });
-    op_.backward(ex_, sp, B_, w_, c.get(), T(0));
+    // c goes straight into the output, which finish() then scales in place, unless channels are summed
+    T* c = p_.reduce_channels ? (cs = alloc(B_ * I_)).get() : static_cast<T*>(p_.out);
+    op_.backward(ex_, sp, B_, w_, c, T(0));
     Terms<T> t;
-    t.add(Factor::Input, T(1), c.get());
+    t.add(Factor::Input, T(1), c);
     finish(t);
   }
 
@@ -316,14 +356,14 @@ struct LinearRelevance {
     const T* wn = weight(WeightMod::Negative, p_.weight_b, wns);
     const T* low = static_cast<const T*>(p_.low);
     const T* high = static_cast<const T*>(p_.high);
-    const int64_t C = C_, P = P_, O = O_;
+    const int64_t O = O_;
     // The bounds as one input sample; F of a constant sample is computed once for the whole batch.
     Buffer lo = alloc(I_), hi = alloc(I_), bounds = alloc(O_);
     T* lp = lo.get();
     T* hp = hi.get();
-    ex_.map(I_, LRPT_LAMBDA(int64_t i) {
-      lp[i] = low[(i / P) % C];
-      hp[i] = high[(i / P) % C];
+    ex_.map_channels(1, C_, P_, LRPT_LAMBDA(int64_t i, int64_t ch) {
+      lp[i] = low[ch];
+      hp[i] = high[ch];
     });
     op_.forward(ex_, lp, 1, wp, bounds.get(), T(0));
     op_.forward(ex_, hp, 1, wn, bounds.get(), T(1));

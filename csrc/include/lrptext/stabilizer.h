@@ -13,9 +13,10 @@ namespace lrptext {
 
 // st(z, eps) = z + eps * sign(z) with sign(0) = +1, also for -0.0 (zennit's convention):
 // every element is shifted, so LRP-0 (eps = 0) divides by zero where z = 0 and yields +-inf.
+// Selecting the shift, not the sum, keeps the loops over it branch-free and vectorisable.
 template <class T>
 LRPT_HD inline T stabilize(T z, T eps) {
-  return z >= T(0) ? z + eps : z - eps;
+  return z + (z >= T(0) ? eps : -eps);
 }
 
 }  // namespace lrptext
