@@ -74,6 +74,11 @@ def test_embedding_bag_2d_and_conservation(backend):
 
 POOLS = [
     # (function, kwargs, oracle kwargs, torch forward)
+    # windows inside the input without padding or dilation (the CPU's plain path), disjoint and overlapping
+    (K.max_pool2d_relevance, dict(kernel_size=2), dict(mode="max", kernel=(2, 2), stride=(2, 2)),
+     lambda x: F.max_pool2d(x, 2)),
+    (K.max_pool2d_relevance, dict(kernel_size=(3, 2), stride=(2, 1)), dict(mode="max", kernel=(3, 2), stride=(2, 1)),
+     lambda x: F.max_pool2d(x, (3, 2), (2, 1))),
     (K.max_pool2d_relevance, dict(kernel_size=3, stride=2, padding=1), dict(mode="max", kernel=(3, 3), stride=(2, 2), padding=(1, 1)),
      lambda x: F.max_pool2d(x, 3, 2, 1)),
     (K.max_pool2d_relevance, dict(kernel_size=(2, 3), stride=1, dilation=2), dict(mode="max", kernel=(2, 3), dilation=(2, 2)),

@@ -415,6 +415,25 @@ def test_backends_agree():
     torch.testing.assert_close(a.relevance, b.relevance)
 
 
+def test_activations_are_dropped_after_the_forward_pass_and_computed_again_on_use():
+    """The engine keeps each layer's z (the rules divide by it) but not the ReLU of it, which it recomputes."""
+    from lrptext.engine.propagate import forward
+
+    model = seeded(nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Conv2d(3, 4, 3), nn.Tanh(), nn.Flatten(),
+                                 nn.Linear(64, 2), nn.ReLU()), 14)
+    x = torch.randn(2, 2, 8, 8)
+    explainer = Explainer(model, composite="epsilon")
+    values, _ = forward(explainer.graph, (x,), explainer.rules, lambda node: explainer._layer(node, torch.float32))
+    activations = [n.name for n in explainer.graph.nodes if n.op.endswith(("ReLU", "Tanh"))]
+    assert len(activations) == 3
+    # the last ReLU is the model's output, which is kept; the two inside are dropped
+    assert values.dropped == set(activations[:2]) and not any(name in values for name in activations[:2])
+    conv = explainer.graph.nodes[[n.name for n in explainer.graph.nodes].index(activations[0]) - 1]
+    torch.testing.assert_close(values[activations[0]], torch.relu(values[conv.name]))  # computed again on use
+    assert activations[0] in values
+    torch.testing.assert_close(explainer.explain(x).relevance, explain(model, x, composite="epsilon").relevance)
+
+
 def test_the_fused_embedding_path_equals_the_unfused_one(backend, monkeypatch):
     """With per-token relevance delivered by the conv kernels (reduce over the embedding axis), the result is the
     same as routing [B, D, T] relevance back through the transpose and the embedding kernel."""

@@ -1,7 +1,9 @@
 // Convolution relevance (1-d is 2-d with a height of one), in tiles of positions so that the column matrix of a
 // tile stays in cache: F gathers a tile of input columns (im2col) and multiplies; G of a stride-1 convolution is
 // the convolution of the relevance with the transposed kernel, the same gather over the relevance with the
-// weight rearranged; G of a strided convolution multiplies into columns and scatters them back (col2im).
+// weight rearranged; G of a strided convolution, or of one that widens the channels four times or more (whose
+// input-side columns are the fewer: 1 -> 32 channels ran 2.6x faster so), multiplies into columns and scatters
+// them back (col2im).
 #include <omp.h>
 
 #include <algorithm>
@@ -76,7 +78,8 @@ struct Taps {
       else
         for (int64_t c = a; c < b; ++c) dst[c - a] = row[c * step + shift];
     };
-#pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (parallel)
+    const bool split = parallel && count() * len >= kParallelGrain;
+#pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (split)
     for (int64_t t = 0; t < count(); ++t) {
       if (flat) gather_flat(src, col + t * len, t, p0, p1);
       else walk(src, t, p0, p1, copy, blank);
@@ -124,7 +127,8 @@ struct Taps {
       else
         for (int64_t c = 0; c < b - a; ++c) to[c * step] += from[c];
     };
-#pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (parallel)
+    const bool split = parallel && count() * len >= kParallelGrain;
+#pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (split)
     for (int64_t ch = 0; ch < channels; ++ch)
       for (int64_t t = ch * per_channel; t < (ch + 1) * per_channel; ++t) walk(src, t, p0, p1, add, none);
   }
@@ -206,7 +210,7 @@ struct ConvOp {
         ex.gemm<T>(true, false, K, p1 - p0, cout_g, w + g * cout_g * K, K, r + b * out_sz + g * cout_g * HW + p0,
                    HW, beta, c + b * in_sz + g * cin_g * P + p0, P);
       });
-    } else if (unit_stride) {
+    } else if (unit_stride && cout_g < 4 * cin_g) {
       transposed_backward(ex, r, n, w, c, beta);
     } else {
       scattered_backward(ex, r, n, w, c, beta);
@@ -234,7 +238,7 @@ struct ConvOp {
     });
   }
 
-  // G of a strided convolution: per sample, each tile of output positions multiplied into columns and added
+  // G through input-side columns: per sample, each tile of output positions multiplied into columns and added
   // back where its taps read. Tiles of one sample share input elements, so they run one after another.
   void scattered_backward(const Exec& ex, const T* r, int64_t n, const T* w, T* c, T beta) const {
     const int64_t P = s.h * s.w, len = std::min(HW, std::max(kMinTile, kTileBudget / K));

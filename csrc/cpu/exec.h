@@ -9,8 +9,9 @@
 
 namespace lrptext::cpu {
 
-// Loops shorter than this run on one thread: waking the pool costs more than the work.
-constexpr int64_t kParallelGrain = 1 << 14;
+// Loops shorter than this run on one thread: waking the pool costs more than the work (with
+// OMP_WAIT_POLICY=PASSIVE, as on shared machines, a parallel region was measured at 20-50 us).
+constexpr int64_t kParallelGrain = 1 << 16;
 
 // C[M, N] = op(A) op(B) + beta C, row-major. Splits the larger of M and N over the OpenMP threads
 // unless called from inside a parallel region.

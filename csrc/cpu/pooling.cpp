@@ -1,6 +1,8 @@
 // Pooling relevance. Max: winner-take-all, ties to the first maximum in window order (row-major), as
 // torch's indices. Average (incl. adaptive): the Norm rule, R_i = sum_j x_i (dy_j/dx_i) R_j / st(y_j).
 // Global max over an axis is max pooling with a window spanning that axis.
+#include <algorithm>
+
 #include "exec.h"
 #include "lrptext/kernels.h"
 #include "lrptext/pool_window.h"
@@ -8,8 +10,46 @@
 namespace lrptext::cpu {
 namespace {
 
+// Max pooling whose windows are plain blocks inside the input (no padding, dilation or adaptive sizes, none
+// cut off by ceil_mode): the common MaxPool2d(k, s), without the general path's per-tap bounds checks, which
+// made it as slow as torch's forward.
+bool plain_max_windows(const PoolProblem& p) {
+  const auto plain = [](const Window& w, int64_t out, int64_t in) {
+    return !w.adaptive && w.pad == 0 && w.dilation == 1 && (out - 1) * w.stride + w.kernel <= in;
+  };
+  return p.mode == PoolMode::Max && plain(p.wh, p.ho, p.h) && plain(p.ww, p.wo, p.w);
+}
+
+template <class T>
+void plain_max_pool(const PoolProblem& p) {
+  const T* x = static_cast<const T*>(p.input);
+  const T* r = static_cast<const T*>(p.relevance);
+  T* out = static_cast<T*>(p.out);
+  const int64_t hw = p.h * p.w, ohw = p.ho * p.wo, kh = p.wh.kernel, kw = p.ww.kernel;
+  const int64_t sh = p.wh.stride, sw = p.ww.stride, w = p.w;
+#pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (p.planes * hw >= kParallelGrain)
+  for (int64_t c = 0; c < p.planes; ++c) {
+    const T* xp = x + c * hw;
+    T* op = out + c * hw;
+    const T* rp = r + c * ohw;
+    std::fill(op, op + hw, T(0));
+    for (int64_t oh = 0; oh < p.ho; ++oh)
+      for (int64_t ow = 0; ow < p.wo; ++ow) {
+        const int64_t corner = oh * sh * w + ow * sw;
+        int64_t best = corner;  // ties go to the first maximum in row-major window order, as torch's indices
+        for (int64_t a = 0; a < kh; ++a)
+          for (int64_t b = 0; b < kw; ++b) {
+            const int64_t i = corner + a * w + b;
+            if (xp[i] > xp[best]) best = i;
+          }
+        op[best] += rp[oh * p.wo + ow];
+      }
+  }
+}
+
 template <class T>
 void pool(const PoolProblem& p) {
+  if (plain_max_windows(p)) return plain_max_pool<T>(p);
   const T* x = static_cast<const T*>(p.input);
   const T* r = static_cast<const T*>(p.relevance);
   T* out = static_cast<T*>(p.out);

@@ -86,12 +86,45 @@ def _batchnorm_affine(node: Node, x: torch.Tensor) -> tuple[torch.Tensor, torch.
     return scale.reshape(shape), shift.reshape(shape)
 
 
+# Element-wise activations that are computed again in the relevance pass rather than kept from the forward pass:
+# the layer after one keeps its input alive otherwise, and every layer's z is kept anyway (the rules divide by it),
+# so keeping both held two copies of every activation (autograd keeps one).
+_RECOMPUTED_ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid", "softplus")
+
+
+def _recomputable(node: Node) -> bool:
+    return node.kind == Kind.PASS and len(node.inputs()) == 1 and any(
+        name in node.op.lower() for name in _RECOMPUTED_ACTIVATIONS)
+
+
+class Values(dict):
+    """Every node's value by name; an activation dropped after its last use in the forward pass is computed
+    again from its input when the relevance pass asks for it."""
+
+    def __init__(self, graph: Graph):
+        super().__init__()
+        self._nodes = {n.name: n for n in graph.nodes}
+        self.dropped: set[str] = set()
+
+    def __missing__(self, name: str) -> Any:
+        if name not in self.dropped:
+            raise KeyError(name)
+        node = self._nodes[name]
+        self[name] = value = node.call(*substitute(node.args, self), **substitute(node.kwargs, self))
+        return value
+
+    def discard(self, name: str) -> None:
+        self.pop(name, None)
+        self.dropped.discard(name)
+
+
 def forward(graph: Graph, inputs: tuple[Any, ...], rules: dict[str, Any],
-            layer: Callable[[Node], Layer]) -> tuple[dict[str, Any], set[str]]:
+            layer: Callable[[Node], Layer]) -> tuple[Values, set[str]]:
     """Every node's value, and the names of the nodes that carry relevance."""
-    values: dict[str, Any] = {}
+    values = Values(graph)
     from_input: set[str] = set()  # computed from a model input, whatever the dtype (token ids, masks)
     carries: set[str] = set()     # floating values that relevance flows through
+    pending = {name: len(users) for name, users in graph.consumers().items()}  # consumers not yet run
     for node in graph.nodes:
         if node.kind == Kind.INPUT:
             values[node.name] = inputs[graph.inputs.index(node)]
@@ -103,6 +136,11 @@ def forward(graph: Graph, inputs: tuple[Any, ...], rules: dict[str, Any],
             values[node.name] = args[0] if node.kind == Kind.OUTPUT else _forward_node(node, args, kwargs, layer)
             if any(a.name in from_input for a in node.inputs()):
                 from_input.add(node.name)
+            for a in node.inputs():
+                pending[a.name] -= 1
+                if pending[a.name] == 0 and _recomputable(a) and node.kind != Kind.OUTPUT:
+                    del values[a.name]
+                    values.dropped.add(a.name)
         value = values[node.name]
         if node.kind == Kind.INPUT or node.kind in (Kind.EMBEDDING, Kind.EMBEDDING_BAG):
             flows = node.name in from_input
@@ -228,7 +266,7 @@ def _sum_to(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 class Backward:
     """The relevance pass of one explanation."""
 
-    def __init__(self, graph: Graph, rules: dict[str, Any], values: dict[str, Any], carries: set[str],
+    def __init__(self, graph: Graph, rules: dict[str, Any], values: Values, carries: set[str],
                  layer: Callable[[Node], Layer], backend: str, fuse: bool = True):
         self.graph, self.rules, self.values, self.carries = graph, rules, values, carries
         self.layer, self.backend = layer, backend
@@ -256,19 +294,19 @@ class Backward:
                     relevance[arg.name] = relevance[arg.name] + r_arg if arg.name in relevance else r_arg
             # Its consumers came before it in this reverse order, so nothing reads this node's output again:
             # activations are freed as the pass goes, as autograd frees its saved tensors.
-            del self.values[node.name]
+            self.values.discard(node.name)
         return relevance, sums
 
     def node_relevance(self, node: Node, r: torch.Tensor) -> list[tuple[Node, torch.Tensor | None]]:
-        args = substitute(node.args, self.values)
-        kwargs = substitute(node.kwargs, self.values)
-        out = self.values[node.name]
         rule = self.rules.get(node.name)
         kind = node.kind
         # Element-wise nodes always get Pass, sums and means Norm (assign_rules), and a layer_map may give either to
         # an unsupported module: those take these two branches; every other kind has a handler below.
         if isinstance(rule, Pass) and kind not in (Kind.DENSE, Kind.CONV):
-            return [(self._carrying_nodes(node)[0], r)]
+            return [(self._carrying_nodes(node)[0], r)]  # needs no values (a dropped activation stays dropped)
+        args = substitute(node.args, self.values)
+        kwargs = substitute(node.kwargs, self.values)
+        out = self.values[node.name]
         if isinstance(rule, Norm) and kind in (Kind.UNSUPPORTED, Kind.PASS, Kind.ADD, Kind.REDUCE):
             return self._norm(node, args, kwargs, r, rule.stabilizer)
         handler = getattr(self, f"_{kind.value}", None)
