@@ -52,6 +52,10 @@ class Node:
     note: str = ""                  # canonization that touched it ("BatchNorm 'bn1' folded in")
 
     def inputs(self) -> list[Node]:
+        """The nodes among args and kwargs; kept until args or kwargs are replaced (the engine asks per call)."""
+        cached = self.__dict__.get("_inputs")
+        if cached is not None and cached[0] is self.args and cached[1] is self.kwargs:
+            return cached[2]
         found: list[Node] = []
 
         def visit(a: Any) -> None:
@@ -66,6 +70,7 @@ class Node:
 
         visit(self.args)
         visit(self.kwargs)
+        self.__dict__["_inputs"] = (self.args, self.kwargs, found)
         return found
 
 
