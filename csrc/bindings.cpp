@@ -77,6 +77,7 @@ class Call {
   // Imports an argument through DLPack without copying. Only the device query comes before the export, so
   // a CUDA producer can order its work on our stream.
   Tensor arg(py::handle obj, const char* name) {
+    if (PyCapsule_CheckExact(obj.ptr())) return from_capsule(py::reinterpret_borrow<py::object>(obj), name, true);
     if (!py::hasattr(obj, "__dlpack__") || !py::hasattr(obj, "__dlpack_device__"))
       throw py::type_error(fn_ + ": '" + name + "' must be an array with DLPack support (torch.Tensor or numpy.ndarray), got " +
                            std::string(py::str(py::type::of(obj).attr("__name__"))));
@@ -93,6 +94,12 @@ class Call {
       if (!e.matches(PyExc_TypeError)) throw;
       cap = obj.attr("__dlpack__")(**kwargs);  // a producer older than DLPack 1.0
     }
+    return from_capsule(cap, name, false);
+  }
+
+  // A capsule exported by the caller (lrptext.kernels exports CPU tensors itself, the protocol's Python methods
+  // being slow) must hold a CPU array: a CUDA array needs the stream handshake of __dlpack__(stream=...).
+  Tensor from_capsule(py::object cap, const char* name, bool given) {
     Tensor out;
     out.capsule = cap;
     out.name = name;
@@ -106,8 +113,11 @@ class Call {
     } else if (PyCapsule_IsValid(cap.ptr(), "dltensor")) {
       out.t = &static_cast<DLManagedTensor*>(PyCapsule_GetPointer(cap.ptr(), "dltensor"))->dl_tensor;
     } else {
-      fail(fn_, std::string("'") + name + "'.__dlpack__() did not return a DLPack capsule");
+      fail(fn_, std::string("'") + name + (given ? "' is a used or foreign capsule; pass the array itself"
+                                                 : "'.__dlpack__() did not return a DLPack capsule"));
     }
+    if (given && out.t->device.device_type != kDLCPU)
+      fail(fn_, std::string("'") + name + "' is a capsule of a device array; pass the array itself");
     check_contiguous(out);
     check_device(out);
     return out;
