@@ -105,6 +105,21 @@ def test_the_output_may_not_share_memory_with_an_input():
                              dilation=(1, 1), groups=1)
 
 
+def test_the_boundary_takes_a_cpu_capsule_once():
+    """lrptext.kernels hands CPU tensors over as DLPack capsules; a capsule already consumed is refused by name."""
+    from torch.utils.dlpack import to_dlpack
+
+    x, w, r = f64(2, 4), f64(3, 4), f64(2, 3)
+    out, via_capsules = f64(2, 4), f64(2, 4)
+    _core.dense_relevance(x, w, None, r, out)
+    _core.dense_relevance(to_dlpack(x), to_dlpack(w), None, to_dlpack(r), to_dlpack(via_capsules))
+    torch.testing.assert_close(via_capsules, out)
+    used = to_dlpack(w)
+    torch.from_dlpack(used)
+    with pytest.raises(ValueError, match="'weight' is a used or foreign capsule; pass the array itself"):
+        _core.dense_relevance(x, used, None, r, out)
+
+
 def test_not_an_array(backend):
     with pytest.raises(TypeError, match="'input' must be a torch.Tensor or numpy.ndarray, got list"):
         K.dense_relevance([[1.0, 2.0]], f64(3, 2), None, f64(1, 3), backend=backend)
