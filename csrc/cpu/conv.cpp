@@ -31,7 +31,6 @@ struct Taps {
   int64_t channels, src_h, src_w, rows, cols, kh, kw, step_h, step_w, tap_h, tap_w, off_h, off_w;
 
   int64_t count() const { return channels * kh * kw; }
-  int64_t positions() const { return rows * cols; }
 
   // Destination columns [lo, hi) whose tap kj reads inside the source row.
   void valid_columns(int64_t kj, int64_t* lo, int64_t* hi) const {
@@ -71,7 +70,9 @@ struct Taps {
   void gather(const T* src, T* col, int64_t p0, int64_t p1, bool parallel) const {
     const int64_t len = p1 - p0, step = step_w;
     const bool flat = step_h == 1 && step_w == 1 && src_w == cols;
-    const auto blank = [&](int64_t t, int64_t from, int64_t to) { std::fill(col + t * len + from, col + t * len + to, T(0)); };
+    const auto blank = [&](int64_t t, int64_t from, int64_t to) {
+      std::fill(col + t * len + from, col + t * len + to, T(0));
+    };
     const auto copy = [&](int64_t t, const T* row, int64_t shift, int64_t a, int64_t b, int64_t at) {
       T* dst = col + t * len + at;
       if (step == 1) std::copy(row + a + shift, row + b + shift, dst);
@@ -101,9 +102,9 @@ struct Taps {
       std::fill(out, out + (p1 - p0), T(0));
       return;
     }
-    const T* plane = src + ch * src_h * src_w + dr * cols + dc;  // position p reads plane[p]
+    const T* from = src + ch * src_h * src_w + (first + dr * cols + dc);  // position p reads p + dr cols + dc
     std::fill(out, out + (first - p0), T(0));
-    std::copy(plane + first, plane + last, out + (first - p0));
+    std::copy(from, from + (last - first), out + (first - p0));
     std::fill(out + (last - p0), out + (p1 - p0), T(0));
     if (lo == 0 && hi == cols) return;
     for (int64_t r = first / cols; r * cols < last; ++r) {

@@ -2,10 +2,13 @@
 // split across OpenMP threads (one thread pool in the process, DESIGN.md §4).
 #pragma once
 #include <omp.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <new>
+#include <utility>
 
 namespace lrptext::cpu {
 
@@ -24,15 +27,43 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* 
           int64_t ldb, T beta, T* c, int64_t ldc);
 
 struct Exec {
+  // A kernel's workspace. Large ones are mapped from the system and unmapped when done: from malloc's heap,
+  // freed workspaces of one layer stayed resident and the next layer's, of another size, came on top (VGG-16
+  // batch 4 with gamma rules peaked 90 MiB higher).
   template <class T>
   class Buffer {
    public:
     Buffer() = default;
-    explicit Buffer(int64_t n) : data_(n > 0 ? new T[n] : nullptr) {}
-    T* get() const { return data_.get(); }
+    explicit Buffer(int64_t n) : bytes_(n > 0 ? size_t(n) * sizeof(T) : 0) {
+      if (bytes_ >= kMappedBytes) {
+        void* p = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) throw std::bad_alloc();
+        data_ = static_cast<T*>(p);
+      } else if (bytes_) {
+        data_ = new T[size_t(n)];
+      }
+    }
+    Buffer(Buffer&& o) noexcept : data_(std::exchange(o.data_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
+    Buffer& operator=(Buffer&& o) noexcept {
+      release();
+      data_ = std::exchange(o.data_, nullptr);
+      bytes_ = std::exchange(o.bytes_, 0);
+      return *this;
+    }
+    Buffer(const Buffer&) = delete;
+    Buffer& operator=(const Buffer&) = delete;
+    ~Buffer() { release(); }
+    T* get() const { return data_; }
 
    private:
-    std::unique_ptr<T[]> data_;
+    static constexpr size_t kMappedBytes = size_t(1) << 22;
+    void release() {
+      if (data_ && bytes_ >= kMappedBytes) munmap(data_, bytes_);
+      else delete[] data_;
+      data_ = nullptr;
+    }
+    T* data_ = nullptr;
+    size_t bytes_ = 0;
   };
 
   template <class T>
@@ -61,6 +92,7 @@ struct Exec {
   // loop so that the inner one walks along q through memory.
   template <class T, class F>
   void channel_sum(int64_t B, int64_t C, int64_t P, T* out, F f) const {
+    if (B <= 0 || P <= 0) return;
     const int threads = get_num_threads();
     const int64_t per_sample = (threads + B - 1) / B;  // blocks of q per sample, so that every thread gets one
     const int64_t block = std::max<int64_t>(64, (P + per_sample - 1) / per_sample), blocks = (P + block - 1) / block;

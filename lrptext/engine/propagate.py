@@ -89,12 +89,13 @@ def _batchnorm_affine(node: Node, x: torch.Tensor) -> tuple[torch.Tensor, torch.
 # Element-wise activations that are computed again in the relevance pass rather than kept from the forward pass:
 # the layer after one keeps its input alive otherwise, and every layer's z is kept anyway (the rules divide by it),
 # so keeping both held two copies of every activation (autograd keeps one).
-_RECOMPUTED_ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid", "softplus")
+# Deterministic ones only, by name ("nn.ReLU", "F.relu", "Tensor.relu_"): RReLU, for one, samples in training mode.
+_RECOMPUTED_ACTIVATIONS = {"relu", "leakyrelu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid", "softplus"}
 
 
 def _recomputable(node: Node) -> bool:
-    return node.kind == Kind.PASS and len(node.inputs()) == 1 and any(
-        name in node.op.lower() for name in _RECOMPUTED_ACTIVATIONS)
+    name = node.op.rsplit(".", 1)[-1].lower().rstrip("_")
+    return node.kind == Kind.PASS and len(node.inputs()) == 1 and name in _RECOMPUTED_ACTIVATIONS
 
 
 class Values(dict):

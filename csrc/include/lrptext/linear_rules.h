@@ -217,10 +217,17 @@ struct LinearRelevance {
     const T* low = static_cast<const T*>(p_.low);
     const T* high = static_cast<const T*>(p_.high);
     const Terms<T> ts = terms;
-    if (!p_.reduce_channels)
-      ex_.map_channels(B_, C_, P_, LRPT_LAMBDA(int64_t i, int64_t ch) { out[i] = term_sum(ts, x, low, high, i, ch); });
-    else
-      ex_.channel_sum(B_, C_, P_, out, LRPT_LAMBDA(int64_t i, int64_t ch) { return term_sum(ts, x, low, high, i, ch); });
+    const auto at = LRPT_LAMBDA(int64_t i, int64_t ch) { return term_sum(ts, x, low, high, i, ch); };
+    if (!p_.reduce_channels) ex_.map_channels(B_, C_, P_, LRPT_LAMBDA(int64_t i, int64_t ch) { out[i] = at(i, ch); });
+    else ex_.channel_sum(B_, C_, P_, out, at);
+  }
+
+  // Where G writes its first term: the output itself, which finish() then overwrites element by element, unless
+  // channels are summed (the output is smaller). Saves one input-sized buffer per layer.
+  T* first_term(Buffer& storage) {
+    if (!p_.reduce_channels) return static_cast<T*>(p_.out);
+    storage = alloc(B_ * I_);
+    return storage.get();
   }
 
   void zero(T* y, int64_t n) {
@@ -245,8 +252,7 @@ struct LinearRelevance {
     const T* r = r_;
     const T eps = T(p_.rule.epsilon);
     ex_.map(B_ * O_, LRPT_LAMBDA(int64_t i) { sp[i] = r[i] / stabilize(z[i], eps); });
-    // c goes straight into the output, which finish() then scales in place, unless channels are summed
-    T* c = p_.reduce_channels ? (cs = alloc(B_ * I_)).get() : static_cast<T*>(p_.out);
+    T* c = first_term(cs);
     op_.backward(ex_, sp, B_, w_, c, T(0));
     Terms<T> t;
     t.add(Factor::Input, T(1), c);
@@ -284,11 +290,12 @@ struct LinearRelevance {
       if (sn) sn[i] = -beta * r[i] / stabilize(sn[i], stab);
     });
 
-    Buffer cp = alloc(B_ * I_), cn;
-    op_.backward(ex_, sa, B_, wp, cp.get(), T(0));
-    if (with_beta) op_.backward(ex_, sn, B_, wn, cp.get(), T(1));
+    Buffer cps, cn;
+    T* cp = first_term(cps);
+    op_.backward(ex_, sa, B_, wp, cp, T(0));
+    if (with_beta) op_.backward(ex_, sn, B_, wn, cp, T(1));
     Terms<T> t;
-    t.add(neg ? Factor::Positive : Factor::Input, T(1), cp.get());
+    t.add(neg ? Factor::Positive : Factor::Input, T(1), cp);
     if (neg) {
       cn = alloc(B_ * I_);
       op_.backward(ex_, sa, B_, wn, cn.get(), T(0));
@@ -317,17 +324,18 @@ struct LinearRelevance {
     const T* xp = split_input(neg, xps, xns);
     const T* xn = neg ? xns.get() : nullptr;
 
-    Buffer cp = alloc(B_ * I_), cn = neg ? alloc(B_ * I_) : Buffer();
+    Buffer cps, cn = neg ? alloc(B_ * I_) : Buffer();
+    T* cp = first_term(cps);
     Buffer d = alloc(B_ * O_);
     bool first = true;
     if (need_pos) {
-      gamma_branch(z, xp, xn, wa, wb, BiasMod::GammaPositive, true, d.get(), cp.get(), cn.get(), first);
+      gamma_branch(z, xp, xn, wa, wb, BiasMod::GammaPositive, true, d.get(), cp, cn.get(), first);
       first = false;
     }
-    if (need_neg) gamma_branch(z, xp, xn, wb, wa, BiasMod::GammaNegative, false, d.get(), cp.get(), cn.get(), first);
+    if (need_neg) gamma_branch(z, xp, xn, wb, wa, BiasMod::GammaNegative, false, d.get(), cp, cn.get(), first);
 
     Terms<T> t;
-    t.add(neg ? Factor::Positive : Factor::Input, T(1), cp.get());
+    t.add(neg ? Factor::Positive : Factor::Input, T(1), cp);
     if (neg) t.add(Factor::Negative, T(1), cn.get());
     finish(t);
   }
@@ -376,12 +384,13 @@ struct LinearRelevance {
     const T stab = T(p_.rule.stabilizer);
     ex_.map(B_ * O_, LRPT_LAMBDA(int64_t i) { sp[i] = r[i] / stabilize(sp[i] - bp[i % O], stab); });
 
-    Buffer c = alloc(B_ * I_), cl = alloc(B_ * I_), ch = alloc(B_ * I_);
-    op_.backward(ex_, sp, B_, w_, c.get(), T(0));
+    Buffer cs, cl = alloc(B_ * I_), ch = alloc(B_ * I_);
+    T* c = first_term(cs);
+    op_.backward(ex_, sp, B_, w_, c, T(0));
     op_.backward(ex_, sp, B_, wp, cl.get(), T(0));
     op_.backward(ex_, sp, B_, wn, ch.get(), T(0));
     Terms<T> t;
-    t.add(Factor::Input, T(1), c.get());
+    t.add(Factor::Input, T(1), c);
     t.add(Factor::Low, T(-1), cl.get());
     t.add(Factor::High, T(-1), ch.get());
     finish(t);
@@ -398,16 +407,17 @@ struct LinearRelevance {
     op_.forward(ex_, onep, 1, w2, d.get(), T(0));
     if (with_bias) add_bias(d.get(), 1, BiasMod::Square);
 
-    Buffer s = alloc(B_ * O_), c = alloc(B_ * I_);
+    Buffer s = alloc(B_ * O_), cs;
     T* sp = s.get();
     const T* dp = d.get();
     const T* r = r_;
     const int64_t O = O_;
     const T stab = T(p_.rule.stabilizer);
     ex_.map(B_ * O_, LRPT_LAMBDA(int64_t i) { sp[i] = r[i] / stabilize(dp[i % O], stab); });
-    op_.backward(ex_, sp, B_, w2, c.get(), T(0));
+    T* c = first_term(cs);
+    op_.backward(ex_, sp, B_, w2, c, T(0));
     Terms<T> t;
-    t.add(Factor::One, T(1), c.get());
+    t.add(Factor::One, T(1), c);
     finish(t);
   }
 
