@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <memory>
 #include <new>
 #include <utility>
 
@@ -29,7 +28,7 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* 
 struct Exec {
   // A kernel's workspace. Large ones are mapped from the system and unmapped when done: from malloc's heap,
   // freed workspaces of one layer stayed resident and the next layer's, of another size, came on top (VGG-16
-  // batch 4 with gamma rules peaked 90 MiB higher).
+  // batch 4 with gamma rules peaked about 100 MiB higher).
   template <class T>
   class Buffer {
    public:
