@@ -7,7 +7,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <memory>
 
 #include "exec.h"
 #include "lrptext/kernels.h"
@@ -165,7 +164,7 @@ struct ConvOp {
   // else one after another with the parallelism inside the gather and the GEMM (which then splits the
   // weight's rows: a few positions against a large weight, as deep in an image network at batch 1).
   template <class F>
-  void for_tiles(int64_t n, int64_t positions, int64_t rows, F tile) const {
+  void for_tiles(const Exec& ex, int64_t n, int64_t positions, int64_t rows, F tile) const {
     const int64_t threads = get_num_threads(), units = n * s.groups;
     int64_t tiles = ceil_div(positions, std::max(kMinTile, kTileBudget / std::max<int64_t>(rows, 1)));
     int64_t even = tiles;  // the fewest tiles that give every thread the same number
@@ -175,26 +174,31 @@ struct ConvOp {
     tiles = ceil_div(positions, len);
     const int64_t items = units * tiles;
     const bool across = threads > 1 && (items % threads == 0 || items >= 4 * threads);
-    const int64_t col_size = direct ? 0 : rows * len;
-    const auto one = [&](int64_t item, T* col, bool parallel) {
+    run_items(ex, items, across, direct ? 0 : rows * len, [&](int64_t item, T* col, bool parallel) {
       const int64_t t = item % tiles, g = (item / tiles) % s.groups, b = item / (tiles * s.groups);
       tile(b, g, t * len, std::min(positions, (t + 1) * len), col, parallel);
-    };
+    });
+  }
+
+  // one(item, col, parallel_inside) for every item: across the threads, each with its own `col_size` workspace,
+  // or one after another with the parallelism inside.
+  template <class F>
+  void run_items(const Exec& ex, int64_t items, bool across, int64_t col_size, F one) const {
     if (across) {
-#pragma omp parallel num_threads(int(threads))
+#pragma omp parallel num_threads(get_num_threads())
       {
-        std::unique_ptr<T[]> col(col_size ? new T[col_size] : nullptr);
+        const auto col = ex.alloc<T>(col_size);
 #pragma omp for schedule(dynamic)
         for (int64_t item = 0; item < items; ++item) one(item, col.get(), false);
       }
     } else {
-      std::unique_ptr<T[]> col(col_size ? new T[col_size] : nullptr);
+      const auto col = ex.alloc<T>(col_size);
       for (int64_t item = 0; item < items; ++item) one(item, col.get(), true);
     }
   }
 
   void forward(const Exec& ex, const T* x, int64_t n, const T* w, T* y, T beta) const {
-    for_tiles(n, HW, K, [&](int64_t b, int64_t g, int64_t p0, int64_t p1, T* col, bool parallel) {
+    for_tiles(ex, n, HW, K, [&](int64_t b, int64_t g, int64_t p0, int64_t p1, T* col, bool parallel) {
       const T* xg = x + b * in_sz + g * cin_g * s.h * s.w;
       T* yg = y + b * out_sz + g * cout_g * HW + p0;
       const T* w_g = w + g * cout_g * K;
@@ -207,7 +211,7 @@ struct ConvOp {
   void backward(const Exec& ex, const T* r, int64_t n, const T* w, T* c, T beta) const {
     const int64_t P = s.h * s.w;
     if (direct) {
-      for_tiles(n, P, 0, [&](int64_t b, int64_t g, int64_t p0, int64_t p1, T*, bool) {
+      for_tiles(ex, n, P, 0, [&](int64_t b, int64_t g, int64_t p0, int64_t p1, T*, bool) {
         ex.gemm<T>(true, false, K, p1 - p0, cout_g, w + g * cout_g * K, K, r + b * out_sz + g * cout_g * HW + p0,
                    HW, beta, c + b * in_sz + g * cin_g * P + p0, P);
       });
@@ -221,7 +225,7 @@ struct ConvOp {
   // G as a convolution: c[ci, p] = sum over (co, tap) of wt[ci, (co, tap)] r[co, the output the tap reads].
   void transposed_backward(const Exec& ex, const T* r, int64_t n, const T* w, T* c, T beta) const {
     const int64_t P = s.h * s.w, taps = s.kh * s.kw, KT = cout_g * taps;
-    std::unique_ptr<T[]> wt(new T[weight_size()]);
+    const auto wt = ex.alloc<T>(weight_size());
     T* wtp = wt.get();
     const int64_t rows = s.groups * cin_g;  // wt[g][ci][co][tap] = w[g][co][ci][tap]
 #pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (weight_size() >= kParallelGrain)
@@ -232,7 +236,7 @@ struct ConvOp {
         std::copy(from, from + taps, wtp + (gi * cout_g + co) * taps);
       }
     }
-    for_tiles(n, P, KT, [&](int64_t b, int64_t g, int64_t p0, int64_t p1, T* col, bool parallel) {
+    for_tiles(ex, n, P, KT, [&](int64_t b, int64_t g, int64_t p0, int64_t p1, T* col, bool parallel) {
       backward_taps.gather(r + b * out_sz + g * cout_g * HW, col, p0, p1, parallel);
       ex.gemm<T>(false, false, cin_g, p1 - p0, KT, wtp + g * cin_g * KT, KT, col, p1 - p0, beta,
                  c + b * in_sz + g * cin_g * P + p0, P);
@@ -258,17 +262,7 @@ struct ConvOp {
       }
     };
     const int threads = get_num_threads();
-    if (n >= threads && threads > 1) {
-#pragma omp parallel num_threads(threads)
-      {
-        std::unique_ptr<T[]> col(new T[K * len]);
-#pragma omp for schedule(dynamic)
-        for (int64_t b = 0; b < n; ++b) sample(b, col.get(), false);
-      }
-    } else {
-      std::unique_ptr<T[]> col(new T[K * len]);
-      for (int64_t b = 0; b < n; ++b) sample(b, col.get(), true);
-    }
+    run_items(ex, n, threads > 1 && n >= threads, K * len, sample);
   }
 };
 
