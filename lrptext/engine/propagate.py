@@ -21,6 +21,7 @@ from torch import nn
 
 from lrptext import kernels
 from lrptext.engine.assign import unsupported_error
+from lrptext.engine.block_max_pool import block_max_pool
 from lrptext.errors import UnsupportedLayerError
 from lrptext.graph.ir import Graph, Kind, Node
 from lrptext.kernels.torch_backend import stabilize
@@ -72,6 +73,10 @@ def _forward_node(node: Node, args: tuple, kwargs: dict, layer: Callable[[Node],
     if node.kind == Kind.BATCHNORM:
         scale, shift = _batchnorm_affine(node, args[0])
         return args[0] * scale + shift
+    if node.kind == Kind.POOL:
+        mode, dims, settings = _pool_spec(node, args, kwargs)
+        if mode == "max" and (pooled := block_max_pool(args[0], dims, settings)) is not None:
+            return pooled
     return node.call(*args, **kwargs)
 
 
