@@ -79,6 +79,8 @@ POOLS = [
      lambda x: F.max_pool2d(x, 2)),
     (K.max_pool2d_relevance, dict(kernel_size=(3, 2), stride=(2, 1)), dict(mode="max", kernel=(3, 2), stride=(2, 1)),
      lambda x: F.max_pool2d(x, (3, 2), (2, 1))),
+    (K.max_pool2d_relevance, dict(kernel_size=(3, 2)), dict(mode="max", kernel=(3, 2), stride=(3, 2)),
+     lambda x: F.max_pool2d(x, (3, 2))),
     (K.max_pool2d_relevance, dict(kernel_size=3, stride=2, padding=1), dict(mode="max", kernel=(3, 3), stride=(2, 2), padding=(1, 1)),
      lambda x: F.max_pool2d(x, 3, 2, 1)),
     (K.max_pool2d_relevance, dict(kernel_size=(2, 3), stride=1, dilation=2), dict(mode="max", kernel=(2, 3), dilation=(2, 2)),
@@ -145,6 +147,18 @@ def test_max_ties_go_to_the_first_maximum(backend):
     seq = torch.tensor([[[1.0, 2.0, 2.0, 0.5]]], dtype=torch.float64)
     out = K.global_max_relevance(seq, torch.tensor([[1.0]], dtype=torch.float64), dim=-1, backend=backend)
     assert out.flatten().tolist() == [0.0, 1.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("size", [(8, 6), (7, 5)], ids=["tiled", "remainder"])
+def test_max_ties_in_two_by_two_windows(size, dtype, backend, device):
+    """MaxPool2d(2) with many ties (values 0, 1, 2): every winner position of the CPU's branch-free 2x2 path, and
+    remainder rows and columns, which no window covers, get nothing."""
+    g = torch.Generator().manual_seed(40)
+    x = torch.randint(0, 3, (2, 3, *size), generator=g).to(dtype).to(device)
+    r = rand((2, 3, size[0] // 2, size[1] // 2), dtype, device, 41)
+    out = K.max_pool2d_relevance(x, r, kernel_size=2, backend=backend)
+    expected, _ = reference.pool2d(x.cpu().numpy(), r.cpu().numpy(), mode="max", kernel=(2, 2), stride=(2, 2))
+    assert_matches(out, expected, dtype)
 
 
 def test_average_pooling_conserves(backend):
