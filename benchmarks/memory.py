@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 import torch
 
+import lrptext
+
 USED_MEM_CURRENT, USED_MEM_HIGH = 7, 8  # cudaMemPoolAttr values in the CUDA runtime's header
 
 
@@ -77,9 +79,11 @@ def _status_kib(field: str) -> int:
 
 def cpu_peak_extra_bytes(fn: Callable[[], object]) -> int:
     """Peak resident bytes during `fn()` above the resident level before it (Linux)."""
-    # Memory freed by earlier calls stays resident in malloc's arenas, and a call reusing it would look free of
-    # cost: hand it back to the system first, so the call's whole working set shows as new pages.
+    # Memory freed by earlier calls stays resident in malloc's arenas and in lrptext's kept workspaces, and a call
+    # reusing it would look free of cost: hand it back to the system first, so the call's whole working set shows
+    # as new pages.
     ctypes.CDLL("libc.so.6").malloc_trim(0)
+    lrptext.release_workspaces()
     with open("/proc/self/clear_refs", "w") as clear:
         clear.write("5")  # resets the high-water mark to the current resident size
     before = _status_kib("VmRSS")

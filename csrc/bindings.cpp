@@ -695,5 +695,7 @@ PYBIND11_MODULE(_core, m) {
     cpu::set_num_threads(n);
   }, "n"_a);
   m.def("get_num_threads", &cpu::get_num_threads);
+  m.def("release_workspaces", &cpu::release_workspaces,
+        "Unmaps the CPU kernels' large workspaces kept for later calls; returns their bytes.");
   m.def("build_info", &build_info);
 }

@@ -44,6 +44,25 @@ def test_set_num_threads_changes_the_pool_and_not_the_result():
     torch.testing.assert_close(one, two)
 
 
+def test_large_workspaces_are_kept_for_the_next_call_and_released_on_request():
+    """Workspaces of 4 MiB and more are kept between calls (up to 64 MiB) and handed back by release_workspaces();
+    a kept one, reused by a smaller problem with its old contents, gives the same result as a fresh one."""
+    g = torch.Generator().manual_seed(0)
+    def tensors(batch):  # an output of [batch, 32, 128, 128] doubles: workspaces of batch x 4 MiB
+        shapes = ((batch, 32, 128, 128), (32, 32, 3, 3), (batch, 32, 128, 128))
+        return [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
+
+    big, small = tensors(2), tensors(1)
+    lrptext.release_workspaces()
+    fresh = K.conv2d_relevance(small[0], small[1], None, small[2], padding=1, rule=Gamma())
+    assert lrptext.release_workspaces() >= 4 << 20
+    K.conv2d_relevance(big[0], big[1], None, big[2], padding=1, rule=Gamma())  # keeps mappings of 8 MiB
+    reused = K.conv2d_relevance(small[0], small[1], None, small[2], padding=1, rule=Gamma())
+    torch.testing.assert_close(reused, fresh, rtol=0, atol=0)
+    assert lrptext.release_workspaces() > 0
+    assert lrptext.release_workspaces() == 0
+
+
 def test_numpy_and_torch_pass_without_copies():
     a = np.ones((3, 4))
     t = torch.ones(3, 4)

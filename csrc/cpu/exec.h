@@ -2,9 +2,9 @@
 // split across OpenMP threads (one thread pool in the process, DESIGN.md §4).
 #pragma once
 #include <omp.h>
-#include <sys/mman.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <new>
 #include <utility>
@@ -25,22 +25,34 @@ template <class T>
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b,
           int64_t ldb, T beta, T* c, int64_t ldc);
 
+// Large workspaces come from mappings kept between kernel calls (workspace.cpp): the smallest kept one that is
+// large enough, else a fresh one.
+struct Mapping {
+  void* data;
+  size_t bytes;
+};
+Mapping take_mapping(size_t bytes);
+void give_back_mapping(Mapping m);
+
 struct Exec {
-  // A kernel's workspace. Large ones are mapped from the system and unmapped when done: from malloc's heap,
-  // freed workspaces of one layer stayed resident and the next layer's, of another size, came on top (VGG-16
-  // batch 4 with gamma rules peaked about 100 MiB higher).
+  // A kernel's workspace. Large ones are mappings (above), not malloc's heap: there, freed workspaces of one
+  // layer stayed resident and the next layer's, of another size, came on top (VGG-16 batch 4 with gamma rules
+  // peaked about 100 MiB higher).
   template <class T>
   class Buffer {
    public:
     Buffer() = default;
     explicit Buffer(int64_t n) : bytes_(n > 0 ? size_t(n) * sizeof(T) : 0) {
       if (bytes_ >= kMappedBytes) {
-        void* p = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (p == MAP_FAILED) throw std::bad_alloc();
-        data_ = static_cast<T*>(p);
+        const Mapping m = take_mapping(bytes_);
+        data_ = static_cast<T*>(m.data);
+        bytes_ = m.bytes;  // what is given back: the mapping taken may be larger than asked
       } else if (bytes_) {
         data_ = new T[size_t(n)];
       }
+#ifdef LRPTEXT_POISON_WORKSPACES  // the sanitizer build: a kernel that reads a workspace before writing it sees NaN
+      std::fill_n(reinterpret_cast<unsigned char*>(data_), bytes_, static_cast<unsigned char>(0xFF));
+#endif
     }
     Buffer(Buffer&& o) noexcept : data_(std::exchange(o.data_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
     Buffer& operator=(Buffer&& o) noexcept {
@@ -57,7 +69,7 @@ struct Exec {
    private:
     static constexpr size_t kMappedBytes = size_t(1) << 22;
     void release() {
-      if (data_ && bytes_ >= kMappedBytes) munmap(data_, bytes_);
+      if (data_ && bytes_ >= kMappedBytes) give_back_mapping({data_, bytes_});
       else delete[] data_;
       data_ = nullptr;
     }

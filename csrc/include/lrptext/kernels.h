@@ -1,5 +1,6 @@
 // Kernel entry points, one per layer kind and device. Arguments were validated by the bindings.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 
 #include "problems.h"
@@ -21,6 +22,8 @@ int64_t first_invalid_offset(IdType t, const void* offsets, int64_t bags, int64_
 int64_t first_nonfinite(DType t, const void* data, int64_t n);
 void set_num_threads(int n);
 int get_num_threads();
+// Unmaps the large workspaces kept for later kernel calls (at most 64 MiB); returns their bytes.
+size_t release_workspaces();
 }  // namespace cpu
 
 #ifdef LRPTEXT_WITH_CUDA
