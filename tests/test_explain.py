@@ -334,6 +334,20 @@ def test_non_finite_inputs_and_results_are_refused_once(backend):
     assert torch.isfinite(explain(model.double(), torch.ones(2, 4, dtype=torch.float64), backend=backend).relevance).all()
 
 
+def test_finite_values_whose_sum_overflows_are_not_mistaken_for_infinity(backend):
+    """explain() proves an input finite by its sum; a sum that overflows must fall back to the element check."""
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)).eval()
+    x = torch.full((2, 4), 3e38)  # finite float32 values summing to inf
+    assert torch.isinf(x.sum())
+    with torch.no_grad():
+        model[0].weight.fill_(1e-39)
+    explanation = explain(model, x, backend=backend)
+    assert torch.isfinite(explanation.relevance).all()
+    x[0, 0] = float("-inf")
+    with pytest.raises(ValueError, match=r"holds NaN or infinity"):
+        explain(model, x, backend=backend)
+
+
 def test_wrong_number_of_inputs_and_unknown_names():
     model, (x,) = workload("W4", bias=True)
     with pytest.raises(ValueError, match=r"takes 1 input\(s\)"):
