@@ -95,6 +95,8 @@ CONV_CASES = [
     Conv(1, 3, (5, 6), 2, (2, 3), padding=(3, 0)),  # padding beyond the kernel: whole rows of taps outside
     Conv(1, 2, (12, 13), 3, (3, 3), padding=(1, 1)),  # "same": one copy per tap; 156 positions split in tiles
     Conv(2, 3, (3, 3), 4, (3, 3)),  # one output position: matrix-vector products
+    # stride 1, fewer input positions (16) than transposed columns have rows (72): input-side columns, as deep in VGG
+    Conv(2, 3, (4, 4), 8, (3, 3), padding=(1, 1)),
 ]
 
 
