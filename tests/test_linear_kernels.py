@@ -242,3 +242,25 @@ def test_negative_free_input_takes_the_short_path_with_the_same_result(backend):
         rule, spec = RULES[name]
         assert_matches(dense_relevance(x, w, b, r, rule=rule, backend=backend),
                        reference.dense(x.numpy(), w.numpy(), b.numpy(), r.numpy(), spec), torch.float64)
+
+
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+def test_a_single_sign_anywhere_in_a_large_layer_is_found(where, backend):
+    """Gamma skips the branch of negative z when no relevance reaches one, and z+ skips x- when x >= 0: both
+    decided by a parallel scan in chunks that stops early. One negative z with relevance, or one negative input,
+    at the start, the middle or the end of 128,000 outputs must still be found (the torch backend decides nothing)."""
+    x = make((64, 300), torch.float64, "cpu", 70, positive=True)
+    w, b = make((2000, 300), torch.float64, "cpu", 71), make((2000,), torch.float64, "cpu", 72)
+    z = F.linear(x, w, b)
+    r = z.clamp(min=0)  # after a ReLU: no relevance where z <= 0
+    i = {"first": 0, "middle": z.numel() // 2 + 7, "last": z.numel() - 1}[where]
+    z.view(-1)[i], r.view(-1)[i] = -1.0, 0.5
+    x.view(-1)[i % x.numel()] = -0.5
+    for rule in (Gamma(0.25), ZPlus()):
+        out = dense_relevance(x, w, b, r, z=z if isinstance(rule, Gamma) else None, rule=rule, backend=backend)
+        expected = dense_relevance(x, w, b, r, z=z if isinstance(rule, Gamma) else None, rule=rule, backend="torch")
+        torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-12)
+    masked = r.clone()
+    masked.view(-1)[i] = 0.0  # without it, the negative branch contributes nothing: the scan's answer matters
+    assert not torch.allclose(dense_relevance(x, w, b, masked, z=z, rule=Gamma(0.25), backend="torch"),
+                              dense_relevance(x, w, b, r, z=z, rule=Gamma(0.25), backend="torch"))

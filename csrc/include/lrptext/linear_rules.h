@@ -312,8 +312,8 @@ struct LinearRelevance {
     Buffer zs, was, wbs, xps, xns;
     const T* z = forward_z(zs);
     const T* r = r_;
-    const bool need_pos = ex_.any(B_ * O_, LRPT_LAMBDA(int64_t i) { return z[i] > T(0) && r[i] != T(0); });
-    const bool need_neg = ex_.any(B_ * O_, LRPT_LAMBDA(int64_t i) { return z[i] < T(0) && r[i] != T(0); });
+    const bool need_pos = ex_.any(B_ * O_, LRPT_LAMBDA(int64_t i) { return (z[i] > T(0)) & (r[i] != T(0)); });
+    const bool need_neg = ex_.any(B_ * O_, LRPT_LAMBDA(int64_t i) { return (z[i] < T(0)) & (r[i] != T(0)); });
     if (!need_pos && !need_neg) {
       zero(static_cast<T*>(p_.out), p_.reduce_channels ? B_ * P_ : B_ * I_);
       return;
