@@ -153,6 +153,20 @@ def test_conv_tiles_do_not_change_the_result(rule_name, threads):
     torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("rule_name", ["epsilon", "zplus"])
+def test_conv_with_a_weight_larger_than_the_cache(rule_name):
+    """A weight of more than 2^20 floats gets tiles of at least 1,024 positions: 1,296 positions split in two."""
+    rule, _ = RULES[rule_name]
+    x = make((1, 256, 36, 36), torch.float64, "cpu", 64, positive=True)
+    w, b = make((512, 256, 3, 3), torch.float64, "cpu", 65), make((512,), torch.float64, "cpu", 66)
+    assert w.numel() > 2**20
+    r = make((1, 512, 36, 36), torch.float64, "cpu", 67)
+    out = conv2d_relevance(x, w, b, r, padding=1, rule=rule, backend="cpp")
+    expected = conv2d_relevance(x, w, b, r, padding=1, rule=rule, backend="torch")
+    # sums of 2,304 terms divided by z near 0 (epsilon): rounding differences scale with the largest value
+    torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-9 * float(expected.abs().max()))
+
+
 @pytest.mark.parametrize("rule_name", RULES)
 def test_a_wrong_rule_does_not_match(rule_name, backend):
     """The suite can fail: every rule differs from the oracle of another rule on the same data."""
