@@ -120,36 +120,38 @@ NOTES = {
            "ratios measure different work and are not comparable. captum ran only on the MLP (it has no rule for "
            "several layers of the others); zennit and captum work on their own copies of each model (their in-place "
            "parameter rewrites would make lrptext prepare its weights again on every call). This shared 2-core "
-           "machine is noisy: the same row moved by up to 0.1 between runs. The Speed issue's targets are met for "
-           "epsilon on the text CNN at batch 64, for 2x faster than zennit on 11 of 16 rows (1.25-1.96x on the "
-           "others: epsilon on W2 batch 256, VGG-16 batch 1 and W4 batch 1024, flat on VGG-16 batch 1 and W4 batch "
-           "1024), and for peak memory at or below the floor's on the text CNN and on VGG-16 "
-           "(epsilon at batch 1, flat and gamma/box at batch 4); they are missed elsewhere, and this is where the "
-           "time goes (perf, "
+           "machine is noisy: the same row moved by up to 0.1 between runs (0.2 for VGG-16 gamma/box at batch 4). The "
+           "Speed issue's targets are met for epsilon on the text CNN at batch 64 and the MLP at batch 256, for "
+           "epsilon_plus_flat on VGG-16 at batch 4 and on the digits CNN, for epsilon_gamma_box on VGG-16 and the "
+           "digits CNN at batch 1, for 2x faster than zennit on 15 of 16 rows (1.9x for flat on W4 batch 1024), and "
+           "for peak memory at or below the floor's on the text CNN at batch 64, the MLP, VGG-16 epsilon and flat at "
+           "batch 4 and the digits CNN at batch 1; they are missed elsewhere, and this is where the time goes (perf, "
            "benchmarks/time_profile.py): (1) convolutions - lrptext's relevance is OpenBLAS GEMMs over gathered "
-           "columns, torch's gradient oneDNN's direct convolution; the GEMM alone runs at ~190 GFLOP/s on 2 cores, as "
-           "fast as oneDNN's whole backward pass, and the column gather plus the element-wise steps add about a third "
-           "(VGG-16 conv1_2 at batch 1: GEMM 19.5 ms, relevance 26-34 ms, torch's backward-data 28 ms), on 8x8 "
-           "images (W4) half, where the torch backend (oneDNN's transposed convolution) is faster; batching several "
-           "small images per GEMM was tried and gained nothing, the copy being the cost. z+ and gamma add a forward "
-           "pass through the same machinery (1.65-1.76 on VGG-16, floor 1.5). (2) batch 1 of the small models "
-           "(floors of 0.9-4 ms): each kernel call still costs 10-30 us of Python (argument checks, DLPack "
-           "export), and each OpenMP parallel region 20-50 us with OMP_WAIT_POLICY=PASSIVE, which the benchmark "
-           "sets for this shared machine. (3) memory: lrptext keeps each layer's pre-activation z (the rules divide "
-           "by it) and recomputes the ReLU of it when needed, about autograd's saved tensors; the rest of the peak "
-           "is the relevance pass's own buffers and malloc's arenas, and the medians still move by 10-20% between "
-           "runs.",
+           "columns, torch's gradient oneDNN's direct convolution. OpenBLAS's sgemm runs at about 100 GFLOP/s per "
+           "core here, oneDNN's convolutions at about 115, so VGG-16's 256- and 512-channel layers take 1.2-1.3x "
+           "torch's backward-data at batch 4 (the 64-channel ones at 224 pixels 0.9x, with the column gather the "
+           "rest), and torch's transposed convolution is 10-16% faster than lrptext's on the 512-channel layers "
+           "there (the torch backend loses it again elsewhere). z+ and gamma add a forward pass through the same "
+           "GEMMs (floor 1.5). (2) batch 1 of the small "
+           "models (floors of 1-10 ms): Python per kernel call - the public kernel functions' argument checks cost "
+           "about 50 us per call (the engine calling the implementation directly measured 1.18 -> 1.07 ms for the "
+           "digits CNN), each OpenMP parallel region 20-50 us with OMP_WAIT_POLICY=PASSIVE, which the benchmark sets "
+           "for this shared machine. (3) memory: lrptext keeps each layer's pre-activation z (the rules divide by "
+           "it) and recomputes the ReLU of it when needed, about autograd's saved tensors; the rest of the peak is "
+           "the relevance pass's own buffers and malloc's arenas, and the medians still move by 10-30% between runs "
+           "(VGG-16 batch 1 flat: 111 and 152 MiB in two runs).",
     "cuda": "W1 takes token ids: the floor and zennit start at the embedding output, lrptext at the ids. Below batch "
             "32 every method is bound by kernel launches and Python (the floor takes 1-13 ms). The CUDA issue's "
             "target (epsilon <= 1.1 and 2x faster than zennit at VGG-16 batch 32) is not met: per explanation there, "
-            "lrptext's convolution relevance (a cuBLAS GEMM into columns plus a gathering col2im) takes about 31 of "
-            "its 64 ms of GPU time and the forward through cuDNN 19 ms (benchmarks/results/profile-cuda.txt), "
-            "where the floor's backward-data through cuDNN takes about 20 ms. Caveat: this GPU run let zennit use the "
-            "same model object, and zennit's in-place parameter rewrites made lrptext prepare its weights again on "
-            "every call (found afterwards on the CPU, where it cost up to 3x at batch 1; zennit now gets a copy): "
-            "the lrptext columns here are pessimistic, most of all for the gamma/box rules and small batches.",
+            "lrptext's convolution relevance (a cuBLAS GEMM into columns, about 22 ms, plus a gathering col2im, 9 ms) "
+            "takes about 31 of its 61 ms of GPU time and the forward through cuDNN 19 ms "
+            "(benchmarks/results/profile-cuda.txt), where the floor's backward-data through cuDNN takes about 20 ms. "
+            "zennit works on its own copy of each model (its in-place parameter rewrites would make lrptext prepare "
+            "its weights again on every call).",
 }
 METHODS = ["forward", "lrptext cpp", "lrptext torch", "zennit", "captum"]
+# Rows of fast calls get more rounds: until every method has run this long in all, up to MAX_ROUNDS.
+MIN_SECONDS, MAX_ROUNDS = 0.5, 100
 
 
 def zennit_composite(zennit, composite: str):
@@ -235,11 +237,14 @@ def measure(name: str, batch: int, model: nn.Module, x: torch.Tensor, anchor_mod
         reference, against = methods["lrptext torch"](), "torch backend"
     error = float((check - reference).abs().max() / reference.abs().max().clamp(min=1e-30))
     synchronize = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
-    times = interleaved(methods, rounds=args.rounds, warmup=1, synchronize=synchronize)
+    times = interleaved(methods, rounds=args.rounds, warmup=1, synchronize=synchronize, min_seconds=MIN_SECONDS,
+                        max_rounds=MAX_ROUNDS)
     base = times["forward+gradient"]["median_s"]
     row = {"workload": name, "batch": batch, "composite": composite, "checked_against": against,
            "max_relative_difference": error,
            "ms": {k: 1e3 * v["median_s"] for k, v in times.items()},
+           "ms_p10_p90": {k: [1e3 * v["p10_s"], 1e3 * v["p90_s"]] for k, v in times.items()},
+           "rounds": times["forward+gradient"]["rounds"],
            "ratio_to_floor": {k: v["median_s"] / base for k, v in times.items()}}
     if args.device.startswith("cuda"):
         peaks = {k: cuda_peak_extra_bytes(fn) for k, fn in methods.items()}
@@ -288,7 +293,10 @@ def render(env: dict, rows: list[dict], device: str, rounds: int) -> str:
     lines = ["# Workload benchmark (W1-W5)", "",
              f"{env.get('gpu', env['cpu'])} ({device}; host {env['cores']} cores), torch {env['torch']}, "
              f"threads {env['torch_threads']}, OMP_WAIT_POLICY={env['omp_wait_policy']}; float32 (TF32 off); medians "
-             f"of {rounds} interleaved rounds. Ratios to torch forward + input gradient (the floor) of the same model "
+             + (f"of {rounds} interleaved rounds. " if not any(r.get("rounds", rounds) > rounds for r in rows) else
+                f"of at least {rounds} interleaved rounds, more for fast rows (until every method has run for "
+                f"{MIN_SECONDS} s, at most {MAX_ROUNDS} rounds; p10/p90 in the JSON). ")
+             + "Ratios to torch forward + input gradient (the floor) of the same model "
              "and input, same run; lower is better. Regenerate: `python benchmarks/workloads.py"
              + ("` (scripts/gpu_check.sh on a GPU)." if device != "cpu" else "`."), "",
              NOTES["cpu" if device == "cpu" else "cuda"], "",

@@ -1,8 +1,8 @@
 """Max pooling's forward pass on CPU for windows that tile the input (stride = kernel, no padding or dilation):
 element-wise maxima of strided views. torch's CPU max_pool2d on NCHW tensors is about 10x slower than that
-(12 ms against 1 ms for 1024 digits of 64x8x8 channels, 35 against 4 ms for VGG-16's first pooling at batch 4),
-as long as a third of a VGG-16 explanation's forward pass. The values are the same: a maximum is exact, and
-torch.maximum propagates NaN as max_pool does.
+(12 ms against 1 ms for 1024 digits of 64x8x8 channels, a third of that forward pass; 35 against 4 ms for
+VGG-16's first pooling at batch 4). The values are the same: a maximum is exact, and torch.maximum propagates NaN
+as max_pool does.
 """
 
 from __future__ import annotations
