@@ -164,6 +164,8 @@ struct ConvOp {
   int64_t out_channels() const { return s.cout; }
   int64_t weight_size() const { return s.cout * K; }
   int64_t min_tile() const { return cout_g * K > kLargeWeight ? 4 * kMinTile : kMinTile; }  // one group's weight
+  // Positions per tile whose column matrix has `rows` rows, before splitting evenly over threads.
+  int64_t tile_positions(int64_t rows) const { return std::max(min_tile(), kTileBudget / std::max<int64_t>(rows, 1)); }
 
   // Runs tile(b, g, p0, p1, col, parallel_inside) over every sample, group and tile of `positions` positions
   // whose column matrix has `rows` rows. The tiles run in parallel when they split evenly over the threads,
@@ -172,7 +174,7 @@ struct ConvOp {
   template <class F>
   void for_tiles(const Exec& ex, int64_t n, int64_t positions, int64_t rows, F tile) const {
     const int64_t threads = get_num_threads(), units = n * s.groups;
-    int64_t tiles = ceil_div(positions, std::max(min_tile(), kTileBudget / std::max<int64_t>(rows, 1)));
+    int64_t tiles = ceil_div(positions, tile_positions(rows));
     int64_t even = tiles;  // the fewest tiles that give every thread the same number
     while (units * even % threads) ++even;
     if (ceil_div(positions, even) >= min_tile() / 2) tiles = even;
@@ -252,7 +254,7 @@ struct ConvOp {
   // G through input-side columns: per sample, each tile of output positions multiplied into columns and added
   // back where its taps read. Tiles of one sample share input elements, so they run one after another.
   void scattered_backward(const Exec& ex, const T* r, int64_t n, const T* w, T* c, T beta) const {
-    const int64_t P = s.h * s.w, len = std::min(HW, std::max(min_tile(), kTileBudget / K));
+    const int64_t P = s.h * s.w, len = std::min(HW, tile_positions(K));
     const auto sample = [&](int64_t b, T* col, bool parallel) {
       for (int64_t g = 0; g < s.groups; ++g) {
         T* cg = c + b * in_sz + g * cin_g * P;
