@@ -85,7 +85,7 @@ def embedding(ids: Array, relevance: Array, *, num_embeddings: int, padding_idx:
               check_finite: bool) -> Array:
     out = empty(relevance, (ids.shape[0],) if reduce else tuple(relevance.shape))
     _call("embedding_relevance", ids, relevance, out, num_embeddings=num_embeddings, padding_idx=padding_idx,
-                                       check_finite=check_finite, stream=stream(relevance))
+          check_finite=check_finite, stream=stream(relevance))
     return out
 
 
