@@ -13,6 +13,7 @@ from torch import nn
 import lrptext
 import reference
 from lrptext import Contrast, Explainer, UnsupportedLayerError, explain
+from lrptext.kernels import dispatch
 from lrptext.rules import Composite, Epsilon, Flat, Gamma, Norm, Pass, ZBox, ZPlus
 from models import BagOfEmbeddings, KimCNN, ResidualBlock, bow_mlp, digits_cnn, randomize_batchnorm, vgg_like
 from tolerances import assert_matches
@@ -456,9 +457,8 @@ def test_the_fused_embedding_path_equals_the_unfused_one(backend, monkeypatch):
     ids[0, :4] = 0
     explainer = Explainer(model, composite="epsilon_gamma", backend=backend)
     calls = []
-    conv1d = lrptext.kernels.conv1d_relevance
-    monkeypatch.setattr(lrptext.kernels, "conv1d_relevance",
-                        lambda *a, **k: calls.append(k["reduce_channels"]) or conv1d(*a, **k))
+    conv = dispatch.conv
+    monkeypatch.setattr(dispatch, "conv", lambda *a, **k: calls.append(k["reduce_channels"]) or conv(*a, **k))
     fused = explainer.explain(ids)
     assert calls == [True, True, True]  # the three convolutions took the fused path
     unfused = explainer.explain(ids, layers=True)

@@ -153,6 +153,51 @@ def test_conv_tiles_do_not_change_the_result(rule_name, threads):
     torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("channels", [(1, 32), (32, 64)], ids=["widening", "deep"])
+@pytest.mark.parametrize("rule_name", ["epsilon", "gamma", "alpha2beta1", "zbox", "flat"])
+def test_small_images_share_tiles_across_samples(rule_name, channels, threads):
+    """8x8 images (the digits CNN's): several samples' columns go side by side into one tile, in the forward
+    GEMMs and in the scattered backward ones; 41 samples do not fill the last block."""
+    import lrptext
+
+    rule, _ = RULES[rule_name]
+    cin, cout = channels
+    x = make((41, cin, 8, 8), torch.float64, "cpu", 80)
+    w, b = make((cout, cin, 3, 3), torch.float64, "cpu", 81), make((cout,), torch.float64, "cpu", 82)
+    r = make((41, cout, 8, 8), torch.float64, "cpu", 83)
+    previous = lrptext.get_num_threads()
+    try:
+        lrptext.set_num_threads(threads)
+        out = conv2d_relevance(x, w, b, r, padding=1, rule=rule, backend="cpp")
+    finally:
+        lrptext.set_num_threads(previous)
+    expected = conv2d_relevance(x, w, b, r, padding=1, rule=rule, backend="torch")
+    torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-9 * float(expected.abs().max()))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("shape", [(1, 3001, 700), (700, 3001, 1)], ids=["one-sample", "one-output"])
+@pytest.mark.parametrize("rule_name", ["epsilon", "gamma", "zbox"])
+def test_large_matrix_vector_products_split_over_threads(rule_name, shape, threads):
+    """One sample through a wide layer (or one output feature of many samples): matrix-vector products of more
+    than 2^21 multiply-adds are split over the threads by output rows, an odd count of them."""
+    import lrptext
+
+    rule, _ = RULES[rule_name]
+    n, i, o = shape
+    x, w = make((n, i), torch.float64, "cpu", 70), make((o, i), torch.float64, "cpu", 71)
+    b, r = make((o,), torch.float64, "cpu", 72), make((n, o), torch.float64, "cpu", 73)
+    previous = lrptext.get_num_threads()
+    try:
+        lrptext.set_num_threads(threads)
+        out = dense_relevance(x, w, b, r, rule=rule, backend="cpp")
+    finally:
+        lrptext.set_num_threads(previous)
+    expected = dense_relevance(x, w, b, r, rule=rule, backend="torch")
+    torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-9 * float(expected.abs().max()))
+
+
 @pytest.mark.parametrize("rule_name", ["epsilon", "zplus"])
 def test_conv_with_a_weight_larger_than_the_cache(rule_name):
     """A weight of more than 2^20 floats gets tiles of at least 1,024 positions: 1,296 positions split in two."""

@@ -5,7 +5,7 @@
 // input-side columns are the fewer: 1 -> 32 channels ran 2.6x faster so), or of one whose samples have fewer
 // positions than its transposed columns have rows (deep in an image network: VGG-16's 512-channel layers at
 // 14x14 ran 5-25% faster so, the digits CNN's 32 -> 64 at 8x8 5%), multiplies into columns and scatters them
-// back (col2im).
+// back (col2im). Samples much smaller than a tile (8x8 images) share tiles in F and in the scattered G.
 #include <omp.h>
 
 #include <algorithm>
@@ -35,6 +35,8 @@ struct Taps {
   int64_t channels, src_h, src_w, rows, cols, kh, kw, step_h, step_w, tap_h, tap_w, off_h, off_w;
 
   int64_t count() const { return channels * kh * kw; }
+  // Unit steps and a source as wide as the destination (a "same" convolution): see FlatTap.
+  bool same_grid() const { return step_h == 1 && step_w == 1 && src_w == cols; }
 
   // Destination columns [lo, hi) whose tap kj reads inside the source row.
   void valid_columns(int64_t kj, int64_t* lo, int64_t* hi) const {
@@ -69,16 +71,17 @@ struct Taps {
     }
   }
 
-  // col[t][p - p0] = the source element tap t of position p reads, for the positions [p0, p1).
+  // col[t][p - p0] = the source element tap t of position p reads, for the positions [p0, p1); the rows of col
+  // are ld apart (ld >= p1 - p0: several samples' columns side by side).
   template <class T>
-  void gather(const T* src, T* col, int64_t p0, int64_t p1, bool parallel) const {
+  void gather(const T* src, T* col, int64_t ld, int64_t p0, int64_t p1, bool parallel) const {
     const int64_t len = p1 - p0, step = step_w;
-    const bool flat = step_h == 1 && step_w == 1 && src_w == cols;
+    const bool flat = same_grid();
     const auto blank = [&](int64_t t, int64_t from, int64_t to) {
-      std::fill(col + t * len + from, col + t * len + to, T(0));
+      std::fill(col + t * ld + from, col + t * ld + to, T(0));
     };
     const auto copy = [&](int64_t t, const T* row, int64_t shift, int64_t a, int64_t b, int64_t at) {
-      T* dst = col + t * len + at;
+      T* dst = col + t * ld + at;
       if (step == 1) std::copy(row + a + shift, row + b + shift, dst);
       else
         for (int64_t c = a; c < b; ++c) dst[c - a] = row[c * step + shift];
@@ -86,46 +89,78 @@ struct Taps {
     const bool split = parallel && count() * len >= kParallelGrain;
 #pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (split)
     for (int64_t t = 0; t < count(); ++t) {
-      if (flat) gather_flat(src, col + t * len, t, p0, p1);
+      if (flat) gather_flat(src, col + t * ld, t, p0, p1);
       else walk(src, t, p0, p1, copy, blank);
     }
   }
 
-  // gather() of one tap row when the source and destination grids have the same width and unit steps (a
-  // "same" convolution): every position reads the source at one offset, so the tile is one copy, after which
-  // the columns that wrapped around a row edge are zeroed. Row by row was slow on small images.
-  template <class T>
-  void gather_flat(const T* src, T* out, int64_t t, int64_t p0, int64_t p1) const {
+  // One tap row on a "same" grid (unit steps, a source as wide as the destination): every position p in
+  // [first, last) reads element p + shift of the source plane, except those whose column wrapped around a row
+  // edge (outside [lo, hi)), which read nothing; so a tile's tap row is one copy (or one add) and a fix-up of
+  // the wrapped columns. Row by row was slow on small images. last <= first when the tap reads nothing.
+  struct FlatTap {
+    int64_t plane, shift, first, last, lo, hi;
+  };
+
+  FlatTap flat_tap(int64_t t, int64_t p0, int64_t p1) const {
     const int64_t ch = t / (kh * kw), ki = (t / kw) % kh, kj = t % kw;
     const int64_t dr = ki * tap_h + off_h, dc = kj * tap_w + off_w;
-    int64_t lo, hi;
-    valid_columns(kj, &lo, &hi);
+    FlatTap f{ch * src_h * src_w, dr * cols + dc, 0, 0, 0, 0};
+    valid_columns(kj, &f.lo, &f.hi);
     const int64_t row_lo = std::max(int64_t(0), -dr), row_hi = std::min(rows, src_h - dr);
-    const int64_t first = std::max(p0, row_lo * cols + lo), last = std::min(p1, (row_hi - 1) * cols + hi);
-    if (row_hi <= row_lo || hi <= lo || last <= first) {
-      std::fill(out, out + (p1 - p0), T(0));
-      return;
-    }
-    const T* from = src + ch * src_h * src_w + (first + dr * cols + dc);  // position p reads p + dr cols + dc
-    std::fill(out, out + (first - p0), T(0));
-    std::copy(from, from + (last - first), out + (first - p0));
-    std::fill(out + (last - p0), out + (p1 - p0), T(0));
-    if (lo == 0 && hi == cols) return;
-    for (int64_t r = first / cols; r * cols < last; ++r) {
+    if (row_hi <= row_lo || f.hi <= f.lo) return f;
+    f.first = std::max(p0, row_lo * cols + f.lo);
+    f.last = std::min(p1, (row_hi - 1) * cols + f.hi);
+    return f;
+  }
+
+  // Zeroes the tile entries (position p at tile[p - p0]) of the wrapped columns in [first, last).
+  template <class T>
+  void zero_wrapped(const FlatTap& f, T* tile, int64_t p0) const {
+    if (f.lo == 0 && f.hi == cols) return;
+    for (int64_t r = f.first / cols; r * cols < f.last; ++r) {
       const int64_t row = r * cols;
-      for (int64_t c = std::max(row, first); c < std::min(row + lo, last); ++c) out[c - p0] = T(0);
-      for (int64_t c = std::max(row + hi, first); c < std::min(row + cols, last); ++c) out[c - p0] = T(0);
+      for (int64_t c = std::max(row, f.first); c < std::min(row + f.lo, f.last); ++c) tile[c - p0] = T(0);
+      for (int64_t c = std::max(row + f.hi, f.first); c < std::min(row + cols, f.last); ++c) tile[c - p0] = T(0);
     }
   }
 
-  // The adjoint of gather: src[...] += col[t][p - p0] for every tap t of the positions [p0, p1). Parallel
-  // over source channels, so that no two threads add into the same element.
+  // gather() of one tap row on a "same" grid.
   template <class T>
-  void scatter_add(const T* col, T* src, int64_t p0, int64_t p1, bool parallel) const {
+  void gather_flat(const T* src, T* out, int64_t t, int64_t p0, int64_t p1) const {
+    const FlatTap f = flat_tap(t, p0, p1);
+    if (f.last <= f.first) {
+      std::fill(out, out + (p1 - p0), T(0));
+      return;
+    }
+    const T* from = src + f.plane + f.first + f.shift;
+    std::fill(out, out + (f.first - p0), T(0));
+    std::copy(from, from + (f.last - f.first), out + (f.first - p0));
+    std::fill(out + (f.last - p0), out + (p1 - p0), T(0));
+    zero_wrapped(f, out, p0);
+  }
+
+  // scatter_add() of one tap row on a "same" grid: the wrapped columns are zeroed in the tile (scratch), so
+  // that the one add over [first, last) adds nothing where they land.
+  template <class T>
+  void scatter_add_flat(T* col, T* src, int64_t t, int64_t p0, int64_t p1) const {
+    const FlatTap f = flat_tap(t, p0, p1);
+    if (f.last <= f.first) return;
+    zero_wrapped(f, col, p0);
+    const T* from = col + (f.first - p0);
+    T* to = src + f.plane + f.first + f.shift;
+    for (int64_t i = 0; i < f.last - f.first; ++i) to[i] += from[i];
+  }
+
+  // The adjoint of gather: src[...] += col[t][p - p0] for every tap t of the positions [p0, p1); col is
+  // scratch and may be changed. Parallel over source channels, so that no two threads add into one element.
+  template <class T>
+  void scatter_add(T* col, int64_t ld, T* src, int64_t p0, int64_t p1, bool parallel) const {
     const int64_t len = p1 - p0, step = step_w, per_channel = kh * kw;
+    const bool flat = same_grid();
     const auto none = [](int64_t, int64_t, int64_t) {};
     const auto add = [&](int64_t t, T* row, int64_t shift, int64_t a, int64_t b, int64_t at) {
-      const T* from = col + t * len + at;
+      const T* from = col + t * ld + at;
       T* to = row + a * step + shift;
       if (step == 1)
         for (int64_t c = 0; c < b - a; ++c) to[c] += from[c];
@@ -135,7 +170,10 @@ struct Taps {
     const bool split = parallel && count() * len >= kParallelGrain;
 #pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (split)
     for (int64_t ch = 0; ch < channels; ++ch)
-      for (int64_t t = ch * per_channel; t < (ch + 1) * per_channel; ++t) walk(src, t, p0, p1, add, none);
+      for (int64_t t = ch * per_channel; t < (ch + 1) * per_channel; ++t) {
+        if (flat) scatter_add_flat(col + t * ld, src, t, p0, p1);
+        else walk(src, t, p0, p1, add, none);
+      }
   }
 };
 
@@ -166,6 +204,57 @@ struct ConvOp {
   int64_t min_tile() const { return cout_g * K > kLargeWeight ? 4 * kMinTile : kMinTile; }  // one group's weight
   // Positions per tile whose column matrix has `rows` rows, before splitting evenly over threads.
   int64_t tile_positions(int64_t rows) const { return std::max(min_tile(), kTileBudget / std::max<int64_t>(rows, 1)); }
+
+  // Samples whose columns go side by side into one tile of a column matrix with `rows` rows, when a sample has
+  // far fewer positions than a tile holds (small images: the digits CNN's 8x8): one GEMM of many positions, where
+  // a GEMM per sample was small enough for OpenBLAS's packing to cost about as much as the multiply. The blocks
+  // split evenly over the threads, at least one each. 1 (a tile per sample) for grouped convolutions.
+  int64_t samples_per_tile(int64_t n, int64_t rows, int64_t positions) const {
+    const int64_t fit = tile_positions(rows) / std::max<int64_t>(positions, 1);
+    if (s.groups != 1 || direct || fit < 2) return 1;
+    const int64_t threads = get_num_threads();
+    const int64_t blocks = ceil_div(std::max(ceil_div(n, fit), std::min(n, threads)), threads) * threads;
+    return ceil_div(n, blocks);
+  }
+
+  // Runs block(b0, b1, col, parallel_inside) over the samples in blocks of nb, across the threads or one after
+  // another with the parallelism inside.
+  template <class F>
+  void for_blocks(const Exec& ex, int64_t n, int64_t nb, int64_t col_size, F block) const {
+    const int64_t blocks = ceil_div(n, nb), threads = get_num_threads();
+    run_items(ex, blocks, threads > 1 && blocks >= threads, col_size, [&](int64_t i, T* col, bool parallel) {
+      block(i * nb, std::min(n, (i + 1) * nb), col, parallel);
+    });
+  }
+
+  // Samples b0..b1 of a [batch, channels, HW] tensor side by side in `to`: [channels, (b1 - b0) * HW], rows ld apart.
+  static void to_side_by_side(const T* from, int64_t channels, int64_t hw, int64_t b0, int64_t b1, T* to, int64_t ld) {
+    for (int64_t b = b0; b < b1; ++b)
+      for (int64_t ch = 0; ch < channels; ++ch) {
+        const T* src = from + (b * channels + ch) * hw;
+        std::copy(src, src + hw, to + ch * ld + (b - b0) * hw);
+      }
+  }
+
+  // The inverse of to_side_by_side, into beta * to + from (beta = 0 never reads `to`).
+  static void from_side_by_side(const T* from, int64_t ld, int64_t channels, int64_t hw, int64_t b0, int64_t b1,
+                                T* to, T beta) {
+    for (int64_t b = b0; b < b1; ++b)
+      for (int64_t ch = 0; ch < channels; ++ch) {
+        const T* src = from + ch * ld + (b - b0) * hw;
+        T* dst = to + (b * channels + ch) * hw;
+        if (beta == T(0)) std::copy(src, src + hw, dst);
+        else
+          for (int64_t i = 0; i < hw; ++i) dst[i] = beta * dst[i] + src[i];
+      }
+  }
+
+  // a = beta * a, where beta = 0 never reads a (it may hold anything).
+  static void scale(T* a, int64_t size, T beta) {
+    if (beta == T(0)) std::fill(a, a + size, T(0));
+    else if (beta != T(1))
+      for (int64_t i = 0; i < size; ++i) a[i] *= beta;
+  }
 
   // Runs tile(b, g, p0, p1, col, parallel_inside) over every sample, group and tile of `positions` positions
   // whose column matrix has `rows` rows. The tiles run in parallel when they split evenly over the threads,
@@ -206,12 +295,22 @@ struct ConvOp {
   }
 
   void forward(const Exec& ex, const T* x, int64_t n, const T* w, T* y, T beta) const {
+    if (const int64_t nb = samples_per_tile(n, K, HW); nb > 1) {
+      const int64_t width = nb * HW;  // the block's columns, then its output before it goes to each sample
+      return for_blocks(ex, n, nb, (K + s.cout) * width, [&](int64_t b0, int64_t b1, T* col, bool parallel) {
+        T* out = col + K * width;
+        for (int64_t b = b0; b < b1; ++b)
+          forward_taps.gather(x + b * in_sz, col + (b - b0) * HW, width, 0, HW, parallel);
+        ex.gemm<T>(false, false, s.cout, (b1 - b0) * HW, K, w, K, col, width, T(0), out, width);
+        from_side_by_side(out, width, s.cout, HW, b0, b1, y, beta);
+      });
+    }
     for_tiles(ex, n, HW, K, [&](int64_t b, int64_t g, int64_t p0, int64_t p1, T* col, bool parallel) {
       const T* xg = x + b * in_sz + g * cin_g * s.h * s.w;
       T* yg = y + b * out_sz + g * cout_g * HW + p0;
       const T* w_g = w + g * cout_g * K;
       if (direct) return ex.gemm<T>(false, false, cout_g, p1 - p0, K, w_g, K, xg + p0, HW, beta, yg, HW);
-      forward_taps.gather(xg, col, p0, p1, parallel);
+      forward_taps.gather(xg, col, p1 - p0, p0, p1, parallel);
       ex.gemm<T>(false, false, cout_g, p1 - p0, K, w_g, K, col, p1 - p0, beta, yg, HW);
     });
   }
@@ -245,7 +344,7 @@ struct ConvOp {
       }
     }
     for_tiles(ex, n, P, KT, [&](int64_t b, int64_t g, int64_t p0, int64_t p1, T* col, bool parallel) {
-      backward_taps.gather(r + b * out_sz + g * cout_g * HW, col, p0, p1, parallel);
+      backward_taps.gather(r + b * out_sz + g * cout_g * HW, col, p1 - p0, p0, p1, parallel);
       ex.gemm<T>(false, false, cin_g, p1 - p0, KT, wtp + g * cin_g * KT, KT, col, p1 - p0, beta,
                  c + b * in_sz + g * cin_g * P + p0, P);
     });
@@ -255,17 +354,27 @@ struct ConvOp {
   // back where its taps read. Tiles of one sample share input elements, so they run one after another.
   void scattered_backward(const Exec& ex, const T* r, int64_t n, const T* w, T* c, T beta) const {
     const int64_t P = s.h * s.w, len = std::min(HW, tile_positions(K));
+    if (const int64_t nb = samples_per_tile(n, K, HW); nb > 1) {
+      const int64_t width = nb * HW;  // the block's columns, then its relevance side by side (one row stride)
+      return for_blocks(ex, n, nb, (K + s.cout) * width, [&](int64_t b0, int64_t b1, T* col, bool parallel) {
+        T* rb = col + K * width;
+        to_side_by_side(r, s.cout, HW, b0, b1, rb, width);
+        ex.gemm<T>(true, false, K, (b1 - b0) * HW, s.cout, w, K, rb, width, T(0), col, width);
+        for (int64_t b = b0; b < b1; ++b) {
+          scale(c + b * in_sz, in_sz, beta);
+          forward_taps.scatter_add(col + (b - b0) * HW, width, c + b * in_sz, 0, HW, parallel);
+        }
+      });
+    }
     const auto sample = [&](int64_t b, T* col, bool parallel) {
       for (int64_t g = 0; g < s.groups; ++g) {
         T* cg = c + b * in_sz + g * cin_g * P;
-        if (beta == T(0)) std::fill(cg, cg + cin_g * P, T(0));
-        else if (beta != T(1))
-          for (int64_t i = 0; i < cin_g * P; ++i) cg[i] *= beta;
+        scale(cg, cin_g * P, beta);
         for (int64_t p0 = 0; p0 < HW; p0 += len) {
           const int64_t p1 = std::min(HW, p0 + len);
           ex.gemm<T>(true, false, K, p1 - p0, cout_g, w + g * cout_g * K, K, r + b * out_sz + g * cout_g * HW + p0,
                      HW, T(0), col, p1 - p0);
-          forward_taps.scatter_add(col, cg, p0, p1, parallel);
+          forward_taps.scatter_add(col, p1 - p0, cg, p0, p1, parallel);
         }
       }
     };

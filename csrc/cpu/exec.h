@@ -83,20 +83,50 @@ struct Exec {
     return Buffer<T>(n);
   }
 
+  // Each thread runs its own copy of f (here and below): the loops store through pointers f captured, which
+  // could alias a closure shared by the threads, so the compiler reloaded every capture per element and kept
+  // the loop scalar (the gamma rule's ratio over 4M outputs: 5% of an explanation of the digits CNN).
   template <class F>
   void map(int64_t n, F f) const {
-#pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (n >= kParallelGrain)
-    for (int64_t i = 0; i < n; ++i) f(i);
+#pragma omp parallel num_threads(get_num_threads()) if (n >= kParallelGrain)
+    {
+      const F own = f;
+#pragma omp for schedule(static)
+      for (int64_t i = 0; i < n; ++i) own(i);
+    }
   }
 
   // f(i, ch) for every element i of a [B, C, P] tensor, ch its channel: a loop per channel row, not a
   // division per element.
   template <class F>
   void map_channels(int64_t B, int64_t C, int64_t P, F f) const {
-#pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (B * C * P >= kParallelGrain)
-    for (int64_t row = 0; row < B * C; ++row) {
-      const int64_t ch = row % C;
-      for (int64_t i = row * P; i < (row + 1) * P; ++i) f(i, ch);
+#pragma omp parallel num_threads(get_num_threads()) if (B * C * P >= kParallelGrain)
+    {
+      const F own = f;
+#pragma omp for schedule(static)
+      for (int64_t row = 0; row < B * C; ++row) {
+        const int64_t ch = row % C;
+        for (int64_t i = row * P; i < (row + 1) * P; ++i) own(i, ch);
+      }
+    }
+  }
+
+  // f(i, j) for every element i of a [B, N] tensor, j = i % N its place in the sample (to read a per-sample
+  // constant): a loop per sample, in blocks when the samples are fewer than the threads.
+  template <class F>
+  void map_samples(int64_t B, int64_t N, F f) const {
+    if (B <= 0 || N <= 0) return;
+    const int threads = get_num_threads();
+    const int64_t per_sample = (threads + B - 1) / B;
+    const int64_t block = std::max<int64_t>(1024, (N + per_sample - 1) / per_sample), blocks = (N + block - 1) / block;
+#pragma omp parallel num_threads(threads) if (B * N >= kParallelGrain)
+    {
+      const F own = f;
+#pragma omp for schedule(static)
+      for (int64_t item = 0; item < B * blocks; ++item) {
+        const int64_t b = item / blocks, j0 = (item % blocks) * block, j1 = std::min(N, j0 + block);
+        for (int64_t j = j0; j < j1; ++j) own(b * N + j, j);
+      }
     }
   }
 
@@ -108,14 +138,18 @@ struct Exec {
     const int threads = get_num_threads();
     const int64_t per_sample = (threads + B - 1) / B;  // blocks of q per sample, so that every thread gets one
     const int64_t block = std::max<int64_t>(64, (P + per_sample - 1) / per_sample), blocks = (P + block - 1) / block;
-#pragma omp parallel for schedule(static) num_threads(threads) if (B * C * P >= kParallelGrain)
-    for (int64_t item = 0; item < B * blocks; ++item) {
-      const int64_t b = item / blocks, q0 = (item % blocks) * block, q1 = std::min(P, q0 + block);
-      T* o = out + b * P;
-      for (int64_t q = q0; q < q1; ++q) o[q] = T(0);
-      for (int64_t ch = 0; ch < C; ++ch) {
-        const int64_t base = (b * C + ch) * P;
-        for (int64_t q = q0; q < q1; ++q) o[q] += f(base + q, ch);
+#pragma omp parallel num_threads(threads) if (B * C * P >= kParallelGrain)
+    {
+      const F own = f;
+#pragma omp for schedule(static)
+      for (int64_t item = 0; item < B * blocks; ++item) {
+        const int64_t b = item / blocks, q0 = (item % blocks) * block, q1 = std::min(P, q0 + block);
+        T* o = out + b * P;
+        for (int64_t q = q0; q < q1; ++q) o[q] = T(0);
+        for (int64_t ch = 0; ch < C; ++ch) {
+          const int64_t base = (b * C + ch) * P;
+          for (int64_t q = q0; q < q1; ++q) o[q] += own(base + q, ch);
+        }
       }
     }
   }

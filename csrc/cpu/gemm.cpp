@@ -33,9 +33,13 @@ void blas_gemv(bool trans, int64_t m, int64_t n, const double* a, int64_t lda, c
                     blasint(incx), beta, y, blasint(incy));
 }
 
+// Below this many multiply-adds (about 20 us on one core) one thread is faster than waking the pool.
+constexpr int64_t kParallelFlops = 1 << 21;
+
 // A product with one row or one column of C is a matrix-vector product: GEMM would first copy (pack) the whole
 // matrix, which for one sample through a wide dense layer took 2.5x as long as reading it once.
-// y = op(M) v with op(M) [rows, cols]; M row-major with leading dimension ldm.
+// y = op(M) v with op(M) [rows, cols]; M row-major with leading dimension ldm. A large one is split over the
+// threads by rows of y: it streams the matrix from memory, which one core does not saturate.
 template <class T>
 void gemv(bool trans_m, int64_t rows, int64_t cols, const T* m, int64_t ldm, const T* v, int64_t incv, T beta, T* y,
           int64_t incy) {
@@ -43,12 +47,19 @@ void gemv(bool trans_m, int64_t rows, int64_t cols, const T* m, int64_t ldm, con
     for (int64_t i = 0; i < rows; ++i) y[i * incy] = T(0);
     beta = T(1);
   }
-  if (trans_m) blas_gemv(true, cols, rows, m, ldm, v, incv, beta, y, incy);
-  else blas_gemv(false, rows, cols, m, ldm, v, incv, beta, y, incy);
+  auto part = [&](int64_t lo, int64_t hi) {  // rows lo..hi of y: rows of M, or columns of M when transposed
+    if (trans_m) blas_gemv(true, cols, hi - lo, m + lo, ldm, v, incv, beta, y + lo * incy, incy);
+    else blas_gemv(false, hi - lo, cols, m + lo * ldm, ldm, v, incv, beta, y + lo * incy, incy);
+  };
+  const int threads = omp_in_parallel() ? 1 : get_num_threads();
+  const int parts = int(std::min<int64_t>(threads, rows / 64));
+  if (parts <= 1 || rows * cols < kParallelFlops) {
+    part(0, rows);
+    return;
+  }
+#pragma omp parallel for schedule(static) num_threads(parts)
+  for (int i = 0; i < parts; ++i) part(rows * i / parts, rows * (i + 1) / parts);
 }
-
-// Below this many multiply-adds (about 20 us on one core) one thread is faster than waking the pool.
-constexpr int64_t kParallelFlops = 1 << 21;
 
 }  // namespace
 

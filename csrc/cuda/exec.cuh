@@ -119,6 +119,12 @@ struct Exec {
     check(cudaGetLastError(), "map kernel launch");
   }
 
+  // f(i, j) for every element i of a [B, N] tensor, j = i % N its place in the sample.
+  template <class F>
+  void map_samples(int64_t B, int64_t N, F f) const {
+    map_channels(B, N, 1, f);
+  }
+
   template <class T, class F>
   void channel_sum(int64_t B, int64_t C, int64_t P, T* out, F f) const {
     if (B * P <= 0) return;

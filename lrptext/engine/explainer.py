@@ -86,10 +86,11 @@ class Explainer:
             w = weight.detach().to(dtype)
             bias = node.params.get("bias")
             b = None if bias is None else bias.detach().to(dtype)
-            prepared = None
+            prepared = (None, None)
             if node.kind in LINEAR_KINDS:
                 w, b = w.contiguous(), None if b is None else b.contiguous()
-                prepared = kernels.prepare_weights(self.rules[node.name], w, backend=self.backend)
+                modified = kernels.prepare_weights(self.rules[node.name], w, backend=self.backend)
+                prepared = (modified.weight_a, modified.weight_b)
             self._layers[key] = Layer(w, b, prepared)
         return self._layers[key]
 

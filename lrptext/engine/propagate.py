@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lrptext import kernels
+from lrptext.kernels import dispatch
 from lrptext.engine.assign import unsupported_error
 from lrptext.engine.block_max_pool import block_max_pool
 from lrptext.errors import UnsupportedLayerError
@@ -34,7 +35,7 @@ class Layer:
 
     weight: torch.Tensor
     bias: torch.Tensor | None
-    prepared: kernels.PreparedWeights | None
+    prepared: dispatch.Prepared = (None, None)
 
 
 def substitute(a: Any, values: dict[str, Any]) -> Any:
@@ -279,6 +280,9 @@ class Backward:
         # explain() checks its inputs and its result for NaN/inf once; a check per layer would scan every activation
         # again and, on a GPU, wait for the device at every layer.
         self.kernel_options = {"backend": backend, "check_finite": False}
+        # Dense and convolution nodes, most of the calls, skip the public kernels' argument checks: their arguments
+        # are this pass's own tensors. The implementation is picked by the device, once per pass.
+        self.implementation = None
         # For 1-D token ids of an EmbeddingBag: each token's sample (bag), to sum relevance per sample.
         self.segments: dict[str, torch.Tensor] = {}
         self.fuse = fuse
@@ -288,6 +292,7 @@ class Backward:
         sums: dict[str, torch.Tensor] = {}
         source = self.graph.output.args[0]
         relevance[source.name] = initial
+        self.implementation = dispatch.implementation("explain", self.backend, initial)
         for node in reversed(self.graph.nodes):
             if node.kind in (Kind.INPUT, Kind.OUTPUT, Kind.CONSTANT) or node.name not in relevance:
                 continue
@@ -353,18 +358,17 @@ class Backward:
         lp = self.layer(node)
         z = out if isinstance(rule, (Epsilon, Gamma)) else None
         emb = self._embedding_source(node)
-        rel = kernels.dense_relevance(args[0], lp.weight, lp.bias, r, rule=rule, z=z, prepared=lp.prepared,
-                                      reduce_channels=emb is not None, **self.kernel_options)
+        rel = dispatch.dense(self.implementation, args[0], lp.weight, lp.bias, r, rule=rule, z=z,
+                             prepared=lp.prepared, reduce_channels=emb is not None, check_finite=False)
         return self._to_tokens(emb, rel) if emb is not None else [(node.args[0], rel)]
 
     def _conv(self, node, args, kwargs, out, r, rule):
         lp, p = self.layer(node), node.params
         z = out if isinstance(rule, (Epsilon, Gamma)) else None
         emb = self._embedding_source(node)
-        fn = kernels.conv1d_relevance if lp.weight.dim() == 3 else kernels.conv2d_relevance
-        rel = fn(args[0], lp.weight, lp.bias, r, stride=p["stride"], padding=p["padding"], dilation=p["dilation"],
-                 groups=p["groups"], rule=rule, z=z, prepared=lp.prepared, reduce_channels=emb is not None,
-                 **self.kernel_options)
+        rel = dispatch.conv(self.implementation, args[0], lp.weight, lp.bias, r, stride=p["stride"],
+                            padding=p["padding"], dilation=p["dilation"], groups=p["groups"], rule=rule, z=z,
+                            prepared=lp.prepared, reduce_channels=emb is not None, check_finite=False)
         return self._to_tokens(emb, rel) if emb is not None else [(node.args[0], rel)]
 
     def _embedding(self, node, args, kwargs, out, r, rule):

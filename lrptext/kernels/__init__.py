@@ -9,20 +9,19 @@ or relevance raises unless ``check_finite=False`` (then NaN/inf propagate by IEE
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from lrptext import _native
-from lrptext.kernels import native, torch_backend
-from lrptext.kernels.arrays import Array, check_array, contiguous, like_input, to_torch
+from lrptext.kernels import dispatch, torch_backend
+from lrptext.kernels.arrays import Array, check_array, contiguous, to_torch
 from lrptext.rules import AlphaBeta, Epsilon, Flat, Gamma, LinearRule, WSquare, ZBox
 
 Backend = Literal["auto", "cpp", "torch"]
-BACKENDS = ("auto", "cpp", "torch")
+BACKENDS = dispatch.BACKENDS
 LINEAR_RULES = (Epsilon, Gamma, AlphaBeta, ZBox, Flat, WSquare)
 
 __all__ = [
@@ -41,20 +40,6 @@ class PreparedWeights:
     rule: LinearRule
     weight_a: Array | None
     weight_b: Array | None
-
-
-def _select(fn: str, backend: str, *arrays: Array | None) -> ModuleType:
-    if backend not in BACKENDS:
-        raise ValueError(f"{fn}: 'backend' must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend == "torch":
-        return torch_backend
-    cuda = any(isinstance(a, torch.Tensor) and a.is_cuda for a in arrays)
-    if backend == "cpp":
-        _native.require_core()
-        return native
-    if _native.core is None or (cuda and not _native.build_info()["cuda"]):
-        return torch_backend
-    return native
 
 
 def _check_float(fn: str, name: str, a: Array | None) -> None:
@@ -88,17 +73,6 @@ def _check_rule(fn: str, rule: Any) -> None:
         raise TypeError(f"{fn}: 'rule' must be one of {names} (from lrptext.rules), got {rule!r}")
 
 
-def _call(impl: ModuleType, name: str, like: Array, *args: Array | None, **kwargs: Any) -> Array:
-    """Runs impl.name; the torch backend gets tensors and the result returns in the caller's framework."""
-    if impl is torch_backend and isinstance(like, np.ndarray):
-        converted = [to_torch(a) for a in args]
-        kwargs = {k: to_torch(v) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
-        if "prepared" in kwargs:
-            kwargs["prepared"] = tuple(to_torch(a) for a in kwargs["prepared"])
-        return like_input(getattr(impl, name)(*converted, **kwargs), like)
-    return getattr(impl, name)(*args, **kwargs)
-
-
 def _prepared(fn: str, rule: LinearRule, prepared: PreparedWeights | None) -> tuple[Array | None, Array | None]:
     if prepared is None:
         return None, None
@@ -115,7 +89,7 @@ def prepare_weights(rule: LinearRule, weight: Array, *, backend: Backend = "auto
     _check_rule(fn, rule)
     check_array(fn, "weight", weight)
     _check_float(fn, "weight", weight)
-    impl = _select(fn, backend, weight)
+    impl = dispatch.implementation(fn, backend, weight)
     weight = contiguous(weight)
     if impl is torch_backend and isinstance(weight, np.ndarray):
         a, b = torch_backend.prepare_weights(rule, to_torch(weight))
@@ -152,14 +126,9 @@ def dense_relevance(input: Array, weight: Array, bias: Array | None, relevance: 
     lead = tuple(input.shape[:-1])
     if tuple(relevance.shape) != lead + (weight.shape[0],):
         raise ValueError(f"{fn}: 'relevance' must have shape {lead + (weight.shape[0],)}, got {tuple(relevance.shape)}")
-    impl = _select(fn, backend, input, weight, relevance)
-    rows = int(np.prod(lead)) if lead else 1
-    x = contiguous(input).reshape(rows, weight.shape[1])
-    r = contiguous(relevance).reshape(rows, weight.shape[0])
-    zz = None if z is None else contiguous(z).reshape(rows, weight.shape[0])
-    out = _call(impl, "dense", input, x, contiguous(weight), contiguous(bias), r, rule=rule, z=zz,
-                prepared=_prepared(fn, rule, prepared), reduce_channels=reduce_channels, check_finite=check_finite)
-    return out.reshape(lead if reduce_channels else lead + (weight.shape[1],))
+    return dispatch.dense(dispatch.implementation(fn, backend, input, weight, relevance), input, weight, bias,
+                          relevance, rule=rule, z=z, prepared=_prepared(fn, rule, prepared),
+                          reduce_channels=reduce_channels, check_finite=check_finite)
 
 
 def _tuple(fn: str, name: str, value: int | tuple[int, ...], n: int) -> tuple[int, ...]:
@@ -185,20 +154,10 @@ def _conv(fn: str, input: Array, weight: Array, bias: Array | None, relevance: A
                              + f", got {a.ndim}-D with shape {tuple(a.shape)}")
     stride, padding, dilation = (_tuple(fn, n, v, spatial) for n, v in
                                  (("stride", stride), ("padding", padding), ("dilation", dilation)))
-    impl = _select(fn, backend, input, weight, relevance)
-    x, w, r, zz = contiguous(input), contiguous(weight), contiguous(relevance), contiguous(z)
-    prep = _prepared(fn, rule, prepared)
-    if spatial == 1:  # a 1-d convolution is a 2-d one of height 1; these are views, not copies
-        x, w, r = x[:, :, None], w[:, :, None], r[:, :, None]
-        zz = None if zz is None else zz[:, :, None]
-        prep = tuple(None if p is None else p[:, :, None] for p in prep)
-        stride, padding, dilation = (1,) + stride, (0,) + padding, (1,) + dilation
-    out = _call(impl, "conv2d", input, x, w, contiguous(bias), r, stride=stride, padding=padding, dilation=dilation,
-                groups=int(groups), rule=rule, z=zz, prepared=prep, reduce_channels=reduce_channels,
-                check_finite=check_finite)
-    if spatial == 1:
-        out = out[:, 0] if reduce_channels else out[:, :, 0]
-    return out
+    return dispatch.conv(dispatch.implementation(fn, backend, input, weight, relevance), input, weight, bias,
+                         relevance, stride=stride, padding=padding, dilation=dilation, groups=int(groups), rule=rule,
+                         z=z, prepared=_prepared(fn, rule, prepared), reduce_channels=reduce_channels,
+                         check_finite=check_finite)
 
 
 def conv1d_relevance(input: Array, weight: Array, bias: Array | None, relevance: Array, *,
@@ -251,11 +210,12 @@ def embedding_relevance(ids: Array, relevance: Array, *, num_embeddings: int, pa
     if num_embeddings < 1:
         raise ValueError(f"{fn}: 'num_embeddings' must be >= 1, got {num_embeddings}")
     padding_idx = _padding_index(fn, padding_idx, num_embeddings)
-    impl = _select(fn, backend, ids, relevance)
-    n = int(np.prod(ids.shape)) if ids.ndim else 1
+    impl = dispatch.implementation(fn, backend, ids, relevance)
+    n = math.prod(ids.shape)
     dim = relevance.shape[-1]
-    out = _call(impl, "embedding", relevance, contiguous(ids).reshape(n), contiguous(relevance).reshape(n, dim),
-                num_embeddings=int(num_embeddings), padding_idx=padding_idx, reduce=reduce, check_finite=check_finite)
+    out = dispatch.call(impl, "embedding", relevance, contiguous(ids).reshape(n), contiguous(relevance).reshape(n, dim),
+                        num_embeddings=int(num_embeddings), padding_idx=padding_idx, reduce=reduce,
+                        check_finite=check_finite)
     return out.reshape(tuple(ids.shape) if reduce else tuple(relevance.shape))
 
 
@@ -295,12 +255,12 @@ def embedding_bag_relevance(ids: Array, weight: Array, relevance: Array, *, offs
     else:
         raise ValueError(f"{fn}: 'ids' must be 1-D (with offsets) or 2-D (bags of equal size), got {ids.ndim}-D")
     padding_idx = _padding_index(fn, padding_idx, weight.shape[0])
-    impl = _select(fn, backend, ids, weight, relevance)
+    impl = dispatch.implementation(fn, backend, ids, weight, relevance)
     flat = contiguous(ids).reshape(-1)
     psw = None if per_sample_weights is None else contiguous(per_sample_weights).reshape(-1)
-    out = _call(impl, "embedding_bag", weight, flat, contiguous(offsets), contiguous(weight), contiguous(relevance),
-                per_sample_weights=psw, mode=mode, padding_idx=padding_idx, stabilizer=float(stabilizer),
-                check_finite=check_finite)
+    out = dispatch.call(impl, "embedding_bag", weight, flat, contiguous(offsets), contiguous(weight),
+                        contiguous(relevance), per_sample_weights=psw, mode=mode, padding_idx=padding_idx,
+                        stabilizer=float(stabilizer), check_finite=check_finite)
     return out.reshape(tuple(ids.shape))
 
 
@@ -319,18 +279,13 @@ def _pool(fn: str, input: Array, relevance: Array, *, spatial: int, mode: str, k
     kernel = _tuple(fn, "kernel_size", kernel_size, spatial)
     stride_t = kernel if stride is None else _tuple(fn, "stride", stride, spatial)
     pad, dil = _tuple(fn, "padding", padding, spatial), _tuple(fn, "dilation", dilation, spatial)
-    if spatial == 1:
-        kernel, stride_t, pad, dil = (1,) + kernel, (1,) + stride_t, (0,) + pad, (1,) + dil
-    b, c = input.shape[:2]
-    planes = contiguous(input).reshape((b * c,) + ((1,) if spatial == 1 else ()) + tuple(input.shape[2:]))
-    rel = contiguous(relevance).reshape((b * c,) + ((1,) if spatial == 1 else ()) + tuple(relevance.shape[2:]))
     if mode == "max" and not adaptive:
-        _check_windows_reach_the_input(fn, tuple(planes.shape[1:]), tuple(rel.shape[1:]), kernel, stride_t, pad, dil)
-    impl = _select(fn, backend, input, relevance)
-    out = _call(impl, "pool", input, planes, rel, mode=mode, kernel=kernel, stride=stride_t, padding=pad,
-                dilation=dil, adaptive=adaptive, count_include_pad=count_include_pad,
-                divisor_override=int(divisor_override or 0), stabilizer=float(stabilizer), check_finite=check_finite)
-    return out.reshape(tuple(input.shape))
+        _check_windows_reach_the_input(fn, tuple(input.shape[2:]), tuple(relevance.shape[2:]), kernel, stride_t, pad,
+                                       dil)
+    return dispatch.pool(dispatch.implementation(fn, backend, input, relevance), input, relevance, mode=mode,
+                         kernel=kernel, stride=stride_t, padding=pad, dilation=dil, adaptive=adaptive,
+                         count_include_pad=count_include_pad, divisor_override=int(divisor_override or 0),
+                         stabilizer=float(stabilizer), check_finite=check_finite)
 
 
 def _check_windows_reach_the_input(fn: str, size: tuple[int, ...], out: tuple[int, ...], kernel: tuple[int, ...],
@@ -429,11 +384,5 @@ def global_max_relevance(input: Array, relevance: Array, *, dim: int, check_fini
     if tuple(relevance.shape) != shape[:dim] + shape[dim + 1:]:
         raise ValueError(f"{fn}: 'relevance' must have shape {shape[:dim] + shape[dim + 1:]} ('input' without "
                          f"dim {dim}), got {tuple(relevance.shape)}")
-    outer, length, inner = int(np.prod(shape[:dim])), shape[dim], int(np.prod(shape[dim + 1:]))
-    impl = _select(fn, backend, input, relevance)
-    planes = contiguous(input).reshape(outer, length, inner)
-    rel = contiguous(relevance).reshape(outer, 1, inner)
-    out = _call(impl, "pool", input, planes, rel, mode="max", kernel=(length, 1), stride=(1, 1), padding=(0, 0),
-                dilation=(1, 1), adaptive=False, count_include_pad=True, divisor_override=0, stabilizer=0.0,
-                check_finite=check_finite)
-    return out.reshape(shape)
+    return dispatch.global_max(dispatch.implementation(fn, backend, input, relevance), input, relevance, dim=dim,
+                               check_finite=check_finite)

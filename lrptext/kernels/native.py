@@ -19,7 +19,7 @@ def _call(function: str, /, *args: Any, **kwargs: Any) -> None:
     the boundary otherwise calls cost about 4 us per tensor, which was most of a small layer's time at batch 1.
     CUDA tensors (whose export orders work on our stream) and numpy arrays go through the protocol."""
     def export(a: Any) -> Any:
-        return to_dlpack(a) if isinstance(a, torch.Tensor) and a.device.type == "cpu" else a
+        return to_dlpack(a) if isinstance(a, torch.Tensor) and a.is_cpu else a
 
     getattr(require_core(), function)(*map(export, args), **{k: export(v) for k, v in kwargs.items()})
 

@@ -347,10 +347,10 @@ struct LinearRelevance {
     if (xn) op_.forward(ex_, xn, B_, w_neg_in, d, T(1));
     add_bias(d, B_, bm);
     const T* r = r_;
-    const T stab = T(p_.rule.stabilizer);
-    ex_.map(B_ * O_, LRPT_LAMBDA(int64_t i) {
-      const bool on = positive ? z[i] > T(0) : z[i] < T(0);
-      d[i] = on ? r[i] / stabilize(d[i], stab) : T(0);
+    const T stab = T(p_.rule.stabilizer), sign = positive ? T(1) : T(-1);
+    ex_.map(B_ * O_, LRPT_LAMBDA(int64_t i) {  // a select, not a branch on z's sign: the loop vectorises
+      const T s = r[i] / stabilize(d[i], stab);
+      d[i] = sign * z[i] > T(0) ? s : T(0);
     });
     const T acc = first ? T(0) : T(1);
     op_.backward(ex_, d, B_, w_pos_in, cp, acc);
@@ -364,7 +364,6 @@ struct LinearRelevance {
     const T* wn = weight(WeightMod::Negative, p_.weight_b, wns);
     const T* low = static_cast<const T*>(p_.low);
     const T* high = static_cast<const T*>(p_.high);
-    const int64_t O = O_;
     // The bounds as one input sample; F of a constant sample is computed once for the whole batch.
     Buffer lo = alloc(I_), hi = alloc(I_), bounds = alloc(O_);
     T* lp = lo.get();
@@ -382,7 +381,7 @@ struct LinearRelevance {
     const T* bp = bounds.get();
     const T* r = r_;
     const T stab = T(p_.rule.stabilizer);
-    ex_.map(B_ * O_, LRPT_LAMBDA(int64_t i) { sp[i] = r[i] / stabilize(sp[i] - bp[i % O], stab); });
+    ex_.map_samples(B_, O_, LRPT_LAMBDA(int64_t i, int64_t j) { sp[i] = r[i] / stabilize(sp[i] - bp[j], stab); });
 
     Buffer cs, cl = alloc(B_ * I_), ch = alloc(B_ * I_);
     T* c = first_term(cs);
@@ -411,9 +410,8 @@ struct LinearRelevance {
     T* sp = s.get();
     const T* dp = d.get();
     const T* r = r_;
-    const int64_t O = O_;
     const T stab = T(p_.rule.stabilizer);
-    ex_.map(B_ * O_, LRPT_LAMBDA(int64_t i) { sp[i] = r[i] / stabilize(dp[i % O], stab); });
+    ex_.map_samples(B_, O_, LRPT_LAMBDA(int64_t i, int64_t j) { sp[i] = r[i] / stabilize(dp[j], stab); });
     T* c = first_term(cs);
     op_.backward(ex_, sp, B_, w2, c, T(0));
     Terms<T> t;
