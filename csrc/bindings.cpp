@@ -356,6 +356,37 @@ void dense_relevance(py::handle input, py::handle weight, py::handle bias, py::h
   cpu::dense_relevance(p, s);
 }
 
+void dense_forward(py::handle input, py::handle weight, py::handle bias, py::handle out) {
+  Call c("dense_forward", py::none());
+  const Tensor x = c.arg(input, "input"), w = c.arg(weight, "weight"), o = c.arg(out, "out");
+  const std::optional<Tensor> b = c.optional_arg(bias, "bias");
+  if (c.on_cuda()) fail(c.fn(), "runs on the CPU only; on CUDA use torch.nn.functional.linear");
+  c.ndim(w, 2, "(out_features, in_features)");
+  const int64_t fo = w.size(0), fi = w.size(1);
+  c.ndim(x, 2, "(rows, in_features)");
+  const int64_t rows = x.size(0);
+  c.shape(x, {rows, fi}, "(rows, in_features)");
+  c.shape(o, {rows, fo}, "(rows, out_features)");
+  if (b) c.shape(*b, {fo}, "(out_features,)");
+  DenseForwardProblem p;
+  p.dtype = c.float_dtype(x);
+  c.float_dtype(w);
+  c.float_dtype(o);
+  if (b) c.float_dtype(*b);
+  for (int64_t v : {rows, fi, fo}) c.blas_size(v, "a matrix dimension");
+  c.writable(o);
+  for (const Tensor* t : {&x, &w}) c.disjoint(o, *t);
+  if (b) c.disjoint(o, *b);
+  p.input = x.data();
+  p.weight = w.data();
+  p.bias = b ? b->data() : nullptr;
+  p.out = o.data();
+  p.shape = {rows, fi, fo};
+  if (rows == 0 || fo == 0) return;
+  py::gil_scoped_release release;
+  cpu::dense_forward(p);
+}
+
 void conv_relevance(py::handle input, py::handle weight, py::handle bias, py::handle relevance, py::handle out,
                     py::handle z, py::handle weight_a, py::handle weight_b, py::handle low, py::handle high,
                     std::array<int64_t, 2> stride, std::array<int64_t, 2> padding, std::array<int64_t, 2> dilation,
@@ -661,6 +692,8 @@ PYBIND11_MODULE(_core, m) {
         "beta"_a = 0.0, "stabilizer"_a = 1e-6, "use_bias"_a = true, "reduce_channels"_a = false,
         "check_finite"_a = true, "stream"_a = py::none(),
         "Relevance at the input of a dense layer, input [rows, in] -> out [rows, in] (or [rows] when reduced).");
+  m.def("dense_forward", &dense_forward, "input"_a.noconvert(), "weight"_a.noconvert(), "bias"_a.none(),
+        "out"_a.noconvert(), "out = input @ weight.T + bias on the CPU, input [rows, in] -> out [rows, out].");
   m.def("conv_relevance", &conv_relevance, "input"_a.noconvert(), "weight"_a.noconvert(), "bias"_a.none(),
         "relevance"_a.noconvert(), "out"_a.noconvert(), py::kw_only(), "z"_a.none() = py::none(),
         "weight_a"_a.none() = py::none(), "weight_b"_a.none() = py::none(), "low"_a.none() = py::none(),

@@ -105,6 +105,22 @@ def test_the_output_may_not_share_memory_with_an_input():
                              dilation=(1, 1), groups=1)
 
 
+def test_the_dense_forward_checks_its_arguments():
+    """The engine's forward pass of a wide dense layer for one sample (the C++ core's matrix-vector product)."""
+    with pytest.raises(ValueError, match=re.escape("dense_forward: 'input' must have shape (rows, in_features) = "
+                                                   "(1, 3), got (1, 4)")):
+        _core.dense_forward(f64(1, 4), f64(2, 3), None, f64(1, 2))
+    with pytest.raises(ValueError, match=re.escape("'out' must have shape (rows, out_features) = (1, 2)")):
+        _core.dense_forward(f64(1, 3), f64(2, 3), None, f64(1, 3))
+    with pytest.raises(ValueError, match=re.escape("'bias' must have shape (out_features,) = (2,)")):
+        _core.dense_forward(f64(1, 3), f64(2, 3), f64(3), f64(1, 2))
+    with pytest.raises(ValueError, match="'weight' has dtype float32 but 'input' has float64"):
+        _core.dense_forward(f64(1, 3), torch.randn(2, 3), None, f64(1, 2))
+    x = f64(2, 3)
+    with pytest.raises(ValueError, match="'out' shares memory with 'input'"):
+        _core.dense_forward(x, f64(3, 3), None, x)
+
+
 def test_the_boundary_takes_a_cpu_capsule_once():
     """lrptext.kernels hands CPU tensors over as DLPack capsules; a capsule already consumed is refused by name."""
     from torch.utils.dlpack import to_dlpack

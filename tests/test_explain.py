@@ -430,6 +430,26 @@ def test_backends_agree():
     torch.testing.assert_close(a.relevance, b.relevance)
 
 
+def test_one_sample_through_a_wide_dense_layer_runs_forward_in_the_core(monkeypatch):
+    """A layer of more than 2^21 weights at batch 1 runs its forward pass in the C++ core (torch's product is
+    single-threaded): same prediction and relevance as the torch backend, which keeps torch's forward."""
+    from lrptext.kernels import native
+
+    model = seeded(nn.Sequential(nn.Linear(3000, 800), nn.ReLU(), nn.Linear(800, 5)), 15)
+    x = torch.rand(1, 3000, dtype=torch.float64)
+    calls = []
+    core_forward = native.dense_forward
+    monkeypatch.setattr(native, "dense_forward", lambda *a: calls.append(a[1].shape) or core_forward(*a))
+    cpp = Explainer(model, composite="epsilon", backend="cpp").explain(x)
+    assert calls == [(800, 3000)]  # the small second layer stays with torch
+    reference_run = Explainer(model, composite="epsilon", backend="torch").explain(x)
+    assert len(calls) == 1
+    torch.testing.assert_close(cpp.prediction, model(x).detach())
+    torch.testing.assert_close(cpp.relevance, reference_run.relevance)
+    Explainer(model, composite="epsilon", backend="cpp").explain(x.repeat(2, 1))  # batch 2: torch's GEMM
+    assert len(calls) == 1
+
+
 def test_activations_are_dropped_after_the_forward_pass_and_computed_again_on_use():
     """The engine keeps each layer's z (the rules divide by it) but not the ReLU of it, which it recomputes."""
     from lrptext.engine.propagate import forward

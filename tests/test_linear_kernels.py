@@ -198,6 +198,28 @@ def test_large_matrix_vector_products_split_over_threads(rule_name, shape, threa
     torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-9 * float(expected.abs().max()))
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(1, 3001, 700), (3, 40, 7), (1, 5, 1)], ids=["wide", "small", "one-output"])
+def test_the_core_dense_forward_is_a_linear_layer(shape, dtype, threads):
+    """y = x W^T + b, against float64 torch; the wide layer's product is split over the threads."""
+    import lrptext
+    from lrptext.kernels import native
+
+    rows, i, o = shape
+    x, w, b = make((rows, i), dtype, "cpu", 90), make((o, i), dtype, "cpu", 91), make((o,), dtype, "cpu", 92)
+    previous = lrptext.get_num_threads()
+    try:
+        lrptext.set_num_threads(threads)
+        out, no_bias = native.dense_forward(x, w, b), native.dense_forward(x, w, None)
+    finally:
+        lrptext.set_num_threads(previous)
+    expected = F.linear(x.double(), w.double(), b.double())
+    assert out.dtype == dtype
+    assert_matches(out, expected.numpy(), dtype)
+    assert_matches(no_bias, (expected - b.double()).numpy(), dtype)
+
+
 @pytest.mark.parametrize("rule_name", ["epsilon", "zplus"])
 def test_conv_with_a_weight_larger_than_the_cache(rule_name):
     """A weight of more than 2^20 floats gets tiles of at least 1,024 positions: 1,296 positions split in two."""

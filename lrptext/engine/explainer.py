@@ -10,16 +10,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from lrptext import kernels
+from lrptext import _native, kernels
 from lrptext.engine.assign import SupportTable, assign_rules, check_static_support, support_rows
 from lrptext.engine.explanation import Explanation
 from lrptext.engine.propagate import Backward, Layer, forward
 from lrptext.engine.targets import Target, initial_relevance
 from lrptext.graph import Node, capture
-from lrptext.graph.ir import LINEAR_KINDS
+from lrptext.graph.ir import LINEAR_KINDS, Kind
 from lrptext.rules.composites import Composite, composite as resolve_composite
 
 CANONIZERS = ("batchnorm",)
+# Multiply-adds from which the C++ core splits a matrix-vector product over its threads (gemm.cpp).
+_SPLIT_PRODUCTS = 1 << 21
 
 
 def _promote(dtype: torch.dtype) -> torch.dtype:
@@ -91,7 +93,9 @@ class Explainer:
                 w, b = w.contiguous(), None if b is None else b.contiguous()
                 modified = kernels.prepare_weights(self.rules[node.name], w, backend=self.backend)
                 prepared = (modified.weight_a, modified.weight_b)
-            self._layers[key] = Layer(w, b, prepared)
+            core_forward = (node.kind == Kind.DENSE and w.is_cpu and w.numel() >= _SPLIT_PRODUCTS
+                            and self.backend != "torch" and _native.core is not None)
+            self._layers[key] = Layer(w, b, prepared, core_forward)
         return self._layers[key]
 
     def _compute_dtype(self, inputs: tuple[Any, ...]) -> torch.dtype:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lrptext import kernels
-from lrptext.kernels import dispatch
+from lrptext.kernels import dispatch, native
 from lrptext.engine.assign import unsupported_error
 from lrptext.engine.block_max_pool import block_max_pool
 from lrptext.errors import UnsupportedLayerError
@@ -36,6 +36,9 @@ class Layer:
     weight: torch.Tensor
     bias: torch.Tensor | None
     prepared: dispatch.Prepared = (None, None)
+    # A dense layer whose forward pass for one sample runs in the C++ core: torch's matrix-vector product runs on
+    # one thread, the core's on all of them (a 20000 -> 512 layer: 2.4 -> 1.5 ms).
+    core_forward: bool = False
 
 
 def substitute(a: Any, values: dict[str, Any]) -> Any:
@@ -58,8 +61,10 @@ def _is_float_tensor(v: Any) -> bool:
 def _forward_node(node: Node, args: tuple, kwargs: dict, layer: Callable[[Node], Layer]) -> Any:
     p = node.params
     if node.kind == Kind.DENSE:
-        lp = layer(node)
-        return F.linear(args[0], lp.weight, lp.bias)
+        lp, x = layer(node), args[0]
+        if lp.core_forward and x.dim() == 2 and x.shape[0] == 1:
+            return native.dense_forward(x.contiguous(), lp.weight, lp.bias)
+        return F.linear(x, lp.weight, lp.bias)
     if node.kind == Kind.CONV:
         lp = layer(node)
         conv = F.conv1d if lp.weight.dim() == 3 else F.conv2d

@@ -68,6 +68,14 @@ def dense(x: Array, weight: Array, bias: Array | None, relevance: Array, *, rule
     return out
 
 
+def dense_forward(x: Array, weight: Array, bias: Array | None) -> Array:
+    """x @ weight.T + bias on the CPU, its matrix-vector products split over the threads (the engine's forward
+    pass of a wide dense layer for one sample)."""
+    out = empty(x, (x.shape[0], weight.shape[0]))
+    _call("dense_forward", x, weight, bias, out)
+    return out
+
+
 def conv2d(x: Array, weight: Array, bias: Array | None, relevance: Array, *, stride: tuple[int, int],
            padding: tuple[int, int], dilation: tuple[int, int], groups: int, rule: LinearRule, z: Array | None,
            prepared: tuple[Array | None, Array | None], reduce_channels: bool, check_finite: bool) -> Array:

@@ -9,6 +9,7 @@ namespace lrptext {
 
 namespace cpu {
 void dense_relevance(const LinearProblem& p, const DenseShape& s);
+void dense_forward(const DenseForwardProblem& p);
 void conv_relevance(const LinearProblem& p, const ConvShape& s);
 void prepare_rule_weights(const PrepareProblem& p);
 void embedding_relevance(const EmbeddingProblem& p);

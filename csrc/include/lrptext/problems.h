@@ -42,6 +42,17 @@ struct DenseShape {
   int64_t rows, in, out;
 };
 
+// y = x W^T + b on the CPU: the engine's forward pass through a wide dense layer for one sample, where torch's
+// matrix-vector product runs on one thread.
+struct DenseForwardProblem {
+  DType dtype = DType::Float32;
+  const void* input = nullptr;  // [rows, in]
+  const void* weight = nullptr; // [out, in]
+  const void* bias = nullptr;   // optional [out]
+  void* out = nullptr;          // [rows, out]
+  DenseShape shape{0, 0, 0};
+};
+
 struct ConvShape {
   int64_t batch, cin, h, w;       // input
   int64_t cout, kh, kw;           // weight [cout, cin / groups, kh, kw]
