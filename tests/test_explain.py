@@ -450,6 +450,33 @@ def test_one_sample_through_a_wide_dense_layer_runs_forward_in_the_core(monkeypa
     assert len(calls) == 1
 
 
+class _TwoBranches(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.a, self.b, self.head, self.dim = nn.Linear(6, 4), nn.Linear(6, 3), nn.Linear(8, 2), dim
+        self.register_buffer("constant", torch.ones(3, 1))  # a piece that carries no relevance
+
+    def forward(self, x):
+        return self.head(torch.cat([self.a(x), self.constant, self.b(x).relu()], dim=self.dim))
+
+
+@pytest.mark.parametrize("dim", [1, -1])
+def test_a_concatenation_splits_relevance_like_the_autograd_route(dim, monkeypatch):
+    from lrptext.engine.propagate import Backward
+
+    model, x = seeded(_TwoBranches(dim), 16), torch.randn(3, 6, dtype=torch.float64)
+    parts, slices = [], Backward._cat_parts
+    monkeypatch.setattr(Backward, "_cat_parts", lambda *a: parts.append(slices(*a)) or parts[-1])
+    sliced = Explainer(model, composite="epsilon").explain(x, layers=True)
+    assert len(parts) == 1 and [len(p) for p in parts] == [2]  # two carrying pieces, sliced
+    monkeypatch.setattr(Backward, "_cat_parts", lambda *a: None)
+    routed = Explainer(model, composite="epsilon").explain(x, layers=True)
+    torch.testing.assert_close(sliced.relevance, routed.relevance)
+    assert sliced.layer_relevance.keys() == routed.layer_relevance.keys()
+    for name in sliced.layer_relevance:
+        torch.testing.assert_close(sliced.layer_relevance[name], routed.layer_relevance[name])
+
+
 def test_activations_are_dropped_after_the_forward_pass_and_computed_again_on_use():
     """The engine keeps each layer's z (the rules divide by it) but not the ReLU of it, which it recomputes."""
     from lrptext.engine.propagate import forward
