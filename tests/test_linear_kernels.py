@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import zlib
 from dataclasses import dataclass
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import lrptext
 import reference
 from lrptext.kernels import conv1d_relevance, conv2d_relevance, dense_relevance, prepare_weights
 from lrptext.rules import AlphaBeta, Epsilon, Flat, Gamma, WSquare, ZBox, ZPlus
@@ -43,6 +45,17 @@ def make(shape, dtype, device, seed, *, strided=False, positive=False):
         t = wide[..., ::2]
         assert not t.is_contiguous()
     return t.to(device)
+
+
+@contextlib.contextmanager
+def core_threads(n):
+    """The C++ core's thread count set to n for the block."""
+    previous = lrptext.get_num_threads()
+    lrptext.set_num_threads(n)
+    try:
+        yield
+    finally:
+        lrptext.set_num_threads(previous)
 
 
 def bounds(rule, channels):
@@ -137,18 +150,12 @@ def test_conv1d_matches_oracle(rule_name, dtype, backend, device):
 @pytest.mark.parametrize("rule_name", ["epsilon", "gamma", "flat"])
 def test_conv_tiles_do_not_change_the_result(rule_name, threads):
     """Large enough for several tiles per sample, some of them starting mid-row; samples fewer than threads."""
-    import lrptext
-
     rule, _ = RULES[rule_name]
     x = make((1, 24, 43, 41), torch.float64, "cpu", 60)
     w, b = make((40, 24, 3, 3), torch.float64, "cpu", 61), make((40,), torch.float64, "cpu", 62)
     r = make((1, 40, 43, 41), torch.float64, "cpu", 63)
-    previous = lrptext.get_num_threads()
-    try:
-        lrptext.set_num_threads(threads)
+    with core_threads(threads):
         out = conv2d_relevance(x, w, b, r, padding=1, rule=rule, backend="cpp")
-    finally:
-        lrptext.set_num_threads(previous)
     expected = conv2d_relevance(x, w, b, r, padding=1, rule=rule, backend="torch")
     torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-12)
 
@@ -159,19 +166,13 @@ def test_conv_tiles_do_not_change_the_result(rule_name, threads):
 def test_small_images_share_tiles_across_samples(rule_name, channels, threads):
     """8x8 images (the digits CNN's): several samples' columns go side by side into one tile, in the forward
     GEMMs and in the scattered backward ones; 41 samples do not fill the last block."""
-    import lrptext
-
     rule, _ = RULES[rule_name]
     cin, cout = channels
     x = make((41, cin, 8, 8), torch.float64, "cpu", 80)
     w, b = make((cout, cin, 3, 3), torch.float64, "cpu", 81), make((cout,), torch.float64, "cpu", 82)
     r = make((41, cout, 8, 8), torch.float64, "cpu", 83)
-    previous = lrptext.get_num_threads()
-    try:
-        lrptext.set_num_threads(threads)
+    with core_threads(threads):
         out = conv2d_relevance(x, w, b, r, padding=1, rule=rule, backend="cpp")
-    finally:
-        lrptext.set_num_threads(previous)
     expected = conv2d_relevance(x, w, b, r, padding=1, rule=rule, backend="torch")
     torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-9 * float(expected.abs().max()))
 
@@ -182,18 +183,12 @@ def test_small_images_share_tiles_across_samples(rule_name, channels, threads):
 def test_large_matrix_vector_products_split_over_threads(rule_name, shape, threads):
     """One sample through a wide layer (or one output feature of many samples): matrix-vector products of more
     than 2^21 multiply-adds are split over the threads by output rows, an odd count of them."""
-    import lrptext
-
     rule, _ = RULES[rule_name]
     n, i, o = shape
     x, w = make((n, i), torch.float64, "cpu", 70), make((o, i), torch.float64, "cpu", 71)
     b, r = make((o,), torch.float64, "cpu", 72), make((n, o), torch.float64, "cpu", 73)
-    previous = lrptext.get_num_threads()
-    try:
-        lrptext.set_num_threads(threads)
+    with core_threads(threads):
         out = dense_relevance(x, w, b, r, rule=rule, backend="cpp")
-    finally:
-        lrptext.set_num_threads(previous)
     expected = dense_relevance(x, w, b, r, rule=rule, backend="torch")
     torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-9 * float(expected.abs().max()))
 
@@ -203,17 +198,12 @@ def test_large_matrix_vector_products_split_over_threads(rule_name, shape, threa
 @pytest.mark.parametrize("shape", [(1, 3001, 700), (3, 40, 7), (1, 5, 1)], ids=["wide", "small", "one-output"])
 def test_the_core_dense_forward_is_a_linear_layer(shape, dtype, threads):
     """y = x W^T + b, against float64 torch; the wide layer's product is split over the threads."""
-    import lrptext
     from lrptext.kernels import native
 
     rows, i, o = shape
     x, w, b = make((rows, i), dtype, "cpu", 90), make((o, i), dtype, "cpu", 91), make((o,), dtype, "cpu", 92)
-    previous = lrptext.get_num_threads()
-    try:
-        lrptext.set_num_threads(threads)
+    with core_threads(threads):
         out, no_bias = native.dense_forward(x, w, b), native.dense_forward(x, w, None)
-    finally:
-        lrptext.set_num_threads(previous)
     expected = F.linear(x.double(), w.double(), b.double())
     assert out.dtype == dtype
     assert_matches(out, expected.numpy(), dtype)
