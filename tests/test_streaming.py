@@ -129,6 +129,29 @@ def test_output_is_written_batch_by_batch_and_resumes_after_an_interruption(clas
     assert_same_explanations(read_jsonl(out), classifier.explain(emails))
 
 
+def test_a_resumed_run_lists_each_invalid_record_once(classifier, emails, tmp_path):
+    """Invalid records after the last explained one are read again on resume: their rejects are not doubled."""
+    out, rejects = tmp_path / "out.jsonl", tmp_path / "rejects.jsonl"
+    records = [Record(1, emails[0]), Record(2, None, error="bad"), Record(3, emails[1]), Record(4, None, error="bad"),
+               Record(5, None, error="bad"), Record(6, emails[2])]
+
+    def interrupted():
+        yield from records[:5]
+        raise KeyboardInterrupt  # the batches [1, 2] and [3, 4] are written; 4, after line 3, is invalid
+
+    with pytest.raises(KeyboardInterrupt):
+        stream_corpus(classifier, interrupted(), out, batch_size=2, rejects=rejects)
+    assert resume_point(out) == 3 and [r["line"] for r in read_jsonl(rejects)] == [2, 4]
+    with rejects.open("a") as f:
+        f.write('{"line": 6, "err')  # a write cut off by a kill
+    report = stream_corpus(classifier, records, out, batch_size=2, rejects=rejects, resume=True)
+    assert [r["line"] for r in read_jsonl(out)] == [1, 3, 6] and report.already_done == 3
+    assert [r["line"] for r in read_jsonl(rejects)] == [2, 4, 5]
+    rejects.write_text("not a reject record\n")
+    with pytest.raises(ValueError, match="is not the --rejects file of an earlier run"):
+        stream_corpus(classifier, records, out, rejects=rejects, resume=True)
+
+
 def test_an_existing_output_is_never_overwritten_or_resumed_by_accident(tmp_path, emails):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text(json.dumps({"text": emails[0]}) + "\n")

@@ -90,13 +90,36 @@ def resume_point(out: Path) -> int:
     return last
 
 
+def _keep_rejects_up_to(rejects: Path, line: int) -> None:
+    """Keeps the rejects of records up to the resume point `line`: the records after it are read again, so a
+    resumed run would otherwise list an invalid record found after the last explained one twice. A last line
+    cut off by an interruption goes too."""
+    if not rejects.exists():
+        return
+    kept = []
+    with rejects.open("rb") as stream:
+        for raw in stream:
+            if not raw.endswith(b"\n"):
+                break
+            try:
+                at = int(json.loads(raw)["line"])
+            except (ValueError, KeyError, TypeError):
+                raise ValueError(f"{rejects} holds a line that is not an lrptext reject record; it is not the "
+                                 "--rejects file of an earlier run, so it cannot be resumed: choose another "
+                                 "--rejects") from None
+            if at <= line:
+                kept.append(raw)
+    rejects.write_bytes(b"".join(kept))
+
+
 def stream_corpus(classifier: TextClassifier, reader: CorpusReader | Iterable[Record], out: str | Path, *,
                   composite: str = DEFAULT_COMPOSITE, target: int | None = None, contrast: int | None = None,
                   batch_size: int = 64, resume: bool = False, strict: bool = False,
                   rejects: str | Path | None = None, progress: bool | None = None,
                   on_invalid: Callable[[int, str], None] | None = None) -> StreamReport:
     """Explains every record of `reader` into the JSON-lines file `out`, one object per document with its source
-    `line` (and `id`), appending batch by batch. resume: continue an interrupted `out` after its last line;
+    `line` (and `id`), appending batch by batch. resume: continue an interrupted `out` after its last line (and
+    `rejects` from the same point);
     strict: stop at the first invalid record (InvalidRecordError) instead of skipping it; rejects: also write
     each invalid record's line and reason there (JSON lines); on_invalid(line, reason) hears of each as it comes."""
     if batch_size < 1:
@@ -106,6 +129,8 @@ def stream_corpus(classifier: TextClassifier, reader: CorpusReader | Iterable[Re
         raise ValueError(f"{out} exists; pass --resume to continue it (documents already written are skipped) or "
                          "remove it first")
     start_after = resume_point(out) if resume else 0
+    if resume and rejects:
+        _keep_rejects_up_to(Path(rejects), start_after)
     report = StreamReport()
     began = time.perf_counter()
     bar = _progress(reader, progress)
