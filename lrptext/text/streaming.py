@@ -119,9 +119,9 @@ def stream_corpus(classifier: TextClassifier, reader: CorpusReader | Iterable[Re
                   on_invalid: Callable[[int, str], None] | None = None) -> StreamReport:
     """Explains every record of `reader` into the JSON-lines file `out`, one object per document with its source
     `line` (and `id`), appending batch by batch. resume: continue an interrupted `out` after its last line (and
-    `rejects` from the same point);
-    strict: stop at the first invalid record (InvalidRecordError) instead of skipping it; rejects: also write
-    each invalid record's line and reason there (JSON lines); on_invalid(line, reason) hears of each as it comes."""
+    `rejects` from the same point); strict: stop at the first invalid record (InvalidRecordError) instead of
+    skipping it; rejects: also write each invalid record's line and reason there (JSON lines); on_invalid(line,
+    reason) hears of each as it comes."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     out = Path(out)
