@@ -170,3 +170,26 @@ def test_cli_evaluate_writes_json_and_a_figure(tmp_path, capsys):
     with Image.open(out / "curves.png") as figure:
         assert figure.size[0] > 500
     assert "AOPC" in capsys.readouterr().out
+
+
+def test_cli_evaluate_takes_a_saved_scikit_learn_pipeline(tmp_path, capsys):
+    """--model FILE.joblib: word deletion through the pipeline's own features (bag of words), from the CLI."""
+    import joblib
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    train = load("spam-assassin").train
+    picks = [i for y in (0, 1) for i in [j for j, label in enumerate(train.labels) if label == y][:200]]
+    pipeline = make_pipeline(TfidfVectorizer(max_features=3000), LogisticRegression(max_iter=200))
+    pipeline.fit([train.texts[i] for i in picks], [train.labels[i] for i in picks])
+    joblib.dump(pipeline, tmp_path / "spam.joblib")
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--dataset", "spam-assassin", "--model", str(tmp_path / "spam.joblib"), "--methods",
+                 "lrp,random", "--orders", "morf", "--limit", "5", "--steps", "3", "--seeds", "2", "--out", str(out),
+                 "--quiet"]) == 0
+    result = json.loads((out / "evaluation.json").read_text())
+    assert {(c["method"], c["order"]) for c in result["curves"]} == {("lrp", "morf"), ("random", "morf")}
+    assert result["examples"]["morf"] == 5 and "LogisticRegression on TfidfVectorizer" in json.dumps(result)
+    assert all(len(c["accuracy"]) == 4 for c in result["curves"])
+    assert (out / "curves.png").exists() and "AOPC" in capsys.readouterr().out
