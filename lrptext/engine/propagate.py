@@ -24,7 +24,7 @@ from lrptext import kernels
 from lrptext.engine.assign import unsupported_error
 from lrptext.engine.block_max_pool import block_max_pool
 from lrptext.errors import UnsupportedLayerError
-from lrptext.graph.ir import Graph, Kind, Node
+from lrptext.graph.ir import LINEAR_KINDS, Graph, Kind, Node
 from lrptext.kernels import dispatch, native
 from lrptext.kernels.torch_backend import stabilize
 from lrptext.rules.rule import Epsilon, Gamma, Norm, Pass
@@ -332,7 +332,11 @@ class Backward:
             return [(self._carrying_nodes(node)[0], r)]  # needs no values (a dropped activation stays dropped)
         args = substitute(node.args, self.values)
         kwargs = substitute(node.kwargs, self.values)
-        out = self.values[node.name]
+        if kind in LINEAR_KINDS and not isinstance(rule, (Epsilon, Gamma)):
+            out = None  # rules other than these do not read z: it is freed before the kernel takes its buffers
+            self.values.discard(node.name)
+        else:
+            out = self.values[node.name]
         if isinstance(rule, Norm) and kind in (Kind.UNSUPPORTED, Kind.PASS, Kind.ADD, Kind.REDUCE):
             return self._norm(node, args, kwargs, r, rule.stabilizer)
         handler = getattr(self, f"_{kind.value}", None)
