@@ -111,14 +111,21 @@ struct Exec {
     }
   }
 
+  // Each sample's N elements in blocks (of at least min_block) so that B samples give every thread one:
+  // {block size, blocks per sample}.
+  static std::pair<int64_t, int64_t> sample_blocks(int64_t B, int64_t N, int64_t min_block, int threads) {
+    const int64_t per_sample = (threads + B - 1) / B;
+    const int64_t block = std::max<int64_t>(min_block, (N + per_sample - 1) / per_sample);
+    return {block, (N + block - 1) / block};
+  }
+
   // f(i, j) for every element i of a [B, N] tensor, j = i % N its place in the sample (to read a per-sample
   // constant): a loop per sample, in blocks when the samples are fewer than the threads.
   template <class F>
   void map_samples(int64_t B, int64_t N, F f) const {
     if (B <= 0 || N <= 0) return;
     const int threads = get_num_threads();
-    const int64_t per_sample = (threads + B - 1) / B;
-    const int64_t block = std::max<int64_t>(1024, (N + per_sample - 1) / per_sample), blocks = (N + block - 1) / block;
+    const auto [block, blocks] = sample_blocks(B, N, 1024, threads);
 #pragma omp parallel num_threads(threads) if (B * N >= kParallelGrain)
     {
       const F own = f;
@@ -136,8 +143,7 @@ struct Exec {
   void channel_sum(int64_t B, int64_t C, int64_t P, T* out, F f) const {
     if (B <= 0 || P <= 0) return;
     const int threads = get_num_threads();
-    const int64_t per_sample = (threads + B - 1) / B;  // blocks of q per sample, so that every thread gets one
-    const int64_t block = std::max<int64_t>(64, (P + per_sample - 1) / per_sample), blocks = (P + block - 1) / block;
+    const auto [block, blocks] = sample_blocks(B, P, 64, threads);
 #pragma omp parallel num_threads(threads) if (B * C * P >= kParallelGrain)
     {
       const F own = f;
