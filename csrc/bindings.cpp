@@ -387,6 +387,36 @@ void dense_forward(py::handle input, py::handle weight, py::handle bias, py::han
   cpu::dense_forward(p);
 }
 
+// The convolution's shape from its input and weight, every argument checked.
+ConvShape conv_shape(Call& c, const Tensor& input, const Tensor& weight, std::array<int64_t, 2> stride,
+                     std::array<int64_t, 2> padding, std::array<int64_t, 2> dilation, int64_t groups) {
+  c.ndim(input, 4, "(batch, in_channels, height, width)");
+  c.ndim(weight, 4, "(out_channels, in_channels / groups, kernel_h, kernel_w)");
+  for (int i = 0; i < 2; ++i) {
+    if (stride[i] < 1) fail(c.fn(), "'stride' must be >= 1, got " + std::to_string(stride[i]));
+    if (padding[i] < 0) fail(c.fn(), "'padding' must be >= 0, got " + std::to_string(padding[i]));
+    if (dilation[i] < 1) fail(c.fn(), "'dilation' must be >= 1, got " + std::to_string(dilation[i]));
+  }
+  if (groups < 1) fail(c.fn(), "'groups' must be >= 1, got " + std::to_string(groups));
+  ConvShape s{};
+  s.batch = input.size(0), s.cin = input.size(1), s.h = input.size(2), s.w = input.size(3);
+  s.cout = weight.size(0), s.kh = weight.size(2), s.kw = weight.size(3);
+  s.sh = stride[0], s.sw = stride[1], s.ph = padding[0], s.pw = padding[1], s.dh = dilation[0], s.dw = dilation[1];
+  s.groups = groups;
+  if (s.cin % groups || s.cout % groups)
+    fail(c.fn(), "in_channels (" + std::to_string(s.cin) + ") and out_channels (" + std::to_string(s.cout) +
+                     ") must both be divisible by groups (" + std::to_string(groups) + ")");
+  c.shape(weight, {s.cout, s.cin / groups, s.kh, s.kw}, "(out_channels, in_channels / groups, kernel_h, kernel_w)");
+  s.ho = window_positions(s.h, s.kh, s.sh, s.ph, s.dh);
+  s.wo = window_positions(s.w, s.kw, s.sw, s.pw, s.dw);
+  if (s.ho < 1 || s.wo < 1 || s.kh < 1 || s.kw < 1)
+    fail(c.fn(), "the (dilated) kernel " + shape_str(weight) + " does not fit the padded input " + shape_str(input));
+  c.blas_size(s.cout / groups, "out_channels / groups");
+  c.blas_size(s.cin / groups * s.kh * s.kw, "in_channels / groups * kernel size");
+  c.blas_size(s.ho * s.wo, "output positions");
+  return s;
+}
+
 void conv_relevance(py::handle input, py::handle weight, py::handle bias, py::handle relevance, py::handle out,
                     py::handle z, py::handle weight_a, py::handle weight_b, py::handle low, py::handle high,
                     std::array<int64_t, 2> stride, std::array<int64_t, 2> padding, std::array<int64_t, 2> dilation,
@@ -396,36 +426,12 @@ void conv_relevance(py::handle input, py::handle weight, py::handle bias, py::ha
   LinearArgs a{c.arg(input, "input"), c.arg(weight, "weight"), c.arg(relevance, "relevance"), c.arg(out, "out"),
                c.optional_arg(bias, "bias"), c.optional_arg(z, "z"), c.optional_arg(weight_a, "weight_a"),
                c.optional_arg(weight_b, "weight_b"), c.optional_arg(low, "low"), c.optional_arg(high, "high")};
-  c.ndim(a.input, 4, "(batch, in_channels, height, width)");
-  c.ndim(a.weight, 4, "(out_channels, in_channels / groups, kernel_h, kernel_w)");
-  for (int i = 0; i < 2; ++i) {
-    if (stride[i] < 1) fail(c.fn(), "'stride' must be >= 1, got " + std::to_string(stride[i]));
-    if (padding[i] < 0) fail(c.fn(), "'padding' must be >= 0, got " + std::to_string(padding[i]));
-    if (dilation[i] < 1) fail(c.fn(), "'dilation' must be >= 1, got " + std::to_string(dilation[i]));
-  }
-  if (groups < 1) fail(c.fn(), "'groups' must be >= 1, got " + std::to_string(groups));
-  ConvShape s{};
-  s.batch = a.input.size(0), s.cin = a.input.size(1), s.h = a.input.size(2), s.w = a.input.size(3);
-  s.cout = a.weight.size(0), s.kh = a.weight.size(2), s.kw = a.weight.size(3);
-  s.sh = stride[0], s.sw = stride[1], s.ph = padding[0], s.pw = padding[1], s.dh = dilation[0], s.dw = dilation[1];
-  s.groups = groups;
-  if (s.cin % groups || s.cout % groups)
-    fail(c.fn(), "in_channels (" + std::to_string(s.cin) + ") and out_channels (" + std::to_string(s.cout) +
-                     ") must both be divisible by groups (" + std::to_string(groups) + ")");
-  c.shape(a.weight, {s.cout, s.cin / groups, s.kh, s.kw}, "(out_channels, in_channels / groups, kernel_h, kernel_w)");
-  s.ho = window_positions(s.h, s.kh, s.sh, s.ph, s.dh);
-  s.wo = window_positions(s.w, s.kw, s.sw, s.pw, s.dw);
-  if (s.ho < 1 || s.wo < 1 || s.kh < 1 || s.kw < 1)
-    fail(c.fn(), "the (dilated) kernel " + shape_str(a.weight) + " does not fit the padded input " +
-                     shape_str(a.input));
+  const ConvShape s = conv_shape(c, a.input, a.weight, stride, padding, dilation, groups);
   c.shape(a.relevance, {s.batch, s.cout, s.ho, s.wo}, "(batch, out_channels, out_h, out_w)");
   if (reduce_channels) c.shape(a.out, {s.batch, s.h, s.w}, "(batch, height, width) with reduce_channels");
   else c.shape(a.out, {s.batch, s.cin, s.h, s.w}, "like 'input'");
-  c.blas_size(s.cout / groups, "out_channels / groups");
-  c.blas_size(s.cin / groups * s.kh * s.kw, "in_channels / groups * kernel size");
-  c.blas_size(s.ho * s.wo, "output positions");
   LinearProblem p = linear_problem(c, a, r, reduce_channels, check_finite, s.cin, s.cout,
-                                   {s.cout, s.cin / groups, s.kh, s.kw}, {s.batch, s.cout, s.ho, s.wo});
+                                   {s.cout, s.cin / s.groups, s.kh, s.kw}, {s.batch, s.cout, s.ho, s.wo});
   if (s.batch == 0) return;
   const bool cuda = c.on_cuda();
   py::gil_scoped_release release;
@@ -434,6 +440,33 @@ void conv_relevance(py::handle input, py::handle weight, py::handle bias, py::ha
 #endif
   (void)cuda;
   cpu::conv_relevance(p, s);
+}
+
+void conv_forward(py::handle input, py::handle weight, py::handle bias, py::handle out, std::array<int64_t, 2> stride,
+                  std::array<int64_t, 2> padding, std::array<int64_t, 2> dilation, int64_t groups) {
+  Call c("conv_forward", py::none());
+  const Tensor x = c.arg(input, "input"), w = c.arg(weight, "weight"), o = c.arg(out, "out");
+  const std::optional<Tensor> b = c.optional_arg(bias, "bias");
+  if (c.on_cuda()) fail(c.fn(), "runs on the CPU only; on CUDA use torch.nn.functional.conv2d");
+  const ConvShape s = conv_shape(c, x, w, stride, padding, dilation, groups);
+  c.shape(o, {s.batch, s.cout, s.ho, s.wo}, "(batch, out_channels, out_h, out_w)");
+  if (b) c.shape(*b, {s.cout}, "(out_channels,)");
+  ConvForwardProblem p;
+  p.dtype = c.float_dtype(x);
+  c.float_dtype(w);
+  c.float_dtype(o);
+  if (b) c.float_dtype(*b);
+  c.writable(o);
+  for (const Tensor* t : {&x, &w}) c.disjoint(o, *t);
+  if (b) c.disjoint(o, *b);
+  p.input = x.data();
+  p.weight = w.data();
+  p.bias = b ? b->data() : nullptr;
+  p.out = o.data();
+  p.shape = s;
+  if (s.batch == 0 || s.cout == 0) return;
+  py::gil_scoped_release release;
+  cpu::conv_forward(p);
 }
 
 void prepare_rule_weights(py::handle weight, py::handle out_a, py::handle out_b, LRPT_RULE_ARGS, py::object stream) {
@@ -598,6 +631,34 @@ void embedding_bag_relevance(py::handle ids, py::handle offsets, py::handle weig
   cpu::embedding_bag_relevance(p);
 }
 
+void max_pool_forward(py::handle input, py::handle out, std::array<int64_t, 2> kernel,
+                      std::array<int64_t, 2> stride) {
+  Call c("max_pool_forward", py::none());
+  const Tensor x = c.arg(input, "input"), o = c.arg(out, "out");
+  if (c.on_cuda()) fail(c.fn(), "runs on the CPU only; on CUDA use torch.nn.functional.max_pool2d");
+  MaxPoolForwardProblem p;
+  p.dtype = c.float_dtype(x);
+  c.float_dtype(o);
+  c.ndim(x, 3, "(planes, height, width)");
+  p.planes = x.size(0), p.h = x.size(1), p.w = x.size(2);
+  p.kh = kernel[0], p.kw = kernel[1], p.sh = stride[0], p.sw = stride[1];
+  if (p.kh < 1 || p.kw < 1 || p.sh < 1 || p.sw < 1)
+    fail(c.fn(), "'kernel' and 'stride' must be >= 1, got kernel=(" + std::to_string(p.kh) + ", " +
+                     std::to_string(p.kw) + "), stride=(" + std::to_string(p.sh) + ", " + std::to_string(p.sw) + ")");
+  if (p.kh > p.h || p.kw > p.w)
+    fail(c.fn(), "the kernel (" + std::to_string(p.kh) + ", " + std::to_string(p.kw) + ") does not fit the input " +
+                     shape_str(x));
+  p.ho = window_positions(p.h, p.kh, p.sh, 0, 1), p.wo = window_positions(p.w, p.kw, p.sw, 0, 1);
+  c.shape(o, {p.planes, p.ho, p.wo}, "(planes, out_h, out_w)");
+  c.writable(o);
+  c.disjoint(o, x);
+  p.input = x.data();
+  p.out = o.data();
+  if (p.planes == 0) return;
+  py::gil_scoped_release release;
+  cpu::max_pool_forward(p);
+}
+
 void pool_relevance(py::handle input, py::handle relevance, py::handle out, const std::string& mode,
                     std::array<int64_t, 2> kernel, std::array<int64_t, 2> stride, std::array<int64_t, 2> padding,
                     std::array<int64_t, 2> dilation, bool adaptive, bool count_include_pad, int64_t divisor_override,
@@ -694,6 +755,12 @@ PYBIND11_MODULE(_core, m) {
         "Relevance at the input of a dense layer, input [rows, in] -> out [rows, in] (or [rows] when reduced).");
   m.def("dense_forward", &dense_forward, "input"_a.noconvert(), "weight"_a.noconvert(), "bias"_a.none(),
         "out"_a.noconvert(), "out = input @ weight.T + bias on the CPU, input [rows, in] -> out [rows, out].");
+  m.def("max_pool_forward", &max_pool_forward, "input"_a.noconvert(), "out"_a.noconvert(), py::kw_only(), "kernel"_a,
+        "stride"_a,
+        "Max pooling without padding or dilation on the CPU, input [planes, h, w] -> out [planes, ho, wo].");
+  m.def("conv_forward", &conv_forward, "input"_a.noconvert(), "weight"_a.noconvert(), "bias"_a.none(),
+        "out"_a.noconvert(), py::kw_only(), "stride"_a, "padding"_a, "dilation"_a, "groups"_a,
+        "out = conv2d(input, weight, bias) on the CPU, input [batch, cin, h, w] -> out [batch, cout, ho, wo].");
   m.def("conv_relevance", &conv_relevance, "input"_a.noconvert(), "weight"_a.noconvert(), "bias"_a.none(),
         "relevance"_a.noconvert(), "out"_a.noconvert(), py::kw_only(), "z"_a.none() = py::none(),
         "weight_a"_a.none() = py::none(), "weight_b"_a.none() = py::none(), "low"_a.none() = py::none(),

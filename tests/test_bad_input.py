@@ -121,6 +121,34 @@ def test_the_dense_forward_checks_its_arguments():
         _core.dense_forward(x, f64(3, 3), None, x)
 
 
+def test_the_conv_and_max_pool_forwards_check_their_arguments():
+    """The engine's forward pass of small convolutions and of max pooling (C++ core, CPU)."""
+    conv = {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1), "groups": 1}
+    with pytest.raises(ValueError, match=re.escape("conv_forward: 'out' must have shape (batch, out_channels, out_h, "
+                                                   "out_w) = (1, 2, 3, 3)")):
+        _core.conv_forward(f64(1, 3, 5, 5), f64(2, 3, 3, 3), None, f64(1, 2, 5, 5), **conv)
+    with pytest.raises(ValueError, match="'weight' must have shape"):
+        _core.conv_forward(f64(1, 3, 5, 5), f64(2, 2, 3, 3), None, f64(1, 2, 3, 3), **conv)
+    with pytest.raises(ValueError, match=re.escape("'bias' must have shape (out_channels,) = (2,)")):
+        _core.conv_forward(f64(1, 3, 5, 5), f64(2, 3, 3, 3), f64(3), f64(1, 2, 3, 3), **conv)
+    with pytest.raises(ValueError, match="does not fit the padded input"):
+        _core.conv_forward(f64(1, 3, 2, 2), f64(2, 3, 3, 3), None, f64(1, 2, 1, 1), **conv)
+    with pytest.raises(ValueError, match="'stride' must be >= 1, got 0"):
+        _core.conv_forward(f64(1, 3, 5, 5), f64(2, 3, 3, 3), None, f64(1, 2, 3, 3), **(conv | {"stride": (0, 1)}))
+    with pytest.raises(ValueError, match="'weight' has dtype float32 but 'input' has float64"):
+        _core.conv_forward(f64(1, 3, 5, 5), torch.randn(2, 3, 3, 3), None, f64(1, 2, 3, 3), **conv)
+    with pytest.raises(ValueError, match=re.escape("max_pool_forward: 'out' must have shape (planes, out_h, out_w) = "
+                                                   "(2, 2, 2)")):
+        _core.max_pool_forward(f64(2, 5, 4), f64(2, 2, 3), kernel=(2, 2), stride=(2, 2))
+    with pytest.raises(ValueError, match=re.escape("'kernel' and 'stride' must be >= 1, got kernel=(2, 0)")):
+        _core.max_pool_forward(f64(2, 5, 4), f64(2, 2, 2), kernel=(2, 0), stride=(2, 2))
+    with pytest.raises(ValueError, match=re.escape("the kernel (6, 2) does not fit the input")):
+        _core.max_pool_forward(f64(2, 5, 4), f64(2, 1, 1), kernel=(6, 2), stride=(2, 2))
+    x = f64(2, 4, 4)
+    with pytest.raises(ValueError, match="'out' shares memory with 'input'"):
+        _core.max_pool_forward(x, x.reshape(-1)[:8].reshape(2, 2, 2), kernel=(2, 2), stride=(2, 2))
+
+
 def test_the_boundary_takes_a_cpu_capsule_once():
     """lrptext.kernels hands CPU tensors over as DLPack capsules; a capsule already consumed is refused by name."""
     from torch.utils.dlpack import to_dlpack

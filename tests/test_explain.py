@@ -430,24 +430,65 @@ def test_backends_agree():
     torch.testing.assert_close(a.relevance, b.relevance)
 
 
-def test_one_sample_through_a_wide_dense_layer_runs_forward_in_the_core(monkeypatch):
-    """A layer of more than 2^21 weights at batch 1 runs its forward pass in the C++ core (torch's product is
-    single-threaded): same prediction and relevance as the torch backend, which keeps torch's forward."""
+def _record_core_forwards(monkeypatch) -> list[tuple[str, tuple[int, ...]]]:
+    """(function, weight or kernel shape) of every forward pass the engine hands to the C++ core."""
     from lrptext.kernels import native
 
+    calls = []
+    for name in ("dense_forward", "conv2d_forward", "max_pool_forward"):
+        def recorded(*args, _name=name, _f=getattr(native, name), **kwargs):
+            calls.append((_name, tuple(args[1].shape) if len(args) > 1 else kwargs["kernel"]))
+            return _f(*args, **kwargs)
+        monkeypatch.setattr(native, name, recorded)
+    return calls
+
+
+def test_small_layers_and_wide_ones_at_batch_1_run_forward_in_the_core(monkeypatch):
+    """The core computes a dense layer's forward pass for one sample (its matrix-vector product is split over the
+    threads, torch's is not) and any product of fewer than 2^21 multiply-adds (on one thread, where torch wakes its
+    pool): same prediction and relevance as the torch backend, which keeps torch's forward."""
     model = seeded(nn.Sequential(nn.Linear(3000, 800), nn.ReLU(), nn.Linear(800, 5)), 15)
     x = torch.rand(1, 3000, dtype=torch.float64)
-    calls = []
-    core_forward = native.dense_forward
-    monkeypatch.setattr(native, "dense_forward", lambda *a: calls.append(a[1].shape) or core_forward(*a))
+    calls = _record_core_forwards(monkeypatch)
     cpp = Explainer(model, composite="epsilon", backend="cpp").explain(x)
-    assert calls == [(800, 3000)]  # the small second layer stays with torch
+    assert calls == [("dense_forward", (800, 3000)), ("dense_forward", (5, 800))]
     reference_run = Explainer(model, composite="epsilon", backend="torch").explain(x)
-    assert len(calls) == 1
+    assert len(calls) == 2
     torch.testing.assert_close(cpp.prediction, model(x).detach())
     torch.testing.assert_close(cpp.relevance, reference_run.relevance)
-    Explainer(model, composite="epsilon", backend="cpp").explain(x.repeat(2, 1))  # batch 2: torch's GEMM
-    assert len(calls) == 1
+    calls.clear()
+    Explainer(model, composite="epsilon", backend="cpp").explain(x.repeat(2, 1))  # 4.8M products: torch's GEMM
+    assert calls == [("dense_forward", (5, 800))]
+
+
+class _SmallConvNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(2, 6, 3, padding=1), nn.Conv2d(6, 4, 3, stride=2, dilation=2, bias=False)
+        self.conv3 = nn.Conv1d(4, 3, 2, padding=1, groups=1)
+        self.pool, self.head = nn.MaxPool2d(3, stride=2), nn.Linear(3 * 2, 3)
+
+    def forward(self, x):
+        h = self.pool(self.conv1(x).relu())  # overlapping windows: 14 x 14 -> 6 x 6
+        h = self.conv2(h).relu().flatten(2)  # 1 x 1: a sequence of one step
+        return self.head(self.conv3(h).relu().flatten(1))  # two steps
+
+
+@pytest.mark.parametrize("batch, core_convs", [(2, 3), (100, 2)])
+def test_small_convolutions_and_max_pooling_run_forward_in_the_core(batch, core_convs, monkeypatch):
+    """Convolutions (1-d and 2-d, strides, dilation, no bias) below 2^21 multiply-adds and max pooling run in the
+    core; at batch 100 the first convolution (2.1M) stays with torch. Same prediction and relevance as torch's."""
+    model = seeded(_SmallConvNet(), 17)
+    x = torch.randn(batch, 2, 14, 14, dtype=torch.float64)
+    calls = _record_core_forwards(monkeypatch)
+    cpp = Explainer(model, composite="epsilon_plus", backend="cpp").explain(x)
+    assert sum(name == "conv2d_forward" for name, _ in calls) == core_convs
+    assert ("max_pool_forward", (3, 3)) in calls
+    count = len(calls)
+    reference_run = Explainer(model, composite="epsilon_plus", backend="torch").explain(x)
+    assert len(calls) == count
+    torch.testing.assert_close(cpp.prediction, model(x).detach())
+    torch.testing.assert_close(cpp.relevance, reference_run.relevance)
 
 
 class _TwoBranches(nn.Module):
@@ -501,16 +542,21 @@ def test_a_layer_whose_rule_does_not_read_z_frees_it_before_its_kernel(monkeypat
 
 
 def test_activations_are_dropped_after_the_forward_pass_and_computed_again_on_use():
-    """The engine keeps each layer's z (the rules divide by it) but not the ReLU of it, which it recomputes."""
+    """The engine keeps each layer's z (the rules divide by it) but not the ReLU of it, which it recomputes, unless
+    it is small (below 2^13 elements)."""
     from lrptext.engine.propagate import forward
 
     model = seeded(nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Conv2d(3, 4, 3), nn.Tanh(), nn.Flatten(),
                                  nn.Linear(64, 2), nn.ReLU()), 14)
-    x = torch.randn(2, 2, 8, 8)
     explainer = Explainer(model, composite="epsilon")
-    values, _ = forward(explainer.graph, (x,), explainer.rules, lambda node: explainer._layer(node, torch.float32))
     activations = [n.name for n in explainer.graph.nodes if n.op.endswith(("ReLU", "Tanh"))]
     assert len(activations) == 3
+    run = lambda x: forward(explainer.graph, (x,), explainer.rules,  # noqa: E731
+                            lambda node: explainer._layer(node, torch.float32))[0]
+    small = run(torch.randn(2, 2, 8, 8))  # 216 and 128 elements
+    assert not small.dropped and all(name in small for name in activations)
+    x = torch.randn(130, 2, 8, 8)  # 14,040 and 8,320 elements
+    values = run(x)
     # the last ReLU is the model's output, which is kept; the two inside are dropped
     assert values.dropped == set(activations[:2]) and not any(name in values for name in activations[:2])
     conv = explainer.graph.nodes[[n.name for n in explainer.graph.nodes].index(activations[0]) - 1]

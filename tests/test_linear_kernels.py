@@ -165,12 +165,13 @@ def test_conv_tiles_do_not_change_the_result(rule_name, threads):
 @pytest.mark.parametrize("rule_name", ["epsilon", "gamma", "alpha2beta1", "zbox", "flat"])
 def test_small_images_share_tiles_across_samples(rule_name, channels, threads):
     """8x8 images (the digits CNN's): several samples' columns go side by side into one tile, in the forward
-    GEMMs and in the scattered backward ones; 41 samples do not fill the last block."""
+    GEMMs and in the scattered backward ones; 141 samples (enough multiply-adds to split them over the threads) do
+    not fill the last block."""
     rule, _ = RULES[rule_name]
     cin, cout = channels
-    x = make((41, cin, 8, 8), torch.float64, "cpu", 80)
+    x = make((141, cin, 8, 8), torch.float64, "cpu", 80)
     w, b = make((cout, cin, 3, 3), torch.float64, "cpu", 81), make((cout,), torch.float64, "cpu", 82)
-    r = make((41, cout, 8, 8), torch.float64, "cpu", 83)
+    r = make((141, cout, 8, 8), torch.float64, "cpu", 83)
     with core_threads(threads):
         out = conv2d_relevance(x, w, b, r, padding=1, rule=rule, backend="cpp")
     expected = conv2d_relevance(x, w, b, r, padding=1, rule=rule, backend="torch")
@@ -208,6 +209,34 @@ def test_the_core_dense_forward_is_a_linear_layer(shape, dtype, threads):
     assert out.dtype == dtype
     assert_matches(out, expected.numpy(), dtype)
     assert_matches(no_bias, (expected - b.double()).numpy(), dtype)
+
+
+CONV_FORWARD = [  # (input shape, weight shape, stride, padding, dilation, groups)
+    ((1, 1, 8, 8), (32, 1, 3, 3), (1, 1), (1, 1), (1, 1), 1),  # the digits CNN at batch 1
+    ((41, 32, 8, 8), (64, 32, 3, 3), (1, 1), (1, 1), (1, 1), 1),  # samples side by side, split over threads
+    ((2, 6, 13, 11), (4, 3, 3, 2), (2, 1), (1, 0), (1, 2), 2),
+    ((3, 4, 5, 7), (6, 4, 1, 1), (1, 1), (0, 0), (1, 1), 1),  # 1x1: the input is its own column matrix
+    ((1, 24, 43, 41), (40, 24, 3, 3), (1, 1), (1, 1), (1, 1), 1),  # several tiles per sample
+]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", CONV_FORWARD, ids=[str(c[1]) for c in CONV_FORWARD])
+def test_the_core_conv_forward_is_a_convolution(case, dtype, threads):
+    """The engine's forward pass of a small convolution, against float64 torch (with and without bias)."""
+    from lrptext.kernels import native
+
+    x_shape, w_shape, stride, padding, dilation, groups = case
+    x, w = make(x_shape, dtype, "cpu", 100), make(w_shape, dtype, "cpu", 101)
+    b = make((w_shape[0],), dtype, "cpu", 102)
+    spec = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
+    with core_threads(threads):
+        out, no_bias = native.conv2d_forward(x, w, b, **spec), native.conv2d_forward(x, w, None, **spec)
+    expected = F.conv2d(x.double(), w.double(), b.double(), **spec)
+    assert out.dtype == dtype and out.shape == expected.shape
+    assert_matches(out, expected.numpy(), dtype)
+    assert_matches(no_bias, (expected - b.double()[:, None, None]).numpy(), dtype)
 
 
 @pytest.mark.parametrize("rule_name", ["epsilon", "zplus"])

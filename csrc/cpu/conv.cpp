@@ -201,6 +201,9 @@ struct ConvOp {
   int64_t in_channels() const { return s.cin; }
   int64_t out_channels() const { return s.cout; }
   int64_t weight_size() const { return s.cout * K; }
+  // Whether n samples are worth splitting over the threads: a few images of a small network (the digits CNN at
+  // batch 1, 1.2M multiply-adds) take less time on one thread than waking the pool does.
+  bool worth_threads(int64_t n) const { return get_num_threads() > 1 && n * s.cout * HW * K >= kParallelFlops; }
   int64_t min_tile() const { return cout_g * K > kLargeWeight ? 4 * kMinTile : kMinTile; }  // one group's weight
   // Positions per tile whose column matrix has `rows` rows, before splitting evenly over threads.
   int64_t tile_positions(int64_t rows) const { return std::max(min_tile(), kTileBudget / std::max<int64_t>(rows, 1)); }
@@ -221,8 +224,9 @@ struct ConvOp {
   // another with the parallelism inside.
   template <class F>
   void for_blocks(const Exec& ex, int64_t n, int64_t nb, int64_t col_size, F block) const {
-    const int64_t blocks = ceil_div(n, nb), threads = get_num_threads();
-    run_items(ex, blocks, threads > 1 && blocks >= threads, col_size, [&](int64_t i, T* col, bool parallel) {
+    const int64_t blocks = ceil_div(n, nb);
+    const bool across = worth_threads(n) && blocks >= get_num_threads();
+    run_items(ex, blocks, across, col_size, [&](int64_t i, T* col, bool parallel) {
       block(i * nb, std::min(n, (i + 1) * nb), col, parallel);
     });
   }
@@ -270,7 +274,7 @@ struct ConvOp {
     const int64_t len = ceil_div(positions, tiles);
     tiles = ceil_div(positions, len);
     const int64_t items = units * tiles;
-    const bool across = threads > 1 && (items % threads == 0 || items >= 4 * threads);
+    const bool across = worth_threads(n) && (items % threads == 0 || items >= 4 * threads);
     run_items(ex, items, across, direct ? 0 : rows * len, [&](int64_t item, T* col, bool parallel) {
       const int64_t t = item % tiles, g = (item / tiles) % s.groups, b = item / (tiles * s.groups);
       tile(b, g, t * len, std::min(positions, (t + 1) * len), col, parallel);
@@ -378,8 +382,7 @@ struct ConvOp {
         }
       }
     };
-    const int threads = get_num_threads();
-    run_items(ex, n, threads > 1 && n >= threads, K * len, sample);
+    run_items(ex, n, worth_threads(n) && n >= get_num_threads(), K * len, sample);
   }
 };
 
@@ -390,11 +393,27 @@ void run(const LinearProblem& p, const ConvShape& s) {
   LinearRelevance<T, Exec, ConvOp<T>>(ex, op, p).run();
 }
 
+template <class T>
+void forward(const ConvForwardProblem& p) {
+  Exec ex;
+  const ConvShape& s = p.shape;
+  T* y = static_cast<T*>(p.out);
+  ConvOp<T>(s).forward(ex, static_cast<const T*>(p.input), s.batch, static_cast<const T*>(p.weight), y, T(0));
+  if (!p.bias) return;
+  const T* b = static_cast<const T*>(p.bias);
+  ex.map_channels(s.batch, s.cout, s.ho * s.wo, [=](int64_t i, int64_t ch) { y[i] += b[ch]; });
+}
+
 }  // namespace
 
 void conv_relevance(const LinearProblem& p, const ConvShape& s) {
   if (p.dtype == DType::Float32) run<float>(p, s);
   else run<double>(p, s);
+}
+
+void conv_forward(const ConvForwardProblem& p) {
+  if (p.dtype == DType::Float32) forward<float>(p);
+  else forward<double>(p);
 }
 
 }  // namespace lrptext::cpu

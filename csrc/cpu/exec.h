@@ -15,6 +15,8 @@ namespace lrptext::cpu {
 // Loops shorter than this run on one thread: waking the pool costs more than the work (with
 // OMP_WAIT_POLICY=PASSIVE, as on shared machines, a parallel region was measured at 20-50 us).
 constexpr int64_t kParallelGrain = 1 << 16;
+// The same for products: below this many multiply-adds (about 20 us on one core) one thread is faster.
+constexpr int64_t kParallelFlops = 1 << 21;
 
 // C[M, N] = op(A) op(B) + beta C, row-major. Splits the larger of M and N over the OpenMP threads
 // unless called from inside a parallel region.

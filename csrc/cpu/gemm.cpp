@@ -33,9 +33,6 @@ void blas_gemv(bool trans, int64_t m, int64_t n, const double* a, int64_t lda, c
                     blasint(incx), beta, y, blasint(incy));
 }
 
-// Below this many multiply-adds (about 20 us on one core) one thread is faster than waking the pool.
-constexpr int64_t kParallelFlops = 1 << 21;
-
 // A product with one row or one column of C is a matrix-vector product: GEMM would first copy (pack) the whole
 // matrix, which for one sample through a wide dense layer took 2.5x as long as reading it once.
 // y = op(M) v with op(M) [rows, cols]; M row-major with leading dimension ldm. A large one is split over the

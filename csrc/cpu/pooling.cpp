@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 
 #include "exec.h"
@@ -173,11 +174,61 @@ void pool(const PoolProblem& p) {
   }
 }
 
+// Branch-free maxima (a data-dependent branch per element was mispredicted on half of a natural image's windows
+// and kept the loops scalar: 6x slower than torch's strided maxima). NaN wins, as in torch's max pooling: the
+// maximum of ordered values, replaced at the end by NaN where any value was unordered.
+template <class T>
+inline T larger(T m, T v) {
+  return v > m ? v : m;
+}
+
+template <class T>
+void max_pool_forward(const MaxPoolForwardProblem& p) {
+  const T* x = static_cast<const T*>(p.input);
+  T* y = static_cast<T*>(p.out);
+  const int64_t hw = p.h * p.w, ohw = p.ho * p.wo, w = p.w;
+  const T nan = std::numeric_limits<T>::quiet_NaN();
+#pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (p.planes * hw >= kParallelGrain)
+  for (int64_t c = 0; c < p.planes; ++c) {
+    const T* xp = x + c * hw;
+    T* yp = y + c * ohw;
+    for (int64_t oh = 0; oh < p.ho; ++oh) {
+      const T* row = xp + oh * p.sh * w;
+      T* out = yp + oh * p.wo;
+      if (p.kh == 2 && p.kw == 2 && p.sw == 2) {  // MaxPool2d(2): one pass over two rows
+        for (int64_t ow = 0; ow < p.wo; ++ow) {
+          const T a = row[2 * ow], b = row[2 * ow + 1], cc = row[w + 2 * ow], d = row[w + 2 * ow + 1];
+          const bool unordered = (a != a) | (b != b) | (cc != cc) | (d != d);
+          out[ow] = unordered ? nan : larger(larger(a, b), larger(cc, d));
+        }
+        continue;
+      }
+      for (int64_t ow = 0; ow < p.wo; ++ow) {
+        const T* corner = row + ow * p.sw;
+        T m = corner[0];
+        bool unordered = false;
+        for (int64_t a = 0; a < p.kh; ++a)
+          for (int64_t b = 0; b < p.kw; ++b) {
+            const T v = corner[a * w + b];
+            m = larger(m, v);
+            unordered |= v != v;
+          }
+        out[ow] = unordered ? nan : m;
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void pool_relevance(const PoolProblem& p) {
   if (p.dtype == DType::Float32) pool<float>(p);
   else pool<double>(p);
+}
+
+void max_pool_forward(const MaxPoolForwardProblem& p) {
+  if (p.dtype == DType::Float32) max_pool_forward<float>(p);
+  else max_pool_forward<double>(p);
 }
 
 }  // namespace lrptext::cpu

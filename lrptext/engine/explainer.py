@@ -16,12 +16,10 @@ from lrptext.engine.explanation import Explanation
 from lrptext.engine.propagate import Backward, Layer, forward
 from lrptext.engine.targets import Target, initial_relevance
 from lrptext.graph import Node, capture
-from lrptext.graph.ir import LINEAR_KINDS, Kind
+from lrptext.graph.ir import LINEAR_KINDS
 from lrptext.rules.composites import Composite, composite as resolve_composite
 
 CANONIZERS = ("batchnorm",)
-# Multiply-adds from which the C++ core splits a matrix-vector product over its threads (gemm.cpp).
-_SPLIT_PRODUCTS = 1 << 21
 
 
 def _promote(dtype: torch.dtype) -> torch.dtype:
@@ -37,8 +35,10 @@ def _all_finite(t: torch.Tensor) -> bool:
 
 
 def _state_versions(model: nn.Module) -> tuple[tuple[int, int, int], ...]:
-    """Changes in place bump a tensor's version; a replaced parameter changes its identity and storage."""
-    return tuple((id(t), t.data_ptr(), t._version) for t in list(model.parameters()) + list(model.buffers()))
+    """Changes in place bump a tensor's version; a replaced parameter changes its identity and storage. Read from
+    each module's own tables: model.parameters() builds qualified names on the way (twice as slow)."""
+    return tuple((id(t), t.data_ptr(), t._version) for m in model.modules() for table in (m._parameters, m._buffers)
+                 for t in table.values() if t is not None)
 
 
 class Explainer:
@@ -93,9 +93,7 @@ class Explainer:
                 w, b = w.contiguous(), None if b is None else b.contiguous()
                 modified = kernels.prepare_weights(self.rules[node.name], w, backend=self.backend)
                 prepared = (modified.weight_a, modified.weight_b)
-            core_forward = (node.kind == Kind.DENSE and w.is_cpu and w.numel() >= _SPLIT_PRODUCTS
-                            and self.backend != "torch" and _native.core is not None)
-            self._layers[key] = Layer(w, b, prepared, core_forward)
+            self._layers[key] = Layer(w, b, prepared)
         return self._layers[key]
 
     def _compute_dtype(self, inputs: tuple[Any, ...]) -> torch.dtype:
@@ -137,7 +135,9 @@ class Explainer:
             return self._layer(node, dtype)
 
         with torch.no_grad():
-            values, carries = forward(self.graph, inputs, self.rules, layer)
+            # the C++ core computes the small layers' forward pass too, unless the torch backend was asked for
+            core = self.backend != "torch" and _native.core is not None
+            values, carries = forward(self.graph, inputs, self.rules, layer, core)
             logits = values[self.graph.output.name]
             initial, target_t, contrast = initial_relevance(logits, target, output_relevance)
             # per-layer sums need every node's relevance, so the fused embedding path is off when they are asked for

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,12 +23,17 @@ from torch import nn
 
 from lrptext import kernels
 from lrptext.engine.assign import unsupported_error
-from lrptext.engine.block_max_pool import block_max_pool
+from lrptext.engine.max_pool import max_pool, per_axis
 from lrptext.errors import UnsupportedLayerError
 from lrptext.graph.ir import LINEAR_KINDS, Graph, Kind, Node
 from lrptext.kernels import dispatch, native
 from lrptext.kernels.torch_backend import stabilize
 from lrptext.rules.rule import Epsilon, Gamma, Norm, Pass
+
+
+# Multiply-adds below which the C++ core runs a product on one thread, and from which it splits a matrix-vector
+# product over its threads (exec.h, kParallelFlops).
+SPLIT_PRODUCTS = 1 << 21
 
 
 @dataclass
@@ -37,9 +43,31 @@ class Layer:
     weight: torch.Tensor
     bias: torch.Tensor | None
     prepared: dispatch.Prepared = (None, None)
-    # A dense layer whose forward pass for one sample runs in the C++ core: torch's matrix-vector product runs on
-    # one thread, the core's on all of them (a 20000 -> 512 layer from a cold cache: 2.8 -> 2.0 ms).
-    core_forward: bool = False
+
+
+def _core_forward(lp: Layer, x: torch.Tensor, node: Node) -> torch.Tensor | None:
+    """The layer's output computed by the C++ core where that is faster than torch, else None. Small products
+    (the digits CNN at batch 1): the core runs them on one thread, where torch wakes its thread pool two or three
+    times per layer, 50-100 us each with OMP_WAIT_POLICY=PASSIVE (its 32 -> 64 convolution on one 8x8 image:
+    0.13 ms, the core's 0.03 ms). One sample through a wide dense layer: torch's matrix-vector product runs on one
+    thread, the core's on all of them (a 20000 -> 512 layer from a cold cache: 2.8 -> 2.0 ms)."""
+    w = lp.weight
+    if not x.is_cpu:
+        return None
+    if node.kind == Kind.DENSE:
+        if x.dim() != 2 or (x.shape[0] != 1 and x.shape[0] * w.numel() >= SPLIT_PRODUCTS):
+            return None
+        return native.dense_forward(x.contiguous(), w, lp.bias)
+    p = node.params
+    if x.dim() != w.dim() or x.numel() * w.numel() >= SPLIT_PRODUCTS * x.shape[1] * math.prod(p["stride"]):
+        return None  # input positions x weights / in_channels / stride: the product's multiply-adds
+    if w.dim() == 4:
+        return native.conv2d_forward(x.contiguous(), w, lp.bias, stride=tuple(p["stride"]),
+                                     padding=tuple(p["padding"]), dilation=tuple(p["dilation"]), groups=p["groups"])
+    y = native.conv2d_forward(x.contiguous()[:, :, None], w[:, :, None], lp.bias, stride=(1,) + tuple(p["stride"]),
+                              padding=(0,) + tuple(p["padding"]), dilation=(1,) + tuple(p["dilation"]),
+                              groups=p["groups"])
+    return y[:, :, 0]
 
 
 def substitute(a: Any, values: dict[str, Any]) -> Any:
@@ -59,17 +87,17 @@ def _is_float_tensor(v: Any) -> bool:
 # ---------------------------------------------------------------------------------------------- forward
 
 
-def _forward_node(node: Node, args: tuple, kwargs: dict, layer: Callable[[Node], Layer]) -> Any:
+def _forward_node(node: Node, args: tuple, kwargs: dict, layer: Callable[[Node], Layer], core: bool) -> Any:
+    """The node's output; `core`: the C++ core may compute dense, conv and max-pool nodes where it is faster."""
     p = node.params
-    if node.kind == Kind.DENSE:
+    if node.kind in LINEAR_KINDS:
         lp, x = layer(node), args[0]
-        if lp.core_forward and x.dim() == 2 and x.shape[0] == 1:
-            return native.dense_forward(x.contiguous(), lp.weight, lp.bias)
-        return F.linear(x, lp.weight, lp.bias)
-    if node.kind == Kind.CONV:
-        lp = layer(node)
+        if core and (y := _core_forward(lp, x, node)) is not None:
+            return y
+        if node.kind == Kind.DENSE:
+            return F.linear(x, lp.weight, lp.bias)
         conv = F.conv1d if lp.weight.dim() == 3 else F.conv2d
-        return conv(args[0], lp.weight, lp.bias, p["stride"], p["padding"], p["dilation"], p["groups"])
+        return conv(x, lp.weight, lp.bias, p["stride"], p["padding"], p["dilation"], p["groups"])
     if node.kind == Kind.EMBEDDING:
         return F.embedding(args[0], layer(node).weight, p["padding_idx"])
     if node.kind == Kind.EMBEDDING_BAG:
@@ -82,7 +110,7 @@ def _forward_node(node: Node, args: tuple, kwargs: dict, layer: Callable[[Node],
         return args[0] * scale + shift
     if node.kind == Kind.POOL:
         mode, dims, settings = _pool_spec(node, args, kwargs)
-        if mode == "max" and (pooled := block_max_pool(args[0], dims, settings)) is not None:
+        if mode == "max" and (pooled := max_pool(args[0], dims, settings, core)) is not None:
             return pooled
     return node.call(*args, **kwargs)
 
@@ -103,6 +131,9 @@ def _batchnorm_affine(node: Node, x: torch.Tensor) -> tuple[torch.Tensor, torch.
 # so keeping both held two copies of every activation (autograd keeps one).
 # Deterministic ones only, by name ("nn.ReLU", "F.relu", "Tensor.relu_"): RReLU, for one, samples in training mode.
 _RECOMPUTED_ACTIVATIONS = {"relu", "leakyrelu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid", "softplus"}
+# Smaller activations are kept: computing one again (a module call and its bookkeeping, ~10 us) costs more than its
+# memory is worth (the digits CNN at batch 1: three of them, 25 KiB).
+_RECOMPUTED_FROM = 1 << 13  # elements
 
 
 def _recomputable(node: Node) -> bool:
@@ -110,20 +141,72 @@ def _recomputable(node: Node) -> bool:
     return node.kind == Kind.PASS and len(node.inputs()) == 1 and name in _RECOMPUTED_ACTIVATIONS
 
 
+def _binder(args: tuple, kwargs: dict) -> Callable[[dict[str, Any]], tuple[tuple, dict]]:
+    """values -> (args, kwargs) with every Node replaced by its value. Flat arguments (the common case) are filled in
+    by position, without substitute's walk over every constant."""
+    if any(isinstance(a, (list, tuple, dict)) for a in (*args, *kwargs.values())):
+        return lambda values: (substitute(args, values), substitute(kwargs, values))
+    slots = [(i, a.name) for i, a in enumerate(args) if isinstance(a, Node)]
+    keyword_slots = [(k, a.name) for k, a in kwargs.items() if isinstance(a, Node)]
+
+    def bind(values: dict[str, Any]) -> tuple[tuple, dict]:
+        filled = list(args)
+        for i, name in slots:
+            filled[i] = values[name]
+        if not keyword_slots:
+            return tuple(filled), kwargs
+        keywords = dict(kwargs)
+        for k, name in keyword_slots:
+            keywords[k] = values[name]
+        return tuple(filled), keywords
+
+    return bind
+
+
+@dataclass(frozen=True)
+class Step:
+    """A node with what the graph alone decides about its forward pass, worked out once per graph."""
+
+    node: Node
+    reads: tuple[str, ...]  # the nodes among its arguments
+    frees: tuple[str, ...]  # recomputable activations it reads last: dropped after it runs, unless small
+    from_input: bool        # computed from a model input, whatever the dtype (token ids, masks)
+    arguments: Callable[[dict[str, Any]], tuple[tuple, dict]]
+
+
+def plan(graph: Graph) -> dict[str, Step]:
+    """Every node's Step in topological order, kept on the graph (the engine walks the same graph every call)."""
+    cached = graph.__dict__.get("_plan")
+    if cached is not None:
+        return cached
+    last_reader = {a.name: node.name for node in graph.nodes for a in node.inputs()}
+    from_input: set[str] = set()
+    steps: dict[str, Step] = {}
+    for node in graph.nodes:
+        reads = tuple(a.name for a in node.inputs())
+        if node.kind == Kind.INPUT or (node.kind != Kind.CONSTANT and any(r in from_input for r in reads)):
+            from_input.add(node.name)
+        frees = () if node.kind == Kind.OUTPUT else tuple(dict.fromkeys(
+            a.name for a in node.inputs() if last_reader[a.name] == node.name and _recomputable(a)))
+        steps[node.name] = Step(node, reads, frees, node.name in from_input, _binder(node.args, node.kwargs))
+    graph.__dict__["_plan"] = steps
+    return steps
+
+
 class Values(dict):
     """Every node's value by name; an activation dropped after its last use in the forward pass is computed
     again from its input when the relevance pass asks for it."""
 
-    def __init__(self, graph: Graph):
+    def __init__(self, steps: dict[str, Step]):
         super().__init__()
-        self._nodes = {n.name: n for n in graph.nodes}
+        self._steps = steps
         self.dropped: set[str] = set()
 
     def __missing__(self, name: str) -> Any:
         if name not in self.dropped:
             raise KeyError(name)
-        node = self._nodes[name]
-        self[name] = value = node.call(*substitute(node.args, self), **substitute(node.kwargs, self))
+        args, kwargs = self._steps[name].arguments(self)
+        self[name] = value = self._steps[name].node.call(*args, **kwargs)
         return value
 
     def discard(self, name: str) -> None:
@@ -131,34 +214,31 @@ class Values(dict):
         self.dropped.discard(name)
 
 
-def forward(graph: Graph, inputs: tuple[Any, ...], rules: dict[str, Any],
-            layer: Callable[[Node], Layer]) -> tuple[Values, set[str]]:
-    """Every node's value, and the names of the nodes that carry relevance."""
-    values = Values(graph)
-    from_input: set[str] = set()  # computed from a model input, whatever the dtype (token ids, masks)
-    carries: set[str] = set()     # floating values that relevance flows through
-    pending = {name: len(users) for name, users in graph.consumers().items()}  # consumers not yet run
-    for node in graph.nodes:
+def forward(graph: Graph, inputs: tuple[Any, ...], rules: dict[str, Any], layer: Callable[[Node], Layer],
+            core: bool = False) -> tuple[Values, set[str]]:
+    """Every node's value, and the names of the nodes that carry relevance. `core`: see _forward_node."""
+    steps = plan(graph)
+    values = Values(steps)
+    carries: set[str] = set()  # floating values that relevance flows through
+    given = dict(zip((n.name for n in graph.inputs), inputs))
+    for step in steps.values():
+        node = step.node
         if node.kind == Kind.INPUT:
-            values[node.name] = inputs[graph.inputs.index(node)]
-            from_input.add(node.name)
+            value = given[node.name]
         elif node.kind == Kind.CONSTANT:
-            values[node.name] = node.params["value"]
+            value = node.params["value"]
         else:
-            args, kwargs = substitute(node.args, values), substitute(node.kwargs, values)
-            values[node.name] = args[0] if node.kind == Kind.OUTPUT else _forward_node(node, args, kwargs, layer)
-            if any(a.name in from_input for a in node.inputs()):
-                from_input.add(node.name)
-            for a in node.inputs():
-                pending[a.name] -= 1
-                if pending[a.name] == 0 and _recomputable(a) and node.kind != Kind.OUTPUT:
-                    del values[a.name]
-                    values.dropped.add(a.name)
-        value = values[node.name]
+            args, kwargs = step.arguments(values)
+            value = args[0] if node.kind == Kind.OUTPUT else _forward_node(node, args, kwargs, layer, core)
+            for name in step.frees:
+                if not isinstance(values[name], torch.Tensor) or values[name].numel() >= _RECOMPUTED_FROM:
+                    del values[name]
+                    values.dropped.add(name)
+        values[node.name] = value
         if node.kind == Kind.INPUT or node.kind in (Kind.EMBEDDING, Kind.EMBEDDING_BAG):
-            flows = node.name in from_input
+            flows = step.from_input
         else:
-            flows = any(a.name in carries for a in node.inputs())
+            flows = any(r in carries for r in step.reads)
         if not flows:
             continue
         if node.kind == Kind.MAX_DIM or _is_float_tensor(value):  # torch.max(x, dim) returns (values, indices)
@@ -291,6 +371,7 @@ class Backward:
     def __init__(self, graph: Graph, rules: dict[str, Any], values: Values, carries: set[str],
                  layer: Callable[[Node], Layer], backend: str, fuse: bool = True):
         self.graph, self.rules, self.values, self.carries = graph, rules, values, carries
+        self.steps = plan(graph)
         self.layer, self.backend = layer, backend
         # explain() checks its inputs and its result for NaN/inf once; a check per layer would scan every activation
         # again and, on a GPU, wait for the device at every layer.
@@ -330,8 +411,7 @@ class Backward:
         # an unsupported module: those take these two branches; every other kind has a handler below.
         if isinstance(rule, Pass) and kind not in (Kind.DENSE, Kind.CONV):
             return [(self._carrying_nodes(node)[0], r)]  # needs no values (a dropped activation stays dropped)
-        args = substitute(node.args, self.values)
-        kwargs = substitute(node.kwargs, self.values)
+        args, kwargs = self.steps[node.name].arguments(self.values)
         if kind in LINEAR_KINDS and not isinstance(rule, (Epsilon, Gamma)):
             out = None  # rules other than these do not read z: it is freed before the kernel takes its buffers
             self.values.discard(node.name)
@@ -496,6 +576,14 @@ class Backward:
             raise UnsupportedLayerError(f"{node.op} at '{node.qualified_name}' uses ceil_mode or return_indices, which "
                                         "lrptext's pooling kernels do not support")
         x = args[0]
+        if mode == "max" and x.dim() == dims + 2 and not any(per_axis(s["padding"], dims)):
+            # Every window lies inside the input: the public kernel's geometry check has nothing to refuse here,
+            # and its argument checks were a third of this node's time at batch 1.
+            kernel = per_axis(s["kernel_size"], dims)
+            return [(node.args[0], dispatch.pool(
+                self.implementation, x, r, mode="max", kernel=kernel, stride=per_axis(s["stride"] or kernel, dims),
+                padding=(0,) * dims, dilation=per_axis(s["dilation"], dims), adaptive=False, count_include_pad=True,
+                divisor_override=0, stabilizer=0.0, check_finite=False))]
         fn = getattr(kernels, f"{mode}_pool{dims}d_relevance")
         if mode.startswith("adaptive"):
             extra = {"stabilizer": rule.stabilizer} if mode == "adaptive_avg" else {}

@@ -30,8 +30,8 @@ def _classes(value: int | Sequence[int] | torch.Tensor, logits: torch.Tensor, wh
         t = t.expand(batch)
     if t.shape != (batch,):
         raise ValueError(f"'{what}' must be one class index or one per sample ({batch}), got shape {tuple(t.shape)}")
-    bad = (t < 0) | (t >= classes)
-    if bool(bad.any()):
+    if batch and not 0 <= int(t.min()) <= int(t.max()) < classes:  # two reductions, not four element-wise passes
+        bad = (t < 0) | (t >= classes)
         raise ValueError(f"'{what}' holds class {int(t[bad][0])}, outside [0, {classes}) for a model with {classes} "
                          "outputs")
     return t

@@ -18,10 +18,9 @@ def _call(function: str, /, *args: Any, **kwargs: Any) -> None:
     """Calls a _core function with CPU tensors exported here by torch's C exporter: the __dlpack__ protocol methods
     the boundary otherwise calls cost about 4 us per tensor, which was most of a small layer's time at batch 1.
     CUDA tensors (whose export orders work on our stream) and numpy arrays go through the protocol."""
-    def export(a: Any) -> Any:
-        return to_dlpack(a) if isinstance(a, torch.Tensor) and a.is_cpu else a
-
-    getattr(require_core(), function)(*map(export, args), **{k: export(v) for k, v in kwargs.items()})
+    getattr(require_core(), function)(
+        *[to_dlpack(a) if isinstance(a, torch.Tensor) and a.is_cpu else a for a in args],
+        **{k: to_dlpack(a) if isinstance(a, torch.Tensor) and a.is_cpu else a for k, a in kwargs.items()})
 
 
 def rule_args(rule: LinearRule) -> dict[str, Any]:
@@ -73,6 +72,27 @@ def dense_forward(x: Array, weight: Array, bias: Array | None) -> Array:
     pass of a wide dense layer for one sample)."""
     out = empty(x, (x.shape[0], weight.shape[0]))
     _call("dense_forward", x, weight, bias, out)
+    return out
+
+
+def conv2d_forward(x: Array, weight: Array, bias: Array | None, *, stride: tuple[int, int], padding: tuple[int, int],
+                   dilation: tuple[int, int], groups: int) -> Array:
+    """conv2d(x, weight, bias) on the CPU (the engine's forward pass of a small convolution: one thread, where
+    torch's wakes its pool for each step)."""
+    b, _, h, w = x.shape
+    kh, kw = weight.shape[2:]
+    ho = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    wo = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    out = empty(x, (b, weight.shape[0], max(ho, 0), max(wo, 0)))
+    _call("conv_forward", x, weight, bias, out, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return out
+
+
+def max_pool_forward(planes: Array, *, kernel: tuple[int, int], stride: tuple[int, int]) -> Array:
+    """Max pooling of [planes, h, w] on the CPU, windows without padding or dilation."""
+    n, h, w = planes.shape
+    out = empty(planes, (n, max(h - kernel[0], -1) // stride[0] + 1, max(w - kernel[1], -1) // stride[1] + 1))
+    _call("max_pool_forward", planes, out, kernel=kernel, stride=stride)
     return out
 
 

@@ -11,10 +11,12 @@ namespace cpu {
 void dense_relevance(const LinearProblem& p, const DenseShape& s);
 void dense_forward(const DenseForwardProblem& p);
 void conv_relevance(const LinearProblem& p, const ConvShape& s);
+void conv_forward(const ConvForwardProblem& p);
 void prepare_rule_weights(const PrepareProblem& p);
 void embedding_relevance(const EmbeddingProblem& p);
 void embedding_bag_relevance(const EmbeddingBagProblem& p);
 void pool_relevance(const PoolProblem& p);
+void max_pool_forward(const MaxPoolForwardProblem& p);
 // Index of the first id outside [0, num_embeddings), or -1.
 int64_t first_invalid_id(IdType t, const void* ids, int64_t n, int64_t num_embeddings);
 // Index of the first bad offset (offsets must start at 0, never decrease and stay <= tokens), or -1.

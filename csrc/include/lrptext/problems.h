@@ -61,6 +61,15 @@ struct ConvShape {
   int64_t ho, wo;                 // output
 };
 
+struct ConvForwardProblem {
+  DType dtype = DType::Float32;
+  const void* input = nullptr;  // [batch, cin, h, w]
+  const void* weight = nullptr; // [cout, cin / groups, kh, kw]
+  const void* bias = nullptr;   // optional [cout]
+  void* out = nullptr;          // [batch, cout, ho, wo]
+  ConvShape shape{};
+};
+
 // Which modified weights each rule uses (a, b):
 //   Gamma: w + gamma w+, w + gamma w-   AlphaBeta, ZBox: w+, w-   WSquare: w^2   Flat: ones   Epsilon: none
 struct PrepareProblem {
@@ -109,6 +118,14 @@ struct Window {
 };
 
 enum class PoolMode : int { Max, Average };
+
+struct MaxPoolForwardProblem {
+  DType dtype = DType::Float32;
+  const void* input = nullptr;  // [planes, h, w]
+  void* out = nullptr;          // [planes, ho, wo]
+  int64_t planes = 0, h = 0, w = 0, ho = 0, wo = 0;
+  int64_t kh = 1, kw = 1, sh = 1, sw = 1;  // windows without padding or dilation
+};
 
 struct PoolProblem {
   DType dtype = DType::Float32;
