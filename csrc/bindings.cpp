@@ -278,8 +278,8 @@ struct LinearArgs {
 };
 
 LinearProblem linear_problem(Call& c, LinearArgs& a, const RuleParams& rule, bool reduce, bool check_finite,
-                             int64_t in_channels, int64_t out_channels, const std::vector<int64_t>& weight_shape,
-                             const std::vector<int64_t>& out_shape) {
+                             bool relevance_writable, int64_t in_channels, int64_t out_channels,
+                             const std::vector<int64_t>& weight_shape, const std::vector<int64_t>& out_shape) {
   LinearProblem p;
   p.dtype = c.float_dtype(a.input);
   for (auto* t : {&a.weight, &a.relevance, &a.out}) c.float_dtype(*t);
@@ -301,6 +301,12 @@ LinearProblem linear_problem(Call& c, LinearArgs& a, const RuleParams& rule, boo
   for (const Tensor* t : {&a.input, &a.weight, &a.relevance}) c.disjoint(a.out, *t);
   for (auto* t : {&a.bias, &a.z, &a.weight_a, &a.weight_b, &a.low, &a.high})
     if (*t) c.disjoint(a.out, **t);
+  if (relevance_writable) {  // divided in place: it may alias nothing that is read
+    c.writable(a.relevance);
+    for (const Tensor* t : {&a.input, &a.weight}) c.disjoint(a.relevance, *t);
+    for (auto* t : {&a.bias, &a.z, &a.weight_a, &a.weight_b, &a.low, &a.high})
+      if (*t) c.disjoint(a.relevance, **t);
+  }
   if (check_finite) {
     c.finite(a.input, p.dtype);
     c.finite(a.relevance, p.dtype);
@@ -317,6 +323,7 @@ LinearProblem linear_problem(Call& c, LinearArgs& a, const RuleParams& rule, boo
   p.high = a.high ? a.high->data() : nullptr;
   p.out = a.out.data();
   p.reduce_channels = reduce;
+  p.relevance_writable = relevance_writable;
   p.rule = rule;
   p.stream = c.stream();
   return p;
@@ -329,7 +336,8 @@ LinearProblem linear_problem(Call& c, LinearArgs& a, const RuleParams& rule, boo
 
 void dense_relevance(py::handle input, py::handle weight, py::handle bias, py::handle relevance, py::handle out,
                      py::handle z, py::handle weight_a, py::handle weight_b, py::handle low, py::handle high,
-                     LRPT_RULE_ARGS, bool reduce_channels, bool check_finite, py::object stream) {
+                     LRPT_RULE_ARGS, bool reduce_channels, bool check_finite, bool relevance_writable,
+                     py::object stream) {
   Call c("dense_relevance", stream);
   const RuleParams r = LRPT_RULE_PARAMS(c.fn());
   LinearArgs a{c.arg(input, "input"), c.arg(weight, "weight"), c.arg(relevance, "relevance"), c.arg(out, "out"),
@@ -344,7 +352,8 @@ void dense_relevance(py::handle input, py::handle weight, py::handle bias, py::h
   if (reduce_channels) c.shape(a.out, {rows}, "(rows,) with reduce_channels");
   else c.shape(a.out, {rows, fi}, "(rows, in_features)");
   for (int64_t v : {rows, fi, fo}) c.blas_size(v, "a matrix dimension");
-  LinearProblem p = linear_problem(c, a, r, reduce_channels, check_finite, fi, fo, {fo, fi}, {rows, fo});
+  LinearProblem p = linear_problem(c, a, r, reduce_channels, check_finite, relevance_writable, fi, fo, {fo, fi},
+                                   {rows, fo});
   const DenseShape s{rows, fi, fo};
   if (rows == 0) return;
   const bool cuda = c.on_cuda();
@@ -420,7 +429,8 @@ ConvShape conv_shape(Call& c, const Tensor& input, const Tensor& weight, std::ar
 void conv_relevance(py::handle input, py::handle weight, py::handle bias, py::handle relevance, py::handle out,
                     py::handle z, py::handle weight_a, py::handle weight_b, py::handle low, py::handle high,
                     std::array<int64_t, 2> stride, std::array<int64_t, 2> padding, std::array<int64_t, 2> dilation,
-                    int64_t groups, LRPT_RULE_ARGS, bool reduce_channels, bool check_finite, py::object stream) {
+                    int64_t groups, LRPT_RULE_ARGS, bool reduce_channels, bool check_finite,
+                    bool relevance_writable, py::object stream) {
   Call c("conv_relevance", stream);
   const RuleParams r = LRPT_RULE_PARAMS(c.fn());
   LinearArgs a{c.arg(input, "input"), c.arg(weight, "weight"), c.arg(relevance, "relevance"), c.arg(out, "out"),
@@ -430,7 +440,7 @@ void conv_relevance(py::handle input, py::handle weight, py::handle bias, py::ha
   c.shape(a.relevance, {s.batch, s.cout, s.ho, s.wo}, "(batch, out_channels, out_h, out_w)");
   if (reduce_channels) c.shape(a.out, {s.batch, s.h, s.w}, "(batch, height, width) with reduce_channels");
   else c.shape(a.out, {s.batch, s.cin, s.h, s.w}, "like 'input'");
-  LinearProblem p = linear_problem(c, a, r, reduce_channels, check_finite, s.cin, s.cout,
+  LinearProblem p = linear_problem(c, a, r, reduce_channels, check_finite, relevance_writable, s.cin, s.cout,
                                    {s.cout, s.cin / s.groups, s.kh, s.kw}, {s.batch, s.cout, s.ho, s.wo});
   if (s.batch == 0) return;
   const bool cuda = c.on_cuda();
@@ -751,7 +761,7 @@ PYBIND11_MODULE(_core, m) {
         "weight_a"_a.none() = py::none(), "weight_b"_a.none() = py::none(), "low"_a.none() = py::none(),
         "high"_a.none() = py::none(), "rule"_a = "epsilon", "epsilon"_a = 1e-6, "gamma"_a = 0.25, "alpha"_a = 1.0,
         "beta"_a = 0.0, "stabilizer"_a = 1e-6, "use_bias"_a = true, "reduce_channels"_a = false,
-        "check_finite"_a = true, "stream"_a = py::none(),
+        "check_finite"_a = true, "relevance_writable"_a = false, "stream"_a = py::none(),
         "Relevance at the input of a dense layer, input [rows, in] -> out [rows, in] (or [rows] when reduced).");
   m.def("dense_forward", &dense_forward, "input"_a.noconvert(), "weight"_a.noconvert(), "bias"_a.none(),
         "out"_a.noconvert(), "out = input @ weight.T + bias on the CPU, input [rows, in] -> out [rows, out].");
@@ -766,7 +776,8 @@ PYBIND11_MODULE(_core, m) {
         "weight_a"_a.none() = py::none(), "weight_b"_a.none() = py::none(), "low"_a.none() = py::none(),
         "high"_a.none() = py::none(), "stride"_a, "padding"_a, "dilation"_a, "groups"_a, "rule"_a = "epsilon",
         "epsilon"_a = 1e-6, "gamma"_a = 0.25, "alpha"_a = 1.0, "beta"_a = 0.0, "stabilizer"_a = 1e-6,
-        "use_bias"_a = true, "reduce_channels"_a = false, "check_finite"_a = true, "stream"_a = py::none(),
+        "use_bias"_a = true, "reduce_channels"_a = false, "check_finite"_a = true, "relevance_writable"_a = false,
+        "stream"_a = py::none(),
         "Relevance at the input of a 2-d convolution, input [B, C, H, W] -> out like input (or [B, H, W] when reduced).");
   m.def("prepare_rule_weights", &prepare_rule_weights, "weight"_a.noconvert(), "out_a"_a.none(), "out_b"_a.none(),
         py::kw_only(), "rule"_a, "epsilon"_a = 1e-6, "gamma"_a = 0.25, "alpha"_a = 1.0, "beta"_a = 0.0,

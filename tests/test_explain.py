@@ -309,6 +309,7 @@ def test_targets():
     given = explain(model, x, output_relevance=r)
     assert given.target is None
     torch.testing.assert_close(given.initial, torch.ones(3, dtype=torch.float64))
+    assert r.sum() == 3 and (r[:, 4] == 1).all()  # the kernels divide relevance in place, never the caller's
 
 
 @pytest.mark.parametrize(("target", "message"), [

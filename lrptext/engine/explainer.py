@@ -140,6 +140,7 @@ class Explainer:
             values, carries = forward(self.graph, inputs, self.rules, layer, core)
             logits = values[self.graph.output.name]
             initial, target_t, contrast = initial_relevance(logits, target, output_relevance)
+            initial_sum = initial.sum(1)  # before the pass, whose kernels may overwrite the relevance they take
             # per-layer sums need every node's relevance, so the fused embedding path is off when they are asked for
             backward = Backward(self.graph, self.rules, values, carries, layer, self.backend, fuse=not layers)
             relevance, sums = backward.run(initial, layers)
@@ -156,7 +157,6 @@ class Explainer:
                 per_input.append(torch.zeros_like(x))  # relevance never reached it (e.g. all of it went to biases)
             else:
                 per_input.append(None)
-        initial_sum = initial.sum(1)
         total = torch.zeros_like(initial_sum)
         for node, r in zip(self.graph.inputs, per_input):
             if r is None:

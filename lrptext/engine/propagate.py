@@ -384,6 +384,9 @@ class Backward:
         self.fuse = fuse
 
     def run(self, initial: torch.Tensor, record: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Relevance at the inputs (and per node, when recorded). Every relevance tensor of the pass is its own
+        and is not read after the node that takes it, so the layers' kernels may overwrite theirs; `initial`
+        included: the caller reads nothing from it afterwards."""
         relevance: dict[str, torch.Tensor] = {}
         sums: dict[str, torch.Tensor] = {}
         source = self.graph.output.args[0]
@@ -469,7 +472,7 @@ class Backward:
         emb = self._embedding_source(node)
         x = self._contiguous_input(node, args[0])
         rel = dispatch.dense(self.implementation, x, lp.weight, lp.bias, r, rule=rule, z=z, prepared=lp.prepared,
-                             reduce_channels=emb is not None, check_finite=False)
+                             reduce_channels=emb is not None, check_finite=False, relevance_writable=True)
         return self._to_tokens(emb, rel) if emb is not None else [(node.args[0], rel)]
 
     def _conv(self, node, args, kwargs, out, r, rule):
@@ -479,7 +482,7 @@ class Backward:
         x = self._contiguous_input(node, args[0])
         rel = dispatch.conv(self.implementation, x, lp.weight, lp.bias, r, stride=p["stride"], padding=p["padding"],
                             dilation=p["dilation"], groups=p["groups"], rule=rule, z=z, prepared=lp.prepared,
-                            reduce_channels=emb is not None, check_finite=False)
+                            reduce_channels=emb is not None, check_finite=False, relevance_writable=True)
         return self._to_tokens(emb, rel) if emb is not None else [(node.args[0], rel)]
 
     def _embedding(self, node, args, kwargs, out, r, rule):

@@ -49,7 +49,7 @@ def initial_relevance(logits: torch.Tensor, target: Target,
         r = torch.as_tensor(output_relevance, dtype=logits.dtype, device=logits.device)
         if r.shape != logits.shape:
             raise ValueError(f"'output_relevance' must have the output's shape {tuple(logits.shape)}, got {tuple(r.shape)}")
-        return r, None, None
+        return r.clone(), None, None  # the relevance pass may overwrite it: never the caller's tensor
     if isinstance(target, Contrast):
         c = _classes(target.target, logits, "target")
         against = _classes(target.against, logits, "against")

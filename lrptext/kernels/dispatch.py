@@ -48,9 +48,16 @@ def call(impl: ModuleType, name: str, like: Array, *args: Array | None, **kwargs
     return getattr(impl, name)(*args, **kwargs)
 
 
+def _handed_over(impl: ModuleType, relevance_writable: bool) -> dict[str, bool]:
+    """The C++ kernels may divide a relevance buffer the caller hands over in place; torch's allocate anyway."""
+    return {"relevance_writable": True} if relevance_writable and impl is native else {}
+
+
 def dense(impl: ModuleType, input: Array, weight: Array, bias: Array | None, relevance: Array, *, rule: LinearRule,
-          z: Array | None, prepared: Prepared, reduce_channels: bool, check_finite: bool) -> Array:
-    """input [..., in] as rows [N, in]; the result back in input's leading shape."""
+          z: Array | None, prepared: Prepared, reduce_channels: bool, check_finite: bool,
+          relevance_writable: bool = False) -> Array:
+    """input [..., in] as rows [N, in]; the result back in input's leading shape. relevance_writable: the caller
+    hands `relevance` over (it is not read after this call)."""
     lead = tuple(input.shape[:-1])
     out_features, in_features = weight.shape
     if len(lead) == 1:  # already rows: a reshape per tensor costs ~1 us
@@ -61,13 +68,14 @@ def dense(impl: ModuleType, input: Array, weight: Array, bias: Array | None, rel
         r = contiguous(relevance).reshape(rows, out_features)
         zz = None if z is None else contiguous(z).reshape(rows, out_features)
     out = call(impl, "dense", input, x, contiguous(weight), contiguous(bias), r, rule=rule, z=zz, prepared=prepared,
-               reduce_channels=reduce_channels, check_finite=check_finite)
+               reduce_channels=reduce_channels, check_finite=check_finite, **_handed_over(impl, relevance_writable))
     return out if len(lead) == 1 else out.reshape(lead if reduce_channels else lead + (in_features,))
 
 
 def conv(impl: ModuleType, input: Array, weight: Array, bias: Array | None, relevance: Array, *,
          stride: tuple[int, ...], padding: tuple[int, ...], dilation: tuple[int, ...], groups: int, rule: LinearRule,
-         z: Array | None, prepared: Prepared, reduce_channels: bool, check_finite: bool) -> Array:
+         z: Array | None, prepared: Prepared, reduce_channels: bool, check_finite: bool,
+         relevance_writable: bool = False) -> Array:
     """A 1-d convolution (3-D input, 1-tuples) runs as a 2-d one of height 1, through views."""
     x, w, r, zz = contiguous(input), contiguous(weight), contiguous(relevance), contiguous(z)
     spatial = x.ndim - 2
@@ -78,7 +86,7 @@ def conv(impl: ModuleType, input: Array, weight: Array, bias: Array | None, rele
         stride, padding, dilation = (1,) + tuple(stride), (0,) + tuple(padding), (1,) + tuple(dilation)
     out = call(impl, "conv2d", input, x, w, contiguous(bias), r, stride=tuple(stride), padding=tuple(padding),
                dilation=tuple(dilation), groups=groups, rule=rule, z=zz, prepared=prepared,
-               reduce_channels=reduce_channels, check_finite=check_finite)
+               reduce_channels=reduce_channels, check_finite=check_finite, **_handed_over(impl, relevance_writable))
     if spatial == 1:
         out = out[:, 0] if reduce_channels else out[:, :, 0]
     return out

@@ -243,12 +243,19 @@ struct LinearRelevance {
     return storage.get();
   }
 
+  // Where R / denominator goes: R's own buffer when the caller handed it over, else a fresh one.
+  T* quotient(Buffer& storage) {
+    if (p_.relevance_writable) return const_cast<T*>(r_);
+    storage = alloc(B_ * O_);
+    return storage.get();
+  }
+
   // LRP-0 / epsilon: R_i = x_i sum_j w_ji R_j / st(z_j, eps).
   void epsilon() {
     Buffer zs;
     const T* z = forward_z(zs);
-    Buffer s = alloc(B_ * O_), cs;
-    T* sp = s.get();
+    Buffer s, cs;
+    T* sp = quotient(s);
     const T* r = r_;
     const T eps = T(p_.rule.epsilon);
     ex_.map(B_ * O_, LRPT_LAMBDA(int64_t i) { sp[i] = r[i] / stabilize(z[i], eps); });
@@ -406,8 +413,8 @@ struct LinearRelevance {
     op_.forward(ex_, onep, 1, w2, d.get(), T(0));
     if (with_bias) add_bias(d.get(), 1, BiasMod::Square);
 
-    Buffer s = alloc(B_ * O_), cs;
-    T* sp = s.get();
+    Buffer s, cs;
+    T* sp = quotient(s);
     const T* dp = d.get();
     const T* r = r_;
     const T stab = T(p_.rule.stabilizer);

@@ -34,6 +34,9 @@ struct LinearProblem {
   const void* high = nullptr;
   void* out = nullptr;              // [batch, in...], or [batch, spatial] with reduce_channels
   bool reduce_channels = false;     // sum the input relevance over channels (embedding axis) in the kernel
+  // The caller hands the relevance buffer over (the engine's, dead after this layer): epsilon and w^2/flat divide
+  // it in place rather than into a fresh [batch, out...] buffer.
+  bool relevance_writable = false;
   RuleParams rule;
   void* stream = nullptr;           // cudaStream_t on CUDA
 };
