@@ -50,7 +50,10 @@ def _core_forward(lp: Layer, x: torch.Tensor, node: Node) -> torch.Tensor | None
     (the digits CNN at batch 1): the core runs them on one thread, where torch wakes its thread pool two or three
     times per layer, 50-100 us each with OMP_WAIT_POLICY=PASSIVE (its 32 -> 64 convolution on one 8x8 image:
     0.13 ms, the core's 0.03 ms). One sample through a wide dense layer: torch's matrix-vector product runs on one
-    thread, the core's on all of them (a 20000 -> 512 layer from a cold cache: 2.8 -> 2.0 ms)."""
+    thread, the core's on all of them (a 20000 -> 512 layer from a cold cache: 2.8 -> 2.0 ms). One sequence through
+    a 1-d convolution (a text CNN at batch 1): torch's took 1.0-1.4x the core's time in every shape measured (300 ->
+    100 channels, kernel 3, 400 tokens: 1.32 -> 0.93 ms); from two sequences on, and for 2-d convolutions of one
+    image, either was faster by up to 15% depending on the shape, so those stay with torch."""
     w = lp.weight
     if not x.is_cpu:
         return None
@@ -59,7 +62,10 @@ def _core_forward(lp: Layer, x: torch.Tensor, node: Node) -> torch.Tensor | None
             return None
         return native.dense_forward(x.contiguous(), w, lp.bias)
     p = node.params
-    if x.dim() != w.dim() or x.numel() * w.numel() >= SPLIT_PRODUCTS * x.shape[1] * math.prod(p["stride"]):
+    if x.dim() != w.dim():
+        return None
+    one_sequence = w.dim() == 3 and x.shape[0] == 1
+    if not one_sequence and x.numel() * w.numel() >= SPLIT_PRODUCTS * x.shape[1] * math.prod(p["stride"]):
         return None  # input positions x weights / in_channels / stride: the product's multiply-adds
     if w.dim() == 4:
         return native.conv2d_forward(x.contiguous(), w, lp.bias, stride=tuple(p["stride"]),
@@ -78,6 +84,18 @@ def substitute(a: Any, values: dict[str, Any]) -> Any:
     if isinstance(a, dict):
         return {k: substitute(v, values) for k, v in a.items()}
     return a
+
+
+def contiguous_input(node: Node, x: Any, values: dict[str, Any]) -> Any:
+    """A layer's input made contiguous once: the copy replaces the input node's value, so that the other layers
+    reading it (a Kim CNN's parallel convolutions over one transposed embedding, 0.2 ms per copy) and the relevance
+    pass reuse it."""
+    if not isinstance(x, torch.Tensor) or x.is_contiguous():
+        return x
+    x = x.contiguous()
+    if isinstance(node.args[0], Node):
+        values[node.args[0].name] = x
+    return x
 
 
 def _is_float_tensor(v: Any) -> bool:
@@ -229,6 +247,8 @@ def forward(graph: Graph, inputs: tuple[Any, ...], rules: dict[str, Any], layer:
             value = node.params["value"]
         else:
             args, kwargs = step.arguments(values)
+            if node.kind in LINEAR_KINDS and args:
+                args = (contiguous_input(node, args[0], values),) + args[1:]
             value = args[0] if node.kind == Kind.OUTPUT else _forward_node(node, args, kwargs, layer, core)
             for name in step.frees:
                 if not isinstance(values[name], torch.Tensor) or values[name].numel() >= _RECOMPUTED_FROM:
@@ -456,21 +476,11 @@ class Backward:
             rel = rel.masked_fill(self.values[emb.args[0].name] == padding_idx, 0.0)
         return [(emb.args[0], rel)]
 
-    def _contiguous_input(self, node: Node, x: torch.Tensor) -> torch.Tensor:
-        """The layer's input made contiguous once: the copy replaces the input node's value, so that the other
-        layers reading it (a Kim CNN's parallel convolutions over one transposed embedding) reuse it."""
-        if x.is_contiguous():
-            return x
-        x = x.contiguous()
-        if isinstance(node.args[0], Node):
-            self.values[node.args[0].name] = x
-        return x
-
     def _dense(self, node, args, kwargs, out, r, rule):
         lp = self.layer(node)
         z = out if isinstance(rule, (Epsilon, Gamma)) else None
         emb = self._embedding_source(node)
-        x = self._contiguous_input(node, args[0])
+        x = contiguous_input(node, args[0], self.values)
         rel = dispatch.dense(self.implementation, x, lp.weight, lp.bias, r, rule=rule, z=z, prepared=lp.prepared,
                              reduce_channels=emb is not None, check_finite=False, relevance_writable=True)
         return self._to_tokens(emb, rel) if emb is not None else [(node.args[0], rel)]
@@ -479,7 +489,7 @@ class Backward:
         lp, p = self.layer(node), node.params
         z = out if isinstance(rule, (Epsilon, Gamma)) else None
         emb = self._embedding_source(node)
-        x = self._contiguous_input(node, args[0])
+        x = contiguous_input(node, args[0], self.values)
         rel = dispatch.conv(self.implementation, x, lp.weight, lp.bias, r, stride=p["stride"], padding=p["padding"],
                             dilation=p["dilation"], groups=p["groups"], rule=rule, z=z, prepared=lp.prepared,
                             reduce_channels=emb is not None, check_finite=False, relevance_writable=True)
