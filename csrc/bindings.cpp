@@ -672,7 +672,7 @@ void max_pool_forward(py::handle input, py::handle out, std::array<int64_t, 2> k
 void pool_relevance(py::handle input, py::handle relevance, py::handle out, const std::string& mode,
                     std::array<int64_t, 2> kernel, std::array<int64_t, 2> stride, std::array<int64_t, 2> padding,
                     std::array<int64_t, 2> dilation, bool adaptive, bool count_include_pad, int64_t divisor_override,
-                    double stabilizer, bool check_finite, py::object stream) {
+                    double stabilizer, bool check_finite, bool relu_input, py::object stream) {
   Call c("pool_relevance", stream);
   Tensor x = c.arg(input, "input"), r = c.arg(relevance, "relevance"), o = c.arg(out, "out");
   PoolProblem p;
@@ -713,6 +713,15 @@ void pool_relevance(py::handle input, py::handle relevance, py::handle out, cons
   p.count_include_pad = count_include_pad;
   p.divisor_override = divisor_override;
   p.stabilizer = stabilizer;
+  if (relu_input) {
+    const bool plain = p.mode == PoolMode::Max && !adaptive && padding[0] == 0 && padding[1] == 0 &&
+                       dilation[0] == 1 && dilation[1] == 1;
+    if (!plain)
+      fail(c.fn(), "'relu_input' needs max pooling without padding, dilation or adaptive sizes; pool relu(input) "
+                   "itself otherwise");
+    if (c.on_cuda()) fail(c.fn(), "'relu_input' runs on the CPU only; pool relu(input) itself on CUDA");
+    p.relu_input = true;
+  }
   if (check_finite) {
     c.finite(x, p.dtype);
     c.finite(r, p.dtype);
@@ -795,7 +804,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("pool_relevance", &pool_relevance, "input"_a.noconvert(), "relevance"_a.noconvert(), "out"_a.noconvert(),
         py::kw_only(), "mode"_a, "kernel"_a, "stride"_a, "padding"_a, "dilation"_a, "adaptive"_a = false,
         "count_include_pad"_a = true, "divisor_override"_a = 0, "stabilizer"_a = 1e-6, "check_finite"_a = true,
-        "stream"_a = py::none(),
+        "relu_input"_a = false, "stream"_a = py::none(),
         "Max (winner-take-all) or average (Norm) pooling relevance over planes [P, H, W].");
   m.def("data_address", [](py::handle array) {
     Call c("data_address", py::none());

@@ -184,3 +184,39 @@ def test_a_max_window_of_padding_only_is_refused(backend):
     assert torch.isinf(y).any()
     with pytest.raises(ValueError, match="covers only padding"):
         K.max_pool2d_relevance(x, torch.ones_like(y), kernel_size=2, stride=1, padding=1, dilation=2, backend=backend)
+
+
+RELU_POOLS = [((2, 3, 8, 6), (2, 2), (2, 2)), ((2, 3, 9, 7), (3, 3), (3, 3)), ((2, 3, 9, 8), (3, 2), (2, 1))]
+
+
+@pytest.mark.parametrize("case", RELU_POOLS, ids=["2x2", "3x3-remainder", "overlapping"])
+@pytest.mark.parametrize("impl", ["native", "torch_backend"])
+def test_max_pooling_of_relu_from_the_pre_activation(case, impl, dtype):
+    """relu_input (the engine's conv -> ReLU -> max pool, the ReLU not kept): pooling z with relu_input gives the
+    relevance of pooling relu(z), ties included: windows of z <= 0 pool zeros, and their first position wins."""
+    from lrptext.kernels import dispatch, native, torch_backend
+
+    shape, kernel, stride = case
+    g = torch.Generator().manual_seed(60)
+    z = (torch.randint(-3, 3, shape, generator=g) * 0.5).to(dtype)  # ties, and windows of negatives only
+    z.view(-1)[:5] = -1.0
+    r = rand((shape[0], shape[1], (shape[2] - kernel[0]) // stride[0] + 1, (shape[3] - kernel[1]) // stride[1] + 1),
+             dtype, "cpu", 61)
+    spec = dict(mode="max", kernel=kernel, stride=stride, padding=(0, 0), dilation=(1, 1), adaptive=False,
+                count_include_pad=True, divisor_override=0, stabilizer=0.0, check_finite=True)
+    module = native if impl == "native" else torch_backend
+    out = dispatch.pool(module, z, r, relu_input=True, **spec)
+    expected, _ = reference.pool2d(z.relu().numpy(), r.numpy(), mode="max", kernel=kernel, stride=stride)
+    assert_matches(out, expected, dtype)
+    assert not torch.equal(out, dispatch.pool(module, z, r, **spec))  # pooling z itself routes elsewhere
+
+
+def test_relu_input_needs_plain_max_windows():
+    from lrptext import _core
+
+    x, out = torch.rand(2, 4, 4, dtype=torch.float64), torch.empty(2, 4, 4, dtype=torch.float64)
+    for mode, padding, pooled in (("avg", 0, 2), ("max", 1, 3)):
+        r = torch.rand(2, pooled, pooled, dtype=torch.float64)
+        with pytest.raises(ValueError, match="'relu_input' needs max pooling without padding, dilation or adaptive"):
+            _core.pool_relevance(x, r, out, mode=mode, kernel=(2, 2), stride=(2, 2), padding=(padding, padding),
+                                 dilation=(1, 1), relu_input=True)

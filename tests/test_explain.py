@@ -580,6 +580,25 @@ def test_activations_are_dropped_after_the_forward_pass_and_computed_again_on_us
     torch.testing.assert_close(explainer.explain(x).relevance, explain(model, x, composite="epsilon").relevance)
 
 
+@pytest.mark.parametrize("batch", [1, 60])
+def test_max_pooling_of_a_dropped_relu_reads_the_kept_pre_activation(batch, monkeypatch):
+    """conv -> ReLU -> max pool: the relevance pass pools relu(z) from the kept z rather than computing the dropped
+    ReLU output again (at batch 60 both are dropped, at batch 1 both kept, being small); same relevance as the
+    torch backend, which computes them again."""
+    model = seeded(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 6, 3),
+                                 nn.ReLU(), nn.MaxPool2d(3, stride=2), nn.Flatten(), nn.Linear(24, 3)), 19)
+    x = torch.randn(batch, 3, 14, 14, dtype=torch.float64)
+    relu_calls = []
+    relu = F.relu
+    monkeypatch.setattr(F, "relu", lambda *a, **k: relu_calls.append(a[0].shape) or relu(*a, **k))
+    cpp = Explainer(model, composite="epsilon_plus", backend="cpp").explain(x)
+    assert len(relu_calls) == 2  # the forward pass's only
+    relu_calls.clear()
+    reference_run = Explainer(model, composite="epsilon_plus", backend="torch").explain(x)
+    assert len(relu_calls) == (4 if batch == 60 else 2)  # and again for the relevance pass where they were dropped
+    torch.testing.assert_close(cpp.relevance, reference_run.relevance)
+
+
 def test_the_fused_embedding_path_equals_the_unfused_one(backend, monkeypatch):
     """With per-token relevance delivered by the conv kernels (reduce over the embedding axis), the result is the
     same as routing [B, D, T] relevance back through the transpose and the embedding kernel."""

@@ -38,7 +38,14 @@ inline T keep_if(bool keep, T v) {
 
 // Windows that tile the plane (stride = kernel; the floor-mode remainder rows and columns get nothing): every
 // position in a window is written once, relevance at the winner and 0 elsewhere, with no zero-fill beforehand.
-template <class T>
+// The value a window compares at an input element: relu(x) when the input is the pre-activation z of a ReLU that
+// was not kept (PoolProblem::relu_input); NaN stays NaN, as in torch.relu.
+template <bool Relu, class T>
+inline T seen(T v) {
+  return Relu ? std::max(v, T(0)) : v;
+}
+
+template <bool Relu, class T>
 void tiled_max_pool_plane(const PoolProblem& p, const T* xp, const T* rp, T* op) {
   const int64_t kh = p.wh.kernel, kw = p.ww.kernel, w = p.w;
   if (p.ho * kh != p.h || p.wo * kw != w) std::fill(op, op + p.h * w, T(0));
@@ -51,7 +58,7 @@ void tiled_max_pool_plane(const PoolProblem& p, const T* xp, const T* rp, T* op)
       T* o1 = o0 + w;
       for (int64_t ow = 0; ow < p.wo; ++ow) {
         const int64_t i = 2 * ow;
-        const T a = x0[i], b = x0[i + 1], c = x1[i], d = x1[i + 1];
+        const T a = seen<Relu>(x0[i]), b = seen<Relu>(x0[i + 1]), c = seen<Relu>(x1[i]), d = seen<Relu>(x1[i + 1]);
         const bool b_wins = b > a;
         const T ab = std::max(a, b);
         const bool c_wins = c > ab;
@@ -71,7 +78,7 @@ void tiled_max_pool_plane(const PoolProblem& p, const T* xp, const T* rp, T* op)
       for (int64_t a = 0; a < kh; ++a)
         for (int64_t b = 0; b < kw; ++b) {
           const int64_t i = corner + a * w + b;
-          if (x0[i] > x0[best]) best = i;
+          if (seen<Relu>(x0[i]) > seen<Relu>(x0[best])) best = i;
         }
       for (int64_t a = 0; a < kh; ++a)
         for (int64_t b = 0; b < kw; ++b) o0[corner + a * w + b] = T(0);
@@ -80,7 +87,7 @@ void tiled_max_pool_plane(const PoolProblem& p, const T* xp, const T* rp, T* op)
   }
 }
 
-template <class T>
+template <bool Relu, class T>
 void plain_max_pool(const PoolProblem& p) {
   const T* x = static_cast<const T*>(p.input);
   const T* r = static_cast<const T*>(p.relevance);
@@ -94,7 +101,7 @@ void plain_max_pool(const PoolProblem& p) {
     T* op = out + c * hw;
     const T* rp = r + c * ohw;
     if (tiled) {
-      tiled_max_pool_plane(p, xp, rp, op);
+      tiled_max_pool_plane<Relu>(p, xp, rp, op);
       continue;
     }
     std::fill(op, op + hw, T(0));
@@ -105,7 +112,7 @@ void plain_max_pool(const PoolProblem& p) {
         for (int64_t a = 0; a < kh; ++a)
           for (int64_t b = 0; b < kw; ++b) {
             const int64_t i = corner + a * w + b;
-            if (xp[i] > xp[best]) best = i;
+            if (seen<Relu>(xp[i]) > seen<Relu>(xp[best])) best = i;
           }
         op[best] += rp[oh * p.wo + ow];
       }
@@ -114,7 +121,7 @@ void plain_max_pool(const PoolProblem& p) {
 
 template <class T>
 void pool(const PoolProblem& p) {
-  if (plain_max_windows(p)) return plain_max_pool<T>(p);
+  if (plain_max_windows(p)) return p.relu_input ? plain_max_pool<true, T>(p) : plain_max_pool<false, T>(p);
   const T* x = static_cast<const T*>(p.input);
   const T* r = static_cast<const T*>(p.relevance);
   T* out = static_cast<T*>(p.out);

@@ -94,8 +94,10 @@ def conv(impl: ModuleType, input: Array, weight: Array, bias: Array | None, rele
 
 def pool(impl: ModuleType, input: Array, relevance: Array, *, mode: str, kernel: tuple[int, ...],
          stride: tuple[int, ...], padding: tuple[int, ...], dilation: tuple[int, ...], adaptive: bool,
-         count_include_pad: bool, divisor_override: int, stabilizer: float, check_finite: bool) -> Array:
-    """Pooling over (B, C, *spatial) as B*C planes; 1-d windows (1-tuples) as planes of height 1."""
+         count_include_pad: bool, divisor_override: int, stabilizer: float, check_finite: bool,
+         relu_input: bool = False) -> Array:
+    """Pooling over (B, C, *spatial) as B*C planes; 1-d windows (1-tuples) as planes of height 1. relu_input:
+    `input` is z and max windows pool relu(z)."""
     spatial = input.ndim - 2
     b, c = input.shape[:2]
     height = (1,) if spatial == 1 else ()
@@ -105,7 +107,8 @@ def pool(impl: ModuleType, input: Array, relevance: Array, *, mode: str, kernel:
         kernel, stride, padding, dilation = (1,) + kernel, (1,) + stride, (0,) + padding, (1,) + dilation
     out = call(impl, "pool", input, planes, rel, mode=mode, kernel=kernel, stride=stride, padding=padding,
                dilation=dilation, adaptive=adaptive, count_include_pad=count_include_pad,
-               divisor_override=divisor_override, stabilizer=stabilizer, check_finite=check_finite)
+               divisor_override=divisor_override, stabilizer=stabilizer, check_finite=check_finite,
+               **({"relu_input": True} if relu_input else {}))
     return out.reshape(tuple(input.shape))
 
 

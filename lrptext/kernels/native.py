@@ -134,11 +134,12 @@ def embedding_bag(ids: Array, offsets: Array, weight: Array, relevance: Array, *
 
 def pool(planes: Array, relevance: Array, *, mode: str, kernel: tuple[int, int], stride: tuple[int, int],
          padding: tuple[int, int], dilation: tuple[int, int], adaptive: bool, count_include_pad: bool,
-         divisor_override: int, stabilizer: float, check_finite: bool) -> Array:
+         divisor_override: int, stabilizer: float, check_finite: bool, relu_input: bool = False) -> Array:
+    """relu_input: `planes` holds z and the windows pool relu(z) (CPU, plain max windows)."""
     out = empty(planes, tuple(planes.shape))
     _call(
         "pool_relevance", planes, relevance, out, mode=mode, kernel=kernel, stride=stride, padding=padding,
         dilation=dilation, adaptive=adaptive, count_include_pad=count_include_pad, divisor_override=divisor_override,
-        stabilizer=stabilizer, check_finite=check_finite, stream=stream(planes),
+        stabilizer=stabilizer, check_finite=check_finite, relu_input=relu_input, stream=stream(planes),
     )
     return out

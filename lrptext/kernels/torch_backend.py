@@ -175,11 +175,15 @@ def embedding_bag(ids: torch.Tensor, offsets: torch.Tensor, weight: torch.Tensor
 
 def pool(planes: torch.Tensor, relevance: torch.Tensor, *, mode: str, kernel: tuple[int, int],
          stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int], adaptive: bool,
-         count_include_pad: bool, divisor_override: int, stabilizer: float, check_finite: bool) -> torch.Tensor:
+         count_include_pad: bool, divisor_override: int, stabilizer: float, check_finite: bool,
+         relu_input: bool = False) -> torch.Tensor:
     """Max: the gradient with R as the output gradient goes to torch's argmax (first maximum).
-    Average: the Norm rule R_i = x_i Σ_j (∂y_j/∂x_i) R_j / st(y_j), as one vector-Jacobian product."""
+    Average: the Norm rule R_i = x_i Σ_j (∂y_j/∂x_i) R_j / st(y_j), as one vector-Jacobian product.
+    relu_input: `planes` holds z and the windows pool relu(z)."""
     if check_finite:
         require_finite("pool_relevance", input=planes, relevance=relevance)
+    if relu_input:
+        planes = planes.relu()
     size = tuple(relevance.shape[1:])
     if mode == "max":
         pool_fn = (lambda v: F.adaptive_max_pool2d(v, size)) if adaptive else (

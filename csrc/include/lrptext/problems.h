@@ -141,6 +141,9 @@ struct PoolProblem {
   bool count_include_pad = true;    // Average: divisor counts zero padding (torch's default)
   int64_t divisor_override = 0;     // Average: 0 = none
   double stabilizer = 1e-6;         // Average (Norm rule)
+  // Max over plain windows (no padding, dilation or adaptive sizes): the input is the pre-activation z of a ReLU
+  // and the windows pool relu(z), which the engine then need not compute again.
+  bool relu_input = false;
   void* stream = nullptr;
 };
 
