@@ -278,7 +278,7 @@ struct LinearArgs {
 };
 
 LinearProblem linear_problem(Call& c, LinearArgs& a, const RuleParams& rule, bool reduce, bool check_finite,
-                             bool relevance_writable, int64_t in_channels, int64_t out_channels,
+                             bool relevance_writable, bool relu_input, int64_t in_channels, int64_t out_channels,
                              const std::vector<int64_t>& weight_shape, const std::vector<int64_t>& out_shape) {
   LinearProblem p;
   p.dtype = c.float_dtype(a.input);
@@ -324,6 +324,14 @@ LinearProblem linear_problem(Call& c, LinearArgs& a, const RuleParams& rule, boo
   p.out = a.out.data();
   p.reduce_channels = reduce;
   p.relevance_writable = relevance_writable;
+  if (relu_input) {
+    if (rule.kind != Rule::Epsilon)
+      fail(c.fn(), "'relu_input' applies to the epsilon rule only (the other rules use the input in products); "
+                   "pass relu(input) itself");
+    if (!a.z) fail(c.fn(), "'relu_input' needs 'z': the layer's output cannot be computed from the pre-activation");
+    if (c.on_cuda()) fail(c.fn(), "'relu_input' runs on the CPU only; pass relu(input) itself on CUDA");
+    p.relu_input = true;
+  }
   p.rule = rule;
   p.stream = c.stream();
   return p;
@@ -337,7 +345,7 @@ LinearProblem linear_problem(Call& c, LinearArgs& a, const RuleParams& rule, boo
 void dense_relevance(py::handle input, py::handle weight, py::handle bias, py::handle relevance, py::handle out,
                      py::handle z, py::handle weight_a, py::handle weight_b, py::handle low, py::handle high,
                      LRPT_RULE_ARGS, bool reduce_channels, bool check_finite, bool relevance_writable,
-                     py::object stream) {
+                     bool relu_input, py::object stream) {
   Call c("dense_relevance", stream);
   const RuleParams r = LRPT_RULE_PARAMS(c.fn());
   LinearArgs a{c.arg(input, "input"), c.arg(weight, "weight"), c.arg(relevance, "relevance"), c.arg(out, "out"),
@@ -352,8 +360,8 @@ void dense_relevance(py::handle input, py::handle weight, py::handle bias, py::h
   if (reduce_channels) c.shape(a.out, {rows}, "(rows,) with reduce_channels");
   else c.shape(a.out, {rows, fi}, "(rows, in_features)");
   for (int64_t v : {rows, fi, fo}) c.blas_size(v, "a matrix dimension");
-  LinearProblem p = linear_problem(c, a, r, reduce_channels, check_finite, relevance_writable, fi, fo, {fo, fi},
-                                   {rows, fo});
+  LinearProblem p = linear_problem(c, a, r, reduce_channels, check_finite, relevance_writable, relu_input, fi, fo,
+                                   {fo, fi}, {rows, fo});
   const DenseShape s{rows, fi, fo};
   if (rows == 0) return;
   const bool cuda = c.on_cuda();
@@ -430,7 +438,7 @@ void conv_relevance(py::handle input, py::handle weight, py::handle bias, py::ha
                     py::handle z, py::handle weight_a, py::handle weight_b, py::handle low, py::handle high,
                     std::array<int64_t, 2> stride, std::array<int64_t, 2> padding, std::array<int64_t, 2> dilation,
                     int64_t groups, LRPT_RULE_ARGS, bool reduce_channels, bool check_finite,
-                    bool relevance_writable, py::object stream) {
+                    bool relevance_writable, bool relu_input, py::object stream) {
   Call c("conv_relevance", stream);
   const RuleParams r = LRPT_RULE_PARAMS(c.fn());
   LinearArgs a{c.arg(input, "input"), c.arg(weight, "weight"), c.arg(relevance, "relevance"), c.arg(out, "out"),
@@ -440,8 +448,8 @@ void conv_relevance(py::handle input, py::handle weight, py::handle bias, py::ha
   c.shape(a.relevance, {s.batch, s.cout, s.ho, s.wo}, "(batch, out_channels, out_h, out_w)");
   if (reduce_channels) c.shape(a.out, {s.batch, s.h, s.w}, "(batch, height, width) with reduce_channels");
   else c.shape(a.out, {s.batch, s.cin, s.h, s.w}, "like 'input'");
-  LinearProblem p = linear_problem(c, a, r, reduce_channels, check_finite, relevance_writable, s.cin, s.cout,
-                                   {s.cout, s.cin / s.groups, s.kh, s.kw}, {s.batch, s.cout, s.ho, s.wo});
+  LinearProblem p = linear_problem(c, a, r, reduce_channels, check_finite, relevance_writable, relu_input, s.cin,
+                                   s.cout, {s.cout, s.cin / s.groups, s.kh, s.kw}, {s.batch, s.cout, s.ho, s.wo});
   if (s.batch == 0) return;
   const bool cuda = c.on_cuda();
   py::gil_scoped_release release;
@@ -770,7 +778,7 @@ PYBIND11_MODULE(_core, m) {
         "weight_a"_a.none() = py::none(), "weight_b"_a.none() = py::none(), "low"_a.none() = py::none(),
         "high"_a.none() = py::none(), "rule"_a = "epsilon", "epsilon"_a = 1e-6, "gamma"_a = 0.25, "alpha"_a = 1.0,
         "beta"_a = 0.0, "stabilizer"_a = 1e-6, "use_bias"_a = true, "reduce_channels"_a = false,
-        "check_finite"_a = true, "relevance_writable"_a = false, "stream"_a = py::none(),
+        "check_finite"_a = true, "relevance_writable"_a = false, "relu_input"_a = false, "stream"_a = py::none(),
         "Relevance at the input of a dense layer, input [rows, in] -> out [rows, in] (or [rows] when reduced).");
   m.def("dense_forward", &dense_forward, "input"_a.noconvert(), "weight"_a.noconvert(), "bias"_a.none(),
         "out"_a.noconvert(), "out = input @ weight.T + bias on the CPU, input [rows, in] -> out [rows, out].");
@@ -786,7 +794,7 @@ PYBIND11_MODULE(_core, m) {
         "high"_a.none() = py::none(), "stride"_a, "padding"_a, "dilation"_a, "groups"_a, "rule"_a = "epsilon",
         "epsilon"_a = 1e-6, "gamma"_a = 0.25, "alpha"_a = 1.0, "beta"_a = 0.0, "stabilizer"_a = 1e-6,
         "use_bias"_a = true, "reduce_channels"_a = false, "check_finite"_a = true, "relevance_writable"_a = false,
-        "stream"_a = py::none(),
+        "relu_input"_a = false, "stream"_a = py::none(),
         "Relevance at the input of a 2-d convolution, input [B, C, H, W] -> out like input (or [B, H, W] when reduced).");
   m.def("prepare_rule_weights", &prepare_rule_weights, "weight"_a.noconvert(), "out_a"_a.none(), "out_b"_a.none(),
         py::kw_only(), "rule"_a, "epsilon"_a = 1e-6, "gamma"_a = 0.25, "alpha"_a = 1.0, "beta"_a = 0.0,

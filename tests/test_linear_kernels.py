@@ -268,6 +268,37 @@ def test_a_relevance_buffer_handed_over_is_divided_in_place(rule_name, layer):
         kernel(x, w, b, z, relevance_writable=True, **(common | {"z": z}))
 
 
+@pytest.mark.parametrize("reduce", [False, True])
+@pytest.mark.parametrize("layer", ["dense", "conv"])
+def test_epsilon_reads_relu_of_a_pre_activation(layer, reduce):
+    """relu_input (the engine's conv -> ReLU -> conv with the ReLU not kept): epsilon on a pre-activation with
+    relu_input is epsilon on relu(pre-activation), with and without the sum over input channels."""
+    from lrptext import _core
+    from lrptext.kernels import native
+
+    if layer == "dense":
+        a, w, b = make((5, 12), torch.float64, "cpu", 120), make((7, 12), torch.float64, "cpu", 121), None
+        z, spec, kernel = a.relu() @ w.T, {}, native.dense
+    else:
+        a, w = make((2, 3, 6, 5), torch.float64, "cpu", 120), make((4, 3, 3, 3), torch.float64, "cpu", 121)
+        b, spec, kernel = make((4,), torch.float64, "cpu", 122), {"stride": (1, 1), "padding": (1, 1),
+                                                                 "dilation": (1, 1), "groups": 1}, native.conv2d
+        z = F.conv2d(a.relu(), w, b, padding=1)
+    r = make(tuple(z.shape), torch.float64, "cpu", 123)
+    common = {"rule": Epsilon(1e-6), "z": z, "reduce_channels": reduce, "check_finite": True,
+              "prepared": (None, None), **spec}
+    out = kernel(a, w, b, r, relu_input=True, **common)
+    torch.testing.assert_close(out, kernel(a.relu(), w, b, r, **common), rtol=0, atol=0)
+    assert not torch.equal(out, kernel(a, w, b, r, **common))
+    args = (a.numpy(), w.numpy(), None if b is None else b.numpy(), r.numpy(),
+            np.empty((a.shape[0],) + a.shape[2:] if reduce else a.shape))
+    call = _core.dense_relevance if layer == "dense" else _core.conv_relevance
+    with pytest.raises(ValueError, match="'relu_input' applies to the epsilon rule only"):
+        call(*args, rule="flat", relu_input=True, reduce_channels=reduce, **spec)
+    with pytest.raises(ValueError, match="'relu_input' needs 'z'"):
+        call(*args, relu_input=True, reduce_channels=reduce, **spec)
+
+
 @pytest.mark.parametrize("rule_name", ["epsilon", "zplus"])
 def test_conv_with_a_weight_larger_than_the_cache(rule_name):
     """A weight of more than 2^20 floats gets tiles of at least 1,024 positions: 1,296 positions split in two."""

@@ -48,16 +48,21 @@ def call(impl: ModuleType, name: str, like: Array, *args: Array | None, **kwargs
     return getattr(impl, name)(*args, **kwargs)
 
 
-def _handed_over(impl: ModuleType, relevance_writable: bool) -> dict[str, bool]:
-    """The C++ kernels may divide a relevance buffer the caller hands over in place; torch's allocate anyway."""
-    return {"relevance_writable": True} if relevance_writable and impl is native else {}
+def _core_options(impl: ModuleType, relevance_writable: bool, relu_input: bool) -> dict[str, bool]:
+    """The engine's options for the C++ kernels: they may divide a relevance buffer the caller hands over in place
+    (torch's allocate anyway), and read relu(input) from a ReLU's pre-activation (asked for only of them)."""
+    if impl is not native:
+        if relu_input:
+            raise ValueError("relu_input is an option of the C++ kernels only")
+        return {}
+    return {k: True for k, v in (("relevance_writable", relevance_writable), ("relu_input", relu_input)) if v}
 
 
 def dense(impl: ModuleType, input: Array, weight: Array, bias: Array | None, relevance: Array, *, rule: LinearRule,
           z: Array | None, prepared: Prepared, reduce_channels: bool, check_finite: bool,
-          relevance_writable: bool = False) -> Array:
+          relevance_writable: bool = False, relu_input: bool = False) -> Array:
     """input [..., in] as rows [N, in]; the result back in input's leading shape. relevance_writable: the caller
-    hands `relevance` over (it is not read after this call)."""
+    hands `relevance` over (it is not read after this call). relu_input: see native.dense."""
     lead = tuple(input.shape[:-1])
     out_features, in_features = weight.shape
     if len(lead) == 1:  # already rows: a reshape per tensor costs ~1 us
@@ -68,14 +73,15 @@ def dense(impl: ModuleType, input: Array, weight: Array, bias: Array | None, rel
         r = contiguous(relevance).reshape(rows, out_features)
         zz = None if z is None else contiguous(z).reshape(rows, out_features)
     out = call(impl, "dense", input, x, contiguous(weight), contiguous(bias), r, rule=rule, z=zz, prepared=prepared,
-               reduce_channels=reduce_channels, check_finite=check_finite, **_handed_over(impl, relevance_writable))
+               reduce_channels=reduce_channels, check_finite=check_finite,
+               **_core_options(impl, relevance_writable, relu_input))
     return out if len(lead) == 1 else out.reshape(lead if reduce_channels else lead + (in_features,))
 
 
 def conv(impl: ModuleType, input: Array, weight: Array, bias: Array | None, relevance: Array, *,
          stride: tuple[int, ...], padding: tuple[int, ...], dilation: tuple[int, ...], groups: int, rule: LinearRule,
          z: Array | None, prepared: Prepared, reduce_channels: bool, check_finite: bool,
-         relevance_writable: bool = False) -> Array:
+         relevance_writable: bool = False, relu_input: bool = False) -> Array:
     """A 1-d convolution (3-D input, 1-tuples) runs as a 2-d one of height 1, through views."""
     x, w, r, zz = contiguous(input), contiguous(weight), contiguous(relevance), contiguous(z)
     spatial = x.ndim - 2
@@ -86,7 +92,8 @@ def conv(impl: ModuleType, input: Array, weight: Array, bias: Array | None, rele
         stride, padding, dilation = (1,) + tuple(stride), (0,) + tuple(padding), (1,) + tuple(dilation)
     out = call(impl, "conv2d", input, x, w, contiguous(bias), r, stride=tuple(stride), padding=tuple(padding),
                dilation=tuple(dilation), groups=groups, rule=rule, z=zz, prepared=prepared,
-               reduce_channels=reduce_channels, check_finite=check_finite, **_handed_over(impl, relevance_writable))
+               reduce_channels=reduce_channels, check_finite=check_finite,
+               **_core_options(impl, relevance_writable, relu_input))
     if spatial == 1:
         out = out[:, 0] if reduce_channels else out[:, :, 0]
     return out

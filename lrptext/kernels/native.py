@@ -58,13 +58,14 @@ def prepare_weights(rule: LinearRule, weight: Array) -> tuple[Array | None, Arra
 
 def dense(x: Array, weight: Array, bias: Array | None, relevance: Array, *, rule: LinearRule, z: Array | None,
           prepared: tuple[Array | None, Array | None], reduce_channels: bool, check_finite: bool,
-          relevance_writable: bool = False) -> Array:
-    """relevance_writable: the kernel may overwrite `relevance` (the engine's own, dead after the layer)."""
+          relevance_writable: bool = False, relu_input: bool = False) -> Array:
+    """relevance_writable: the kernel may overwrite `relevance` (the engine's own, dead after the layer).
+    relu_input (epsilon, CPU): `x` is a ReLU's pre-activation and the rule reads relu(x)."""
     out = empty(x, (x.shape[0],) if reduce_channels else tuple(x.shape))
     _call(
         "dense_relevance", x, weight, bias, relevance, out, z=z, weight_a=prepared[0], weight_b=prepared[1],
         reduce_channels=reduce_channels, check_finite=check_finite, relevance_writable=relevance_writable,
-        stream=stream(x),
+        relu_input=relu_input, stream=stream(x),
         **bounds(rule, x, x.shape[1]), **rule_args(rule),
     )
     return out
@@ -102,14 +103,14 @@ def max_pool_forward(planes: Array, *, kernel: tuple[int, int], stride: tuple[in
 def conv2d(x: Array, weight: Array, bias: Array | None, relevance: Array, *, stride: tuple[int, int],
            padding: tuple[int, int], dilation: tuple[int, int], groups: int, rule: LinearRule, z: Array | None,
            prepared: tuple[Array | None, Array | None], reduce_channels: bool, check_finite: bool,
-           relevance_writable: bool = False) -> Array:
+           relevance_writable: bool = False, relu_input: bool = False) -> Array:
     b, c, h, w = x.shape
     out = empty(x, (b, h, w) if reduce_channels else (b, c, h, w))
     _call(
         "conv_relevance", x, weight, bias, relevance, out, z=z, weight_a=prepared[0], weight_b=prepared[1],
         stride=stride, padding=padding, dilation=dilation, groups=groups, reduce_channels=reduce_channels,
-        check_finite=check_finite, relevance_writable=relevance_writable, stream=stream(x), **bounds(rule, x, c),
-        **rule_args(rule),
+        check_finite=check_finite, relevance_writable=relevance_writable, relu_input=relu_input, stream=stream(x),
+        **bounds(rule, x, c), **rule_args(rule),
     )
     return out
 

@@ -262,7 +262,7 @@ struct LinearRelevance {
     T* c = first_term(cs);
     op_.backward(ex_, sp, B_, w_, c, T(0));
     Terms<T> t;
-    t.add(Factor::Input, T(1), c);
+    t.add(p_.relu_input ? Factor::Positive : Factor::Input, T(1), c);  // relu(x) is x's positive part
     finish(t);
   }
 

@@ -37,6 +37,8 @@ struct LinearProblem {
   // The caller hands the relevance buffer over (the engine's, dead after this layer): epsilon and w^2/flat divide
   // it in place rather than into a fresh [batch, out...] buffer.
   bool relevance_writable = false;
+  // Epsilon: `input` is the pre-activation of a ReLU the engine did not keep, and the rule reads relu(input).
+  bool relu_input = false;
   RuleParams rule;
   void* stream = nullptr;           // cudaStream_t on CUDA
 };
