@@ -373,6 +373,24 @@ void dense_relevance(py::handle input, py::handle weight, py::handle bias, py::h
   cpu::dense_relevance(p, s);
 }
 
+// A forward pass's operands (dense, conv): one float dtype, a writable output apart from every input.
+template <class Problem>
+Problem forward_problem(Call& c, const Tensor& x, const Tensor& w, const std::optional<Tensor>& b, const Tensor& o) {
+  Problem p;
+  p.dtype = c.float_dtype(x);
+  c.float_dtype(w);
+  c.float_dtype(o);
+  if (b) c.float_dtype(*b);
+  c.writable(o);
+  for (const Tensor* t : {&x, &w}) c.disjoint(o, *t);
+  if (b) c.disjoint(o, *b);
+  p.input = x.data();
+  p.weight = w.data();
+  p.bias = b ? b->data() : nullptr;
+  p.out = o.data();
+  return p;
+}
+
 void dense_forward(py::handle input, py::handle weight, py::handle bias, py::handle out) {
   Call c("dense_forward", py::none());
   const Tensor x = c.arg(input, "input"), w = c.arg(weight, "weight"), o = c.arg(out, "out");
@@ -385,19 +403,8 @@ void dense_forward(py::handle input, py::handle weight, py::handle bias, py::han
   c.shape(x, {rows, fi}, "(rows, in_features)");
   c.shape(o, {rows, fo}, "(rows, out_features)");
   if (b) c.shape(*b, {fo}, "(out_features,)");
-  DenseForwardProblem p;
-  p.dtype = c.float_dtype(x);
-  c.float_dtype(w);
-  c.float_dtype(o);
-  if (b) c.float_dtype(*b);
   for (int64_t v : {rows, fi, fo}) c.blas_size(v, "a matrix dimension");
-  c.writable(o);
-  for (const Tensor* t : {&x, &w}) c.disjoint(o, *t);
-  if (b) c.disjoint(o, *b);
-  p.input = x.data();
-  p.weight = w.data();
-  p.bias = b ? b->data() : nullptr;
-  p.out = o.data();
+  DenseForwardProblem p = forward_problem<DenseForwardProblem>(c, x, w, b, o);
   p.shape = {rows, fi, fo};
   if (rows == 0 || fo == 0) return;
   py::gil_scoped_release release;
@@ -469,18 +476,7 @@ void conv_forward(py::handle input, py::handle weight, py::handle bias, py::hand
   const ConvShape s = conv_shape(c, x, w, stride, padding, dilation, groups);
   c.shape(o, {s.batch, s.cout, s.ho, s.wo}, "(batch, out_channels, out_h, out_w)");
   if (b) c.shape(*b, {s.cout}, "(out_channels,)");
-  ConvForwardProblem p;
-  p.dtype = c.float_dtype(x);
-  c.float_dtype(w);
-  c.float_dtype(o);
-  if (b) c.float_dtype(*b);
-  c.writable(o);
-  for (const Tensor* t : {&x, &w}) c.disjoint(o, *t);
-  if (b) c.disjoint(o, *b);
-  p.input = x.data();
-  p.weight = w.data();
-  p.bias = b ? b->data() : nullptr;
-  p.out = o.data();
+  ConvForwardProblem p = forward_problem<ConvForwardProblem>(c, x, w, b, o);
   p.shape = s;
   if (s.batch == 0 || s.cout == 0) return;
   py::gil_scoped_release release;
