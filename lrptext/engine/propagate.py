@@ -487,16 +487,19 @@ class Backward:
             rel = rel.masked_fill(self.values[emb.args[0].name] == padding_idx, 0.0)
         return [(emb.args[0], rel)]
 
-    def _dropped_relu_read_by_epsilon(self, node: Node, rule: Any) -> Node | None:
-        """The ReLU whose output this epsilon layer reads, when the forward pass dropped it (conv -> ReLU -> conv):
-        the C++ kernel then reads relu(z) from the ReLU's kept input z, so the activation is not computed again
-        (VGG-16 batch 4: 51 MiB at the peak, and a pass over it). None where that does not apply."""
-        source = node.args[0] if node.args else None
-        if (not isinstance(rule, Epsilon) or self.implementation is not native or not isinstance(source, Node)
-                or source.name not in self.values.dropped or not _is_relu(source)):
+    def _dropped_relu(self, source: Any) -> Node | None:
+        """`source` when it is a ReLU whose output the forward pass dropped and whose kept input z is on the CPU,
+        where the C++ kernels can read relu(z) themselves: the activation is then not computed again (VGG-16 batch
+        4: 51 MiB at the peak, and a pass over it)."""
+        if (self.implementation is not native or not isinstance(source, Node) or source.name not in self.values.dropped
+                or not _is_relu(source)):
             return None
         z = self.values[source.args[0].name]
         return source if isinstance(z, torch.Tensor) and z.is_cpu else None
+
+    def _dropped_relu_read_by_epsilon(self, node: Node, rule: Any) -> Node | None:
+        """The dropped ReLU an epsilon layer reads (conv -> ReLU -> conv), or None."""
+        return self._dropped_relu(node.args[0]) if isinstance(rule, Epsilon) and node.args else None
 
     def _layer_input(self, node: Node, args: tuple, rule: Any) -> tuple[torch.Tensor, bool]:
         """(x, relu_input): the layer's input, made contiguous once, or the pre-activation of its dropped ReLU."""
@@ -622,11 +625,7 @@ class Backward:
         if mode == "max" and x.dim() == dims + 2 and not any(per_axis(s["padding"], dims)):
             # Every window lies inside the input: the public kernel's geometry check has nothing to refuse here,
             # and its argument checks were a third of this node's time at batch 1.
-            kernel = per_axis(s["kernel_size"], dims)
-            return [(node.args[0], dispatch.pool(
-                self.implementation, x, r, mode="max", kernel=kernel, stride=per_axis(s["stride"] or kernel, dims),
-                padding=(0,) * dims, dilation=per_axis(s["dilation"], dims), adaptive=False, count_include_pad=True,
-                divisor_override=0, stabilizer=0.0, check_finite=False))]
+            return [(node.args[0], self._windows_inside(self.implementation, x, r, dims, s, relu_input=False))]
         fn = getattr(kernels, f"{mode}_pool{dims}d_relevance")
         if mode.startswith("adaptive"):
             extra = {"stabilizer": rule.stabilizer} if mode == "adaptive_avg" else {}
@@ -645,22 +644,26 @@ class Backward:
         """Max pooling of a ReLU's output that the forward pass dropped (conv -> ReLU -> max pool, as in VGG): the
         C++ kernel pools relu(z) from the kept z, so the activation is never computed again (VGG-16 batch 4: 51 MiB
         and a pass over it). None where that does not apply."""
-        if (self.implementation is not native or not isinstance(node.call, nn.Module) or len(node.args) != 1
-                or node.kwargs):
+        if not isinstance(node.call, nn.Module) or len(node.args) != 1 or node.kwargs:
             return None
-        source = node.args[0]
-        if not isinstance(source, Node) or source.name not in self.values.dropped or not _is_relu(source):
+        if (source := self._dropped_relu(node.args[0])) is None:
             return None
         z = self.values[source.args[0].name]
         mode, dims, s = _pool_spec(node, (z,), {})
-        if (mode != "max" or not z.is_cpu or z.dim() != dims + 2 or any(per_axis(s["padding"], dims))
+        if (mode != "max" or z.dim() != dims + 2 or any(per_axis(s["padding"], dims))
                 or any(d != 1 for d in per_axis(s["dilation"], dims)) or s.get("ceil_mode") or s.get("return_indices")):
             return None
+        return [(source, self._windows_inside(native, z, r, dims, s, relu_input=True))]
+
+    @staticmethod
+    def _windows_inside(impl: Any, x: torch.Tensor, r: torch.Tensor, dims: int, s: dict[str, Any],
+                        relu_input: bool) -> torch.Tensor:
+        """Max-pooling relevance through windows without padding (pooling settings `s`), past the public checks."""
         kernel = per_axis(s["kernel_size"], dims)
-        rel = dispatch.pool(native, z, r, mode="max", kernel=kernel, stride=per_axis(s["stride"] or kernel, dims),
-                            padding=(0,) * dims, dilation=(1,) * dims, adaptive=False, count_include_pad=True,
-                            divisor_override=0, stabilizer=0.0, check_finite=False, relu_input=True)
-        return [(source, rel)]
+        return dispatch.pool(impl, x, r, mode="max", kernel=kernel, stride=per_axis(s["stride"] or kernel, dims),
+                             padding=(0,) * dims, dilation=per_axis(s["dilation"], dims), adaptive=False,
+                             count_include_pad=True, divisor_override=0, stabilizer=0.0, check_finite=False,
+                             relu_input=relu_input)
 
     def _unsupported(self, node, args, kwargs, out, r, rule):
         raise unsupported_error(node)
