@@ -241,28 +241,28 @@ def test_the_core_conv_forward_is_a_convolution(case, dtype, threads):
 
 @pytest.mark.parametrize("layer", ["dense", "conv"])
 @pytest.mark.parametrize("rule_name", ["epsilon", "flat", "wsquare", "gamma", "zbox"])
-def test_a_relevance_buffer_handed_over_is_divided_in_place(rule_name, layer):
+def test_a_relevance_buffer_handed_over_is_divided_in_place(rule_name, layer, device):
     """relevance_writable (the engine's own relevance, dead after the layer): epsilon and w^2/flat write R/st(z)
     into it instead of a fresh buffer, with the same result; the other rules leave it as it was."""
     from lrptext.kernels import native
 
     rule, _ = RULES[rule_name]
     if layer == "dense":
-        x, w, b = make((5, 12), torch.float64, "cpu", 110), make((7, 12), torch.float64, "cpu", 111), None
+        x, w, b = make((5, 12), torch.float64, device, 110), make((7, 12), torch.float64, device, 111), None
         z, spec, kernel = x @ w.T, {}, native.dense
     else:
-        x, w = make((2, 3, 6, 5), torch.float64, "cpu", 110), make((4, 3, 3, 3), torch.float64, "cpu", 111)
-        b, spec, kernel = make((4,), torch.float64, "cpu", 112), {"stride": (1, 1), "padding": (1, 1),
+        x, w = make((2, 3, 6, 5), torch.float64, device, 110), make((4, 3, 3, 3), torch.float64, device, 111)
+        b, spec, kernel = make((4,), torch.float64, device, 112), {"stride": (1, 1), "padding": (1, 1),
                                                                  "dilation": (1, 1), "groups": 1}, native.conv2d
         z = F.conv2d(x, w, b, padding=1)
-    r = make(tuple(z.shape), torch.float64, "cpu", 113)
+    r = make(tuple(z.shape), torch.float64, device, 113)
     prepared = prepare_weights(rule, w, backend="cpp")
     common = {"rule": rule, "z": z if isinstance(rule, (Epsilon, Gamma)) else None, "reduce_channels": False,
               "check_finite": True, "prepared": (prepared.weight_a, prepared.weight_b), **spec}
     expected = kernel(x, w, b, r, **common)
     handed = r.clone()
     out = kernel(x, w, b, handed, relevance_writable=True, **common)
-    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    torch.testing.assert_close(out, expected)
     assert torch.equal(handed, r) == (rule_name in ("gamma", "zbox"))
     with pytest.raises(ValueError, match="'relevance' shares memory with 'z'"):
         kernel(x, w, b, z, relevance_writable=True, **(common | {"z": z}))
