@@ -154,14 +154,18 @@ _RECOMPUTED_ACTIVATIONS = {"relu", "leakyrelu", "leaky_relu", "elu", "gelu", "si
 _RECOMPUTED_FROM = 1 << 13  # elements
 
 
+def _activation_name(node: Node) -> str:
+    """The operation's name in lower case without the module or in-place mark: nn.ReLU, F.relu, Tensor.relu_: relu."""
+    return node.op.rsplit(".", 1)[-1].lower().rstrip("_")
+
+
 def _recomputable(node: Node) -> bool:
-    name = node.op.rsplit(".", 1)[-1].lower().rstrip("_")
-    return node.kind == Kind.PASS and len(node.inputs()) == 1 and name in _RECOMPUTED_ACTIVATIONS
+    return node.kind == Kind.PASS and len(node.inputs()) == 1 and _activation_name(node) in _RECOMPUTED_ACTIVATIONS
 
 
 def _is_relu(node: Node) -> bool:
     """nn.ReLU, F.relu, torch.relu, Tensor.relu (and their in-place spellings) of one tensor, nothing else."""
-    return (_recomputable(node) and node.op.rsplit(".", 1)[-1].lower().rstrip("_") == "relu"
+    return (_recomputable(node) and _activation_name(node) == "relu"
             and len(node.args) == 1 and not node.kwargs.keys() - {"inplace"})
 
 
