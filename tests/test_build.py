@@ -13,6 +13,7 @@ import lrptext
 from lrptext import _core, _native
 from lrptext import kernels as K
 from lrptext.rules import Gamma
+from threads import core_threads
 
 
 def test_build_info_reports_blas_threads_and_cuda():
@@ -30,17 +31,13 @@ def test_cuda_kernels_are_compiled_where_nvcc_is_found():
 
 
 def test_set_num_threads_changes_the_pool_and_not_the_result():
-    previous = lrptext.get_num_threads()
     x, w, r = torch.randn(64, 300), torch.randn(200, 300), torch.randn(64, 200)
-    try:
-        lrptext.set_num_threads(1)
+    with core_threads(1):
         assert lrptext.get_num_threads() == 1
         one = K.dense_relevance(x, w, None, r, rule=Gamma())
-        lrptext.set_num_threads(2)
+    with core_threads(2):
         assert lrptext.get_num_threads() == 2
         two = K.dense_relevance(x, w, None, r, rule=Gamma())
-    finally:
-        lrptext.set_num_threads(previous)
     torch.testing.assert_close(one, two)
 
 

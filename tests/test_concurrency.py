@@ -14,6 +14,7 @@ import torch
 import lrptext
 from lrptext import Explainer
 from models import KimCNN
+from threads import core_threads
 from workers import explain_in_child, model_and_inputs
 
 
@@ -44,12 +45,8 @@ def test_four_threads_give_the_serial_results():
 @pytest.mark.parametrize("threads", [1, 2])
 def test_bitwise_determinism_for_a_fixed_thread_count(threads):
     model, x = model_and_inputs()
-    previous = lrptext.get_num_threads()
-    lrptext.set_num_threads(threads)
-    try:
+    with core_threads(threads):
         runs = [lrptext.explain(model, x, composite="epsilon_plus_flat").relevance for _ in range(3)]
-    finally:
-        lrptext.set_num_threads(previous)
     assert all(torch.equal(runs[0], r) for r in runs[1:])
 
 

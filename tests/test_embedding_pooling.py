@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 import reference
 from lrptext import kernels as K
+from threads import core_threads
 from tolerances import assert_matches
 
 
@@ -59,6 +60,28 @@ def test_embedding_bag(bag, mode, padding_idx, dtype, backend, device):
                                        per_sample_weights=psw_list, padding_idx=padding_idx)
     assert out.shape == ids.shape
     assert_matches(out, expected, dtype)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("mode, weighted", [("mean", False), ("sum", True)])
+def test_embedding_bag_large_enough_to_split_over_threads(mode, weighted, threads):
+    """Enough tokens (x dimensions) to run over several threads, bags of 0-300 tokens (longer and shorter than the
+    rows fetched ahead), ids repeating and padding among them."""
+    g = torch.Generator().manual_seed(5)
+    sizes = torch.randint(0, 300, (24,), generator=g)
+    sizes[3] = 0
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)[:-1]])
+    ids = torch.randint(0, 50, (int(sizes.sum()),), generator=g)
+    weight = torch.randn(50, 40, generator=g)
+    psw = torch.rand(len(ids), generator=g) if weighted else None
+    r = torch.randn(len(sizes), 40, generator=g)
+    assert len(ids) * 40 >= 2**16  # the core's threshold to split (kParallelGrain)
+    with core_threads(threads):
+        out = K.embedding_bag_relevance(ids, weight, r, offsets=offsets, mode=mode, per_sample_weights=psw,
+                                        padding_idx=7, backend="cpp")
+    expected = reference.embedding_bag(ids.tolist(), offsets.tolist(), weight.numpy(), r.numpy(), mode=mode,
+                                       per_sample_weights=None if psw is None else psw.tolist(), padding_idx=7)
+    assert_matches(out, expected, torch.float32)
 
 
 def test_embedding_bag_2d_and_conservation(backend):

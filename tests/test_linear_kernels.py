@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import zlib
 from dataclasses import dataclass
 
@@ -15,6 +14,7 @@ import lrptext
 import reference
 from lrptext.kernels import conv1d_relevance, conv2d_relevance, dense_relevance, prepare_weights
 from lrptext.rules import AlphaBeta, Epsilon, Flat, Gamma, WSquare, ZBox, ZPlus
+from threads import core_threads
 from tolerances import assert_matches, relative_error
 
 # (lrptext rule, the oracle's description of the same rule)
@@ -45,17 +45,6 @@ def make(shape, dtype, device, seed, *, strided=False, positive=False):
         t = wide[..., ::2]
         assert not t.is_contiguous()
     return t.to(device)
-
-
-@contextlib.contextmanager
-def core_threads(n):
-    """The C++ core's thread count set to n for the block."""
-    previous = lrptext.get_num_threads()
-    lrptext.set_num_threads(n)
-    try:
-        yield
-    finally:
-        lrptext.set_num_threads(previous)
 
 
 def bounds(rule, channels):
