@@ -21,8 +21,10 @@ void embedding(const EmbeddingProblem& p) {
     const bool padded = pad >= 0 && int64_t(ids[t]) == pad;
     if (p.reduce) {
       T acc = T(0);
-      if (!padded)
+      if (!padded) {
+#pragma omp simd reduction(+ : acc)
         for (int64_t k = 0; k < d; ++k) acc += r[t * d + k];
+      }
       out[t] = acc;
     } else {
       for (int64_t k = 0; k < d; ++k) out[t * d + k] = padded ? T(0) : r[t * d + k];
