@@ -19,6 +19,7 @@ import environment  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
 import argparse
 import copy
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -273,18 +274,23 @@ def peak_memory_child(name: str, batch: int, composite: str, method: str) -> Non
 
 
 MEMORY_REPEATS = 3
+# glibc raises its mmap threshold each time a mapped block is freed (up to 32 MiB), after which blocks of that
+# size come from the heap and freed ones stay resident: a process's peak then depends on the order of its frees
+# (the same lrptext call on VGG-16 read 75-107 MiB, the floor 94-165). Fixed at glibc's initial 128 KiB, every
+# large buffer is mapped and unmapped, so the peak is what a method holds (to 0.1 MiB between processes); the same
+# setting for every method. lrptext's own kept workspaces (up to 64 MiB) still count.
+MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
 
 
 def cpu_peaks(row: dict) -> tuple[dict[str, float], dict[str, list[float]]]:
     """Peak extra MiB of each method of a timed row, each in a fresh process: the median of MEMORY_REPEATS
-    processes, the methods taking turns (the peak moved by up to 20% between processes: per-thread malloc arenas
-    and oneDNN's scratch), and every measurement."""
+    processes, the methods taking turns, under MEMORY_ENV, and every measurement."""
     runs: dict[str, list[float]] = {method: [] for method in row["ms"]}
     for _ in range(MEMORY_REPEATS):
         for method in row["ms"]:
             child = subprocess.run([sys.executable, __file__, "--peak-memory-of",
                                     json.dumps([row["workload"], row["batch"], row["composite"], method])],
-                                   capture_output=True, text=True)
+                                   capture_output=True, text=True, env={**os.environ, **MEMORY_ENV})
             if child.returncode != 0:
                 raise RuntimeError(f"peak memory of {method} on {row['workload']} b{row['batch']} failed:\n"
                                    f"{child.stderr}")
@@ -313,8 +319,9 @@ def render(env: dict, rows: list[dict], device: str, rounds: int) -> str:
         if device == "cpu":
             caption = ("Peak extra memory of one call, MiB: resident memory above the level before the call, each "
                        "method alone in a fresh process, after one warm-up call and with freed memory handed back to the "
-                       f"system first; the median of {MEMORY_REPEATS} processes (`--memory`; every measurement in the "
-                       "JSON):")
+                       f"system first, with malloc's mmap threshold fixed at 128 KiB for every method (MEMORY_ENV: "
+                       "otherwise the peak follows the order of frees, not what is held); the median of "
+                       f"{MEMORY_REPEATS} processes (`--memory`; every measurement in the JSON):")
         else:
             counted = all(r.get("peak_counts_lrptext_scratch") for r in rows)
             caption = ("Peak extra GPU memory of one call, MiB, above what was allocated before it (torch's "

@@ -325,10 +325,11 @@ LinearProblem linear_problem(Call& c, LinearArgs& a, const RuleParams& rule, boo
   p.reduce_channels = reduce;
   p.relevance_writable = relevance_writable;
   if (relu_input) {
-    if (rule.kind != Rule::Epsilon)
-      fail(c.fn(), "'relu_input' applies to the epsilon rule only (the other rules use the input in products); "
-                   "pass relu(input) itself");
-    if (!a.z) fail(c.fn(), "'relu_input' needs 'z': the layer's output cannot be computed from the pre-activation");
+    if (rule.kind != Rule::Epsilon && rule.kind != Rule::Gamma && rule.kind != Rule::AlphaBeta) {
+      const std::string got = rule.kind == Rule::ZBox ? "zbox" : rule.kind == Rule::WSquare ? "wsquare" : "flat";
+      fail(c.fn(), "'relu_input' applies to the rules that read the input (epsilon, gamma, alpha_beta), got '" + got +
+                       "'; pass relu(input) itself");
+    }
     if (c.on_cuda()) fail(c.fn(), "'relu_input' runs on the CPU only; pass relu(input) itself on CUDA");
     p.relu_input = true;
   }

@@ -14,7 +14,7 @@ import lrptext
 import reference
 from lrptext import Contrast, Explainer, UnsupportedLayerError, explain
 from lrptext.kernels import dispatch
-from lrptext.rules import Composite, Epsilon, Flat, Gamma, Norm, Pass, ZBox, ZPlus
+from lrptext.rules import AlphaBeta, Composite, Epsilon, Flat, Gamma, Norm, Pass, ZBox, ZPlus
 from models import BagOfEmbeddings, KimCNN, ResidualBlock, bow_mlp, digits_cnn, randomize_batchnorm, vgg_like
 from tolerances import assert_matches
 
@@ -599,19 +599,22 @@ def test_max_pooling_of_a_dropped_relu_reads_the_kept_pre_activation(batch, monk
     torch.testing.assert_close(cpp.relevance, reference_run.relevance)
 
 
-def test_an_epsilon_layer_after_a_dropped_relu_reads_the_kept_pre_activation(monkeypatch):
-    """conv -> ReLU -> conv and dense -> ReLU -> dense under epsilon: the relevance pass does not compute the
-    dropped ReLUs again (the kernels read relu(z)); same relevance as the torch backend, which does."""
+@pytest.mark.parametrize("rule", [Epsilon(), Gamma(0.25), ZPlus(), AlphaBeta(2.0, 1.0)], ids=repr)
+def test_a_layer_after_a_dropped_relu_reads_the_kept_pre_activation(rule, monkeypatch):
+    """conv -> ReLU -> conv and dense -> ReLU -> dense under a rule that reads the input: the relevance pass does
+    not compute the dropped ReLUs again (the kernels read relu(z)); same relevance as the torch backend, which
+    does."""
     model = seeded(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3), nn.Flatten(),
                                  nn.Linear(144, 100), nn.ReLU(), nn.Linear(100, 3)), 20)
     x = torch.randn(90, 3, 8, 8, dtype=torch.float64)  # 46,080 and 9,000 activations: both dropped
+    composite = Composite("same rule everywhere", dense=rule, conv=rule)
     relu_calls = []
     relu = F.relu
     monkeypatch.setattr(F, "relu", lambda *a, **k: relu_calls.append(a[0].shape) or relu(*a, **k))
-    cpp = Explainer(model, composite="epsilon", backend="cpp").explain(x)
+    cpp = Explainer(model, composite=composite, backend="cpp").explain(x)
     assert len(relu_calls) == 2
     relu_calls.clear()
-    reference_run = Explainer(model, composite="epsilon", backend="torch").explain(x)
+    reference_run = Explainer(model, composite=composite, backend="torch").explain(x)
     assert len(relu_calls) == 4
     torch.testing.assert_close(cpp.relevance, reference_run.relevance)
 

@@ -257,35 +257,89 @@ def test_a_relevance_buffer_handed_over_is_divided_in_place(rule_name, layer, de
         kernel(x, w, b, z, relevance_writable=True, **(common | {"z": z}))
 
 
-@pytest.mark.parametrize("reduce", [False, True])
+@pytest.mark.parametrize("writable", [False, True])
 @pytest.mark.parametrize("layer", ["dense", "conv"])
-def test_epsilon_reads_relu_of_a_pre_activation(layer, reduce):
-    """relu_input (the engine's conv -> ReLU -> conv with the ReLU not kept): epsilon on a pre-activation with
-    relu_input is epsilon on relu(pre-activation), with and without the sum over input channels."""
-    from lrptext import _core
+def test_gamma_over_chunks_of_samples_equals_gamma_sample_by_sample(layer, writable):
+    """gamma takes a large batch in chunks of samples (about 2^20 outputs each: 256 samples of 4,096 here, so three
+    chunks), with R after a ReLU (zero where z <= 0: one branch), whose buffer, when handed over, takes the
+    quotient: the same as each sample alone."""
     from lrptext.kernels import native
 
+    rule, _ = RULES["gamma"]
     if layer == "dense":
-        a, w, b = make((5, 12), torch.float64, "cpu", 120), make((7, 12), torch.float64, "cpu", 121), None
-        z, spec, kernel = a.relu() @ w.T, {}, native.dense
+        x, w, b = make((600, 6), torch.float64, "cpu", 130), make((4096, 6), torch.float64, "cpu", 131), None
+        spec, kernel = {}, native.dense
+        z = x @ w.T
     else:
-        a, w = make((2, 3, 6, 5), torch.float64, "cpu", 120), make((4, 3, 3, 3), torch.float64, "cpu", 121)
-        b, spec, kernel = make((4,), torch.float64, "cpu", 122), {"stride": (1, 1), "padding": (1, 1),
-                                                                 "dilation": (1, 1), "groups": 1}, native.conv2d
-        z = F.conv2d(a.relu(), w, b, padding=1)
+        x, w = make((600, 2, 8, 8), torch.float64, "cpu", 130), make((64, 2, 3, 3), torch.float64, "cpu", 131)
+        b, spec, kernel = make((64,), torch.float64, "cpu", 132), {"stride": (1, 1), "padding": (1, 1),
+                                                                  "dilation": (1, 1), "groups": 1}, native.conv2d
+        z = F.conv2d(x, w, b, padding=1)
+    r = make(tuple(z.shape), torch.float64, "cpu", 133).abs() * (z > 0)
+    prepared = prepare_weights(rule, w, backend="cpp")
+    common = {"rule": rule, "reduce_channels": False, "check_finite": True,
+              "prepared": (prepared.weight_a, prepared.weight_b), **spec}
+    handed = r.clone()
+    out = kernel(x, w, b, handed, z=z, relevance_writable=writable, **common)
+    alone = torch.cat([kernel(x[i:i + 1], w, b, r[i:i + 1], z=z[i:i + 1], **common) for i in range(len(x))])
+    torch.testing.assert_close(out, alone, rtol=1e-12, atol=1e-15)
+    assert torch.equal(handed, r) != writable
+
+
+# Layers whose input relu_input reads: (input shape, weight shape, conv arguments or None for dense). The conv
+# cases take each way the core gathers columns: a "same" grid, a strided walk, a 1x1 convolution (otherwise read
+# in place), and small images side by side in one tile.
+RELU_INPUT_LAYERS = {
+    "dense": ((5, 12), (7, 12), None),
+    "conv": ((2, 3, 6, 5), (4, 3, 3, 3), {"stride": (1, 1), "padding": (1, 1), "dilation": (1, 1), "groups": 1}),
+    "strided": ((2, 3, 7, 6), (4, 3, 3, 3), {"stride": (2, 2), "padding": (1, 0), "dilation": (1, 1), "groups": 1}),
+    "1x1": ((2, 5, 4, 3), (6, 5, 1, 1), {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1), "groups": 1}),
+    "small images": ((9, 2, 4, 4), (3, 2, 3, 3), {"stride": (1, 1), "padding": (1, 1), "dilation": (1, 1),
+                                                  "groups": 1}),
+}
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("reduce", [False, True])
+@pytest.mark.parametrize("layer", list(RELU_INPUT_LAYERS))
+@pytest.mark.parametrize("rule_name", ["epsilon", "gamma", "zplus", "alpha2beta1"])
+def test_rules_read_relu_of_a_pre_activation(rule_name, layer, reduce, threads):
+    """relu_input (the engine's conv -> ReLU -> conv with the ReLU not kept): a rule on a pre-activation with
+    relu_input is the rule on relu(pre-activation), with and without the sum over input channels, with z given
+    and computed by the kernel."""
+    from lrptext.kernels import native
+
+    rule, _ = RULES[rule_name]
+    x_shape, w_shape, spec = RELU_INPUT_LAYERS[layer]
+    a, w = make(x_shape, torch.float64, "cpu", 120), make(w_shape, torch.float64, "cpu", 121)
+    if spec is None:
+        b, kernel, z = None, native.dense, a.relu() @ w.T
+    else:
+        b, kernel = make(w_shape[:1], torch.float64, "cpu", 122), native.conv2d
+        z = F.conv2d(a.relu(), w, b, **spec)
     r = make(tuple(z.shape), torch.float64, "cpu", 123)
-    common = {"rule": Epsilon(1e-6), "z": z, "reduce_channels": reduce, "check_finite": True,
-              "prepared": (None, None), **spec}
-    out = kernel(a, w, b, r, relu_input=True, **common)
-    torch.testing.assert_close(out, kernel(a.relu(), w, b, r, **common), rtol=0, atol=0)
-    assert not torch.equal(out, kernel(a, w, b, r, **common))
-    args = (a.numpy(), w.numpy(), None if b is None else b.numpy(), r.numpy(),
-            np.empty((a.shape[0],) + a.shape[2:] if reduce else a.shape))
-    call = _core.dense_relevance if layer == "dense" else _core.conv_relevance
-    with pytest.raises(ValueError, match="'relu_input' applies to the epsilon rule only"):
-        call(*args, rule="flat", relu_input=True, reduce_channels=reduce, **spec)
-    with pytest.raises(ValueError, match="'relu_input' needs 'z'"):
-        call(*args, relu_input=True, reduce_channels=reduce, **spec)
+    prepared = prepare_weights(rule, w, backend="cpp")
+    common = {"rule": rule, "reduce_channels": reduce, "check_finite": True,
+              "prepared": (prepared.weight_a, prepared.weight_b), **(spec or {})}
+    with core_threads(threads):
+        for given in (z, None):
+            out = kernel(a, w, b, r, z=given, relu_input=True, **common)
+            torch.testing.assert_close(out, kernel(a.relu(), w, b, r, z=given, **common), rtol=0, atol=0)
+        assert not torch.equal(out, kernel(a, w, b, r, z=None, **common))
+
+
+@pytest.mark.parametrize("layer", ["dense", "conv"])
+@pytest.mark.parametrize("rule", ["flat", "wsquare", "zbox"])
+def test_relu_input_is_refused_by_rules_that_do_not_read_the_input_alone(rule, layer):
+    from lrptext import _core
+
+    x_shape, w_shape, spec = RELU_INPUT_LAYERS[layer]
+    out_shape = (x_shape[0], w_shape[0]) if spec is None else (x_shape[0], w_shape[0]) + x_shape[2:]
+    args = (np.zeros(x_shape), np.ones(w_shape), None, np.ones(out_shape), np.empty(x_shape))
+    call = _core.dense_relevance if spec is None else _core.conv_relevance
+    bounds = {"low": np.zeros(x_shape[1]), "high": np.ones(x_shape[1])} if rule == "zbox" else {}
+    with pytest.raises(ValueError, match=f"'relu_input' applies to the rules that read the input .*got '{rule}'"):
+        call(*args, rule=rule, relu_input=True, **bounds, **(spec or {}))
 
 
 @pytest.mark.parametrize("rule_name", ["epsilon", "zplus"])

@@ -72,9 +72,9 @@ struct Taps {
   }
 
   // col[t][p - p0] = the source element tap t of position p reads, for the positions [p0, p1); the rows of col
-  // are ld apart (ld >= p1 - p0: several samples' columns side by side).
+  // are ld apart (ld >= p1 - p0: several samples' columns side by side). positive: its positive part (relu).
   template <class T>
-  void gather(const T* src, T* col, int64_t ld, int64_t p0, int64_t p1, bool parallel) const {
+  void gather(const T* src, T* col, int64_t ld, int64_t p0, int64_t p1, bool parallel, bool positive = false) const {
     const int64_t len = p1 - p0, step = step_w;
     const bool flat = same_grid();
     const auto blank = [&](int64_t t, int64_t from, int64_t to) {
@@ -82,14 +82,16 @@ struct Taps {
     };
     const auto copy = [&](int64_t t, const T* row, int64_t shift, int64_t a, int64_t b, int64_t at) {
       T* dst = col + t * ld + at;
-      if (step == 1) std::copy(row + a + shift, row + b + shift, dst);
+      if (positive)
+        for (int64_t c = a; c < b; ++c) dst[c - a] = std::max(row[c * step + shift], T(0));
+      else if (step == 1) std::copy(row + a + shift, row + b + shift, dst);
       else
         for (int64_t c = a; c < b; ++c) dst[c - a] = row[c * step + shift];
     };
     const bool split = parallel && count() * len >= kParallelGrain;
 #pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (split)
     for (int64_t t = 0; t < count(); ++t) {
-      if (flat) gather_flat(src, col + t * ld, t, p0, p1);
+      if (flat) gather_flat(src, col + t * ld, t, p0, p1, positive);
       else walk(src, t, p0, p1, copy, blank);
     }
   }
@@ -127,7 +129,7 @@ struct Taps {
 
   // gather() of one tap row on a "same" grid.
   template <class T>
-  void gather_flat(const T* src, T* out, int64_t t, int64_t p0, int64_t p1) const {
+  void gather_flat(const T* src, T* out, int64_t t, int64_t p0, int64_t p1, bool positive) const {
     const FlatTap f = flat_tap(t, p0, p1);
     if (f.last <= f.first) {
       std::fill(out, out + (p1 - p0), T(0));
@@ -135,7 +137,9 @@ struct Taps {
     }
     const T* from = src + f.plane + f.first + f.shift;
     std::fill(out, out + (f.first - p0), T(0));
-    std::copy(from, from + (f.last - f.first), out + (f.first - p0));
+    if (positive)
+      for (int64_t i = 0; i < f.last - f.first; ++i) out[f.first - p0 + i] = std::max(from[i], T(0));
+    else std::copy(from, from + (f.last - f.first), out + (f.first - p0));
     std::fill(out + (f.last - p0), out + (p1 - p0), T(0));
     zero_wrapped(f, out, p0);
   }
@@ -261,11 +265,12 @@ struct ConvOp {
   }
 
   // Runs tile(b, g, p0, p1, col, parallel_inside) over every sample, group and tile of `positions` positions
-  // whose column matrix has `rows` rows. The tiles run in parallel when they split evenly over the threads,
-  // else one after another with the parallelism inside the gather and the GEMM (which then splits the
-  // weight's rows: a few positions against a large weight, as deep in an image network at batch 1).
+  // whose column matrix has `rows` rows (gathered into `col` unless in_place). The tiles run in parallel when
+  // they split evenly over the threads, else one after another with the parallelism inside the gather and the
+  // GEMM (which then splits the weight's rows: a few positions against a large weight, as deep in an image
+  // network at batch 1).
   template <class F>
-  void for_tiles(const Exec& ex, int64_t n, int64_t positions, int64_t rows, F tile) const {
+  void for_tiles(const Exec& ex, int64_t n, int64_t positions, int64_t rows, bool in_place, F tile) const {
     const int64_t threads = get_num_threads(), units = n * s.groups;
     int64_t tiles = ceil_div(positions, tile_positions(rows));
     int64_t even = tiles;  // the fewest tiles that give every thread the same number
@@ -275,7 +280,7 @@ struct ConvOp {
     tiles = ceil_div(positions, len);
     const int64_t items = units * tiles;
     const bool across = worth_threads(n) && (items % threads == 0 || items >= 4 * threads);
-    run_items(ex, items, across, direct ? 0 : rows * len, [&](int64_t item, T* col, bool parallel) {
+    run_items(ex, items, across, in_place ? 0 : rows * len, [&](int64_t item, T* col, bool parallel) {
       const int64_t t = item % tiles, g = (item / tiles) % s.groups, b = item / (tiles * s.groups);
       tile(b, g, t * len, std::min(positions, (t + 1) * len), col, parallel);
     });
@@ -298,23 +303,25 @@ struct ConvOp {
     }
   }
 
-  void forward(const Exec& ex, const T* x, int64_t n, const T* w, T* y, T beta) const {
+  // positive: of x's positive part (relu(x)), taken as the columns are gathered.
+  void forward(const Exec& ex, const T* x, int64_t n, const T* w, T* y, T beta, bool positive = false) const {
     if (const int64_t nb = samples_per_tile(n, K, HW); nb > 1) {
       const int64_t width = nb * HW;  // the block's columns, then its output before it goes to each sample
       return for_blocks(ex, n, nb, (K + s.cout) * width, [&](int64_t b0, int64_t b1, T* col, bool parallel) {
         T* out = col + K * width;
         for (int64_t b = b0; b < b1; ++b)
-          forward_taps.gather(x + b * in_sz, col + (b - b0) * HW, width, 0, HW, parallel);
+          forward_taps.gather(x + b * in_sz, col + (b - b0) * HW, width, 0, HW, parallel, positive);
         ex.gemm<T>(false, false, s.cout, (b1 - b0) * HW, K, w, K, col, width, T(0), out, width);
         from_side_by_side(out, width, s.cout, HW, b0, b1, y, beta);
       });
     }
-    for_tiles(ex, n, HW, K, [&](int64_t b, int64_t g, int64_t p0, int64_t p1, T* col, bool parallel) {
+    const bool in_place = direct && !positive;  // the input itself is the column matrix
+    for_tiles(ex, n, HW, K, in_place, [&](int64_t b, int64_t g, int64_t p0, int64_t p1, T* col, bool parallel) {
       const T* xg = x + b * in_sz + g * cin_g * s.h * s.w;
       T* yg = y + b * out_sz + g * cout_g * HW + p0;
       const T* w_g = w + g * cout_g * K;
-      if (direct) return ex.gemm<T>(false, false, cout_g, p1 - p0, K, w_g, K, xg + p0, HW, beta, yg, HW);
-      forward_taps.gather(xg, col, p1 - p0, p0, p1, parallel);
+      if (in_place) return ex.gemm<T>(false, false, cout_g, p1 - p0, K, w_g, K, xg + p0, HW, beta, yg, HW);
+      forward_taps.gather(xg, col, p1 - p0, p0, p1, parallel, positive);
       ex.gemm<T>(false, false, cout_g, p1 - p0, K, w_g, K, col, p1 - p0, beta, yg, HW);
     });
   }
@@ -322,7 +329,7 @@ struct ConvOp {
   void backward(const Exec& ex, const T* r, int64_t n, const T* w, T* c, T beta) const {
     const int64_t P = s.h * s.w;
     if (direct) {
-      for_tiles(ex, n, P, 0, [&](int64_t b, int64_t g, int64_t p0, int64_t p1, T*, bool) {
+      for_tiles(ex, n, P, 0, true, [&](int64_t b, int64_t g, int64_t p0, int64_t p1, T*, bool) {
         ex.gemm<T>(true, false, K, p1 - p0, cout_g, w + g * cout_g * K, K, r + b * out_sz + g * cout_g * HW + p0,
                    HW, beta, c + b * in_sz + g * cin_g * P + p0, P);
       });
@@ -347,7 +354,7 @@ struct ConvOp {
         std::copy(from, from + taps, wtp + (gi * cout_g + co) * taps);
       }
     }
-    for_tiles(ex, n, P, KT, [&](int64_t b, int64_t g, int64_t p0, int64_t p1, T* col, bool parallel) {
+    for_tiles(ex, n, P, KT, false, [&](int64_t b, int64_t g, int64_t p0, int64_t p1, T* col, bool parallel) {
       backward_taps.gather(r + b * out_sz + g * cout_g * HW, col, p1 - p0, p0, p1, parallel);
       ex.gemm<T>(false, false, cin_g, p1 - p0, KT, wtp + g * cin_g * KT, KT, col, p1 - p0, beta,
                  c + b * in_sz + g * cin_g * P + p0, P);

@@ -16,9 +16,9 @@ struct Geometry {
         dh(I(c.dh)), dw(I(c.dw)), ho(I(c.ho)), wo(I(c.wo)) {}
 };
 
-// Columns col[j][K][HW] of sample j = blockIdx.y of x (samples `x_stride` apart).
+// Columns col[j][K][HW] of sample j = blockIdx.y of x (samples `x_stride` apart); positive: of relu(x).
 template <class T, class I>
-__global__ void im2col_kernel(const T* x, int64_t x_stride, T* col, Geometry<I> g, I K, I HW) {
+__global__ void im2col_kernel(const T* x, int64_t x_stride, T* col, Geometry<I> g, I K, I HW, bool positive) {
   const I per = K * HW, taps = g.kh * g.kw;
   const T* xj = x + blockIdx.y * x_stride;
   T* colj = col + int64_t(blockIdx.y) * per;
@@ -26,7 +26,8 @@ __global__ void im2col_kernel(const T* x, int64_t x_stride, T* col, Geometry<I> 
     const I r = i / HW, q = i - r * HW, oh = q / g.wo, ow = q - oh * g.wo;
     const I ci = r / taps, tap = r - ci * taps, ki = tap / g.kw, kj = tap - ki * g.kw;
     const I ih = oh * g.sh - g.ph + ki * g.dh, iw = ow * g.sw - g.pw + kj * g.dw;
-    colj[i] = (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w) ? xj[(ci * g.h + ih) * g.w + iw] : T(0);
+    const T v = (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w) ? xj[(ci * g.h + ih) * g.w + iw] : T(0);
+    colj[i] = positive && v < T(0) ? T(0) : v;
   }
 }
 
@@ -83,9 +84,10 @@ struct ConvOp {
   int64_t out_channels() const { return s.cout; }
   int64_t weight_size() const { return s.cout * K; }
 
-  // Samples per chunk: all of them (up to the grid's limit) for a 1x1 convolution, which reads the input in place.
-  int64_t chunk(int64_t n) const {
-    const int64_t fit = direct ? n : kColumnBudget / (K * HW > 0 ? K * HW : 1);
+  // Samples per chunk: all of them (up to the grid's limit) without columns (a 1x1 convolution reads the input in
+  // place), else as many as the column budget holds.
+  int64_t chunk(int64_t n, bool columns) const {
+    const int64_t fit = columns ? kColumnBudget / (K * HW > 0 ? K * HW : 1) : n;
     const int64_t c = fit < n ? fit : n;
     return c < 1 ? 1 : (c < kMaxChunk ? c : kMaxChunk);
   }
@@ -93,12 +95,14 @@ struct ConvOp {
   // 32-bit indices where a sample's columns and input (and a grid-stride step past them) fit.
   bool narrow() const { return K * HW < (int64_t(1) << 30) && in_sz < (int64_t(1) << 30); }
 
-  void im2col(const Exec& ex, const T* x, T* col, int64_t m) const {
+  void im2col(const Exec& ex, const T* x, T* col, int64_t m, bool positive) const {
     const dim3 grid(blocks_for(K * HW), unsigned(m));
     if (narrow())
-      im2col_kernel<T, int><<<grid, kThreads, 0, ex.stream>>>(x, in_sz, col, Geometry<int>(s), int(K), int(HW));
+      im2col_kernel<T, int><<<grid, kThreads, 0, ex.stream>>>(x, in_sz, col, Geometry<int>(s), int(K), int(HW),
+                                                             positive);
     else
-      im2col_kernel<T, int64_t><<<grid, kThreads, 0, ex.stream>>>(x, in_sz, col, Geometry<int64_t>(s), K, HW);
+      im2col_kernel<T, int64_t><<<grid, kThreads, 0, ex.stream>>>(x, in_sz, col, Geometry<int64_t>(s), K, HW,
+                                                                 positive);
     check(cudaGetLastError(), "im2col launch");
   }
 
@@ -113,22 +117,24 @@ struct ConvOp {
     check(cudaGetLastError(), "col2im launch");
   }
 
-  void forward(const Exec& ex, const T* x, int64_t n, const T* w, T* y, T beta) const {
-    const int64_t nb = chunk(n);
-    auto col = ex.alloc<T>(direct ? 0 : nb * K * HW);
+  // positive: of x's positive part (relu(x)), taken in im2col.
+  void forward(const Exec& ex, const T* x, int64_t n, const T* w, T* y, T beta, bool positive = false) const {
+    const bool in_place = direct && !positive;  // the input itself is the column matrix
+    const int64_t nb = chunk(n, !in_place);
+    auto col = ex.alloc<T>(in_place ? 0 : nb * K * HW);
     for (int64_t b0 = 0; b0 < n; b0 += nb) {
       const int64_t m = n - b0 < nb ? n - b0 : nb;
       for (int64_t g = 0; g < s.groups; ++g) {
         const T* xg = x + b0 * in_sz + g * cin_g * s.h * s.w;
-        if (!direct) im2col(ex, xg, col.get(), m);
-        ex.gemm_batched<T>(false, false, cout_g, HW, K, w + g * cout_g * K, K, 0, direct ? xg : col.get(), HW,
-                           direct ? in_sz : K * HW, beta, y + b0 * out_sz + g * cout_g * HW, HW, out_sz, m);
+        if (!in_place) im2col(ex, xg, col.get(), m, positive);
+        ex.gemm_batched<T>(false, false, cout_g, HW, K, w + g * cout_g * K, K, 0, in_place ? xg : col.get(), HW,
+                           in_place ? in_sz : K * HW, beta, y + b0 * out_sz + g * cout_g * HW, HW, out_sz, m);
       }
     }
   }
 
   void backward(const Exec& ex, const T* r, int64_t n, const T* w, T* c, T beta) const {
-    const int64_t nb = chunk(n);
+    const int64_t nb = chunk(n, !direct);
     auto col = ex.alloc<T>(direct ? 0 : nb * K * HW);
     for (int64_t b0 = 0; b0 < n; b0 += nb) {
       const int64_t m = n - b0 < nb ? n - b0 : nb;

@@ -28,7 +28,7 @@ from lrptext.errors import UnsupportedLayerError
 from lrptext.graph.ir import LINEAR_KINDS, Graph, Kind, Node
 from lrptext.kernels import dispatch, native
 from lrptext.kernels.torch_backend import stabilize
-from lrptext.rules.rule import Epsilon, Gamma, Norm, Pass
+from lrptext.rules.rule import AlphaBeta, Epsilon, Gamma, Norm, Pass
 
 
 # Multiply-adds below which the C++ core runs a product on one thread, and from which it splits a matrix-vector
@@ -446,7 +446,7 @@ class Backward:
             return [(self._carrying_nodes(node)[0], r)]  # needs no values (a dropped activation stays dropped)
         if kind == Kind.POOL and (fused := self._max_pool_of_dropped_relu(node, r)) is not None:
             return fused
-        if kind in LINEAR_KINDS and (relu := self._dropped_relu_read_by_epsilon(node, rule)) is not None:
+        if kind in LINEAR_KINDS and (relu := self._dropped_relu_read_by_rule(node, rule)) is not None:
             args, kwargs = (self.values[relu.args[0].name],), {}  # its pre-activation, not the ReLU again
         else:
             args, kwargs = self.steps[node.name].arguments(self.values)
@@ -501,13 +501,14 @@ class Backward:
         z = self.values[source.args[0].name]
         return source if isinstance(z, torch.Tensor) and z.is_cpu else None
 
-    def _dropped_relu_read_by_epsilon(self, node: Node, rule: Any) -> Node | None:
-        """The dropped ReLU an epsilon layer reads (conv -> ReLU -> conv), or None."""
-        return self._dropped_relu(node.args[0]) if isinstance(rule, Epsilon) and node.args else None
+    def _dropped_relu_read_by_rule(self, node: Node, rule: Any) -> Node | None:
+        """The dropped ReLU a layer reads (conv -> ReLU -> conv) under a rule whose kernel can take its
+        pre-activation instead (epsilon, gamma, alpha-beta), or None."""
+        return self._dropped_relu(node.args[0]) if isinstance(rule, (Epsilon, Gamma, AlphaBeta)) and node.args else None
 
     def _layer_input(self, node: Node, args: tuple, rule: Any) -> tuple[torch.Tensor, bool]:
         """(x, relu_input): the layer's input, made contiguous once, or the pre-activation of its dropped ReLU."""
-        if self._dropped_relu_read_by_epsilon(node, rule) is not None:
+        if self._dropped_relu_read_by_rule(node, rule) is not None:
             return args[0], True
         return contiguous_input(node, args[0], self.values), False
 

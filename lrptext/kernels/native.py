@@ -60,7 +60,7 @@ def dense(x: Array, weight: Array, bias: Array | None, relevance: Array, *, rule
           prepared: tuple[Array | None, Array | None], reduce_channels: bool, check_finite: bool,
           relevance_writable: bool = False, relu_input: bool = False) -> Array:
     """relevance_writable: the kernel may overwrite `relevance` (the engine's own, dead after the layer).
-    relu_input (epsilon, CPU): `x` is a ReLU's pre-activation and the rule reads relu(x)."""
+    relu_input (epsilon, gamma, alpha-beta; CPU): `x` is a ReLU's pre-activation and the rule reads relu(x)."""
     out = empty(x, (x.shape[0],) if reduce_channels else tuple(x.shape))
     _call(
         "dense_relevance", x, weight, bias, relevance, out, z=z, weight_a=prepared[0], weight_b=prepared[1],

@@ -5,6 +5,7 @@
 // kind (dense: GEMM; conv: im2col + GEMM), `Exec` supplies memory, element-wise maps and GEMMs for one
 // device. Equations: DESIGN.md §3; Montavon et al. 2019 (Layer-Wise Relevance Propagation: An Overview).
 #pragma once
+#include <algorithm>
 #include <cstdint>
 
 #include "problems.h"
@@ -127,6 +128,8 @@ struct Coefficients {
 };
 
 // Members are public because nvcc's extended lambdas may not be defined in private member functions.
+// relu_input: the input x is a ReLU's pre-activation and every rule reads relu(x) (Factor::Positive in the last
+// step, Op::forward(..., positive = true) in products), so the engine need not keep or compute relu(x).
 template <class T, class Exec, class Op>
 struct LinearRelevance {
   LinearRelevance(Exec& ex, const Op& op, const LinearProblem& p)
@@ -171,11 +174,12 @@ struct LinearRelevance {
   }
 
   bool has_negative_input() {
+    if (p_.relu_input) return false;
     const T* x = x_;
     return ex_.any(B_ * I_, LRPT_LAMBDA(int64_t i) { return x[i] < T(0); });
   }
 
-  // x+ and x- as buffers; when x >= 0 everywhere, x+ is x and x- is not needed.
+  // x+ and x- as buffers; when x >= 0 everywhere (or x+ is read from x, relu_input), x+ is x and x- is not needed.
   const T* split_input(bool has_neg, Buffer& pos, Buffer& neg) {
     if (!has_neg) return x_;
     pos = alloc(B_ * I_);
@@ -238,7 +242,7 @@ struct LinearRelevance {
   const T* forward_z(Buffer& storage) {
     if (p_.z) return static_cast<const T*>(p_.z);
     storage = alloc(B_ * O_);
-    op_.forward(ex_, x_, B_, w_, storage.get(), T(0));
+    op_.forward(ex_, x_, B_, w_, storage.get(), T(0), p_.relu_input);
     add_bias(storage.get(), B_, BiasMod::Plain);
     return storage.get();
   }
@@ -278,12 +282,12 @@ struct LinearRelevance {
     const bool with_beta = p_.rule.beta != 0.0;
 
     Buffer a = alloc(B_ * O_), n;
-    op_.forward(ex_, xp, B_, wp, a.get(), T(0));
+    op_.forward(ex_, xp, B_, wp, a.get(), T(0), p_.relu_input);
     if (neg) op_.forward(ex_, xn, B_, wn, a.get(), T(1));
     add_bias(a.get(), B_, BiasMod::Positive);
     if (with_beta) {
       n = alloc(B_ * O_);
-      op_.forward(ex_, xp, B_, wn, n.get(), T(0));
+      op_.forward(ex_, xp, B_, wn, n.get(), T(0), p_.relu_input);
       if (neg) op_.forward(ex_, xn, B_, wp, n.get(), T(1));
       add_bias(n.get(), B_, BiasMod::Negative);
     }
@@ -302,7 +306,7 @@ struct LinearRelevance {
     op_.backward(ex_, sa, B_, wp, cp, T(0));
     if (with_beta) op_.backward(ex_, sn, B_, wn, cp, T(1));
     Terms<T> t;
-    t.add(neg ? Factor::Positive : Factor::Input, T(1), cp);
+    t.add(neg || p_.relu_input ? Factor::Positive : Factor::Input, T(1), cp);
     if (neg) {
       cn = alloc(B_ * I_);
       op_.backward(ex_, sa, B_, wn, cn.get(), T(0));
@@ -314,7 +318,10 @@ struct LinearRelevance {
 
   // gamma: where z_j > 0, m_ij = (x+ (w + g w+) + x- (w + g w-)) / st(sum + b + g b+); where z_j < 0 the two
   // weights swap and the bias is b + g b-; where z_j = 0, m_ij = 0. Branches whose outputs carry no relevance
-  // are skipped (after a ReLU, z <= 0 receives none).
+  // are skipped (after a ReLU, z <= 0 receives none). The samples go in chunks of about kChunkOutputs outputs, so
+  // that the denominator holds a chunk's outputs, not the batch's (the digits CNN at batch 1024: 16 -> 4 MiB).
+  static constexpr int64_t kChunkOutputs = int64_t(1) << 20;
+
   void gamma() {
     Buffer zs, was, wbs, xps, xns;
     const T* z = forward_z(zs);
@@ -333,35 +340,48 @@ struct LinearRelevance {
 
     Buffer cps, cn = neg ? alloc(B_ * I_) : Buffer();
     T* cp = first_term(cps);
-    Buffer d = alloc(B_ * O_);
-    bool first = true;
-    if (need_pos) {
-      gamma_branch(z, xp, xn, wa, wb, BiasMod::GammaPositive, true, d.get(), cp, cn.get(), first);
-      first = false;
+    // With one branch, the quotient may go into R's buffer when handed over, and the denominator is freed first.
+    const bool in_place = p_.relevance_writable && !(need_pos && need_neg);
+    const int64_t chunk = O_ >= kChunkOutputs ? 1 : kChunkOutputs / O_;
+    for (int64_t b0 = 0; b0 < B_; b0 += chunk) {
+      const Samples at{b0, std::min(chunk, B_ - b0)};
+      if (need_pos) gamma_branch(at, z, xp, xn, wa, wb, BiasMod::GammaPositive, true, cp, cn.get(), true, in_place);
+      if (need_neg)
+        gamma_branch(at, z, xp, xn, wb, wa, BiasMod::GammaNegative, false, cp, cn.get(), !need_pos, in_place);
     }
-    if (need_neg) gamma_branch(z, xp, xn, wb, wa, BiasMod::GammaNegative, false, d.get(), cp, cn.get(), first);
 
     Terms<T> t;
-    t.add(neg ? Factor::Positive : Factor::Input, T(1), cp);
+    t.add(neg || p_.relu_input ? Factor::Positive : Factor::Input, T(1), cp);
     if (neg) t.add(Factor::Negative, T(1), cn.get());
     finish(t);
   }
 
-  // One gamma branch: denominator with (w_pos_in, w_neg_in) applied to (x+, x-), masked by the sign of z.
-  void gamma_branch(const T* z, const T* xp, const T* xn, const T* w_pos_in, const T* w_neg_in, BiasMod bm,
-                    bool positive, T* d, T* cp, T* cn, bool first) {
-    op_.forward(ex_, xp, B_, w_pos_in, d, T(0));
-    if (xn) op_.forward(ex_, xn, B_, w_neg_in, d, T(1));
-    add_bias(d, B_, bm);
-    const T* r = r_;
+  struct Samples {
+    int64_t first, count;
+  };
+
+  // One gamma branch over some samples: denominator with (w_pos_in, w_neg_in) applied to (x+, x-), masked by the
+  // sign of z; its transposed passes written into (first branch) or added to cp and cn.
+  void gamma_branch(Samples at, const T* z, const T* xp, const T* xn, const T* w_pos_in, const T* w_neg_in,
+                    BiasMod bm, bool positive, T* cp, T* cn, bool first, bool in_place) {
+    const int64_t n = at.count, in = at.first * I_, out = at.first * O_;
+    Buffer denominator = alloc(n * O_);
+    T* d = denominator.get();
+    op_.forward(ex_, xp + in, n, w_pos_in, d, T(0), p_.relu_input);
+    if (xn) op_.forward(ex_, xn + in, n, w_neg_in, d, T(1));
+    add_bias(d, n, bm);
+    const T* r = r_ + out;
+    const T* zc = z + out;
+    T* s = in_place ? const_cast<T*>(r) : d;
     const T stab = T(p_.rule.stabilizer), sign = positive ? T(1) : T(-1);
-    ex_.map(B_ * O_, LRPT_LAMBDA(int64_t i) {  // a select, not a branch on z's sign: the loop vectorises
-      const T s = r[i] / stabilize(d[i], stab);
-      d[i] = sign * z[i] > T(0) ? s : T(0);
+    ex_.map(n * O_, LRPT_LAMBDA(int64_t i) {  // a select, not a branch on z's sign: the loop vectorises
+      const T q = r[i] / stabilize(d[i], stab);
+      s[i] = sign * zc[i] > T(0) ? q : T(0);
     });
+    if (in_place) denominator = Buffer();
     const T acc = first ? T(0) : T(1);
-    op_.backward(ex_, d, B_, w_pos_in, cp, acc);
-    if (xn) op_.backward(ex_, d, B_, w_neg_in, cn, acc);
+    op_.backward(ex_, s, n, w_pos_in, cp + in, acc);
+    if (xn) op_.backward(ex_, s, n, w_neg_in, cn + in, acc);
   }
 
   // z^B: c_ij = x_i w_ji - l_i w+_ji - h_i w-_ji, R_i = sum_j c_ij / st(sum_k c_kj) R_j (no bias).
