@@ -120,19 +120,39 @@ def test_conv2d_matches_oracle(rule_name, case, strided, dtype, backend, device)
     assert_matches(out, expected, dtype)
 
 
+@pytest.mark.parametrize("stride, padding", [(2, 1), (1, 3)], ids=["strided", "stride-1"])
 @pytest.mark.parametrize("rule_name", RULES)
-def test_conv1d_matches_oracle(rule_name, dtype, backend, device):
+def test_conv1d_matches_oracle(rule_name, stride, padding, dtype, backend, device):
+    """Strided, and of stride 1 (the core's one GEMM per tap over shifted views), with padding wider than some taps
+    reach."""
     rule, spec = RULES[rule_name]
     x = make((2, 5, 11), dtype, device, 11)
     w = make((4, 5, 3), dtype, device, 12)
     b = make((4,), dtype, device, 13)
-    y = F.conv1d(x, w, b, stride=2, padding=1, dilation=2)
+    y = F.conv1d(x, w, b, stride=stride, padding=padding, dilation=2)
     r = make(tuple(y.shape), dtype, device, 14)
-    out = conv1d_relevance(x, w, b, r, stride=2, padding=1, dilation=2, rule=rule, backend=backend)
+    out = conv1d_relevance(x, w, b, r, stride=stride, padding=padding, dilation=2, rule=rule, backend=backend)
     as4d = lambda a: a.cpu().numpy()[:, :, None]  # noqa: E731
-    expected = reference.conv2d(as4d(x), as4d(w), b.cpu().numpy(), as4d(r), spec, stride=(1, 2), padding=(0, 1),
-                                dilation=(1, 2), **bounds(rule, 5))
+    expected = reference.conv2d(as4d(x), as4d(w), b.cpu().numpy(), as4d(r), spec, stride=(1, stride),
+                                padding=(0, padding), dilation=(1, 2), **bounds(rule, 5))
     assert_matches(out, expected[:, :, 0], dtype)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("batch", [1, 5])
+@pytest.mark.parametrize("rule_name", ["epsilon0.25", "gamma", "alpha2beta1", "zbox", "flat"])
+def test_conv1d_of_stride_one_over_several_tiles(rule_name, batch, threads):
+    """A text CNN's shape, scaled down: sequences long enough for several tiles of positions per sample, split
+    over the threads or run one after another; against the torch backend (epsilon large enough that outputs near
+    z = 0 do not magnify the two backends' rounding)."""
+    rule, _ = RULES[rule_name]
+    x = make((batch, 40, 700), torch.float64, "cpu", 65)
+    w, b = make((30, 40, 5), torch.float64, "cpu", 66), make((30,), torch.float64, "cpu", 67)
+    r = make((batch, 30, 700), torch.float64, "cpu", 68)
+    with core_threads(threads):
+        out = conv1d_relevance(x, w, b, r, padding=2, rule=rule, backend="cpp")
+    expected = conv1d_relevance(x, w, b, r, padding=2, rule=rule, backend="torch")
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -206,6 +226,7 @@ CONV_FORWARD = [  # (input shape, weight shape, stride, padding, dilation, group
     ((2, 6, 13, 11), (4, 3, 3, 2), (2, 1), (1, 0), (1, 2), 2),
     ((3, 4, 5, 7), (6, 4, 1, 1), (1, 1), (0, 0), (1, 1), 1),  # 1x1: the input is its own column matrix
     ((1, 24, 43, 41), (40, 24, 3, 3), (1, 1), (1, 1), (1, 1), 1),  # several tiles per sample
+    ((3, 40, 1, 700), (30, 40, 1, 5), (1, 1), (0, 4), (1, 2), 1),  # 1-d of stride 1: one GEMM per tap
 ]
 
 

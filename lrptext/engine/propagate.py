@@ -160,12 +160,16 @@ def _activation_name(node: Node) -> str:
 
 
 def _recomputable(node: Node) -> bool:
+    """An activation, or an embedding's lookup (a text CNN's is read once, through a transpose whose contiguous
+    copy the convolutions take: the lookup itself is then held for nothing)."""
+    if node.kind == Kind.EMBEDDING:
+        return True
     return node.kind == Kind.PASS and len(node.inputs()) == 1 and _activation_name(node) in _RECOMPUTED_ACTIVATIONS
 
 
 def _is_relu(node: Node) -> bool:
     """nn.ReLU, F.relu, torch.relu, Tensor.relu (and their in-place spellings) of one tensor, nothing else."""
-    return (_recomputable(node) and _activation_name(node) == "relu"
+    return (node.kind == Kind.PASS and _recomputable(node) and _activation_name(node) == "relu"
             and len(node.args) == 1 and not node.kwargs.keys() - {"inplace"})
 
 
@@ -223,18 +227,20 @@ def plan(graph: Graph) -> dict[str, Step]:
 
 class Values(dict):
     """Every node's value by name; an activation dropped after its last use in the forward pass is computed
-    again from its input when the relevance pass asks for it."""
+    again from its input by `compute(node, args, kwargs)` (as in the forward pass) when the relevance pass asks."""
 
-    def __init__(self, steps: dict[str, Step]):
+    def __init__(self, steps: dict[str, Step], compute: Callable[[Node, tuple, dict], Any]):
         super().__init__()
         self._steps = steps
+        self._compute = compute
         self.dropped: set[str] = set()
 
     def __missing__(self, name: str) -> Any:
         if name not in self.dropped:
             raise KeyError(name)
-        args, kwargs = self._steps[name].arguments(self)
-        self[name] = value = self._steps[name].node.call(*args, **kwargs)
+        step = self._steps[name]
+        args, kwargs = step.arguments(self)
+        self[name] = value = self._compute(step.node, args, kwargs)
         return value
 
     def discard(self, name: str) -> None:
@@ -246,7 +252,7 @@ def forward(graph: Graph, inputs: tuple[Any, ...], rules: dict[str, Any], layer:
             core: bool = False) -> tuple[Values, set[str]]:
     """Every node's value, and the names of the nodes that carry relevance. `core`: see _forward_node."""
     steps = plan(graph)
-    values = Values(steps)
+    values = Values(steps, lambda node, args, kwargs: _forward_node(node, args, kwargs, layer, core))
     carries: set[str] = set()  # floating values that relevance flows through
     given = dict(zip((n.name for n in graph.inputs), inputs))
     for step in steps.values():
@@ -477,7 +483,7 @@ class Backward:
         if node.kind != Kind.CONV or src.kind != Kind.MOVE or not isinstance(src.args[0], Node):
             return None
         emb = src.args[0]
-        if emb.kind != Kind.EMBEDDING or self.values[emb.name].dim() != 3 or src.kwargs:
+        if emb.kind != Kind.EMBEDDING or self.values[src.name].dim() != 3 or src.kwargs:  # the lookup may be dropped
             return None
         dims = tuple(d % 3 for d in src.args[1:] if isinstance(d, int))
         swaps = src.op.endswith("transpose") and sorted(dims) == [1, 2]
