@@ -619,6 +619,29 @@ def test_a_layer_after_a_dropped_relu_reads_the_kept_pre_activation(rule, monkey
     torch.testing.assert_close(cpp.relevance, reference_run.relevance)
 
 
+def test_an_embedding_lookup_read_through_a_transpose_is_dropped_and_computed_again_on_use():
+    """A text CNN's lookup is read once, by the transpose whose contiguous copy the convolutions take: the forward
+    pass drops it like an activation. The fused path never reads it; the unfused one (per-layer relevance) computes
+    it again as the forward pass did, in the compute dtype (float64 here, from the convolutions, while the
+    embedding's own weight is float32)."""
+    from lrptext.engine.propagate import forward
+
+    model = seeded(KimCNN(padding_idx=0), 15).double()
+    model.embedding.float()
+    ids = torch.randint(0, 500, (4, 100))  # 9,600 looked-up values: above what is kept (2^13)
+    explainer = Explainer(model, composite="epsilon")
+    lookup = next(n.name for n in explainer.graph.nodes if n.op.endswith("Embedding"))
+    values = forward(explainer.graph, (ids,), explainer.rules, lambda node: explainer._layer(node, torch.float64),
+                     core=True)[0]
+    assert lookup in values.dropped and lookup not in values
+    assert values[lookup].dtype == torch.float64  # computed again on use
+    fused = explainer.explain(ids)
+    unfused = explainer.explain(ids, layers=True)
+    torch.testing.assert_close(fused.relevance, unfused.relevance)
+    torch.testing.assert_close(fused.relevance, Explainer(model, composite="epsilon", backend="torch").explain(ids)
+                               .relevance)
+
+
 def test_the_fused_embedding_path_equals_the_unfused_one(backend, monkeypatch):
     """With per-token relevance delivered by the conv kernels (reduce over the embedding axis), the result is the
     same as routing [B, D, T] relevance back through the transpose and the embedding kernel."""
