@@ -201,7 +201,7 @@ class Step:
 
     node: Node
     reads: tuple[str, ...]  # the nodes among its arguments
-    frees: tuple[str, ...]  # recomputable values it reads last (activations, lookups): dropped after it runs, unless small
+    frees: tuple[str, ...]  # recomputable values (activations, lookups) it reads last: dropped after it runs
     from_input: bool        # computed from a model input, whatever the dtype (token ids, masks)
     arguments: Callable[[dict[str, Any]], tuple[tuple, dict]]
 
