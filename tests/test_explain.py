@@ -492,11 +492,12 @@ def test_small_convolutions_and_max_pooling_run_forward_in_the_core(batch, core_
     torch.testing.assert_close(cpp.relevance, reference_run.relevance)
 
 
-@pytest.mark.parametrize("batch, in_core", [(1, True), (2, False)])
-def test_one_sequence_through_a_large_1d_convolution_runs_forward_in_the_core(batch, in_core, monkeypatch):
-    """A text CNN's convolution at batch 1 (7.4M multiply-adds here) runs in the core; at batch 2, with torch."""
-    model = seeded(nn.Sequential(nn.Conv1d(64, 32, 3), nn.ReLU(), nn.AdaptiveMaxPool1d(1), nn.Flatten(),
-                                 nn.Linear(32, 4)), 18)
+@pytest.mark.parametrize("batch, stride, in_core", [(1, 1, True), (3, 1, True), (3, 2, False)])
+def test_a_large_1d_convolution_of_stride_1_runs_forward_in_the_core(batch, stride, in_core, monkeypatch):
+    """A text CNN's convolution (7.4M multiply-adds per sequence here) runs in the core, at any batch; a strided
+    one, with torch."""
+    model = seeded(nn.Sequential(nn.Conv1d(64, 32, 3, stride=stride), nn.ReLU(), nn.AdaptiveMaxPool1d(1),
+                                 nn.Flatten(), nn.Linear(32, 4)), 18)
     x = torch.randn(batch, 64, 1202, dtype=torch.float64)
     calls = _record_core_forwards(monkeypatch)
     cpp = Explainer(model, composite="epsilon", backend="cpp").explain(x)

@@ -50,10 +50,11 @@ def _core_forward(lp: Layer, x: torch.Tensor, node: Node) -> torch.Tensor | None
     (the digits CNN at batch 1): the core runs them on one thread, where torch wakes its thread pool two or three
     times per layer, 50-100 us each with OMP_WAIT_POLICY=PASSIVE (its 32 -> 64 convolution on one 8x8 image:
     0.13 ms, the core's 0.03 ms). One sample through a wide dense layer: torch's matrix-vector product runs on one
-    thread, the core's on all of them (a 20000 -> 512 layer from a cold cache: 2.8 -> 2.0 ms). One sequence through
-    a 1-d convolution (a text CNN at batch 1): torch's took 1.0-1.4x the core's time in every shape measured (300 ->
-    100 channels, kernel 3, 400 tokens: 1.32 -> 0.93 ms); from two sequences on, and for 2-d convolutions of one
-    image, either was faster by up to 15% depending on the shape, so those stay with torch."""
+    thread, the core's on all of them (a 20000 -> 512 layer from a cold cache: 2.8 -> 2.0 ms). A 1-d convolution
+    of stride 1 (a text CNN's), which the core runs as one GEMM per tap without a column matrix: torch's took
+    1.0-1.4x the core's time at 1 to 64 sequences (300 -> 100 channels over 400 tokens, kernel 3: 1.19 -> 0.86 ms
+    for one, 34.9 -> 26.7 ms for 64; kernel 5: 0.96 -> 0.88, 43.1 -> 41.8). For 2-d convolutions of one image and
+    strided 1-d ones, either was faster by up to 15% depending on the shape, so those stay with torch."""
     w = lp.weight
     if not x.is_cpu:
         return None
@@ -64,8 +65,8 @@ def _core_forward(lp: Layer, x: torch.Tensor, node: Node) -> torch.Tensor | None
     p = node.params
     if x.dim() != w.dim():
         return None
-    one_sequence = w.dim() == 3 and x.shape[0] == 1
-    if not one_sequence and x.numel() * w.numel() >= SPLIT_PRODUCTS * x.shape[1] * math.prod(p["stride"]):
+    shifted = w.dim() == 3 and tuple(p["stride"]) == (1,) and p["groups"] == 1
+    if not shifted and x.numel() * w.numel() >= SPLIT_PRODUCTS * x.shape[1] * math.prod(p["stride"]):
         return None  # input positions x weights / in_channels / stride: the product's multiply-adds
     if w.dim() == 4:
         return native.conv2d_forward(x.contiguous(), w, lp.bias, stride=tuple(p["stride"]),
