@@ -38,6 +38,9 @@ Mapping take_mapping(size_t bytes);
 void give_back_mapping(Mapping m);
 
 struct Exec {
+  // Outputs per chunk of samples where a rule holds a product of the layer's output size (gamma's denominator).
+  static constexpr int64_t kChunkOutputs = int64_t(1) << 20;
+
   // A kernel's workspace. Large ones are mappings (above), not malloc's heap: there, freed workspaces of one
   // layer stayed resident and the next layer's, of another size, came on top (VGG-16 batch 4 with gamma rules
   // peaked about 100 MiB higher).

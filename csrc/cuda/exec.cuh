@@ -69,6 +69,7 @@ class DeviceGuard {
 };
 
 struct Exec {
+  static constexpr int64_t kChunkOutputs = INT64_MAX;  // the whole batch at once (see the CPU's Exec)
   cudaStream_t stream = nullptr;
 
   template <class T>

@@ -318,9 +318,9 @@ struct LinearRelevance {
 
   // gamma: where z_j > 0, m_ij = (x+ (w + g w+) + x- (w + g w-)) / st(sum + b + g b+); where z_j < 0 the two
   // weights swap and the bias is b + g b-; where z_j = 0, m_ij = 0. Branches whose outputs carry no relevance
-  // are skipped (after a ReLU, z <= 0 receives none). The samples go in chunks of about kChunkOutputs outputs, so
-  // that the denominator holds a chunk's outputs, not the batch's (the digits CNN at batch 1024: 16 -> 4 MiB).
-  static constexpr int64_t kChunkOutputs = int64_t(1) << 20;
+  // are skipped (after a ReLU, z <= 0 receives none). The samples go in chunks of about Exec::kChunkOutputs
+  // outputs, so that the denominator holds a chunk's outputs, not the batch's (CPU: the digits CNN at batch 1024,
+  // 16 -> 4 MiB; a GPU takes the batch at once, as more launches would cost more than the memory is worth).
 
   void gamma() {
     Buffer zs, was, wbs, xps, xns;
@@ -342,7 +342,7 @@ struct LinearRelevance {
     T* cp = first_term(cps);
     // With one branch, the quotient may go into R's buffer when handed over, and the denominator is freed first.
     const bool in_place = p_.relevance_writable && !(need_pos && need_neg);
-    const int64_t chunk = O_ >= kChunkOutputs ? 1 : kChunkOutputs / O_;
+    const int64_t chunk = O_ >= Exec::kChunkOutputs ? 1 : Exec::kChunkOutputs / std::max<int64_t>(O_, 1);
     for (int64_t b0 = 0; b0 < B_; b0 += chunk) {
       const Samples at{b0, std::min(chunk, B_ - b0)};
       if (need_pos) gamma_branch(at, z, xp, xn, wa, wb, BiasMod::GammaPositive, true, cp, cn.get(), true, in_place);
