@@ -10,7 +10,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import lrptext
 import reference
 from lrptext.kernels import conv1d_relevance, conv2d_relevance, dense_relevance, prepare_weights
 from lrptext.rules import AlphaBeta, Epsilon, Flat, Gamma, WSquare, ZBox, ZPlus
