@@ -17,7 +17,8 @@ mkdir -p "$work/stage"
 cp -r "$root/lrptext" "$work/stage/"
 rm -f "$work/stage/lrptext/"_core*.so
 cp "$work/build/"_core*.so "$work/stage/lrptext/"
-ldd "$work/stage/lrptext/"_core*.so | grep -q libasan || { echo "the build is not instrumented" >&2; exit 1; }
+# grep reads all of ldd's output (grep -q would stop at the first match, and pipefail would take ldd's SIGPIPE)
+ldd "$work/stage/lrptext/"_core*.so | grep libasan >/dev/null || { echo "the build is not instrumented" >&2; exit 1; }
 cd "$work"  # not the source tree: python -m puts the working directory first on sys.path
 # python -S with an explicit path: no .pth file runs, so an editable install of lrptext cannot shadow the stage.
 ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1 \
