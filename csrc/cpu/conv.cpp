@@ -358,8 +358,8 @@ struct ConvOp {
     return wk;
   }
 
-  // The positions [lo, hi) of a row of `length` whose tap k reads inside a row of `source`, reading position
-  // p * 1 + shift_k (shift_k = k * step + offset).
+  // The positions [lo, hi) of a row of `length` whose tap reads inside a row of `source`: position p reads
+  // p + shift.
   static void tap_range(int64_t length, int64_t source, int64_t shift, int64_t* lo, int64_t* hi) {
     *lo = std::max<int64_t>(0, -shift);
     *hi = std::max(*lo, std::min(length, source - shift));

@@ -170,7 +170,7 @@ def _recomputable(node: Node) -> bool:
 
 def _is_relu(node: Node) -> bool:
     """nn.ReLU, F.relu, torch.relu, Tensor.relu (and their in-place spellings) of one tensor, nothing else."""
-    return (node.kind == Kind.PASS and _recomputable(node) and _activation_name(node) == "relu"
+    return (_recomputable(node) and _activation_name(node) == "relu"
             and len(node.args) == 1 and not node.kwargs.keys() - {"inplace"})
 
 

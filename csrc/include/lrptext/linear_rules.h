@@ -321,7 +321,6 @@ struct LinearRelevance {
   // are skipped (after a ReLU, z <= 0 receives none). The samples go in chunks of about Exec::kChunkOutputs
   // outputs, so that the denominator holds a chunk's outputs, not the batch's (CPU: the digits CNN at batch 1024,
   // 16 -> 4 MiB; a GPU takes the batch at once, as more launches would cost more than the memory is worth).
-
   void gamma() {
     Buffer zs, was, wbs, xps, xns;
     const T* z = forward_z(zs);
