@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import lrptext
 from lrptext import _core
 from lrptext import kernels as K
 from lrptext.rules import Epsilon, Gamma
@@ -203,6 +204,12 @@ def test_unknown_names():
         _core.dense_relevance(f64(1, 2), f64(1, 2), None, f64(1, 1), f64(1, 2), rule="zbox")
     with pytest.raises(ValueError, match="'n' must be >= 1"):
         _core.set_num_threads(0)
+    with pytest.raises(ValueError, match="set_winograd: 'mode' must be 'auto', 'always' or 'never', got 'on'"):
+        lrptext.set_winograd("on")
+    assert lrptext.get_winograd() == "auto"
+    with pytest.raises(ValueError, match="conv_forward_uses_winograd: 'stride' must be >= 1, got 0"):
+        _core.conv_forward_uses_winograd((1, 64, 8, 8), (64, 64, 3, 3), stride=(0, 1), padding=(1, 1),
+                                         dilation=(1, 1), groups=1)
 
 
 def test_errors_leave_no_partial_state():

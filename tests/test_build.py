@@ -13,7 +13,7 @@ import lrptext
 from lrptext import _core, _native
 from lrptext import kernels as K
 from lrptext.rules import Gamma
-from threads import core_threads
+from core_settings import core_threads
 
 
 def test_build_info_reports_blas_threads_and_cuda():

@@ -14,7 +14,7 @@ import torch
 import lrptext
 from lrptext import Explainer
 from models import KimCNN
-from threads import core_threads
+from core_settings import core_threads
 from workers import explain_in_child, model_and_inputs
 
 

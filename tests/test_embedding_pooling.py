@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 import reference
 from lrptext import kernels as K
-from threads import core_threads
+from core_settings import core_threads
 from tolerances import assert_matches
 
 

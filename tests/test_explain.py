@@ -507,6 +507,22 @@ def test_a_large_1d_convolution_of_stride_1_runs_forward_in_the_core(batch, stri
     torch.testing.assert_close(cpp.relevance, reference_run.relevance)
 
 
+@pytest.mark.parametrize("batch, size, in_core", [(1, 24, True), (1, 22, False), (4, 12, True)])
+def test_a_3x3_convolution_of_stride_1_runs_forward_in_the_core_by_winograd(batch, size, in_core, monkeypatch):
+    """A VGG-like convolution (64 -> 64 channels, 3x3, stride 1) runs in the core, which computes it by
+    Winograd's F(2x2, 3x3), from 128 2x2 output tiles in the batch: 12 x 12 tiles of one 24 x 24 image or 6 x 6 of
+    four 12 x 12 ones; 11 x 11 stay with torch."""
+    model = seeded(nn.Sequential(nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                                 nn.Linear(64 * size * size, 3)), 19)
+    x = torch.randn(batch, 64, size, size, dtype=torch.float64)
+    calls = _record_core_forwards(monkeypatch)
+    cpp = Explainer(model, composite="epsilon", backend="cpp").explain(x)
+    assert (("conv2d_forward", (64, 64, 3, 3)) in calls) == in_core
+    torch.testing.assert_close(cpp.prediction, model(x).detach())
+    reference_run = Explainer(model, composite="epsilon", backend="torch").explain(x)
+    torch.testing.assert_close(cpp.relevance, reference_run.relevance)
+
+
 class _TwoBranches(nn.Module):
     def __init__(self, dim):
         super().__init__()

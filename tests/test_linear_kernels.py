@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import reference
 from lrptext.kernels import conv1d_relevance, conv2d_relevance, dense_relevance, prepare_weights
 from lrptext.rules import AlphaBeta, Epsilon, Flat, Gamma, WSquare, ZBox, ZPlus
-from threads import core_threads
+from core_settings import core_threads, core_winograd
 from tolerances import assert_matches, relative_error
 
 # (lrptext rule, the oracle's description of the same rule)
@@ -99,12 +99,88 @@ CONV_CASES = [
     # stride 1, fewer input positions (16) than transposed columns have rows (72): input-side columns, as deep in VGG
     Conv(2, 3, (4, 4), 8, (3, 3), padding=(1, 1)),
 ]
+# 3x3 of stride 1, for Winograd's F(2x2, 3x3): the last 2x2 tiles cut by odd sizes; padding 2 / 0 makes the
+# transposed pass's 0 / 2, and padding 3 its -1 (it reads inside the relevance)
+WINOGRAD_CASES = [Conv(2, 3, (7, 9), 4, (3, 3), padding=(1, 1)), Conv(3, 2, (6, 5), 3, (3, 3), padding=(2, 0)),
+                  Conv(1, 2, (5, 6), 3, (3, 3), padding=(3, 1))]
+
+
+def conv_id(c: Conv) -> str:
+    return f"k{c.kernel}s{c.stride}p{c.padding}d{c.dilation}g{c.groups}"
 
 
 @pytest.mark.parametrize("strided", [False, True], ids=["contiguous", "strided"])
-@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"k{c.kernel}s{c.stride}p{c.padding}d{c.dilation}g{c.groups}")
+@pytest.mark.parametrize("case", CONV_CASES, ids=conv_id)
 @pytest.mark.parametrize("rule_name", RULES)
 def test_conv2d_matches_oracle(rule_name, case, strided, dtype, backend, device):
+    check_conv2d(rule_name, case, strided, dtype, backend, device)
+
+
+@pytest.mark.parametrize("case", WINOGRAD_CASES, ids=conv_id)
+@pytest.mark.parametrize("rule_name", RULES)
+def test_winograd_conv2d_matches_oracle(rule_name, case, dtype):
+    """The CPU kernels with Winograd's F(2x2, 3x3) for every 3x3 convolution of stride 1 (set_winograd('always'):
+    'auto' takes it from 64 channels, too many for the oracle's dense Jacobian)."""
+    with core_winograd("always"):
+        conv = {"stride": case.stride, "padding": case.padding, "dilation": case.dilation, "groups": case.groups}
+        assert native_conv2d_forward_uses_winograd((case.batch, case.cin) + case.size, case, conv)
+        check_conv2d(rule_name, case, False, dtype, "cpp", "cpu")
+
+
+@pytest.mark.parametrize("rule_name", ["alpha2beta1", "flat", "wsquare", "zbox"])
+def test_rules_without_bounded_quotients_keep_direct_sums(rule_name):
+    """Winograd's rounding leaks a large quotient s_j into its 4x4 block's neighbours, where direct sums multiply it
+    by exact zeros: the rules whose s_j has no bound (alpha-beta's beta term, flat, w^2; z^B, a first layer) keep
+    direct sums even with set_winograd('always'); z+ takes Winograd's way. A bias-free layer over an image half
+    zero."""
+    x = make((1, 4, 12, 12), torch.float32, "cpu", 95)
+    x[:, :, :6] = 0
+    w, r = make((4, 4, 3, 3), torch.float32, "cpu", 96), make((1, 4, 12, 12), torch.float32, "cpu", 97)
+    outs = {}
+    for name in (rule_name, "zplus"):
+        rule, _ = RULES[name]
+        for mode in ("always", "never"):
+            with core_winograd(mode):
+                outs[name, mode] = conv2d_relevance(x, w, None, r, padding=1, rule=rule, backend="cpp")
+    assert torch.equal(outs[rule_name, "always"], outs[rule_name, "never"])
+    assert not torch.equal(outs["zplus", "always"], outs["zplus", "never"])
+
+
+def native_conv2d_forward_uses_winograd(x_shape, case, conv) -> bool:
+    from lrptext.kernels import native
+
+    return native.conv2d_forward_uses_winograd(torch.empty(x_shape), torch.empty((case.cout, case.cin) + case.kernel),
+                                               **conv)
+
+
+@pytest.mark.parametrize("rule_name", ["epsilon0.25", "gamma"])
+def test_winograd_is_taken_from_64_channels_and_never_when_told(rule_name):
+    """'auto' takes Winograd's way for 64 -> 64 channels over 128 2x2 tiles (the same result as direct sums, to
+    Winograd's rounding), not over fewer, nor for a weight much larger than the input; 'never' gives direct sums
+    (as torch's, to 1e-10 of each element)."""
+    rule, _ = RULES[rule_name]
+    x = make((2, 64, 16, 16), torch.float64, "cpu", 90)
+    w, b = make((64, 64, 3, 3), torch.float64, "cpu", 91), make((64,), torch.float64, "cpu", 92)
+    r = make((2, 64, 16, 16), torch.float64, "cpu", 93)
+    conv = {"stride": (1, 1), "padding": (1, 1), "dilation": (1, 1), "groups": 1}
+    case = Conv(2, 64, (16, 16), 64, (3, 3))
+    expected = conv2d_relevance(x, w, b, r, padding=1, rule=rule, backend="torch")
+    assert native_conv2d_forward_uses_winograd(x.shape, case, conv)
+    auto = conv2d_relevance(x, w, b, r, padding=1, rule=rule, backend="cpp")
+    assert relative_error(auto, expected) < 1e-12
+    assert not native_conv2d_forward_uses_winograd((2, 64, 14, 16), case, conv)  # 7 x 8 tiles per sample
+    # nor where the transformed weight outgrows the input three times: VGG-16's 512 channels at 28 x 28
+    deep = Conv(1, 512, (28, 28), 512, (3, 3))
+    assert not native_conv2d_forward_uses_winograd((1, 512, 28, 28), deep, conv)
+    assert native_conv2d_forward_uses_winograd((4, 512, 28, 28), deep, conv)
+    with core_winograd("never"):
+        assert not native_conv2d_forward_uses_winograd(x.shape, case, conv)
+        direct = conv2d_relevance(x, w, b, r, padding=1, rule=rule, backend="cpp")
+    torch.testing.assert_close(direct, expected, rtol=1e-10, atol=1e-12)
+    assert not torch.equal(direct, auto)
+
+
+def check_conv2d(rule_name, case, strided, dtype, backend, device):
     rule, spec = RULES[rule_name]
     seed = zlib.crc32(repr((rule_name, case)).encode())
     x = make((case.batch, case.cin) + case.size, dtype, device, seed, strided=strided)
@@ -157,15 +233,36 @@ def test_conv1d_of_stride_one_over_several_tiles(rule_name, batch, threads):
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("rule_name", ["epsilon", "gamma", "flat"])
 def test_conv_tiles_do_not_change_the_result(rule_name, threads):
-    """Large enough for several tiles per sample, some of them starting mid-row; samples fewer than threads."""
+    """Large enough for several tiles of columns per sample, some of them starting mid-row; samples fewer than
+    threads (a 3x5 kernel: a 3x3 one would take Winograd's way)."""
     rule, _ = RULES[rule_name]
     x = make((1, 24, 43, 41), torch.float64, "cpu", 60)
-    w, b = make((40, 24, 3, 3), torch.float64, "cpu", 61), make((40,), torch.float64, "cpu", 62)
+    w, b = make((40, 24, 3, 5), torch.float64, "cpu", 61), make((40,), torch.float64, "cpu", 62)
     r = make((1, 40, 43, 41), torch.float64, "cpu", 63)
     with core_threads(threads):
-        out = conv2d_relevance(x, w, b, r, padding=1, rule=rule, backend="cpp")
-    expected = conv2d_relevance(x, w, b, r, padding=1, rule=rule, backend="torch")
+        out = conv2d_relevance(x, w, b, r, padding=(1, 2), rule=rule, backend="cpp")
+    expected = conv2d_relevance(x, w, b, r, padding=(1, 2), rule=rule, backend="torch")
     torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("padding", [(1, 1), (0, 2)])
+@pytest.mark.parametrize("rule_name", ["epsilon0.25", "gamma", "gamma1", "zplus"])
+def test_winograd_convolutions_over_blocks_and_threads(rule_name, padding, threads):
+    """3x3 convolutions of stride 1 (Winograd's F(2x2, 3x3)) over 7 samples whose 2x2 output tiles run in blocks
+    across samples and tile rows, one after another or split over the threads; inputs of both signs (z+'s products
+    accumulate), against the torch backend's direct sums (epsilon large enough that z near zero does not
+    magnify the two ways' rounding of z). Winograd's rounding is relative to the largest term of a 4x4 input patch,
+    not of each output's own 3x3 window, hence the bound relative to the largest relevance."""
+    rule, _ = RULES[rule_name]
+    x = make((7, 6, 21, 19), torch.float64, "cpu", 64)
+    w, b = make((5, 6, 3, 3), torch.float64, "cpu", 65), make((5,), torch.float64, "cpu", 66)
+    y = F.conv2d(x, w, b, padding=padding)
+    r = make(tuple(y.shape), torch.float64, "cpu", 67)
+    with core_threads(threads), core_winograd("always"):
+        out = conv2d_relevance(x, w, b, r, padding=padding, rule=rule, backend="cpp")
+    expected = conv2d_relevance(x, w, b, r, padding=padding, rule=rule, backend="torch")
+    assert relative_error(out, expected) < 1e-12
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -224,23 +321,26 @@ CONV_FORWARD = [  # (input shape, weight shape, stride, padding, dilation, group
     ((41, 32, 8, 8), (64, 32, 3, 3), (1, 1), (1, 1), (1, 1), 1),  # samples side by side, split over threads
     ((2, 6, 13, 11), (4, 3, 3, 2), (2, 1), (1, 0), (1, 2), 2),
     ((3, 4, 5, 7), (6, 4, 1, 1), (1, 1), (0, 0), (1, 1), 1),  # 1x1: the input is its own column matrix
-    ((1, 24, 43, 41), (40, 24, 3, 3), (1, 1), (1, 1), (1, 1), 1),  # several tiles per sample
+    ((1, 24, 43, 41), (40, 24, 3, 5), (1, 1), (1, 2), (1, 1), 1),  # several tiles per sample
+    ((3, 5, 14, 11), (4, 5, 3, 3), (1, 1), (0, 1), (1, 1), 1),  # with Winograd: the last 2x2 tiles cut
     ((3, 40, 1, 700), (30, 40, 1, 5), (1, 1), (0, 4), (1, 2), 1),  # 1-d of stride 1: one GEMM per tap
 ]
 
 
+@pytest.mark.parametrize("winograd", ["never", "always"])
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("case", CONV_FORWARD, ids=[str(c[1]) for c in CONV_FORWARD])
-def test_the_core_conv_forward_is_a_convolution(case, dtype, threads):
-    """The engine's forward pass of a small convolution, against float64 torch (with and without bias)."""
+def test_the_core_conv_forward_is_a_convolution(case, dtype, threads, winograd):
+    """The engine's forward pass of a convolution, against float64 torch (with and without bias); its 3x3 ones of
+    stride 1 also by Winograd's F(2x2, 3x3)."""
     from lrptext.kernels import native
 
     x_shape, w_shape, stride, padding, dilation, groups = case
     x, w = make(x_shape, dtype, "cpu", 100), make(w_shape, dtype, "cpu", 101)
     b = make((w_shape[0],), dtype, "cpu", 102)
     spec = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
-    with core_threads(threads):
+    with core_threads(threads), core_winograd(winograd):
         out, no_bias = native.conv2d_forward(x, w, b, **spec), native.conv2d_forward(x, w, None, **spec)
     expected = F.conv2d(x.double(), w.double(), b.double(), **spec)
     assert out.dtype == dtype and out.shape == expected.shape
@@ -278,11 +378,12 @@ def test_a_relevance_buffer_handed_over_is_divided_in_place(rule_name, layer, de
 
 
 @pytest.mark.parametrize("writable", [False, True])
-@pytest.mark.parametrize("layer", ["dense", "conv"])
+@pytest.mark.parametrize("layer", ["dense", "conv", "winograd"])
 def test_gamma_over_chunks_of_samples_equals_gamma_sample_by_sample(layer, writable):
     """gamma takes a large batch in chunks of samples (about 2^20 outputs each: 256 samples of 4,096 here, so three
     chunks), with R after a ReLU (zero where z <= 0: one branch), whose buffer, when handed over, takes the
-    quotient: the same as each sample alone."""
+    quotient: the same as each sample alone; also by Winograd's F(2x2, 3x3), whose weights are transformed once for
+    all chunks."""
     from lrptext.kernels import native
 
     rule, _ = RULES["gamma"]
@@ -300,15 +401,19 @@ def test_gamma_over_chunks_of_samples_equals_gamma_sample_by_sample(layer, writa
     common = {"rule": rule, "reduce_channels": False, "check_finite": True,
               "prepared": (prepared.weight_a, prepared.weight_b), **spec}
     handed = r.clone()
-    out = kernel(x, w, b, handed, z=z, relevance_writable=writable, **common)
-    alone = torch.cat([kernel(x[i:i + 1], w, b, r[i:i + 1], z=z[i:i + 1], **common) for i in range(len(x))])
-    torch.testing.assert_close(out, alone, rtol=1e-12, atol=1e-15)
+    with core_winograd("always" if layer == "winograd" else "never"):
+        out = kernel(x, w, b, handed, z=z, relevance_writable=writable, **common)
+        alone = torch.cat([kernel(x[i:i + 1], w, b, r[i:i + 1], z=z[i:i + 1], **common) for i in range(len(x))])
+    if layer == "winograd":  # other blocks of tiles: other GEMM shapes
+        assert relative_error(out, alone) < 1e-12
+    else:
+        torch.testing.assert_close(out, alone, rtol=1e-12, atol=1e-15)
     assert torch.equal(handed, r) != writable
 
 
 # Layers whose input relu_input reads: (input shape, weight shape, conv arguments or None for dense). The conv
 # cases take each way the core gathers columns: a "same" grid, a strided walk, a 1x1 convolution (otherwise read
-# in place), and small images side by side in one tile.
+# in place), and small images side by side in one tile; and Winograd's input transform.
 RELU_INPUT_LAYERS = {
     "dense": ((5, 12), (7, 12), None),
     "conv": ((2, 3, 6, 5), (4, 3, 3, 3), {"stride": (1, 1), "padding": (1, 1), "dilation": (1, 1), "groups": 1}),
@@ -316,6 +421,8 @@ RELU_INPUT_LAYERS = {
     "1x1": ((2, 5, 4, 3), (6, 5, 1, 1), {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1), "groups": 1}),
     "small images": ((9, 2, 4, 4), (3, 2, 3, 3), {"stride": (1, 1), "padding": (1, 1), "dilation": (1, 1),
                                                   "groups": 1}),
+    "winograd": ((3, 4, 9, 7), (5, 4, 3, 3), {"stride": (1, 1), "padding": (1, 1), "dilation": (1, 1),
+                                              "groups": 1}),
 }
 
 
@@ -341,7 +448,7 @@ def test_rules_read_relu_of_a_pre_activation(rule_name, layer, reduce, threads):
     prepared = prepare_weights(rule, w, backend="cpp")
     common = {"rule": rule, "reduce_channels": reduce, "check_finite": True,
               "prepared": (prepared.weight_a, prepared.weight_b), **(spec or {})}
-    with core_threads(threads):
+    with core_threads(threads), core_winograd("always" if layer == "winograd" else "never"):
         for given in (z, None):
             out = kernel(a, w, b, r, z=given, relu_input=True, **common)
             torch.testing.assert_close(out, kernel(a.relu(), w, b, r, z=given, **common), rtol=0, atol=0)

@@ -5,14 +5,19 @@
 // input-side columns are the fewer: 1 -> 32 channels ran 2.6x faster so), or of one whose samples have fewer
 // positions than its transposed columns have rows (deep in an image network: VGG-16's 512-channel layers at
 // 14x14 ran 5-25% faster so, the digits CNN's 32 -> 64 at 8x8 5%), multiplies into columns and scatters them
-// back (col2im). Samples much smaller than a tile (8x8 images) share tiles in F and in the scattered G.
+// back (col2im). Samples much smaller than a tile (8x8 images) share tiles in F and in the scattered G. A 3x3
+// convolution of stride 1 with enough channels and positions takes Winograd's way instead (winograd.h).
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
+#include <utility>
+#include <vector>
 
 #include "exec.h"
 #include "lrptext/kernels.h"
 #include "lrptext/linear_rules.h"
+#include "winograd.h"
 
 namespace lrptext::cpu {
 namespace {
@@ -25,6 +30,32 @@ constexpr int64_t kMinTile = 256;
 // A weight of more floats than this no longer fits in cache, so each pack reads it from memory: four times the
 // positions per tile (VGG-16's 512-channel layers at 28x28: 7-10% faster).
 constexpr int64_t kLargeWeight = int64_t(1) << 20;
+
+// WinogradMode::Auto takes Winograd's way (winograd.h) for 3x3 convolutions of stride 1 with at least this many
+// channels on either side and 2x2 output tiles in a pass. With fewer, its transforms cost more than its GEMMs save:
+// the digits CNN's 32 -> 64 channels over 8x8 images at batch 1024 took 1.35x the time of the columns' way, forward
+// and transposed; at 64 -> 64 they were even; VGG-16's 64+ channels at 14x14 to 224x224 took 0.55-0.8x.
+constexpr int64_t kWinogradChannels = 64;
+constexpr int64_t kWinogradTiles = 128;
+// Nor where the transformed weight (16 floats per channel pair) outgrows the pass's input more than this many
+// times: deep layers of small batches, where it adds more memory than its time saving is worth (VGG-16 at batch 1:
+// 512 channels at 28x28, 16.8 MB against a 1.6 MB input for 10% of the layer's time; its peak went 80 -> 100 MB,
+// over the 84 MB of torch's forward pass and gradient).
+constexpr int64_t kWinogradWeightToInput = 3;
+
+std::atomic<WinogradMode> g_winograd{WinogradMode::Auto};
+
+bool winograd_shape(const ConvShape& s) {
+  return s.kh == 3 && s.kw == 3 && s.sh == 1 && s.sw == 1 && s.dh == 1 && s.dw == 1 && s.groups == 1;
+}
+
+// Whether a pass of a convolution of Winograd's shape goes its way: `tiles` 2x2 output tiles from `input` floats.
+bool winograd_pass(const ConvShape& s, WinogradMode mode, int64_t tiles, int64_t input) {
+  if (mode == WinogradMode::Auto)
+    return std::min(s.cin, s.cout) >= kWinogradChannels && tiles >= kWinogradTiles &&
+           16 * s.cin * s.cout <= kWinogradWeightToInput * input;
+  return mode == WinogradMode::Always;
+}
 
 constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -193,8 +224,13 @@ struct ConvOp {
   bool shifted;
   Taps forward_taps;   // F: output positions read the input
   Taps backward_taps;  // G of a stride-1 convolution: input positions read the output
+  // Winograd allowed (see winograd_rule) and WinogradMode, read once so that a change during the call does not
+  // mix the two ways
+  bool winograd_allowed;
+  WinogradMode winograd_mode;
+  Winograd<T> winograd_forward, winograd_backward;
 
-  explicit ConvOp(const ConvShape& c)
+  explicit ConvOp(const ConvShape& c, bool winograd_allowed = true)
       : s(c), cin_g(c.cin / c.groups), cout_g(c.cout / c.groups), K(cin_g * c.kh * c.kw), HW(c.ho * c.wo),
         in_sz(c.cin * c.h * c.w), out_sz(c.cout * c.ho * c.wo),
         direct(c.kh == 1 && c.kw == 1 && c.sh == 1 && c.sw == 1 && c.ph == 0 && c.pw == 0),
@@ -202,7 +238,16 @@ struct ConvOp {
         shifted(c.h == 1 && c.kh == 1 && c.ho == 1 && c.sw == 1 && c.groups == 1 && !direct),
         forward_taps{cin_g, c.h, c.w, c.ho, c.wo, c.kh, c.kw, c.sh, c.sw, c.dh, c.dw, -c.ph, -c.pw},
         // oh = ih + ph - ki dh: the transposed convolution of a stride-1 convolution reads backwards
-        backward_taps{cout_g, c.ho, c.wo, c.h, c.w, c.kh, c.kw, 1, 1, -c.dh, -c.dw, c.ph, c.pw} {}
+        backward_taps{cout_g, c.ho, c.wo, c.h, c.w, c.kh, c.kw, 1, 1, -c.dh, -c.dw, c.ph, c.pw},
+        winograd_allowed(winograd_allowed), winograd_mode(g_winograd.load()),
+        winograd_forward{c.cin, c.cout, c.h, c.w, c.ho, c.wo, c.ph, c.pw, false},
+        // the flipped kernel reads output oh + ki - (2 - ph) for input oh
+        winograd_backward{c.cout, c.cin, c.ho, c.wo, c.h, c.w, 2 - c.ph, 2 - c.pw, true} {}
+
+  bool use_winograd(const Winograd<T>& pass, int64_t n) const {
+    return winograd_allowed && winograd_shape(s) &&
+           winograd_pass(s, winograd_mode, pass.tiles(n), n * pass.src_ch * pass.src_h * pass.src_w);
+  }
 
   int64_t batch() const { return s.batch; }
   int64_t in_size() const { return in_sz; }
@@ -311,6 +356,8 @@ struct ConvOp {
   // positive: of x's positive part (relu(x)), taken as the columns are gathered.
   void forward(const Exec& ex, const T* x, int64_t n, const T* w, T* y, T beta, bool positive = false) const {
     if (shifted && !positive) return shifted_forward(ex, x, n, w, y, beta);
+    if (use_winograd(winograd_forward, n))
+      return winograd_forward.run(ex, x, n, transformed(ex, w), y, beta, positive);
     if (const int64_t nb = samples_per_tile(n, K, HW); nb > 1) {
       const int64_t width = nb * HW;  // the block's columns, then its output before it goes to each sample
       return for_blocks(ex, n, nb, (K + s.cout) * width, [&](int64_t b0, int64_t b1, T* col, bool parallel) {
@@ -336,6 +383,8 @@ struct ConvOp {
     const int64_t P = s.h * s.w;
     if (shifted) {
       shifted_backward(ex, r, n, w, c, beta);
+    } else if (use_winograd(winograd_backward, n)) {
+      winograd_backward.run(ex, r, n, transformed(ex, w), c, beta, false);
     } else if (direct) {
       for_tiles(ex, n, P, 0, true, [&](int64_t b, int64_t g, int64_t p0, int64_t p1, T*, bool) {
         ex.gemm<T>(true, false, K, p1 - p0, cout_g, w + g * cout_g * K, K, r + b * out_sz + g * cout_g * HW + p0,
@@ -346,6 +395,16 @@ struct ConvOp {
     } else {
       scattered_backward(ex, r, n, w, c, beta);
     }
+  }
+
+  // Winograd's transform of a weight, made once per op: a rule's F and G passes (and gamma's chunks of samples)
+  // read the same few weights, which all outlive the op.
+  mutable std::vector<std::pair<const T*, Exec::Buffer<T>>> transformed_;
+  const T* transformed(const Exec& ex, const T* w) const {
+    for (const auto& [from, u] : transformed_)
+      if (from == w) return u.get();
+    transformed_.emplace_back(w, Winograd<T>::transform_weight(ex, w, s.cout, s.cin));
+    return transformed_.back().second.get();
   }
 
   // The weight tap-major, [kw][cout][cin]: each tap's [cout, cin] matrix contiguous for its GEMM.
@@ -459,10 +518,20 @@ struct ConvOp {
   }
 };
 
+// Whether a rule's passes may take Winograd's way. Its rounding is relative to the largest term of a 4x4 block of
+// inputs, so a quotient s_j = R_j / D_j far larger than its neighbours leaks into their sums, where direct sums
+// multiply it by exact zeros. Relevance from a network is proportional to each neuron's activation, so for
+// epsilon, gamma and z+ (D_j >= z_j wherever R_j is not zero) s_j stays bounded; alpha-beta's beta term (D_j the
+// sum of the negative contributions, near zero wherever all contribute positively), flat and w^2 (D_j from the
+// weights alone) have no such bound, and z^B is a first layer of three channels: they keep direct sums.
+bool winograd_rule(const RuleParams& r) {
+  return r.kind == Rule::Epsilon || r.kind == Rule::Gamma || (r.kind == Rule::AlphaBeta && r.beta == 0.0);
+}
+
 template <class T>
 void run(const LinearProblem& p, const ConvShape& s) {
   Exec ex;
-  ConvOp<T> op(s);
+  ConvOp<T> op(s, winograd_rule(p.rule));
   LinearRelevance<T, Exec, ConvOp<T>>(ex, op, p).run();
 }
 
@@ -487,6 +556,15 @@ void conv_relevance(const LinearProblem& p, const ConvShape& s) {
 void conv_forward(const ConvForwardProblem& p) {
   if (p.dtype == DType::Float32) forward<float>(p);
   else forward<double>(p);
+}
+
+void set_winograd(WinogradMode m) { g_winograd = m; }
+
+WinogradMode get_winograd() { return g_winograd; }
+
+bool conv_forward_uses_winograd(const ConvShape& s) {
+  const ConvOp<float> op(s);
+  return op.use_winograd(op.winograd_forward, s.batch);
 }
 
 }  // namespace lrptext::cpu
