@@ -499,9 +499,15 @@ def test_a_large_1d_convolution_of_stride_1_runs_forward_in_the_core(batch, stri
     model = seeded(nn.Sequential(nn.Conv1d(64, 32, 3, stride=stride), nn.ReLU(), nn.AdaptiveMaxPool1d(1),
                                  nn.Flatten(), nn.Linear(32, 4)), 18)
     x = torch.randn(batch, 64, 1202, dtype=torch.float64)
+    _check_conv_forward_in_core(model, x, (32, 64, 1, 3), in_core, monkeypatch)
+
+
+def _check_conv_forward_in_core(model, x, kernel_shape, in_core, monkeypatch):
+    """Whether the engine hands the convolution of this kernel shape to the core; the same prediction as the model's
+    and relevance as the torch backend's either way."""
     calls = _record_core_forwards(monkeypatch)
     cpp = Explainer(model, composite="epsilon", backend="cpp").explain(x)
-    assert (("conv2d_forward", (32, 64, 1, 3)) in calls) == in_core
+    assert (("conv2d_forward", kernel_shape) in calls) == in_core
     torch.testing.assert_close(cpp.prediction, model(x).detach())
     reference_run = Explainer(model, composite="epsilon", backend="torch").explain(x)
     torch.testing.assert_close(cpp.relevance, reference_run.relevance)
@@ -515,12 +521,7 @@ def test_a_3x3_convolution_of_stride_1_runs_forward_in_the_core_by_winograd(batc
     model = seeded(nn.Sequential(nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.Flatten(),
                                  nn.Linear(64 * size * size, 3)), 19)
     x = torch.randn(batch, 64, size, size, dtype=torch.float64)
-    calls = _record_core_forwards(monkeypatch)
-    cpp = Explainer(model, composite="epsilon", backend="cpp").explain(x)
-    assert (("conv2d_forward", (64, 64, 3, 3)) in calls) == in_core
-    torch.testing.assert_close(cpp.prediction, model(x).detach())
-    reference_run = Explainer(model, composite="epsilon", backend="torch").explain(x)
-    torch.testing.assert_close(cpp.relevance, reference_run.relevance)
+    _check_conv_forward_in_core(model, x, (64, 64, 3, 3), in_core, monkeypatch)
 
 
 class _TwoBranches(nn.Module):
