@@ -413,22 +413,17 @@ void dense_forward(py::handle input, py::handle weight, py::handle bias, py::han
   cpu::dense_forward(p);
 }
 
-void check_conv_args(const std::string& fn, std::array<int64_t, 2> stride, std::array<int64_t, 2> padding,
-                     std::array<int64_t, 2> dilation, int64_t groups) {
-  for (int i = 0; i < 2; ++i) {
-    if (stride[i] < 1) fail(fn, "'stride' must be >= 1, got " + std::to_string(stride[i]));
-    if (padding[i] < 0) fail(fn, "'padding' must be >= 0, got " + std::to_string(padding[i]));
-    if (dilation[i] < 1) fail(fn, "'dilation' must be >= 1, got " + std::to_string(dilation[i]));
-  }
-  if (groups < 1) fail(fn, "'groups' must be >= 1, got " + std::to_string(groups));
-}
-
 // The convolution's shape from its input and weight, every argument checked.
 ConvShape conv_shape(Call& c, const Tensor& input, const Tensor& weight, std::array<int64_t, 2> stride,
                      std::array<int64_t, 2> padding, std::array<int64_t, 2> dilation, int64_t groups) {
   c.ndim(input, 4, "(batch, in_channels, height, width)");
   c.ndim(weight, 4, "(out_channels, in_channels / groups, kernel_h, kernel_w)");
-  check_conv_args(c.fn(), stride, padding, dilation, groups);
+  for (int i = 0; i < 2; ++i) {
+    if (stride[i] < 1) fail(c.fn(), "'stride' must be >= 1, got " + std::to_string(stride[i]));
+    if (padding[i] < 0) fail(c.fn(), "'padding' must be >= 0, got " + std::to_string(padding[i]));
+    if (dilation[i] < 1) fail(c.fn(), "'dilation' must be >= 1, got " + std::to_string(dilation[i]));
+  }
+  if (groups < 1) fail(c.fn(), "'groups' must be >= 1, got " + std::to_string(groups));
   ConvShape s{};
   s.batch = input.size(0), s.cin = input.size(1), s.h = input.size(2), s.w = input.size(3);
   s.cout = weight.size(0), s.kh = weight.size(2), s.kw = weight.size(3);
@@ -488,21 +483,6 @@ void conv_forward(py::handle input, py::handle weight, py::handle bias, py::hand
   if (s.batch == 0 || s.cout == 0) return;
   py::gil_scoped_release release;
   cpu::conv_forward(p);
-}
-
-// A question about shapes, asked before the input exists in the layout conv_forward needs.
-bool conv_forward_uses_winograd(std::array<int64_t, 4> input, std::array<int64_t, 4> weight,
-                                std::array<int64_t, 2> stride, std::array<int64_t, 2> padding,
-                                std::array<int64_t, 2> dilation, int64_t groups) {
-  check_conv_args("conv_forward_uses_winograd", stride, padding, dilation, groups);
-  ConvShape s{};
-  s.batch = input[0], s.cin = input[1], s.h = input[2], s.w = input[3];
-  s.cout = weight[0], s.kh = weight[2], s.kw = weight[3];
-  s.sh = stride[0], s.sw = stride[1], s.ph = padding[0], s.pw = padding[1], s.dh = dilation[0], s.dw = dilation[1];
-  s.groups = groups;
-  s.ho = window_positions(s.h, s.kh, s.sh, s.ph, s.dh);
-  s.wo = window_positions(s.w, s.kw, s.sw, s.pw, s.dw);
-  return s.ho >= 1 && s.wo >= 1 && cpu::conv_forward_uses_winograd(s);
 }
 
 constexpr std::pair<const char*, WinogradMode> kWinogradModes[] = {
@@ -821,9 +801,6 @@ PYBIND11_MODULE(_core, m) {
   m.def("conv_forward", &conv_forward, "input"_a.noconvert(), "weight"_a.noconvert(), "bias"_a.none(),
         "out"_a.noconvert(), py::kw_only(), "stride"_a, "padding"_a, "dilation"_a, "groups"_a,
         "out = conv2d(input, weight, bias) on the CPU, input [batch, cin, h, w] -> out [batch, cout, ho, wo].");
-  m.def("conv_forward_uses_winograd", &conv_forward_uses_winograd, "input_shape"_a, "weight_shape"_a, py::kw_only(),
-        "stride"_a, "padding"_a, "dilation"_a, "groups"_a,
-        "Whether conv_forward computes this convolution by Winograd's F(2x2, 3x3) (see set_winograd).");
   m.def("set_winograd", &set_winograd, "mode"_a,
         "When the CPU kernels compute 3x3 convolutions of stride 1 by Winograd's F(2x2, 3x3): 'auto', 'always', "
         "'never'.");

@@ -46,11 +46,12 @@ def get_num_threads() -> int:
 
 def set_winograd(mode: str) -> None:
     """When the CPU kernels compute a 3x3 convolution of stride 1 by Winograd's F(2x2, 3x3), 16 multiplications per
-    2x2 outputs and channel pair instead of 36 (process-wide): the engine's forward pass, which then runs in the
-    core, and the epsilon, gamma and z+ rules' passes.
+    2x2 outputs and channel pair instead of 36 (process-wide): the epsilon, gamma and z+ rules' passes. The
+    engine's forward pass of such convolutions stays torch's, whose activations are rounded as the model's own.
 
-    - ``"auto"`` (the default): with 64+ channels on either side and 128+ 2x2 output tiles in the batch, where it
-      is faster (VGG-16 at batch 4: 0.55-0.8x the time of direct sums per layer; its forward pass 0.74x torch's);
+    - ``"auto"`` (the default): with 64+ channels on either side, 128+ 2x2 output tiles in the batch and a
+      transformed weight at most three times the input, where it is faster (VGG-16 at batch 4: 0.55-0.8x the time
+      of direct sums per layer);
     - ``"always"``: every such convolution;
     - ``"never"``: direct sums over columns (im2col), as torch's own convolution.
 

@@ -50,7 +50,7 @@ def pair(fdp: atheris.FuzzedDataProvider, low: int, high: int) -> tuple[int, int
 def one_input(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
     _core.set_winograd(["auto", "always", "never"][fdp.ConsumeIntInRange(0, 2)])  # 'always' for small convolutions
-    kind = fdp.ConsumeIntInRange(0, 7)
+    kind = fdp.ConsumeIntInRange(0, 6)
     rule = dict(rule=RULES[fdp.ConsumeIntInRange(0, len(RULES) - 1)], alpha=fdp.ConsumeFloat(),
                 beta=fdp.ConsumeFloat(), epsilon=fdp.ConsumeFloat(), gamma=fdp.ConsumeFloat())
     try:
@@ -77,13 +77,9 @@ def one_input(data: bytes) -> None:
                                  count_include_pad=fdp.ConsumeBool(), divisor_override=fdp.ConsumeIntInRange(-1, 5))
         elif kind == 5:
             _core.prepare_rule_weights(array(fdp), maybe(fdp), maybe(fdp), **rule)
-        elif kind == 6:
+        else:
             _core.conv_forward(array(fdp), array(fdp), maybe(fdp), array(fdp), stride=pair(fdp, -1, 4),
                                padding=pair(fdp, -1, 4), dilation=pair(fdp, -1, 3), groups=fdp.ConsumeIntInRange(-1, 4))
-        else:
-            shapes = [tuple(fdp.ConsumeIntInRange(-2, 600) for _ in range(4)) for _ in range(2)]
-            _core.conv_forward_uses_winograd(*shapes, stride=pair(fdp, -1, 4), padding=pair(fdp, -1, 4),
-                                             dilation=pair(fdp, -1, 3), groups=fdp.ConsumeIntInRange(-1, 4))
     except (ValueError, TypeError):
         pass
 

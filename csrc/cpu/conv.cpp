@@ -562,9 +562,4 @@ void set_winograd(WinogradMode m) { g_winograd = m; }
 
 WinogradMode get_winograd() { return g_winograd; }
 
-bool conv_forward_uses_winograd(const ConvShape& s) {
-  const ConvOp<float> op(s);
-  return op.use_winograd(op.winograd_forward, s.batch);
-}
-
 }  // namespace lrptext::cpu

@@ -54,9 +54,11 @@ def _core_forward(lp: Layer, x: torch.Tensor, node: Node) -> torch.Tensor | None
     of stride 1 (a text CNN's), which the core runs as one GEMM per tap without a column matrix: torch's took
     1.0-1.4x the core's time at 1 to 64 sequences (300 -> 100 channels over 400 tokens, kernel 3: 1.19 -> 0.86 ms
     for one, 34.9 -> 26.7 ms for 64; kernel 5: 0.96 -> 0.88, 43.1 -> 41.8). For 2-d convolutions of one image and
-    strided 1-d ones, either was faster by up to 15% depending on the shape, so those stay with torch, except the
-    3x3 ones of stride 1 that the core computes by Winograd's algorithm: VGG-16's took 0.74x torch's time at batch
-    4 (the 13 layers: 512 -> 380 ms, each layer 0.75-0.85x), 0.78x at batch 1."""
+    strided 1-d ones, either was faster by up to 15% depending on the shape, so those stay with torch. So do the 3x3
+    ones of stride 1 that the core's relevance passes compute by Winograd's algorithm, though its forward pass took
+    0.74x torch's time on VGG-16 at batch 4: activations rounded otherwise than the model's own moved the benchmark's
+    VGG-16 relevance by 3e-2 of its largest value at batch 1 (the core's direct sums as much), as there the input's
+    relevance is a 1e-6 residue of the logit (float32 torch itself is 3.7e-2 from float64's answer)."""
     w = lp.weight
     if not x.is_cpu:
         return None
@@ -68,9 +70,7 @@ def _core_forward(lp: Layer, x: torch.Tensor, node: Node) -> torch.Tensor | None
     if x.dim() != w.dim():
         return None
     shifted = w.dim() == 3 and tuple(p["stride"]) == (1,) and p["groups"] == 1
-    winograd = w.dim() == 4 and native.conv2d_forward_uses_winograd(
-        x, w, stride=tuple(p["stride"]), padding=tuple(p["padding"]), dilation=tuple(p["dilation"]), groups=p["groups"])
-    if not shifted and not winograd and x.numel() * w.numel() >= SPLIT_PRODUCTS * x.shape[1] * math.prod(p["stride"]):
+    if not shifted and x.numel() * w.numel() >= SPLIT_PRODUCTS * x.shape[1] * math.prod(p["stride"]):
         return None  # input positions x weights / in_channels / stride: the product's multiply-adds
     if w.dim() == 4:
         return native.conv2d_forward(x.contiguous(), w, lp.bias, stride=tuple(p["stride"]),

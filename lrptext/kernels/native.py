@@ -92,13 +92,6 @@ def conv2d_forward(x: Array, weight: Array, bias: Array | None, *, stride: tuple
     return out
 
 
-def conv2d_forward_uses_winograd(x: Array, weight: Array, *, stride: tuple[int, int], padding: tuple[int, int],
-                                 dilation: tuple[int, int], groups: int) -> bool:
-    """Whether conv2d_forward computes this convolution by Winograd's F(2x2, 3x3) (lrptext.set_winograd)."""
-    return bool(require_core().conv_forward_uses_winograd(tuple(x.shape), tuple(weight.shape), stride=stride,
-                                                          padding=padding, dilation=dilation, groups=groups))
-
-
 def max_pool_forward(planes: Array, *, kernel: tuple[int, int], stride: tuple[int, int]) -> Array:
     """Max pooling of [planes, h, w] on the CPU, windows without padding or dilation."""
     n, h, w = planes.shape

@@ -14,8 +14,6 @@ void conv_relevance(const LinearProblem& p, const ConvShape& s);
 void conv_forward(const ConvForwardProblem& p);
 void set_winograd(WinogradMode m);
 WinogradMode get_winograd();
-// Whether conv_forward computes this convolution by Winograd's algorithm.
-bool conv_forward_uses_winograd(const ConvShape& s);
 void prepare_rule_weights(const PrepareProblem& p);
 void embedding_relevance(const EmbeddingProblem& p);
 void embedding_bag_relevance(const EmbeddingBagProblem& p);
