@@ -50,7 +50,7 @@ def set_winograd(mode: str) -> None:
     engine's forward pass of such convolutions stays torch's, whose activations are rounded as the model's own.
 
     - ``"auto"`` (the default): with 64+ channels on either side, 128+ 2x2 output tiles in the batch and a
-      transformed weight at most three times the input, where it is faster (VGG-16 at batch 4: 0.55-0.8x the time
+      transformed weight at most three times the input, where it is faster (VGG-16 at batch 4: 0.45-0.75x the time
       of direct sums per layer);
     - ``"always"``: every such convolution;
     - ``"never"``: direct sums over columns (im2col), as torch's own convolution.

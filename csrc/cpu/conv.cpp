@@ -34,7 +34,7 @@ constexpr int64_t kLargeWeight = int64_t(1) << 20;
 // WinogradMode::Auto takes Winograd's way (winograd.h) for 3x3 convolutions of stride 1 with at least this many
 // channels on either side and 2x2 output tiles in a pass. With fewer, its transforms cost more than its GEMMs save:
 // the digits CNN's 32 -> 64 channels over 8x8 images at batch 1024 took 1.35x the time of the columns' way, forward
-// and transposed; at 64 -> 64 they were even; VGG-16's 64+ channels at 14x14 to 224x224 took 0.55-0.8x.
+// and transposed; at 64 -> 64 they were even; VGG-16's 64+ channels at 28x28 to 224x224 took 0.45-0.75x.
 constexpr int64_t kWinogradChannels = 64;
 constexpr int64_t kWinogradTiles = 128;
 // Nor where the transformed weight (16 floats per channel pair) outgrows the pass's input more than this many
