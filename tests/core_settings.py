@@ -8,22 +8,21 @@ import lrptext
 
 
 @contextlib.contextmanager
+def _setting(get, set_, value):
+    """set_(value) for the block, then the value get() read before."""
+    previous = get()
+    set_(value)
+    try:
+        yield
+    finally:
+        set_(previous)
+
+
 def core_threads(n: int):
     """The C++ core's thread count set to n for the block."""
-    previous = lrptext.get_num_threads()
-    lrptext.set_num_threads(n)
-    try:
-        yield
-    finally:
-        lrptext.set_num_threads(previous)
+    return _setting(lrptext.get_num_threads, lrptext.set_num_threads, n)
 
 
-@contextlib.contextmanager
 def core_winograd(mode: str):
     """lrptext.set_winograd(mode) for the block."""
-    previous = lrptext.get_winograd()
-    lrptext.set_winograd(mode)
-    try:
-        yield
-    finally:
-        lrptext.set_winograd(previous)
+    return _setting(lrptext.get_winograd, lrptext.set_winograd, mode)

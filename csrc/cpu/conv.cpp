@@ -57,8 +57,6 @@ bool winograd_pass(const ConvShape& s, WinogradMode mode, int64_t tiles, int64_t
   return mode == WinogradMode::Always;
 }
 
-constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 // Which source element each tap of a destination position reads: a destination grid of `rows` x `cols`
 // positions, tap (ki, kj) of position (r, c) reads source row r * step_h + ki * tap_h + off_h and column
 // c * step_w + kj * tap_w + off_w of every source channel (zero outside the source).
@@ -224,9 +222,9 @@ struct ConvOp {
   bool shifted;
   Taps forward_taps;   // F: output positions read the input
   Taps backward_taps;  // G of a stride-1 convolution: input positions read the output
-  // Winograd allowed (see winograd_rule) and WinogradMode, read once so that a change during the call does not
-  // mix the two ways
-  bool winograd_allowed;
+  // Winograd's shape (3x3, stride 1, no dilation, one group) and allowed for the rule (see winograd_rule); the
+  // WinogradMode read once, so that a change during the call does not mix the two ways.
+  bool winograd;
   WinogradMode winograd_mode;
   Winograd<T> winograd_forward, winograd_backward;
 
@@ -239,14 +237,13 @@ struct ConvOp {
         forward_taps{cin_g, c.h, c.w, c.ho, c.wo, c.kh, c.kw, c.sh, c.sw, c.dh, c.dw, -c.ph, -c.pw},
         // oh = ih + ph - ki dh: the transposed convolution of a stride-1 convolution reads backwards
         backward_taps{cout_g, c.ho, c.wo, c.h, c.w, c.kh, c.kw, 1, 1, -c.dh, -c.dw, c.ph, c.pw},
-        winograd_allowed(winograd_allowed), winograd_mode(g_winograd.load()),
+        winograd(winograd_allowed && winograd_shape(c)), winograd_mode(g_winograd.load()),
         winograd_forward{c.cin, c.cout, c.h, c.w, c.ho, c.wo, c.ph, c.pw, false},
         // the flipped kernel reads output oh + ki - (2 - ph) for input oh
         winograd_backward{c.cout, c.cin, c.ho, c.wo, c.h, c.w, 2 - c.ph, 2 - c.pw, true} {}
 
   bool use_winograd(const Winograd<T>& pass, int64_t n) const {
-    return winograd_allowed && winograd_shape(s) &&
-           winograd_pass(s, winograd_mode, pass.tiles(n), n * pass.src_ch * pass.src_h * pass.src_w);
+    return winograd && winograd_pass(s, winograd_mode, pass.tiles(n), n * pass.src_ch * pass.src_h * pass.src_w);
   }
 
   int64_t batch() const { return s.batch; }
@@ -280,7 +277,7 @@ struct ConvOp {
   void for_blocks(const Exec& ex, int64_t n, int64_t nb, int64_t col_size, F block) const {
     const int64_t blocks = ceil_div(n, nb);
     const bool across = worth_threads(n) && blocks >= get_num_threads();
-    run_items(ex, blocks, across, col_size, [&](int64_t i, T* col, bool parallel) {
+    ex.run_items<T>(blocks, across, col_size, [&](int64_t i, T* col, bool parallel) {
       block(i * nb, std::min(n, (i + 1) * nb), col, parallel);
     });
   }
@@ -330,27 +327,10 @@ struct ConvOp {
     tiles = ceil_div(positions, len);
     const int64_t items = units * tiles;
     const bool across = worth_threads(n) && (items % threads == 0 || items >= 4 * threads);
-    run_items(ex, items, across, in_place ? 0 : rows * len, [&](int64_t item, T* col, bool parallel) {
+    ex.run_items<T>(items, across, in_place ? 0 : rows * len, [&](int64_t item, T* col, bool parallel) {
       const int64_t t = item % tiles, g = (item / tiles) % s.groups, b = item / (tiles * s.groups);
       tile(b, g, t * len, std::min(positions, (t + 1) * len), col, parallel);
     });
-  }
-
-  // one(item, col, parallel_inside) for every item: across the threads, each with its own `col_size` workspace,
-  // or one after another with the parallelism inside.
-  template <class F>
-  void run_items(const Exec& ex, int64_t items, bool across, int64_t col_size, F one) const {
-    if (across) {
-#pragma omp parallel num_threads(get_num_threads())
-      {
-        const auto col = ex.alloc<T>(col_size);
-#pragma omp for schedule(dynamic)
-        for (int64_t item = 0; item < items; ++item) one(item, col.get(), false);
-      }
-    } else {
-      const auto col = ex.alloc<T>(col_size);
-      for (int64_t item = 0; item < items; ++item) one(item, col.get(), true);
-    }
   }
 
   // positive: of x's positive part (relu(x)), taken as the columns are gathered.
@@ -514,7 +494,7 @@ struct ConvOp {
         }
       }
     };
-    run_items(ex, n, worth_threads(n) && n >= get_num_threads(), K * len, sample);
+    ex.run_items<T>(n, worth_threads(n) && n >= get_num_threads(), K * len, sample);
   }
 };
 

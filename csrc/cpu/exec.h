@@ -18,6 +18,8 @@ constexpr int64_t kParallelGrain = 1 << 16;
 // The same for products: below this many multiply-adds (about 20 us on one core) one thread is faster.
 constexpr int64_t kParallelFlops = 1 << 21;
 
+constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
 // C[M, N] = op(A) op(B) + beta C, row-major. Splits the larger of M and N over the OpenMP threads
 // unless called from inside a parallel region.
 // Threads of every parallel region in our kernels (lrptext.set_num_threads); process-wide, unlike
@@ -162,6 +164,23 @@ struct Exec {
           for (int64_t q = q0; q < q1; ++q) o[q] += own(base + q, ch);
         }
       }
+    }
+  }
+
+  // one(item, workspace, parallel_inside) for every item: across the threads, each with its own workspace of
+  // `size` elements, or one after another with the parallelism inside.
+  template <class T, class F>
+  void run_items(int64_t items, bool across, int64_t size, F one) const {
+    if (across) {
+#pragma omp parallel num_threads(get_num_threads())
+      {
+        const auto work = alloc<T>(size);
+#pragma omp for schedule(dynamic)
+        for (int64_t item = 0; item < items; ++item) one(item, work.get(), false);
+      }
+    } else {
+      const auto work = alloc<T>(size);
+      for (int64_t item = 0; item < items; ++item) one(item, work.get(), true);
     }
   }
 

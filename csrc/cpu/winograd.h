@@ -66,27 +66,16 @@ struct Winograd {
   // dst = beta dst + the pass over n samples with the transformed weight u; positive: of src's positive part.
   void run(const Exec& ex, const T* src, int64_t n, const T* u, T* dst, T beta, bool positive) const {
     const int64_t total = tiles(n), threads = get_num_threads();
-    int64_t blocks = (total + kBlockTiles - 1) / kBlockTiles;
-    blocks = (blocks + threads - 1) / threads * threads;  // the same number for every thread
-    const int64_t len = (total + blocks - 1) / blocks;
-    blocks = (total + len - 1) / len;
+    int64_t blocks = ceil_div(ceil_div(total, kBlockTiles), threads) * threads;  // the same number for every thread
+    const int64_t len = ceil_div(total, blocks);
+    blocks = ceil_div(total, len);
     // Per block: the transformed inputs V [16, src_ch, len] and products M [16, dst_ch, len], then four rows for
     // the input patches of one tile row and four for their column transforms (two output rows reuse them).
     const int64_t rows_size = 2 * tile_cols() + 2, size = 16 * len * (src_ch + dst_ch) + 8 * rows_size;
-    const auto one = [&](int64_t i, T* work) {
+    // One after another (a single thread, or fewer blocks than threads), the GEMMs split over the threads.
+    ex.run_items<T>(blocks, threads > 1 && blocks >= threads, size, [&](int64_t i, T* work, bool) {
       block(ex, src, u, dst, beta, positive, i * len, std::min(total, (i + 1) * len), len, work);
-    };
-    if (threads > 1 && blocks >= threads) {
-#pragma omp parallel num_threads(int(threads))
-      {
-        const auto work = ex.alloc<T>(size);
-#pragma omp for schedule(dynamic)
-        for (int64_t i = 0; i < blocks; ++i) one(i, work.get());
-      }
-    } else {  // the GEMMs split over the threads instead
-      const auto work = ex.alloc<T>(size);
-      for (int64_t i = 0; i < blocks; ++i) one(i, work.get());
-    }
+    });
   }
 
   // Tiles [t0, t1) of the flattened (sample, tile row, tile column) order, which run along tile rows.
