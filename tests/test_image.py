@@ -125,6 +125,7 @@ def test_fashion_mnist_fetch_and_load(tmp_path, monkeypatch):
     import os
 
     from lrptext.datasets import fetch
+    from lrptext.datasets import images
     from lrptext.datasets.images import DEBIAN_FOLDER, load_images
 
     if not DEBIAN_FOLDER.exists():
@@ -132,13 +133,20 @@ def test_fashion_mnist_fetch_and_load(tmp_path, monkeypatch):
             pytest.fail("LRPTEXT_REQUIRE_FASHION_MNIST=1 but the Debian package dataset-fashion-mnist is missing")
         pytest.skip("Debian package dataset-fashion-mnist not installed")
     monkeypatch.setenv("LRPTEXT_CACHE", str(tmp_path))
+    installed = load_images("fashion-mnist")  # an empty cache: the installed package's files, read in place
+    monkeypatch.setattr(images, "DEBIAN_FOLDER", tmp_path / "not-installed")
     with pytest.raises(FileNotFoundError, match="lrptext data fetch fashion-mnist"):
         load_images("fashion-mnist")
+    monkeypatch.undo()
+    monkeypatch.setenv("LRPTEXT_CACHE", str(tmp_path))
     fetch("fashion-mnist")
+    monkeypatch.setattr(images, "DEBIAN_FOLDER", tmp_path / "not-installed")  # the fetched copy alone from here
     data = load_images("fashion-mnist")
     assert data.train_images.shape == (60000, 1, 28, 28) and data.test_images.shape == (10000, 1, 28, 28)
     assert 0.0 <= data.train_images.min() and data.train_images.max() <= 1.0
     assert np.bincount(data.test_labels).tolist() == [1000] * 10
+    assert np.array_equal(installed.test_images, data.test_images)
+    assert np.array_equal(installed.train_labels, data.train_labels)
     classifier = ImageClassifier.load("default")
     probs = torch.cat([classifier.predict(data.test_images[s: s + 2000]) for s in range(0, 10000, 2000)])
     accuracy = float((probs.argmax(1).numpy() == data.test_labels).mean())

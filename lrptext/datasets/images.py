@@ -1,5 +1,6 @@
 """Image datasets: Fashion-MNIST from the Debian package ``dataset-fashion-mnist`` (MIT; copied into the user cache
-by ``lrptext data fetch fashion-mnist``, hash-recorded) and scikit-learn's 8x8 digits. Pixels are floats in [0, 1];
+by ``lrptext data fetch fashion-mnist``, hash-recorded) and scikit-learn's 8x8 digits. Without a
+fetched copy the Debian package's files are read where they are installed. Pixels are floats in [0, 1];
 models see them normalised with the dataset's mean and standard deviation."""
 
 from __future__ import annotations
@@ -54,15 +55,25 @@ def fetch_fashion_mnist(source: Path = DEBIAN_FOLDER) -> Path:
     return folder
 
 
-def load_fashion_mnist() -> ImageDataset:
+def _fashion_folder() -> Path:
+    """The fetched copy in the cache (its hashes checked), else the installed Debian package's files read in place."""
     folder = cache_dir() / "fashion-mnist"
     manifest = folder / "manifest.json"
-    if not manifest.exists():
-        raise DatasetMissingError(f"Fashion-MNIST is not in the cache {folder}; run 'lrptext data fetch fashion-mnist' "
-                                  "(it copies the files of the Debian package dataset-fashion-mnist)")
-    for f, digest in json.loads(manifest.read_text())["files"].items():
-        if sha256(folder / f) != digest:
-            raise ValueError(f"{folder / f} does not match its recorded sha256; run 'lrptext data fetch fashion-mnist'")
+    if manifest.exists():
+        for f, digest in json.loads(manifest.read_text())["files"].items():
+            if sha256(folder / f) != digest:
+                raise ValueError(f"{folder / f} does not match its recorded sha256; run 'lrptext data fetch "
+                                 "fashion-mnist'")
+        return folder
+    if all((DEBIAN_FOLDER / f).exists() for f in FASHION_FILES):
+        return DEBIAN_FOLDER
+    raise DatasetMissingError(f"Fashion-MNIST is neither in the cache {folder} nor installed in {DEBIAN_FOLDER}; "
+                              "install the Debian package (apt-get install dataset-fashion-mnist), or copy its files "
+                              "into the cache with 'lrptext data fetch fashion-mnist'")
+
+
+def load_fashion_mnist() -> ImageDataset:
+    folder = _fashion_folder()
 
     def images(name: str) -> np.ndarray:
         return (_idx(folder / name).astype(np.float32) / 255.0)[:, None]
