@@ -1,5 +1,5 @@
 """explain()'s forward pass computes CPU max pooling over windows without padding or dilation itself
-(lrptext.engine.max_pool): in the C++ core, or, without it, windows that tile the input by element-wise maxima.
+(lrptext.layers.max_pool): in the C++ core, or, without it, windows that tile the input by element-wise maxima.
 It must give torch's values exactly and leave every other pooling to torch."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lrptext.engine.max_pool import max_pool
+from lrptext.layers.max_pool import max_pool
 
 TILED = [  # (input shape, spatial dims, kernel_size, stride)
     ((2, 3, 8, 8), 2, 2, None),

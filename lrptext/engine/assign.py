@@ -6,23 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lrptext.errors import UnsupportedLayerError
-from lrptext.graph.ir import LINEAR_KINDS, Graph, Kind, Node
+from lrptext.graph.ir import CONSTANT, INPUT, OUTPUT, UNSUPPORTED, Graph, Node
+from lrptext.layers import unsupported
 from lrptext.rules.composites import Composite
-from lrptext.rules.rule import AlphaBeta, Epsilon, Flat, Gamma, Norm, Pass, WSquare, ZBox
-
-LINEAR_RULE_TYPES = (Epsilon, Gamma, AlphaBeta, ZBox, Flat, WSquare)
-OVERRIDABLE = (Pass, Norm)  # what a layer_map/name_map may give a node without a linear rule
-
-# What crosses the other kinds; shown in the support table.
-FIXED = {
-    Kind.EMBEDDING: "embedding: relevance summed over the embedding axis per token",
-    Kind.MAX_DIM: "winner-take-all (ties: first maximum)",
-    Kind.RESHAPE: "reshaped back",
-    Kind.MOVE: "routed back (vector-Jacobian product)",
-    Kind.ITEM: "routed back",
-    Kind.SCALE: "passes to the non-constant operand",
-}
+from lrptext.rules.rule import LINEAR_RULES
 
 
 def _user_rule(node: Node, layer_map: Mapping[Any, Any], name_map: Mapping[str, Any]) -> Any:
@@ -36,9 +23,25 @@ def _user_rule(node: Node, layer_map: Mapping[Any, Any], name_map: Mapping[str, 
     return None
 
 
+def _allowed(node: Node) -> tuple[type, ...]:
+    return unsupported.stand_ins(node) if node.kind is UNSUPPORTED else node.kind.allowed_rules(node)
+
+
+def _refuse(node: Node, rule: Any) -> ValueError:
+    allowed = _allowed(node)
+    if allowed:
+        return ValueError(f"'{node.qualified_name}' ({node.op}) takes {' or '.join(f'{t.__name__}()' for t in allowed)}"
+                          f", got {rule!r}: no other rule maps the relevance at its output onto its input's shape")
+    if node.kind is UNSUPPORTED:
+        return ValueError(f"'{node.qualified_name}' ({node.op}) returns several tensors, so no rule can stand in for "
+                          f"it (got {rule!r}); {node.hint or 'lrptext has no rule for it'}")
+    return ValueError(f"'{node.qualified_name}' ({node.op}) has a fixed rule ({node.kind.default_rule(node)}); a "
+                      f"layer_map or name_map cannot change it (got {rule!r})")
+
+
 def assign_rules(graph: Graph, composite: Composite, layer_map: Mapping[Any, Any] | None = None,
                  name_map: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """A rule value (or a description string for rule-free kinds) per node name."""
+    """A rule value (or a description string for kinds with a fixed rule; None where there is none) per node."""
     layer_map, name_map = dict(layer_map or {}), dict(name_map or {})
     known = {n.qualified_name for n in graph.nodes if n.module_type is not None}
     unknown = sorted(set(name_map) - known)
@@ -48,44 +51,25 @@ def assign_rules(graph: Graph, composite: Composite, layer_map: Mapping[Any, Any
     rules: dict[str, Any] = {}
     for node in graph.nodes:
         user = _user_rule(node, layer_map, name_map)
-        if node.kind in LINEAR_KINDS:
-            rule = user or composite.rule_for(node.kind.value, node.name in first)
-            if not isinstance(rule, LINEAR_RULE_TYPES):
+        slot = node.kind.slot
+        if slot is not None:
+            rule = user or composite.rule_for(slot, node.name in first)
+            if rule is None:
+                raise ValueError(f"composite '{composite.name}' has no rule for '{slot}' layers such as "
+                                 f"'{node.qualified_name}' ({node.op}); give it one, e.g. {slot}=Epsilon()")
+            if not isinstance(rule, LINEAR_RULES):
                 raise ValueError(f"'{node.qualified_name}' ({node.op}) needs a linear rule (Epsilon, Gamma, AlphaBeta, "
                                  f"ZPlus, ZBox, Flat, WSquare), got {rule!r}")
             rules[node.name] = rule
-            continue
-        if user is not None:
-            if not isinstance(user, OVERRIDABLE):
-                raise ValueError(f"'{node.qualified_name}' ({node.op}) is not a dense/conv layer; it takes Pass() or "
-                                 f"Norm(), got {user!r}")
+        elif user is not None:
+            if not isinstance(user, _allowed(node)):
+                raise _refuse(node, user)
             rules[node.name] = user
-        elif node.kind == Kind.PASS:
-            rules[node.name] = Pass()
-        elif node.kind in (Kind.ADD, Kind.REDUCE, Kind.EMBEDDING_BAG):
-            rules[node.name] = Norm()
-        elif node.kind == Kind.POOL:
-            rules[node.name] = "winner-take-all (ties: first maximum)" if "Max" in node.op or "max" in node.op else Norm()
-        elif node.kind == Kind.BATCHNORM:
-            rules[node.name] = Epsilon()  # an unfolded BatchNorm is a diagonal linear layer
-        elif node.kind in FIXED:
-            rules[node.name] = FIXED[node.kind]
-        elif node.kind == Kind.UNSUPPORTED:
-            rules[node.name] = None
-        else:
+        elif node.kind in (INPUT, OUTPUT, CONSTANT):
             rules[node.name] = "-"
+        else:
+            rules[node.name] = node.kind.default_rule(node)  # None for an unsupported node
     return rules
-
-
-def unsupported_error(node: Node) -> UnsupportedLayerError:
-    way_out = node.hint + "; or " if node.hint else ""
-    key = node.op.removeprefix("nn.") if node.module_type is not None else node.op
-    map_hint = (f"pass layer_map={{nn.{key}: Pass()}} (relevance passes through unchanged) or Norm() (split in "
-                "proportion to the input's contribution)") if node.module_type is not None else (
-                "rewrite it with supported operations")
-    return UnsupportedLayerError(
-        f"no rule for {node.op} at '{node.qualified_name}'; {way_out}{map_hint}; see lrptext.support_table(model)"
-    )
 
 
 def check_static_support(graph: Graph, rules: dict[str, Any]) -> None:
@@ -93,9 +77,9 @@ def check_static_support(graph: Graph, rules: dict[str, Any]) -> None:
     shapes, are refused when relevance reaches them)."""
     carrying = graph.carrying()
     for node in graph.nodes:
-        if (node.kind == Kind.UNSUPPORTED and rules[node.name] is None and node.module_type is not None
+        if (node.kind is UNSUPPORTED and rules[node.name] is None and node.module_type is not None
                 and node.name in carrying):
-            raise unsupported_error(node)
+            raise unsupported.unsupported_error(node)
 
 
 @dataclass(frozen=True)
@@ -133,8 +117,9 @@ class SupportTable:
 def support_rows(graph: Graph, rules: dict[str, Any]) -> SupportTable:
     rows = []
     carrying = graph.carrying()
+    first = graph.first_layers()
     for node in graph.nodes:
-        if node.kind in (Kind.INPUT, Kind.OUTPUT, Kind.CONSTANT, Kind.META):
+        if node.kind in (INPUT, OUTPUT, CONSTANT) or not node.kind.carries:
             continue
         rule = rules[node.name]
         if node.name not in carrying:
@@ -143,5 +128,6 @@ def support_rows(graph: Graph, rules: dict[str, Any]) -> SupportTable:
             text = "UNSUPPORTED" + (f" ({node.hint})" if node.hint else "")
         else:
             text = rule if isinstance(rule, str) else repr(rule)
-        rows.append(SupportRow(node.qualified_name, node.op, node.kind.value, text, node.note))
+        note = "; ".join(n for n in (node.note, "first layer" if node.name in first else "") if n)
+        rows.append(SupportRow(node.qualified_name, node.op, node.kind.name, text, note))
     return SupportTable(rows)

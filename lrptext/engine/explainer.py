@@ -3,6 +3,7 @@ each explain() call runs one recorded forward pass and one relevance pass."""
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -13,13 +14,17 @@ from torch import nn
 from lrptext import _native, kernels
 from lrptext.engine.assign import SupportTable, assign_rules, check_static_support, support_rows
 from lrptext.engine.explanation import Explanation
-from lrptext.engine.propagate import Backward, Layer, forward
+from lrptext.engine.propagate import Layer, RelevancePass, forward
 from lrptext.engine.targets import Target, initial_relevance
-from lrptext.graph import Node, capture
-from lrptext.graph.ir import LINEAR_KINDS
-from lrptext.rules.composites import Composite, composite as resolve_composite
+from lrptext.graph import Graph, Node, capture
+from lrptext.graph.capture import forward_parameters
+from lrptext.layers import CANONIZERS as CANONIZER_PASSES
+from lrptext.layers import KINDS
+from lrptext.rules.composites import Composite
+from lrptext.rules.composites import composite as resolve_composite
+from lrptext.rules.rule import Epsilon, Norm
 
-CANONIZERS = ("batchnorm",)
+CANONIZERS = tuple(CANONIZER_PASSES)
 
 
 def _promote(dtype: torch.dtype) -> torch.dtype:
@@ -71,17 +76,28 @@ class Explainer:
         self._build()
 
     def _build(self) -> None:
-        self.graph = capture(self.model, fold_batchnorm="batchnorm" in self.canonizers)
-        self.rules = assign_rules(self.graph, self.composite, self.layer_map, self.name_map)
-        check_static_support(self.graph, self.rules)
+        self._graphs: dict[int | None, tuple[Graph, dict[str, Any]]] = {}
+        self.graph, self.rules = self._graph(_required_inputs(self.model))
         self._layers: dict[tuple[str, torch.dtype, torch.device], Layer] = {}
         self._versions = _state_versions(self.model)
+
+    def _graph(self, given: int | None) -> tuple[Graph, dict[str, Any]]:
+        """The graph (and its rules) for a call with `given` inputs: forward's arguments after them, which default
+        to None, are captured as absent. None: every argument is an input."""
+        if given not in self._graphs:
+            graph = capture(self.model, KINDS, given=given,
+                            canonizers=[CANONIZER_PASSES[name] for name in self.canonizers])
+            rules = assign_rules(graph, self.composite, self.layer_map, self.name_map)
+            check_static_support(graph, rules)
+            self._graphs[given] = graph, rules
+        return self._graphs[given]
 
     def support_table(self) -> SupportTable:
         return support_rows(self.graph, self.rules)
 
     # -- weights in the compute dtype, with rule-modified copies, once per (node, dtype, device) -------------
-    def _layer(self, node: Node, dtype: torch.dtype) -> Layer:
+    def _layer(self, node: Node, dtype: torch.dtype, rules: dict[str, Any] | None = None) -> Layer:
+        rules = self.rules if rules is None else rules
         weight = node.params["weight"]
         key = (node.name, dtype, weight.device)
         if key not in self._layers:
@@ -89,9 +105,9 @@ class Explainer:
             bias = node.params.get("bias")
             b = None if bias is None else bias.detach().to(dtype)
             prepared = (None, None)
-            if node.kind in LINEAR_KINDS:
+            if node.kind.slot is not None:
                 w, b = w.contiguous(), None if b is None else b.contiguous()
-                modified = kernels.prepare_weights(self.rules[node.name], w, backend=self.backend)
+                modified = kernels.prepare_weights(rules[node.name], w, backend=self.backend)
                 prepared = (modified.weight_a, modified.weight_b)
             self._layers[key] = Layer(w, b, prepared)
         return self._layers[key]
@@ -101,79 +117,126 @@ class Explainer:
         dtypes += [x.dtype for x in inputs if isinstance(x, torch.Tensor) and x.is_floating_point()]
         return torch.float64 if any(_promote(d) == torch.float64 for d in dtypes) else torch.float32
 
-    def _check_inputs(self, inputs: Any) -> tuple[Any, ...]:
+    def _check_inputs(self, inputs: Any) -> tuple[tuple[Any, ...], Graph, dict[str, Any]]:
+        """The inputs as a tuple, and the graph and rules for that many."""
         inputs = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
-        if len(inputs) != len(self.graph.inputs):
-            names = [n.qualified_name for n in self.graph.inputs]
-            raise ValueError(f"the model's forward takes {len(names)} input(s) {names}, got {len(inputs)}; pass a "
-                             "tuple with one tensor per argument")
-        devices = {p.device for n in self.graph.nodes for p in [n.params.get("weight")] if isinstance(p, torch.Tensor)}
+        graph, rules = self.graph, self.rules
+        if len(inputs) != len(graph.inputs):
+            parameters = forward_parameters(self.model)
+            optional = [p.name for p in parameters[len(inputs):] if p.default is None]
+            if not 0 < len(inputs) <= len(parameters) or len(optional) != len(parameters) - len(inputs):
+                names = [p.name for p in parameters]
+                raise ValueError(f"the model's forward takes {len(names)} input(s) {names}, got {len(inputs)}; pass a "
+                                 "tuple with one tensor per argument (arguments that default to None may be left out)")
+            graph, rules = self._graph(len(inputs))
+        devices = {p.device for n in graph.nodes for p in [n.params.get("weight")] if isinstance(p, torch.Tensor)}
         for i, x in enumerate(inputs):
             if not isinstance(x, torch.Tensor):
-                raise TypeError(f"input {i} ('{self.graph.inputs[i].qualified_name}') must be a torch.Tensor, got "
+                raise TypeError(f"input {i} ('{graph.inputs[i].qualified_name}') must be a torch.Tensor, got "
                                 f"{type(x).__name__}")
             if devices and x.device not in devices:
                 raise ValueError(f"input {i} is on {x.device} but the model's parameters are on "
                                  f"{', '.join(map(str, devices))}; move the input with .to({str(next(iter(devices)))!r})")
-        return inputs
+        return inputs, graph, rules
 
     def explain(self, inputs: Any, *, target: Target = None, output_relevance: torch.Tensor | None = None,
                 layers: bool = False) -> Explanation:
         """Relevance of every input element for the target logit (None: the predicted class per sample; an int;
         one per sample; or Contrast(c, c')), or for a given output_relevance Tensor[B, C]."""
-        inputs = self._check_inputs(inputs)
         if _state_versions(self.model) != self._versions:
             self._build()  # parameters changed in place since the weights were prepared
+        inputs, graph, rules = self._check_inputs(inputs)
         dtype = self._compute_dtype(inputs)
         inputs = tuple(x.detach().to(dtype) if x.is_floating_point() else x.detach() for x in inputs)
         for i, x in enumerate(inputs):
             if x.is_floating_point() and not _all_finite(x):
-                raise ValueError(f"input {i} ('{self.graph.inputs[i].qualified_name}') holds NaN or infinity; "
+                raise ValueError(f"input {i} ('{graph.inputs[i].qualified_name}') holds NaN or infinity; "
                                  "relevance of non-finite values is undefined, so clean the input first")
-
-        def layer(node: Node) -> Layer:
-            return self._layer(node, dtype)
-
-        with torch.no_grad():
-            # the C++ core computes the small layers' forward pass too, unless the torch backend was asked for
-            core = self.backend != "torch" and _native.core is not None
-            values, carries = forward(self.graph, inputs, self.rules, layer, core)
-            logits = values[self.graph.output.name]
-            initial, target_t, contrast = initial_relevance(logits, target, output_relevance)
-            initial_sum = initial.sum(1)  # before the pass, whose kernels may overwrite the relevance they take
-            # per-layer sums need every node's relevance, so the fused embedding path is off when they are asked for
-            backward = Backward(self.graph, self.rules, values, carries, layer, self.backend, fuse=not layers)
-            relevance, sums = backward.run(initial, layers)
+        relevance, logits, initial_sum, target_t, contrast, sums, segments = self._run(
+            graph, rules, inputs, dtype, target, output_relevance, layers)
         per_input: list[torch.Tensor | None] = []
-        for node, x in zip(self.graph.inputs, inputs):
+        for node, x in zip(graph.inputs, inputs):
             if node.name in relevance:
                 if not _all_finite(relevance[node.name]):
-                    raise ValueError(
-                        f"the relevance of input '{node.qualified_name}' came out NaN or infinite from finite inputs: "
-                        f"an overflow in {dtype} or a zero denominator; explain in float64 (pass the input as "
-                        "float64) or give the epsilon rule a larger epsilon")
+                    # Run again with a check after every node, to name the node and the rule it came from.
+                    self._run(graph, rules, inputs, dtype, target, output_relevance, layers, locate_non_finite=True)
+                    raise ValueError(f"the relevance of input '{node.qualified_name}' came out NaN or infinite from "
+                                     "finite inputs")
                 per_input.append(relevance[node.name])
             elif x.is_floating_point():
                 per_input.append(torch.zeros_like(x))  # relevance never reached it (e.g. all of it went to biases)
             else:
                 per_input.append(None)
-        total = torch.zeros_like(initial_sum)
-        for node, r in zip(self.graph.inputs, per_input):
-            if r is None:
-                continue
-            if node.name in backward.segments:  # 1-D ids of bags: sum each token into its bag's sample
-                total = total.index_add(0, backward.segments[node.name], r.to(total.dtype))
-            else:
-                total = total + r.reshape(r.shape[0], -1).sum(1)
         return Explanation(
             relevance=per_input[0] if len(per_input) == 1 else tuple(per_input),
             prediction=logits,
             target=target_t,
             contrast=contrast,
             initial=initial_sum,
-            delta=total - initial_sum,
+            delta=_delta(graph, inputs, per_input, segments, initial_sum),
             layer_relevance=sums if layers else None,
         )
+
+    def _run(self, graph: Graph, rules: dict[str, Any], inputs: tuple[torch.Tensor, ...], dtype: torch.dtype,
+             target: Target, output_relevance: torch.Tensor | None, layers: bool,
+             locate_non_finite: bool = False) -> tuple:
+        def layer(node: Node) -> Layer:
+            return self._layer(node, dtype, rules)
+
+        with torch.no_grad():
+            # the C++ core computes the small layers' forward pass too, unless the torch backend was asked for
+            core = self.backend != "torch" and _native.core is not None
+            state, carries = forward(graph, inputs, rules, layer, core)
+            logits = state.values[graph.output.name]
+            initial, target_t, contrast = initial_relevance(logits, target, output_relevance)
+            initial_sum = initial.sum(1)  # before the pass, whose kernels may overwrite the relevance they take
+            # per-layer sums need every node's relevance, so the fused embedding path is off when they are asked for
+            relevance_pass = RelevancePass(graph, rules, state, carries, self.backend, fuse=not layers)
+            if locate_non_finite:
+                relevance_pass.on_relevance = lambda node, arg, r: _check_finite(node, rules.get(node.name), r, dtype)
+            relevance, sums = relevance_pass.run(initial, layers)
+        return relevance, logits, initial_sum, target_t, contrast, sums, relevance_pass.segments
+
+
+def _check_finite(node: Node, rule: Any, r: torch.Tensor, dtype: torch.dtype) -> None:
+    """The error for relevance that a node's rule turned NaN or infinite, with the remedy for that rule."""
+    if _all_finite(r):
+        return
+    parameter = "epsilon" if isinstance(rule, Epsilon) else "stabilizer"
+    stabilizer = getattr(rule, parameter, None)
+    if isinstance(rule, Epsilon) and rule.epsilon == 0:
+        remedy = "LRP-0 (Epsilon(0)) divides by z where z = 0: give it a positive epsilon, e.g. Epsilon(1e-6)"
+    elif stabilizer == 0:
+        remedy = (f"its stabilizer is 0 and a denominator is exactly 0: give {type(rule).__name__} a positive "
+                  "stabilizer (the default is 1e-6)")
+    elif dtype != torch.float64:
+        remedy = f"a denominator near 0 or an overflow in {dtype}: explain in float64 (pass the input as float64)"
+        remedy += f" or give the rule a larger {parameter}" if stabilizer is not None else ""
+    else:
+        remedy = "an overflow even in float64" + (f": give the rule a larger {parameter}" if stabilizer is not None
+                                                   else "; scale the model's weights or inputs down")
+    raise ValueError(f"relevance became NaN or infinite at {node.op} ('{node.qualified_name}') under {rule!r}: "
+                     f"{remedy}")
+
+
+def _delta(graph: Graph, inputs: tuple[torch.Tensor, ...], per_input: list[torch.Tensor | None],
+           segments: dict[str, torch.Tensor], initial_sum: torch.Tensor) -> torch.Tensor:
+    """Σ input relevance − Σ initial relevance per sample; one number for the whole batch where the output's
+    batch is not the input's (a model that pools or reshapes its batch), as samples cannot be matched then."""
+    batch = {r.shape[0] for node, r in zip(graph.inputs, per_input) if r is not None and node.name not in segments}
+    batch |= {int(s.max()) + 1 if s.numel() else 0 for s in segments.values()}
+    if batch != {initial_sum.shape[0]}:
+        total = sum(float(r.sum()) for r in per_input if r is not None)
+        return initial_sum.new_tensor([total - float(initial_sum.sum())])
+    total = torch.zeros_like(initial_sum)
+    for node, r in zip(graph.inputs, per_input):
+        if r is None:
+            continue
+        if node.name in segments:  # 1-D ids of bags: sum each token into its bag's sample
+            total = total.index_add(0, segments[node.name], r.to(total.dtype))
+        else:
+            total = total + r.reshape(r.shape[0], -1).sum(1)
+    return total - initial_sum
 
 
 def explain(model: Any, inputs: Any, *, target: Target = None, composite: str | Composite | None = None,
@@ -194,10 +257,23 @@ def explain(model: Any, inputs: Any, *, target: Target = None, composite: str | 
         inputs, target=target, output_relevance=output_relevance, layers=layers)
 
 
+def _required_inputs(model: nn.Module) -> int | None:
+    """How many of forward's arguments a call must give, where those after them default to None; else None."""
+    parameters = forward_parameters(model)
+    required = [p for p in parameters if p.default is inspect.Parameter.empty]
+    optional = parameters[len(required):]
+    if not optional or any(p.default is not None for p in optional) or parameters[:len(required)] != required:
+        return None
+    return len(required)
+
+
 def support_table(model: nn.Module, *, composite: str | Composite = "epsilon_plus",
                   layer_map: Mapping[Any, Any] | None = None, name_map: Mapping[str, Any] | None = None,
                   canonizers: Sequence[str] = CANONIZERS, **composite_params: Any) -> SupportTable:
     """Every node of the model with the rule it will get (unsupported nodes marked), before anything runs."""
-    graph = capture(model, fold_batchnorm="batchnorm" in canonizers)
+    unknown = sorted(set(canonizers) - set(CANONIZERS))
+    if unknown:
+        raise ValueError(f"unknown canonizers {unknown}; available: {', '.join(CANONIZERS)}")
+    graph = capture(model, KINDS, given=_required_inputs(model), canonizers=[CANONIZER_PASSES[c] for c in canonizers])
     rules = assign_rules(graph, resolve_composite(composite, **composite_params), layer_map, name_map)
     return support_rows(graph, rules)

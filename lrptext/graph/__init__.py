@@ -1,6 +1,6 @@
-"""A model as a graph of nodes with LRP semantics: captured with torch.fx, canonized on copies of the weights."""
+"""A model as a graph of nodes with LRP semantics, captured with torch.fx (the layer kinds live in lrptext.layers)."""
 
 from lrptext.graph.capture import capture
-from lrptext.graph.ir import Graph, Kind, Node
+from lrptext.graph.ir import Graph, LayerKind, Node
 
-__all__ = ["Graph", "Kind", "Node", "capture"]
+__all__ = ["Graph", "LayerKind", "Node", "capture"]

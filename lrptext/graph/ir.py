@@ -1,47 +1,97 @@
-"""The graph IR: nodes in topological order, each with the kind that decides how relevance crosses it."""
+"""The graph IR: nodes in topological order, each with the layer kind that decides how relevance crosses it.
+
+A layer kind (lrptext/layers/) is a LayerKind subclass: how capture recognises the operation, its settings
+normalised at capture, its forward step, its relevance step and the rule it takes. The structural kinds below
+(inputs, constants, the output, operations without a rule) belong to the graph itself.
+"""
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 
-class Kind(enum.Enum):
-    INPUT = "input"
-    CONSTANT = "constant"          # a tensor attribute of the model used by a functional call
-    OUTPUT = "output"
-    DENSE = "dense"                # Linear, F.linear
-    CONV = "conv"                  # Conv1d/2d, F.conv1d/2d
-    EMBEDDING = "embedding"        # token ids -> vectors
-    EMBEDDING_BAG = "embedding_bag"
-    BATCHNORM = "batchnorm"        # left when it could not be folded into the layer before it
-    PASS = "pass"                  # element-wise activations, dropout, identity, contiguous
-    RESHAPE = "reshape"            # view, reshape, flatten, squeeze, unsqueeze: relevance reshaped back
-    MOVE = "move"                  # permute, transpose, cat, stack, indexing, expand: relevance routed back
-    ADD = "add"                    # residual and bias additions (Norm rule)
-    SCALE = "scale"                # multiplication or division by a constant (relevance passes)
-    MAX_DIM = "max_dim"            # torch.max(x, dim) / amax: winner-take-all
-    ITEM = "item"                  # .values / [0] of torch.max(x, dim)
-    POOL = "pool"                  # max / avg / adaptive pooling
-    REDUCE = "reduce"              # sum / mean over dimensions (Norm rule)
-    META = "meta"                  # shapes, sizes, masks: values that carry no relevance
-    UNSUPPORTED = "unsupported"
+class LayerKind:
+    """What a node is. Subclasses in lrptext/layers/ fill in capture, forward and relevance; the class attributes
+    are what the graph, the rule assignment and the engine read without knowing the kind."""
+
+    name: ClassVar[str] = ""
+    # Capture: the torch.nn module types, functions and Tensor method names (without a trailing "_") it stands for.
+    modules: ClassVar[tuple[type, ...]] = ()
+    functions: ClassVar[frozenset[Any]] = frozenset()
+    methods: ClassVar[frozenset[str]] = frozenset()
+    # Rules: the composite's slot ("dense", "conv") for kinds that take a linear rule, else None; the rule types
+    # a user's layer_map or name_map may give the other kinds (each must map the relevance at the node's output
+    # onto its input's shape).
+    slot: ClassVar[str | None] = None
+    rules: ClassVar[tuple[type, ...]] = ()
+    # Its first argument holds token ids and its output is the input's representation (embeddings).
+    reads_ids: ClassVar[bool] = False
+    # Its output is its input rearranged, shifted or scaled by constants: a dense/conv layer reading it (and only
+    # inputs of this sort) still reads the model input, so it is a first layer.
+    keeps_input: ClassVar[bool] = False
+    # Its value carries relevance as a float tensor; False for metadata (shapes, masks).
+    carries: ClassVar[bool] = True
+    # Its value is a tuple whose first item carries relevance (torch.max over a dimension: values, indices).
+    tuple_output: ClassVar[bool] = False
+
+    def capture_module(self, node: Node, module: Any) -> None:
+        """Fills node.params from the module's settings, or node.hint (and kind UNSUPPORTED) where it cannot."""
+
+    def capture_call(self, node: Node) -> LayerKind:
+        """Normalises a function or method call's settings into node.params; returns the kind the node takes (a
+        kind may hand a node to another, as indexing the result of torch.max does)."""
+        return self
+
+    def default_rule(self, node: Node) -> Any:
+        """The rule (or the description of a fixed rule) when no composite slot or user map gives one."""
+        return None
+
+    def allowed_rules(self, node: Node) -> tuple[type, ...]:
+        """The rule types a layer_map or name_map may give this node (kinds without a slot)."""
+        return self.rules
+
+    def recomputable(self, node: Node) -> bool:
+        """Its value may be dropped after its last reader in the forward pass and computed again from its inputs
+        when the relevance pass asks (activations, embedding lookups): every layer's z is kept anyway."""
+        return False
+
+    def forward(self, node: Node, args: tuple, kwargs: dict, state: Any) -> Any:
+        """The node's output from its arguments' values; `state` is the engine's forward pass (values, layer
+        weights in the compute dtype, whether the C++ core may compute it)."""
+        return node.call(*args, **kwargs)
+
+    def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
+        """(input node, its relevance) for each input that the relevance `r` at the node's output reaches, under
+        `rule`; `state` is the engine's relevance pass (values, weights, kernels). Kinds whose rule is Pass or
+        Norm leave this to the engine."""
+        raise NotImplementedError(f"layer kind '{self.name}' has no relevance step of its own")
+
+    def __repr__(self) -> str:
+        return f"<layer kind {self.name}>"
 
 
-# Kinds that take a linear rule (and rule-modified weights).
-LINEAR_KINDS = (Kind.DENSE, Kind.CONV)
+class _Structural(LayerKind):
+    def __init__(self, name: str, carries: bool = True):
+        self.name = name  # type: ignore[misc]
+        self.carries = carries  # type: ignore[misc]
+
+
+INPUT = _Structural("input")
+CONSTANT = _Structural("constant", carries=False)  # a tensor attribute of the model used by a functional call
+OUTPUT = _Structural("output")
+UNSUPPORTED = _Structural("unsupported")
 
 
 @dataclass
 class Node:
     """One operation. `args`/`kwargs` hold Node references and constants, as in the torch.fx node they came from;
-    `call` evaluates the operation on concrete values; `params` holds weights and layer settings."""
+    `call` evaluates the operation on concrete values; `params` holds weights and settings normalised at capture."""
 
     name: str                       # unique name (the fx node name)
     qualified_name: str             # module path ("encoder.conv1") or the function's name, for messages
-    kind: Kind
+    kind: LayerKind
     op: str                         # what it is, for tables and messages: "nn.Conv1d", "F.relu", "Tensor.view"
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
@@ -91,25 +141,31 @@ class Graph:
         """Nodes that can carry relevance: float inputs (an input read by an embedding holds token ids),
         embedding outputs, and everything computed from them. The rest is shape and mask arithmetic."""
         ids = {n.inputs()[0].name for n in self.nodes
-               if n.kind in (Kind.EMBEDDING, Kind.EMBEDDING_BAG) and n.inputs() and n.inputs()[0].kind == Kind.INPUT}
+               if n.kind.reads_ids and n.inputs() and n.inputs()[0].kind is INPUT}
         carry: set[str] = set()
         for n in self.nodes:
-            if (n.kind == Kind.INPUT and n.name not in ids) or n.kind in (Kind.EMBEDDING, Kind.EMBEDDING_BAG):
+            if (n.kind is INPUT and n.name not in ids) or n.kind.reads_ids:
                 carry.add(n.name)
-            elif n.kind not in (Kind.INPUT, Kind.CONSTANT, Kind.META) and any(a.name in carry for a in n.inputs()):
+            elif n.kind not in (INPUT, CONSTANT) and n.kind.carries and any(a.name in carry for a in n.inputs()):
                 carry.add(n.name)
         return carry
 
     def first_layers(self) -> set[str]:
-        """Every dense/conv node that consumes the model input: reached from an input without crossing another
-        dense/conv node (the three parallel convolutions of a Kim CNN are all first layers)."""
-        first: set[str] = set()
+        """Every dense/conv node that reads the model input: directly, through an embedding, or through operations
+        that only rearrange, shift or scale it by constants (the three parallel convolutions of a Kim CNN are all
+        first layers). A node that mixes the input with computed features (a concatenation skip, a residual sum)
+        does not pass the input on, so the layers after it are not first layers."""
+        carrying = self.carrying()
         reached: set[str] = {n.name for n in self.inputs}
+        first: set[str] = set()
         for n in self.nodes:
-            if n.kind == Kind.INPUT or not any(a.name in reached for a in n.inputs()):
+            if n.kind is INPUT:
                 continue
-            if n.kind in LINEAR_KINDS:
+            carried = [a for a in n.inputs() if a.name in carrying or a.kind is INPUT]
+            if not carried or not all(a.name in reached for a in carried):
+                continue
+            if n.kind.slot is not None:
                 first.add(n.name)
-            else:
+            elif n.kind.reads_ids or n.kind.keeps_input:
                 reached.add(n.name)
         return first

@@ -18,11 +18,10 @@ import torch
 
 from lrptext.kernels import dispatch, torch_backend
 from lrptext.kernels.arrays import Array, check_array, contiguous, to_torch
-from lrptext.rules import AlphaBeta, Epsilon, Flat, Gamma, LinearRule, WSquare, ZBox
+from lrptext.rules import LINEAR_RULES, Epsilon, LinearRule
 
 Backend = Literal["auto", "cpp", "torch"]
 BACKENDS = dispatch.BACKENDS
-LINEAR_RULES = (Epsilon, Gamma, AlphaBeta, ZBox, Flat, WSquare)
 
 __all__ = [
     "PreparedWeights", "adaptive_avg_pool1d_relevance", "adaptive_avg_pool2d_relevance",

@@ -11,7 +11,7 @@ from torch.utils.dlpack import to_dlpack
 
 from lrptext._native import require_core
 from lrptext.kernels.arrays import Array, empty, full_like_channels, stream
-from lrptext.rules import AlphaBeta, Epsilon, Flat, Gamma, LinearRule, WSquare, ZBox
+from lrptext.rules import LinearRule
 
 
 def _call(function: str, /, *args: Any, **kwargs: Any) -> None:
@@ -24,36 +24,24 @@ def _call(function: str, /, *args: Any, **kwargs: Any) -> None:
 
 
 def rule_args(rule: LinearRule) -> dict[str, Any]:
-    if isinstance(rule, Epsilon):
-        return {"rule": "epsilon", "epsilon": rule.epsilon}
-    if isinstance(rule, Gamma):
-        return {"rule": "gamma", "gamma": rule.gamma, "stabilizer": rule.stabilizer}
-    if isinstance(rule, AlphaBeta):
-        return {"rule": "alpha_beta", "alpha": rule.alpha, "beta": rule.beta, "stabilizer": rule.stabilizer}
-    if isinstance(rule, ZBox):
-        return {"rule": "zbox", "stabilizer": rule.stabilizer}
-    if isinstance(rule, Flat):
-        return {"rule": "flat", "stabilizer": rule.stabilizer}
-    if isinstance(rule, WSquare):
-        return {"rule": "wsquare", "stabilizer": rule.stabilizer, "use_bias": rule.zero_params != "bias"}
-    raise TypeError(f"no kernel implements {rule!r}")
+    """The rule's name and scalar parameters as the core's bindings take them."""
+    return {"rule": rule.kernel, **rule.kernel_args()}
 
 
 def bounds(rule: LinearRule, like: Array, channels: int) -> dict[str, Array]:
-    if not isinstance(rule, ZBox):
+    per_channel = rule.bounds(channels)
+    if per_channel is None:
         return {}
-    low, high = rule.channels(channels)
-    return {"low": full_like_channels(like, low), "high": full_like_channels(like, high)}
+    return {"low": full_like_channels(like, per_channel[0]), "high": full_like_channels(like, per_channel[1])}
 
 
 def prepare_weights(rule: LinearRule, weight: Array) -> tuple[Array | None, Array | None]:
-    args = rule_args(rule)
-    count = {"epsilon": 0, "wsquare": 1, "flat": 1}.get(args["rule"], 2)
-    a = empty(weight, tuple(weight.shape)) if count >= 1 else None
-    b = empty(weight, tuple(weight.shape)) if count == 2 else None
-    if count:
-        _call("prepare_rule_weights", weight, a, b, stream=stream(weight), **args)
-    return a, b
+    """The rule's modified weights computed by the core, in fresh buffers shaped like the weight."""
+    out_a = empty(weight, tuple(weight.shape)) if rule.modified_weights >= 1 else None
+    out_b = empty(weight, tuple(weight.shape)) if rule.modified_weights == 2 else None
+    if out_a is not None:
+        _call("prepare_rule_weights", weight, out_a, out_b, stream=stream(weight), **rule_args(rule))
+    return out_a, out_b
 
 
 def dense(x: Array, weight: Array, bias: Array | None, relevance: Array, *, rule: LinearRule, z: Array | None,

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from lrptext.rules import AlphaBeta, Epsilon, Flat, Gamma, LinearRule, WSquare, ZBox
+from lrptext.rules import LinearRule
 
 Linear = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -33,15 +33,7 @@ def require_finite(fn: str, **named: torch.Tensor | None) -> None:
 
 
 def prepare_weights(rule: LinearRule, weight: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    if isinstance(rule, Gamma):
-        return weight + rule.gamma * weight.clamp(min=0), weight + rule.gamma * weight.clamp(max=0)
-    if isinstance(rule, (AlphaBeta, ZBox)):
-        return weight.clamp(min=0), weight.clamp(max=0)
-    if isinstance(rule, WSquare):
-        return weight * weight, None
-    if isinstance(rule, Flat):
-        return torch.ones_like(weight), None
-    return None, None
+    return rule.modify_weights(weight)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, relevance: torch.Tensor, *,
@@ -58,18 +50,19 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, rel
 
     b = None if bias is None else channel(bias, relevance.dim())
     R = relevance
-    if isinstance(rule, Epsilon):
+    kind = rule.kernel
+    if kind == "epsilon":
         if z is None:
             z = forward(x, weight) + (0 if b is None else b)
         out = x * backward(R / stabilize(z, rule.epsilon), weight)
-    elif isinstance(rule, AlphaBeta):
+    elif kind == "alpha_beta":
         xp, xn = x.clamp(min=0), x.clamp(max=0)
         a = forward(xp, wa) + forward(xn, wb) + (0 if b is None else b.clamp(min=0))
         n = forward(xp, wb) + forward(xn, wa) + (0 if b is None else b.clamp(max=0))
         sa = rule.alpha * R / stabilize(a, rule.stabilizer)
         sn = rule.beta * R / stabilize(n, rule.stabilizer)
         out = xp * (backward(sa, wa) - backward(sn, wb)) + xn * (backward(sa, wb) - backward(sn, wa))
-    elif isinstance(rule, Gamma):
+    elif kind == "gamma":
         if z is None:
             z = forward(x, weight) + (0 if b is None else b)
         xp, xn = x.clamp(min=0), x.clamp(max=0)
@@ -80,17 +73,17 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, rel
         sp = torch.where(z > 0, R / stabilize(p, rule.stabilizer), torch.zeros_like(R))
         sn = torch.where(z < 0, R / stabilize(n, rule.stabilizer), torch.zeros_like(R))
         out = xp * (backward(sp, wa) + backward(sn, wb)) + xn * (backward(sp, wb) + backward(sn, wa))
-    elif isinstance(rule, ZBox):
-        lows, highs = rule.channels(x.shape[1])
+    elif kind == "zbox":
+        lows, highs = rule.bounds(x.shape[1])
         ones = torch.ones_like(x[:1])
         low = ones * channel(torch.tensor(lows, dtype=x.dtype, device=x.device), x.dim())
         high = ones * channel(torch.tensor(highs, dtype=x.dtype, device=x.device), x.dim())
         zb = forward(x, weight) - forward(low, wa) - forward(high, wb)
         s = R / stabilize(zb, rule.stabilizer)
         out = x * backward(s, weight) - low * backward(s, wa) - high * backward(s, wb)
-    elif isinstance(rule, (WSquare, Flat)):
+    elif kind in ("wsquare", "flat"):
         d = forward(torch.ones_like(x[:1]), wa)
-        if isinstance(rule, WSquare) and rule.zero_params != "bias" and b is not None:
+        if kind == "wsquare" and rule.zero_params != "bias" and b is not None:
             d = d + b * b
         out = backward(R / stabilize(d, rule.stabilizer), wa)
     else:

@@ -1,7 +1,8 @@
-"""LRP rules as immutable values (DESIGN.md §3), and composites that assign them to a model's layers."""
+"""LRP rules as immutable values (docs/conventions.md), and composites that assign them to a model's layers."""
 
 from lrptext.rules.composites import COMPOSITES, Composite, composite
 from lrptext.rules.rule import (
+    LINEAR_RULES,
     AlphaBeta,
     Epsilon,
     Flat,
@@ -15,4 +16,5 @@ from lrptext.rules.rule import (
     ZPlus,
 )
 
-__all__ = ["COMPOSITES", "AlphaBeta", "Composite", "composite", "Epsilon", "Flat", "Gamma", "LinearRule", "Norm", "Pass", "Rule", "WSquare", "ZBox", "ZPlus"]
+__all__ = ["COMPOSITES", "LINEAR_RULES", "AlphaBeta", "Composite", "composite", "Epsilon", "Flat", "Gamma",
+           "LinearRule", "Norm", "Pass", "Rule", "WSquare", "ZBox", "ZPlus"]

@@ -1,29 +1,56 @@
-"""Composites: named presets that give every dense/conv node a rule, first layers chosen by graph position.
+"""Composites: named presets that give every node with a composite slot (dense, conv) a rule, first layers chosen
+by graph position.
 
-Names and meanings follow zennit (DESIGN.md §3). Users refine them with ``layer_map`` (by module type) and
-``name_map`` (by qualified name); precedence: name_map > layer_map > first layer > conv/dense default.
+Names and meanings follow zennit 1.0.0 (docs/conventions.md lists where lrptext differs). Users refine them with
+``layer_map`` (by module type) and ``name_map`` (by qualified name); precedence: name_map > layer_map > first
+layer > the slot's rule.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from lrptext.rules.rule import AlphaBeta, Epsilon, Flat, Gamma, LinearRule, ZBox, ZPlus
 
 
-@dataclass(frozen=True)
 class Composite:
-    name: str
-    dense: LinearRule
-    conv: LinearRule
-    first: LinearRule | None = None  # every dense/conv node that consumes the model input
+    """A rule per slot, and optionally another for the first layers (those that read the model input).
 
-    def rule_for(self, kind: str, first: bool) -> LinearRule:
-        if first and self.first is not None:
-            return self.first
-        return self.conv if kind == "conv" else self.dense
+    >>> Composite("mine", dense=Epsilon(), conv=ZPlus(), first=Flat())          # Flat for every first layer
+    >>> Composite("mine", dense=Epsilon(), conv=Gamma(), first={"conv": ZBox(-1, 1)})   # first convolutions only
+    """
+
+    def __init__(self, name: str, *, first: LinearRule | Mapping[str, LinearRule] | None = None,
+                 **slots: LinearRule):
+        self.name = name
+        self.slots: dict[str, LinearRule] = dict(slots)
+        if first is None or isinstance(first, Mapping):
+            self.first: dict[str, LinearRule] = dict(first or {})
+        else:
+            self.first = dict.fromkeys(self.slots, first)
+        for where, rules in (("", self.slots), ("first=", self.first)):
+            for slot, rule in rules.items():
+                if not isinstance(rule, LinearRule):
+                    raise TypeError(f"Composite '{name}': {where}{slot} must be a linear rule (Epsilon, Gamma, "
+                                    f"AlphaBeta, ZPlus, ZBox, Flat, WSquare), got {rule!r}")
+
+    def rule_for(self, slot: str, first: bool) -> LinearRule | None:
+        """The rule of a node in `slot` (None where the composite names none); `first`: it reads the model input."""
+        if first and slot in self.first:
+            return self.first[slot]
+        return self.slots.get(slot)
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Composite) and (self.name, self.slots, self.first)
+                == (other.name, other.slots, other.first))
+
+    def __hash__(self) -> int:
+        return hash((self.name, tuple(self.slots.items()), tuple(self.first.items())))
+
+    def __repr__(self) -> str:
+        slots = ", ".join(f"{k}={v!r}" for k, v in self.slots.items())
+        return f"Composite({self.name!r}, {slots}, first={self.first!r})"
 
 
 def _box(name: str, low: Any = None, high: Any = None, gamma: float = 0.25, epsilon: float = 1e-6) -> Composite:
@@ -32,7 +59,8 @@ def _box(name: str, low: Any = None, high: Any = None, gamma: float = 0.25, epsi
             f"composite '{name}' needs the input's bounds: pass low= and high= (numbers, or one per input channel; "
             "for inputs normalised as (x - mean) / std over [0, 1] pixels: low=-mean/std, high=(1-mean)/std)"
         )
-    return Composite(name, dense=Epsilon(epsilon), conv=Gamma(gamma), first=ZBox(low, high))
+    # z^B for first convolutions only, as zennit: a first dense layer keeps the dense rule.
+    return Composite(name, dense=Epsilon(epsilon), conv=Gamma(gamma), first={"conv": ZBox(low, high)})
 
 
 COMPOSITES: dict[str, Callable[..., Composite]] = {

@@ -1,7 +1,13 @@
-"""The rules for linear layers (dense, convolution): immutable values that validate themselves.
+"""The rules: immutable values that validate themselves, and the one table of the linear rules.
 
-Equations in DESIGN.md §3 (zennit 1.0.0 conventions); x⁺ = max(x, 0), x⁻ = min(x, 0), st(z) = z + s·sign(z)
-with sign(0) = +1. Every rule but `Epsilon` stabilises its denominator with `stabilizer`.
+Equations in docs/conventions.md (zennit 1.0.0's conventions); x⁺ = max(x, 0), x⁻ = min(x, 0),
+st(z) = z + s·sign(z) with sign(0) = +1. Every rule but `Epsilon` stabilises its denominator with `stabilizer`.
+
+Each linear rule declares, once, everything the rest of lrptext needs of it: its parameters (the dataclass
+fields, checked in __post_init__), its name in the C++ core (`kernel`) and the scalar arguments it passes there
+(`kernel_args`), the modified weights it computes once per model (`modify_weights`), and what its kernels read
+(`reads_z`, `reads_relu_input`). The kernels' Python side, the torch backend and the rule assignment read these;
+LINEAR_RULES lists them.
 """
 
 from __future__ import annotations
@@ -9,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Any, ClassVar, Union
 
 
 def _non_negative(owner: str, name: str, value: float) -> float:
@@ -19,35 +25,77 @@ def _non_negative(owner: str, name: str, value: float) -> float:
     return value
 
 
+class LinearRule:
+    """A rule for dense and convolution layers (the kinds with a composite slot)."""
+
+    kernel: ClassVar[str]                   # the rule's name in the C++ core (csrc/include/lrptext/rule_table.h)
+    reads_z: ClassVar[bool] = False         # its kernels read the forward's pre-activation z (kept by the engine)
+    reads_relu_input: ClassVar[bool] = False  # its C++ kernels can read relu(x) from a dropped ReLU's input x
+    modified_weights: ClassVar[int] = 0     # how many of modify_weights' two results are weights (not None)
+
+    def kernel_args(self) -> dict[str, Any]:
+        """The scalar parameters the C++ core takes for this rule, by the names of its bindings."""
+        return {"stabilizer": self.stabilizer}  # type: ignore[attr-defined]
+
+    def modify_weights(self, weight: Any) -> tuple[Any, Any]:
+        """The modified weights (a, b) the rule reads instead of or beside w, computed once per model; None where
+        it reads none. `weight` is a torch tensor."""
+        return None, None
+
+    def bounds(self, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """Per-channel input bounds (low, high) for a layer with `channels` input channels, for rules that read
+        them (z^B)."""
+        return None
+
+
 @dataclass(frozen=True)
-class Epsilon:
+class Epsilon(LinearRule):
     """LRP-ε: R_i = x_i Σ_j w_ji R_j / st(z_j, ε). ``Epsilon(0)`` is LRP-0, which yields ±inf where z_j = 0."""
 
     epsilon: float = 1e-6
+    kernel: ClassVar[str] = "epsilon"
+    reads_z: ClassVar[bool] = True
+    reads_relu_input: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "epsilon", _non_negative("Epsilon", "epsilon", self.epsilon))
 
+    def kernel_args(self) -> dict[str, Any]:
+        return {"epsilon": self.epsilon}
+
 
 @dataclass(frozen=True)
-class Gamma:
+class Gamma(LinearRule):
     """LRP-γ: positive contributions amplified by γ, inputs split by sign (Montavon et al. 2019, eq. 5)."""
 
     gamma: float = 0.25
     stabilizer: float = 1e-6
+    kernel: ClassVar[str] = "gamma"
+    modified_weights: ClassVar[int] = 2
+    reads_z: ClassVar[bool] = True
+    reads_relu_input: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "gamma", _non_negative("Gamma", "gamma", self.gamma))
         object.__setattr__(self, "stabilizer", _non_negative("Gamma", "stabilizer", self.stabilizer))
 
+    def kernel_args(self) -> dict[str, Any]:
+        return {"gamma": self.gamma, "stabilizer": self.stabilizer}
+
+    def modify_weights(self, weight: Any) -> tuple[Any, Any]:
+        return weight + self.gamma * weight.clamp(min=0), weight + self.gamma * weight.clamp(max=0)
+
 
 @dataclass(frozen=True)
-class AlphaBeta:
+class AlphaBeta(LinearRule):
     """LRP-αβ (Bach et al. 2015): α·positive share − β·negative share, with α − β = 1 and α, β >= 0."""
 
     alpha: float = 2.0
     beta: float = 1.0
     stabilizer: float = 1e-6
+    kernel: ClassVar[str] = "alpha_beta"
+    modified_weights: ClassVar[int] = 2
+    reads_relu_input: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         alpha = _non_negative(type(self).__name__, "alpha", self.alpha)
@@ -60,6 +108,12 @@ class AlphaBeta:
         object.__setattr__(self, "alpha", alpha)
         object.__setattr__(self, "beta", beta)
         object.__setattr__(self, "stabilizer", _non_negative(type(self).__name__, "stabilizer", self.stabilizer))
+
+    def kernel_args(self) -> dict[str, Any]:
+        return {"alpha": self.alpha, "beta": self.beta, "stabilizer": self.stabilizer}
+
+    def modify_weights(self, weight: Any) -> tuple[Any, Any]:
+        return weight.clamp(min=0), weight.clamp(max=0)
 
 
 @dataclass(frozen=True, init=False, repr=False)
@@ -90,12 +144,14 @@ def _bound(name: str, value: object) -> Bound:
 
 
 @dataclass(frozen=True)
-class ZBox:
+class ZBox(LinearRule):
     """z^B (Montavon et al. 2017) for inputs bounded by [low, high]: one number, or one per input channel."""
 
     low: Bound
     high: Bound
     stabilizer: float = 1e-6
+    kernel: ClassVar[str] = "zbox"
+    modified_weights: ClassVar[int] = 2
 
     def __post_init__(self) -> None:
         low, high = _bound("low", self.low), _bound("high", self.high)
@@ -127,31 +183,51 @@ class ZBox:
                 )
         return out[0], out[1]
 
+    def modify_weights(self, weight: Any) -> tuple[Any, Any]:
+        return weight.clamp(min=0), weight.clamp(max=0)
+
+    def bounds(self, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        return self.channels(channels)
+
 
 @dataclass(frozen=True)
-class Flat:
+class Flat(LinearRule):
     """Flat: relevance spread uniformly over each neuron's receptive field (padding not counted)."""
 
     stabilizer: float = 1e-6
+    kernel: ClassVar[str] = "flat"
+    modified_weights: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stabilizer", _non_negative("Flat", "stabilizer", self.stabilizer))
 
+    def modify_weights(self, weight: Any) -> tuple[Any, Any]:
+        return weight.new_ones(weight.shape), None
+
 
 @dataclass(frozen=True)
-class WSquare:
+class WSquare(LinearRule):
     """w²: R_i = Σ_j w_ji² / st(Σ_k w_jk² + b_j²) R_j; ``zero_params="bias"`` drops b²."""
 
     stabilizer: float = 1e-6
     zero_params: str | None = field(default=None)
+    kernel: ClassVar[str] = "wsquare"
+    modified_weights: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stabilizer", _non_negative("WSquare", "stabilizer", self.stabilizer))
         if self.zero_params not in (None, "bias"):
             raise ValueError(f"WSquare: 'zero_params' must be None or 'bias', got {self.zero_params!r}")
 
+    def kernel_args(self) -> dict[str, Any]:
+        return {"stabilizer": self.stabilizer, "use_bias": self.zero_params != "bias"}
 
-LinearRule = Union[Epsilon, Gamma, AlphaBeta, ZBox, Flat, WSquare]
+    def modify_weights(self, weight: Any) -> tuple[Any, Any]:
+        return weight * weight, None
+
+
+# The one table of linear rules (ZPlus is AlphaBeta(1, 0)).
+LINEAR_RULES: tuple[type[LinearRule], ...] = (Epsilon, Gamma, AlphaBeta, ZBox, Flat, WSquare)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,46 @@
+"""Dense layers: nn.Linear and F.linear, y = x Wᵀ + b. They take the composite's "dense" rule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn.functional as F
+from torch import nn
+
+from lrptext.graph.ir import LayerKind, Node
+from lrptext.kernels import dispatch
+from lrptext.layers import linear
+
+
+class Dense(LayerKind):
+    name = "dense"
+    modules = (nn.Linear,)
+    functions = frozenset({F.linear})
+    slot = "dense"
+
+    def capture_module(self, node: Node, module: Any) -> None:
+        node.params = {"weight": module.weight, "bias": module.bias}
+
+    def capture_call(self, node: Node) -> LayerKind:
+        bound = linear.bind_functional(node, ("input", "weight", "bias"))
+        if bound is not None:
+            node.params = {"weight": bound["weight"], "bias": bound["bias"]}
+        return node.kind
+
+    def forward(self, node: Node, args: tuple, kwargs: dict, state: Any) -> Any:
+        layer, x = state.layer(node), linear.contiguous_input(node, args[0], state.values)
+        if state.core and (y := linear.core_forward(layer, x, node)) is not None:
+            return y
+        return F.linear(x, layer.weight, layer.bias)
+
+    def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
+        layer = state.layer(node)
+        emb = linear.embedding_source(state, node)
+        x, relu_input, z = linear.relevance_arguments(state, node, rule)
+        rel = dispatch.dense(state.implementation, x, layer.weight, layer.bias, r, rule=rule, z=z,
+                             prepared=layer.prepared, reduce_channels=emb is not None, check_finite=False,
+                             relevance_writable=True, relu_input=relu_input)
+        return linear.to_tokens(state, emb, rel) if emb is not None else [(node.args[0], rel)]
+
+
+DENSE = Dense()

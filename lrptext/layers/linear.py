@@ -1,0 +1,128 @@
+"""What the dense and convolution kinds share: weights of functional calls, the forward pass in the C++ core, the
+layer input read by the kernels, and the fused path from an embedding straight to per-token relevance."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from lrptext.graph.ir import CONSTANT, UNSUPPORTED, Node
+from lrptext.kernels import native
+from lrptext.layers.activation import dropped_relu
+
+# Multiply-adds below which the C++ core runs a product on one thread, and from which it splits a matrix-vector
+# product over its threads (csrc/cpu/exec.h, kParallelFlops).
+SPLIT_PRODUCTS = 1 << 21
+
+
+def constant(value: Any) -> Any:
+    return value.params["value"] if isinstance(value, Node) and value.kind is CONSTANT else value
+
+
+def bind_functional(node: Node, names: tuple[str, ...]) -> dict[str, Any] | None:
+    """A functional call's arguments by name, its weights resolved to tensors, its args reduced to the input; None
+    (the node marked unsupported) when the weights are not attributes of the model."""
+    bound = dict(zip(names, node.args))
+    bound.update({k: v for k, v in node.kwargs.items() if k in names})
+    bound["weight"], bound["bias"] = constant(bound.get("weight")), constant(bound.get("bias"))
+    if not isinstance(bound["weight"], torch.Tensor) or isinstance(bound["bias"], Node):
+        node.kind = UNSUPPORTED
+        node.hint = "the weights of a functional layer must be attributes of the model (nn.Parameter or buffer)"
+        return None
+    node.args, node.kwargs = (bound["input"],), {}
+    return bound
+
+
+def contiguous_input(node: Node, x: Any, values: dict[str, Any]) -> Any:
+    """A layer's input made contiguous once: the copy replaces the input node's value, so that the other layers
+    reading it (a Kim CNN's parallel convolutions over one transposed embedding) and the relevance pass reuse it."""
+    if not isinstance(x, torch.Tensor) or x.is_contiguous():
+        return x
+    x = x.contiguous()
+    if isinstance(node.args[0], Node):
+        values[node.args[0].name] = x
+    return x
+
+
+def core_forward(layer: Any, x: torch.Tensor, node: Node) -> torch.Tensor | None:
+    """The layer's output computed by the C++ core where that is faster than torch, else None: small products
+    (the core runs them on one thread, where torch wakes its thread pool for each), one sample through a wide dense
+    layer (the core splits the matrix-vector product over its threads, torch does not) and 1-d convolutions of
+    stride 1 (one GEMM per tap without a column matrix). 2-d convolutions of one image and strided 1-d ones stay
+    with torch, as neither was faster throughout; so do 3x3 ones of stride 1, whose relevance the core computes by
+    Winograd's algorithm: activations rounded otherwise than the model's own move an ill-conditioned network's
+    relevance visibly. Measurements: docs/performance.md."""
+    w = layer.weight
+    if not x.is_cpu:
+        return None
+    if w.dim() == 2:
+        if x.dim() != 2 or (x.shape[0] != 1 and x.shape[0] * w.numel() >= SPLIT_PRODUCTS):
+            return None
+        return native.dense_forward(x.contiguous(), w, layer.bias)
+    p = node.params
+    if x.dim() != w.dim():
+        return None
+    shifted = w.dim() == 3 and tuple(p["stride"]) == (1,) and p["groups"] == 1
+    if not shifted and x.numel() * w.numel() >= SPLIT_PRODUCTS * x.shape[1] * math.prod(p["stride"]):
+        return None  # input positions x weights / in_channels / stride: the product's multiply-adds
+    if w.dim() == 4:
+        return native.conv2d_forward(x.contiguous(), w, layer.bias, stride=tuple(p["stride"]),
+                                     padding=tuple(p["padding"]), dilation=tuple(p["dilation"]), groups=p["groups"])
+    y = native.conv2d_forward(x.contiguous()[:, :, None], w[:, :, None], layer.bias, stride=(1,) + tuple(p["stride"]),
+                              padding=(0,) + tuple(p["padding"]), dilation=(1,) + tuple(p["dilation"]),
+                              groups=p["groups"])
+    return y[:, :, 0]
+
+
+def relu_read_by_rule(state: Any, node: Node, rule: Any) -> Node | None:
+    """The dropped ReLU a layer reads (conv -> ReLU -> conv) under a rule whose C++ kernel reads its pre-activation
+    instead, or None."""
+    return dropped_relu(state, node.args[0]) if rule.reads_relu_input and node.args else None
+
+
+def relevance_arguments(state: Any, node: Node, rule: Any) -> tuple[torch.Tensor, bool, torch.Tensor | None]:
+    """(x, relu_input, z): the layer's input made contiguous once, or the pre-activation of its dropped ReLU; and
+    the forward's z for rules that read it (for the others it is freed before the kernel takes its buffers)."""
+    relu = relu_read_by_rule(state, node, rule)
+    if relu is not None:
+        x = state.values[relu.args[0].name]
+    else:
+        x = contiguous_input(node, state.values[node.args[0].name], state.values)
+    if rule.reads_z:
+        z = state.values[node.name]
+    else:
+        z = None
+        state.values.discard(node.name)
+    return x, relu is not None, z
+
+
+def embedding_source(state: Any, node: Node) -> Node | None:
+    """The embedding whose output this dense/conv node reads with the embedding axis as its input channels
+    (directly, or through a transpose for a conv1d): its input relevance is then only needed per token."""
+    from lrptext.layers.embedding import EMBEDDING
+    from lrptext.layers.move import MOVE
+
+    if not state.fuse:
+        return None
+    src = node.args[0]
+    if node.kind.slot == "dense" and src.kind is EMBEDDING:
+        return src
+    if node.kind.slot != "conv" or src.kind is not MOVE or not isinstance(src.args[0], Node):
+        return None
+    emb = src.args[0]
+    if emb.kind is not EMBEDDING or state.values[src.name].dim() != 3 or src.kwargs:  # the lookup may be dropped
+        return None
+    dims = tuple(d % 3 for d in src.args[1:] if isinstance(d, int))
+    swaps = src.op.endswith("transpose") and sorted(dims) == [1, 2]
+    permutes = src.op.endswith("permute") and dims in ((0, 2, 1),)
+    return emb if swaps or permutes else None
+
+
+def to_tokens(state: Any, emb: Node, rel: torch.Tensor) -> list[tuple[Node, torch.Tensor]]:
+    """Per-token relevance delivered straight to the embedding's ids (padding tokens get none)."""
+    padding_idx = emb.params["padding_idx"]
+    if padding_idx is not None:
+        rel = rel.masked_fill(state.values[emb.args[0].name] == padding_idx, 0.0)
+    return [(emb.args[0], rel)]

@@ -1,0 +1,67 @@
+"""torch.max(x, dim) and amax over one dimension (max over time in a text CNN): winner-take-all, ties to the first
+maximum. `.values` or `[0]` of torch.max's result is an item of it: relevance passes to it unchanged."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+
+from lrptext import kernels
+from lrptext.graph.ir import UNSUPPORTED, LayerKind, Node
+
+
+def _max_dim_signature(input, dim=None, keepdim=False):  # torch.max / amax / Tensor.max
+    pass
+
+
+class MaxDim(LayerKind):
+    name = "max_dim"
+    functions = frozenset({torch.max, torch.amax})
+    methods = frozenset({"max", "amax"})
+    tuple_output = True
+
+    def capture_call(self, node: Node) -> LayerKind:
+        try:
+            bound = inspect.signature(_max_dim_signature).bind(*node.args, **node.kwargs)
+        except TypeError:
+            node.hint = f"{node.op} with these arguments has no rule; take the maximum over one dimension (dim=)"
+            return UNSUPPORTED
+        bound.apply_defaults()
+        dim, keepdim = bound.arguments["dim"], bound.arguments["keepdim"]
+        if isinstance(dim, (tuple, list)) and len(dim) == 1:
+            dim = dim[0]
+        if isinstance(dim, Node) or isinstance(keepdim, Node):
+            node.hint = f"{node.op} of two tensors (an element-wise maximum) has no rule"
+            return UNSUPPORTED
+        if not isinstance(dim, int):
+            node.hint = (f"{node.op} without one dimension (a maximum over all elements, or over several dimensions) "
+                         "has no rule; take the maximum over one dimension at a time with dim=")
+            return UNSUPPORTED
+        node.params = {"dim": dim, "keepdim": bool(keepdim)}
+        return self
+
+    def default_rule(self, node: Node) -> Any:
+        return "winner-take-all (ties: first maximum)"
+
+    def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
+        dim = node.params["dim"]
+        if node.params["keepdim"]:
+            r = r.squeeze(dim)
+        x = state.values[node.args[0].name]
+        return [(node.args[0], kernels.global_max_relevance(x, r, dim=dim, **state.kernel_options))]
+
+
+class Item(LayerKind):
+    name = "item"
+
+    def default_rule(self, node: Node) -> Any:
+        return "routed back"
+
+    def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
+        return [(node.args[0], r)]
+
+
+MAX_DIM = MaxDim()
+ITEM = Item()

@@ -1,0 +1,35 @@
+"""Shapes, sizes, comparisons and masks: values that carry no relevance. Relevance that would have to cross one
+is an error, as lrptext treats it as metadata."""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import torch
+
+from lrptext.graph.ir import LayerKind, Node
+
+
+class Meta(LayerKind):
+    name = "meta"
+    functions = frozenset({getattr, len, operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge,
+                           torch.eq, torch.ne, torch.lt, torch.le, torch.gt, torch.ge, torch.arange, torch.zeros_like,
+                           torch.ones_like, torch.full_like, torch.logical_not, operator.invert, operator.floordiv})
+    methods = frozenset({"size", "dim", "numel", "eq", "ne", "lt", "le", "gt", "ge", "long", "int", "bool",
+                         "new_zeros", "new_ones", "new_full", "logical_not"})
+    carries = False
+
+    def capture_call(self, node: Node) -> LayerKind:
+        from lrptext.layers.max_dim import ITEM, MAX_DIM
+
+        source = node.args[0] if node.args else None
+        if node.call is getattr and isinstance(source, Node) and source.kind is MAX_DIM and node.args[1] == "values":
+            return ITEM
+        return self
+
+    def default_rule(self, node: Node) -> Any:
+        return "-"
+
+
+META = Meta()

@@ -1,0 +1,67 @@
+"""permute, transpose, indexing, expand, repeat, torch.cat and torch.stack: relevance is routed back to where each
+value came from (the vector-Jacobian product); a concatenation splits it into its pieces' slices."""
+
+from __future__ import annotations
+
+import inspect
+import operator
+from typing import Any
+
+import torch
+
+from lrptext.graph.ir import LayerKind, Node
+
+_CONCATENATIONS = frozenset({torch.cat, torch.concat, torch.concatenate})
+
+
+def _cat_signature(tensors, dim=0):  # torch.cat / torch.concat
+    pass
+
+
+class Move(LayerKind):
+    name = "move"
+    functions = frozenset({torch.permute, torch.transpose, torch.t, torch.swapaxes, torch.stack, operator.getitem}
+                          | _CONCATENATIONS)
+    methods = frozenset({"permute", "transpose", "t", "swapaxes", "expand", "expand_as", "repeat"})
+    keeps_input = True
+
+    def capture_call(self, node: Node) -> LayerKind:
+        from lrptext.layers.max_dim import ITEM, MAX_DIM
+        from lrptext.layers.meta import META
+
+        source = node.args[0] if node.args else None
+        if node.call is operator.getitem and isinstance(source, Node):
+            if source.kind is MAX_DIM:  # [0] of torch.max(x, dim) is its values, [1] its indices
+                return ITEM if node.args[1] == 0 else META
+            if source.kind is META:  # indexing a shape
+                return META
+        if node.call in _CONCATENATIONS:
+            try:
+                bound = inspect.signature(_cat_signature).bind(*node.args, **node.kwargs)
+            except TypeError:
+                return self
+            bound.apply_defaults()
+            if isinstance(bound.arguments["tensors"], (list, tuple)) and isinstance(bound.arguments["dim"], int):
+                node.params = {"pieces": tuple(bound.arguments["tensors"]), "dim": bound.arguments["dim"]}
+        return self
+
+    def default_rule(self, node: Node) -> Any:
+        return "routed back (vector-Jacobian product)"
+
+    def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
+        if "pieces" in node.params and (parts := _cat_parts(node, r, state)) is not None:
+            return parts
+        return state.routed(node, lambda y: r)
+
+
+def _cat_parts(node: Node, r: Any, state: Any) -> list[tuple[Node, Any]] | None:
+    """Each piece's slice of r; None for what the general route handles (torch's legacy empty 1-D pieces)."""
+    pieces, dim = node.params["pieces"], node.params["dim"]
+    shapes = [state.shape(p) if isinstance(p, Node) else getattr(p, "shape", None) for p in pieces]
+    if not all(s is not None and len(s) == r.dim() for s in shapes):
+        return None
+    parts = r.split([s[dim] for s in shapes], dim)
+    return [(p, part) for p, part in zip(pieces, parts) if isinstance(p, Node) and p.name in state.carries]
+
+
+MOVE = Move()

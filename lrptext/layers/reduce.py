@@ -1,0 +1,23 @@
+"""Sums and means over dimensions: the Norm rule splits the relevance in proportion to each term."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from lrptext.graph.ir import LayerKind, Node
+from lrptext.rules import Norm
+
+
+class Reduce(LayerKind):
+    name = "reduce"
+    rules = (Norm,)
+    functions = frozenset({torch.mean, torch.sum})
+    methods = frozenset({"mean", "sum"})
+
+    def default_rule(self, node: Node) -> Any:
+        return Norm()
+
+
+REDUCE = Reduce()

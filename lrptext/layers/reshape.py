@@ -1,0 +1,27 @@
+"""view, reshape, flatten, squeeze, unsqueeze (and nn.Flatten/Unflatten): relevance is reshaped back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from lrptext.graph.ir import LayerKind, Node
+
+
+class Reshape(LayerKind):
+    name = "reshape"
+    modules = (nn.Flatten, nn.Unflatten)
+    functions = frozenset({torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze})
+    methods = frozenset({"view", "reshape", "flatten", "squeeze", "unsqueeze", "view_as", "reshape_as"})
+    keeps_input = True
+
+    def default_rule(self, node: Node) -> Any:
+        return "reshaped back"
+
+    def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
+        return [(node.args[0], r.reshape(state.shape(node.args[0])))]
+
+
+RESHAPE = Reshape()

@@ -1,0 +1,45 @@
+"""Multiplication or division by a constant, and negation: relevance passes to the operand that carries it."""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import torch
+
+from lrptext.errors import UnsupportedLayerError
+from lrptext.graph.ir import LayerKind, Node
+
+_DIVISIONS = frozenset({operator.truediv, torch.div})
+
+
+class Scale(LayerKind):
+    name = "scale"
+    functions = frozenset({operator.mul, torch.mul, operator.neg, torch.neg}) | _DIVISIONS
+    methods = frozenset({"mul", "div", "neg"})
+    keeps_input = True
+
+    def default_rule(self, node: Node) -> Any:
+        return "passes to the non-constant operand"
+
+    def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
+        carrying = state.carrying_inputs(node)
+        divides = node.call in _DIVISIONS or node.op.rstrip("_") == "Tensor.div"
+        if len(carrying) != 1 or (divides and node.args[0] is not carrying[0]):
+            raise UnsupportedLayerError(
+                f"{node.op} at '{node.qualified_name}' multiplies or divides relevance-carrying tensors; lrptext passes "
+                "relevance through multiplication by constants only (gating and attention need their own rule)")
+        return [(carrying[0], _sum_to(r, state.shape(carrying[0])))]
+
+
+def _sum_to(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Undo broadcasting: sum a tensor down to `shape`."""
+    while t.dim() > len(shape):
+        t = t.sum(0)
+    for i, n in enumerate(shape):
+        if n == 1 and t.shape[i] != 1:
+            t = t.sum(i, keepdim=True)
+    return t
+
+
+SCALE = Scale()
