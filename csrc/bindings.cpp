@@ -14,6 +14,7 @@
 
 #include "dlpack/dlpack.h"
 #include "lrptext/kernels.h"
+#include "lrptext/rule_table.h"
 
 namespace py = pybind11;
 using namespace pybind11::literals;
@@ -250,13 +251,9 @@ class Call {
 RuleParams rule_params(const std::string& fn, const std::string& rule, double epsilon, double gamma, double alpha,
                        double beta, double stabilizer, bool use_bias) {
   RuleParams r;
-  if (rule == "epsilon") r.kind = Rule::Epsilon;
-  else if (rule == "gamma") r.kind = Rule::Gamma;
-  else if (rule == "alpha_beta") r.kind = Rule::AlphaBeta;
-  else if (rule == "zbox") r.kind = Rule::ZBox;
-  else if (rule == "wsquare") r.kind = Rule::WSquare;
-  else if (rule == "flat") r.kind = Rule::Flat;
-  else fail(fn, "unknown rule '" + rule + "'; expected one of epsilon, gamma, alpha_beta, zbox, wsquare, flat");
+  const RuleTraits* row = find_rule(rule);
+  if (!row) fail(fn, "unknown rule '" + rule + "'; expected one of " + rule_names());
+  r.kind = row->kind;
   if (!(epsilon >= 0)) fail(fn, "'epsilon' must be >= 0, got " + std::to_string(epsilon));
   if (!(gamma >= 0)) fail(fn, "'gamma' must be >= 0, got " + std::to_string(gamma));
   if (!(stabilizer >= 0)) fail(fn, "'stabilizer' must be >= 0, got " + std::to_string(stabilizer));
@@ -295,8 +292,7 @@ LinearProblem linear_problem(Call& c, LinearArgs& a, const RuleParams& rule, boo
     c.shape(*a.low, {in_channels}, "(in_channels,)");
     c.shape(*a.high, {in_channels}, "(in_channels,)");
   }
-  const bool two = rule.kind == Rule::Gamma || rule.kind == Rule::AlphaBeta || rule.kind == Rule::ZBox;
-  if (two && (bool(a.weight_a) != bool(a.weight_b)))
+  if (rule_traits(rule.kind).modified_weights == 2 && (bool(a.weight_a) != bool(a.weight_b)))
     fail(c.fn(), "pass both 'weight_a' and 'weight_b' (from prepare_rule_weights) or neither");
   c.writable(a.out);
   for (const Tensor* t : {&a.input, &a.weight, &a.relevance}) c.disjoint(a.out, *t);
@@ -326,11 +322,9 @@ LinearProblem linear_problem(Call& c, LinearArgs& a, const RuleParams& rule, boo
   p.reduce_channels = reduce;
   p.relevance_writable = relevance_writable;
   if (relu_input) {
-    if (rule.kind != Rule::Epsilon && rule.kind != Rule::Gamma && rule.kind != Rule::AlphaBeta) {
-      const std::string got = rule.kind == Rule::ZBox ? "zbox" : rule.kind == Rule::WSquare ? "wsquare" : "flat";
-      fail(c.fn(), "'relu_input' applies to the rules that read the input (epsilon, gamma, alpha_beta), got '" + got +
-                       "'; pass relu(input) itself");
-    }
+    if (!rule_traits(rule.kind).reads_relu_input)
+      fail(c.fn(), "'relu_input' applies to the rules that read the input (epsilon, gamma, alpha_beta), got '" +
+                       std::string(rule_traits(rule.kind).name) + "'; pass relu(input) itself");
     if (c.on_cuda()) fail(c.fn(), "'relu_input' runs on the CPU only; pass relu(input) itself on CUDA");
     p.relu_input = true;
   }
@@ -511,8 +505,7 @@ void prepare_rule_weights(py::handle weight, py::handle out_a, py::handle out_b,
   p.rule = r;
   p.stream = c.stream();
   std::vector<int64_t> shape(w.t->shape, w.t->shape + w.ndim());
-  const int needed = (r.kind == Rule::Gamma || r.kind == Rule::AlphaBeta || r.kind == Rule::ZBox) ? 2
-                     : (r.kind == Rule::Epsilon) ? 0 : 1;
+  const int needed = rule_traits(r.kind).modified_weights;
   for (auto* t : {&a, &b}) {
     const bool wanted = (t == &a) ? needed >= 1 : needed == 2;
     const char* name = (t == &a) ? "out_a" : "out_b";

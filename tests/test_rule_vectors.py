@@ -99,3 +99,29 @@ def test_rules_are_immutable_values():
         Gamma().gamma = 1.0  # type: ignore[misc]
     assert repr(ZPlus()) == "ZPlus(stabilizer=1e-06)"
     assert ZBox(np.array([0.0, -1.0]), torch.tensor([1.0, 1.0])).low == (0.0, -1.0)
+
+
+RULES = [Epsilon(0.1), Gamma(0.5), AlphaBeta(2, 1), ZPlus(), ZBox(-1.0, 2.0), Flat(), WSquare()]
+
+
+@pytest.mark.parametrize("rule", RULES, ids=repr)
+def test_the_rule_table_agrees_between_python_and_the_core(rule):
+    """Each rule declares its modified weights once (lrptext/rules/rule.py); the core's table
+    (csrc/include/lrptext/rule_table.h) must compute the same ones, and refuse buffers the rule does not make."""
+    from lrptext import _native
+    from lrptext.kernels import native, torch_backend
+
+    if _native.core is None:
+        pytest.skip("lrptext was built without its C++ core")
+    weight = torch.tensor(W, dtype=torch.float64)
+    declared = rule.modify_weights(weight)
+    assert sum(w is not None for w in declared) == rule.modified_weights
+    for ours, core in zip(torch_backend.prepare_weights(rule, weight), native.prepare_weights(rule, weight)):
+        assert (ours is None) == (core is None)
+        if ours is not None:
+            torch.testing.assert_close(core, ours, rtol=0, atol=0)
+    # buffers for one weight more (or, for two, one fewer) than the rule makes
+    count = rule.modified_weights + 1 if rule.modified_weights < 2 else 1
+    buffers = [torch.empty_like(weight) if i < count else None for i in range(2)]
+    with pytest.raises(ValueError, match=f"rule '{rule.kernel}' prepares {rule.modified_weights} weights"):
+        _native.core.prepare_rule_weights(weight, *buffers, rule=rule.kernel, **rule.kernel_args())

@@ -3,17 +3,16 @@
 // A rule is a handful of forward passes F(x', W') and transposed passes G(s, W') of the layer's linear map
 // with modified inputs x' and weights W', glued by element-wise steps. `Op` supplies F and G for one layer
 // kind (dense: GEMM; conv: im2col + GEMM), `Exec` supplies memory, element-wise maps and GEMMs for one
-// device. Equations: DESIGN.md §3; Montavon et al. 2019 (Layer-Wise Relevance Propagation: An Overview).
+// device. Equations: docs/conventions.md; Montavon et al. 2019 (Layer-Wise Relevance Propagation: An Overview).
 #pragma once
 #include <algorithm>
 #include <cstdint>
 
 #include "problems.h"
+#include "rule_table.h"
 #include "stabilizer.h"
 
 namespace lrptext {
-
-enum class WeightMod : int { Positive, Negative, GammaPositive, GammaNegative, Square, One };
 enum class BiasMod : int { Plain, Positive, Negative, GammaPositive, GammaNegative, Square };
 enum class Factor : int { Input, Positive, Negative, Low, High, One };
 
@@ -42,22 +41,11 @@ LRPT_HD inline T modify_bias(BiasMod m, T b, T gamma) {
   }
 }
 
-// The modified weights a rule uses, in the order the kernels expect them as weight_a, weight_b.
-inline int rule_weight_mods(Rule r, WeightMod* a, WeightMod* b) {
-  switch (r) {
-    case Rule::Gamma: *a = WeightMod::GammaPositive; *b = WeightMod::GammaNegative; return 2;
-    case Rule::AlphaBeta:
-    case Rule::ZBox: *a = WeightMod::Positive; *b = WeightMod::Negative; return 2;
-    case Rule::WSquare: *a = WeightMod::Square; return 1;
-    case Rule::Flat: *a = WeightMod::One; return 1;
-    default: return 0;
-  }
-}
-
 template <class T, class Exec>
 void prepare_rule_weights(Exec& ex, const PrepareProblem& p) {
-  WeightMod ma = WeightMod::One, mb = WeightMod::One;
-  const int n = rule_weight_mods(p.rule.kind, &ma, &mb);
+  const RuleTraits& rule = rule_traits(p.rule.kind);
+  const WeightMod ma = rule.weight_a, mb = rule.weight_b;
+  const int n = rule.modified_weights;
   const T* w = static_cast<const T*>(p.weight);
   const T gamma = T(p.rule.gamma);
   T* a = static_cast<T*>(p.out_a);
