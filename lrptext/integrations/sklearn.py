@@ -198,6 +198,15 @@ def explain_texts(pipeline: Any, texts: Sequence[str], *, target: Any = None,
     return docs
 
 
+def explain_estimator(estimator: Any, inputs: Any, *, target: Any = None, composite: Composite | str | None = None,
+                      backend: str = "auto") -> list[DocumentExplanation] | Explanation:
+    """What lrptext.explain() does with a fitted scikit-learn classifier or vectorizer + classifier Pipeline: a
+    non-empty list (or tuple) of strings is raw texts (explain_texts: one DocumentExplanation each), anything else
+    a feature matrix (explain_features: one Explanation)."""
+    if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, str) for t in inputs):
+        return explain_texts(estimator, inputs, target=target, composite=composite, backend=backend)
+    return explain_features(estimator, inputs, target=target, composite=composite, backend=backend)
+
 
 class RelevanceTransformer(TransformerMixin, BaseEstimator):
     """Feature-level relevance as a scikit-learn transformer: ``transform(X)`` gives, per sample and feature, the
