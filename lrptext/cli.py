@@ -211,7 +211,7 @@ def explain_image(args: argparse.Namespace) -> int:
 
 def train(args: argparse.Namespace) -> int:
     from lrptext.datasets import load
-    from lrptext.models.training import TrainConfig, train as train_model
+    from lrptext.training import TrainConfig, train as train_model
 
     if args.dataset in IMAGE_DATASETS:
         return _train_images(args)
@@ -226,7 +226,7 @@ def train(args: argparse.Namespace) -> int:
 
 def _train_images(args: argparse.Namespace) -> int:
     from lrptext.datasets.images import load_images
-    from lrptext.models.training import TrainConfig, train_images
+    from lrptext.training import TrainConfig, train_images
 
     arch = args.arch if args.arch in ("digits", "vgg", "resnet") else "vgg"
     config = TrainConfig(arch=arch, epochs=args.epochs, seed=args.seed, batch_size=args.batch_size,
