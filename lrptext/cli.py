@@ -190,8 +190,7 @@ def _read_image(path: str, channels: int, size: int) -> np.ndarray:
 
 
 def explain_image(args: argparse.Namespace) -> int:
-    from lrptext.image import ImageClassifier, grid, heatmap, overlay, save_png
-    from lrptext.image.heatmap import _rgb, upscale
+    from lrptext.image import ImageClassifier, grid, heatmap, overlay, save_png, to_rgb, upscale
 
     classifier = ImageClassifier.load(args.model)
     images = np.stack([_read_image(p, classifier.channels, classifier.size) for p in args.images])
@@ -201,7 +200,7 @@ def explain_image(args: argparse.Namespace) -> int:
     factor = max(1, 224 // classifier.size)
     for i, path in enumerate(args.images):
         heat = heatmap(e.relevance[i], cmap=args.cmap, gamma=args.gamma, percentile=args.percentile)
-        tiles += [upscale(_rgb(images[i]), factor), upscale(heat, factor), upscale(overlay(images[i], heat), factor)]
+        tiles += [upscale(to_rgb(images[i]), factor), upscale(heat, factor), upscale(overlay(images[i], heat), factor)]
         predicted, explained = int(probs[i].argmax()), int(e.target[i])
         print(f"{path}: prediction {classifier.labels[predicted]} ({float(probs[i, predicted]):.3f}), explaining "
               f"{classifier.labels[explained]}")
@@ -212,7 +211,7 @@ def explain_image(args: argparse.Namespace) -> int:
 
 def train(args: argparse.Namespace) -> int:
     from lrptext.datasets import load
-    from lrptext.models.training import TrainConfig, train as train_model
+    from lrptext.training import TrainConfig, train as train_model
 
     if args.dataset in IMAGE_DATASETS:
         return _train_images(args)
@@ -227,7 +226,7 @@ def train(args: argparse.Namespace) -> int:
 
 def _train_images(args: argparse.Namespace) -> int:
     from lrptext.datasets.images import load_images
-    from lrptext.models.training import TrainConfig, train_images
+    from lrptext.training import TrainConfig, train_images
 
     arch = args.arch if args.arch in ("digits", "vgg", "resnet") else "vgg"
     config = TrainConfig(arch=arch, epochs=args.epochs, seed=args.seed, batch_size=args.batch_size,

@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from lrptext.datasets.images import load_images
-from lrptext.image import ImageClassifier, grid, heatmap, save_png
-from lrptext.image.heatmap import _rgb, upscale
+from lrptext.image import ImageClassifier, grid, heatmap, save_png, to_rgb, upscale
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 COMPOSITES = ("epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1")
@@ -26,7 +25,7 @@ def main() -> None:
     tiles = []
     explanations = {name: classifier.explain(images, composite=name) for name in COMPOSITES}
     for i in range(len(picks)):
-        tiles.append(upscale(_rgb(images[i]), 6))
+        tiles.append(upscale(to_rgb(images[i]), 6))
         tiles += [upscale(heatmap(explanations[name].relevance[i], cmap="bwr"), 6) for name in COMPOSITES]
     save_png(grid(tiles, columns=1 + len(COMPOSITES)), DOCS / "fashion-heatmaps.png")
     for i, p in enumerate(picks):

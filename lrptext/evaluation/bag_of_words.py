@@ -23,13 +23,13 @@ METHODS = ("lrp", "sa", "gi", "occlusion", "random")
 
 class _Pipeline:
     def __init__(self, pipeline: Any, batch_size: int):
-        from lrptext.integrations.sklearn import _split_pipeline, _word_analyzer, to_torch
+        from lrptext.integrations.sklearn import check_word_analyzer, split_pipeline, to_torch
 
-        self.vectorizer, self.classifier = _split_pipeline(pipeline)
+        self.vectorizer, self.classifier = split_pipeline(pipeline)
         if self.vectorizer is None:
             raise TypeError("word deletion on raw texts needs a Pipeline whose first step is a CountVectorizer or "
                             "TfidfVectorizer")
-        _word_analyzer(self.vectorizer)
+        check_word_analyzer(self.vectorizer)
         if tuple(self.vectorizer.ngram_range) != (1, 1):
             raise ValueError(f"word deletion needs unigram features, the vectorizer has ngram_range "
                              f"{self.vectorizer.ngram_range}; an n-gram has no single word to delete")

@@ -56,7 +56,7 @@ def heatmap(relevance: Any, *, cmap: str = "bwr", reduce: str = "sum", gamma: fl
     return np.round(rgb).astype(np.uint8)
 
 
-def _rgb(image: Any) -> np.ndarray:
+def to_rgb(image: Any) -> np.ndarray:
     """An input image [H, W], [1, H, W] or [3, H, W] with pixels in [0, 1] as RGB uint8 [H, W, 3]."""
     a = _array(image)
     if a.ndim == 3:
@@ -68,7 +68,7 @@ def _rgb(image: Any) -> np.ndarray:
 
 def overlay(image: Any, heat: np.ndarray, *, alpha: float = 0.6) -> np.ndarray:
     """The heatmap blended over a grayscale version of the input."""
-    base = _rgb(image).mean(axis=-1, keepdims=True).repeat(3, axis=-1)
+    base = to_rgb(image).mean(axis=-1, keepdims=True).repeat(3, axis=-1)
     return np.round((1 - alpha) * base + alpha * heat).astype(np.uint8)
 
 

@@ -1,1 +1,2 @@
-"""lrptext inside other libraries' pipelines: a spaCy component (and, later, scikit-learn estimators)."""
+"""lrptext inside other libraries: a spaCy component, scikit-learn estimators and pipelines (lrptext.explain()
+dispatches them here), Ray Data batches."""

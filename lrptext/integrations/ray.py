@@ -35,11 +35,11 @@ class ExplainTexts:
                  target: str | None = None, contrast: str | None = None, threads: int | None = None):
         import torch
 
-        import lrptext
+        from lrptext._native import set_num_threads
 
         if threads is not None:
             torch.set_num_threads(threads)
-            lrptext.set_num_threads(threads)
+            set_num_threads(threads)
         self.classifier = TextClassifier.load(model)
         self.text_column, self.composite = text_column, composite
         self.target, self.contrast = self.classifier.goal_indices(target, contrast)

@@ -117,7 +117,9 @@ def explain_features(estimator: Any, X: Any, *, target: Any = None, composite: C
         torch.from_numpy(_dense(X)), target=_target(estimator, target))
 
 
-def _split_pipeline(pipeline: Any) -> tuple[Any, Any]:
+def split_pipeline(pipeline: Any) -> tuple[Any, Any]:
+    """(vectorizer, classifier) of a two-step CountVectorizer/TfidfVectorizer + classifier Pipeline; (None, the
+    estimator) for a bare classifier. Any other Pipeline raises a TypeError."""
     steps = getattr(pipeline, "steps", None)
     if steps is None:
         return None, pipeline
@@ -129,7 +131,9 @@ def _split_pipeline(pipeline: Any) -> tuple[Any, Any]:
     return vectorizer, classifier
 
 
-def _word_analyzer(vectorizer: Any) -> None:
+def check_word_analyzer(vectorizer: Any) -> None:
+    """Raises a ValueError unless the vectorizer's features are words of the text (its built-in word analyzer: no
+    callable analyzer, tokenizer or preprocessor, no character n-grams)."""
     if (callable(vectorizer.analyzer) or vectorizer.analyzer != "word" or vectorizer.tokenizer is not None
             or vectorizer.preprocessor is not None):
         raise ValueError(
@@ -176,12 +180,12 @@ def explain_texts(pipeline: Any, texts: Sequence[str], *, target: Any = None,
     """Word-level relevance (with character offsets) of a fitted vectorizer + classifier Pipeline on raw texts."""
     if isinstance(texts, str):
         raise TypeError("pass a list of documents, e.g. [text]")
-    vectorizer, classifier = _split_pipeline(pipeline)
+    vectorizer, classifier = split_pipeline(pipeline)
     if vectorizer is None:
         raise TypeError("raw texts need a Pipeline whose first step is a CountVectorizer or TfidfVectorizer; "
                         "for a feature matrix call explain_features()")
     _check_fitted(vectorizer)
-    _word_analyzer(vectorizer)
+    check_word_analyzer(vectorizer)
     X = vectorizer.transform(list(texts))
     e = explain_features(classifier, X, target=target, composite=composite, backend=backend)
     relevance = e.relevance.numpy()
@@ -197,6 +201,15 @@ def explain_texts(pipeline: Any, texts: Sequence[str], *, target: Any = None,
             token_relevance=pairs, truncated=False, probabilities=tuple(probs[i].tolist())))
     return docs
 
+
+def explain_estimator(estimator: Any, inputs: Any, *, target: Any = None, composite: Composite | str | None = None,
+                      backend: str = "auto") -> list[DocumentExplanation] | Explanation:
+    """What lrptext.explain() does with a fitted scikit-learn classifier or vectorizer + classifier Pipeline: a
+    non-empty list (or tuple) of strings is raw texts (explain_texts: one DocumentExplanation each), anything else
+    a feature matrix (explain_features: one Explanation)."""
+    if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, str) for t in inputs):
+        return explain_texts(estimator, inputs, target=target, composite=composite, backend=backend)
+    return explain_features(estimator, inputs, target=target, composite=composite, backend=backend)
 
 
 class RelevanceTransformer(TransformerMixin, BaseEstimator):
