@@ -14,6 +14,7 @@ from lrptext.layers.identity import IDENTITY
 from lrptext.layers.max_dim import ITEM, MAX_DIM
 from lrptext.layers.meta import META
 from lrptext.layers.move import MOVE
+from lrptext.layers.pad import PAD
 from lrptext.layers.pool import POOL
 from lrptext.layers.reduce import REDUCE
 from lrptext.layers.registry import Registry
@@ -21,7 +22,7 @@ from lrptext.layers.reshape import RESHAPE
 from lrptext.layers.scale import SCALE
 
 KINDS = Registry([DENSE, CONV, EMBEDDING, EMBEDDING_BAG, BATCHNORM, ACTIVATION, IDENTITY, RESHAPE, MOVE, ADD, SCALE,
-                  MAX_DIM, ITEM, POOL, REDUCE, META], hints=unsupported.hint)
+                  MAX_DIM, ITEM, POOL, REDUCE, META, PAD], hints=unsupported.hint)
 
 # Canonizers by name: passes over the captured graph that rewrite it on copies of the weights.
 CANONIZERS = {"batchnorm": fold}
