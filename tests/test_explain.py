@@ -3,6 +3,7 @@ float64 oracle, residual + BatchNorm models, token ids, targets, and the promise
 
 from __future__ import annotations
 
+import math
 
 import numpy as np
 import pytest
@@ -449,22 +450,29 @@ def _record_core_forwards(monkeypatch) -> list[tuple[str, tuple[int, ...]]]:
     return calls
 
 
-def test_small_layers_and_wide_ones_at_batch_1_run_forward_in_the_core(monkeypatch):
+def _in_core(batch: int, weight_shape: tuple[int, ...]) -> bool:
+    """Whether a dense layer's forward pass goes to the core: one sample always (its matrix-vector product splits
+    over the threads), more while the product stays under the core's threshold of multiply-adds."""
+    from lrptext.layers.linear import SPLIT_PRODUCTS
+
+    return batch == 1 or batch * math.prod(weight_shape) < SPLIT_PRODUCTS
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_small_layers_and_wide_ones_at_batch_1_run_forward_in_the_core(batch, monkeypatch):
     """The core computes a dense layer's forward pass for one sample (its matrix-vector product is split over the
-    threads, torch's is not) and any product of fewer than 2^21 multiply-adds (on one thread, where torch wakes its
-    pool): same prediction and relevance as the torch backend, which keeps torch's forward."""
+    threads, torch's is not) and any product below its threshold of multiply-adds (on one thread, where torch wakes
+    its pool): same prediction and relevance as the torch backend, which keeps torch's forward."""
     model = seeded(nn.Sequential(nn.Linear(3000, 800), nn.ReLU(), nn.Linear(800, 5)), 15)
-    x = torch.rand(1, 3000, dtype=torch.float64)
+    x = torch.rand(batch, 3000, dtype=torch.float64)
     calls = _record_core_forwards(monkeypatch)
     cpp = Explainer(model, composite="epsilon", backend="cpp").explain(x)
-    assert calls == [("dense_forward", (800, 3000)), ("dense_forward", (5, 800))]
+    expected = [("dense_forward", w) for w in ((800, 3000), (5, 800)) if _in_core(batch, w)]
+    assert calls == expected and expected  # the wide layer at batch 1, the small one at any batch
     reference_run = Explainer(model, composite="epsilon", backend="torch").explain(x)
-    assert len(calls) == 2
+    assert calls == expected
     torch.testing.assert_close(cpp.prediction, model(x).detach())
     torch.testing.assert_close(cpp.relevance, reference_run.relevance)
-    calls.clear()
-    Explainer(model, composite="epsilon", backend="cpp").explain(x.repeat(2, 1))  # 4.8M products: torch's GEMM
-    assert calls == [("dense_forward", (5, 800))]
 
 
 class _SmallConvNet(nn.Module):
@@ -480,12 +488,18 @@ class _SmallConvNet(nn.Module):
         return self.head(self.conv3(h).relu().flatten(1))  # two steps
 
 
-@pytest.mark.parametrize("batch, core_convs", [(2, 3), (100, 2)])
-def test_small_convolutions_and_max_pooling_run_forward_in_the_core(batch, core_convs, monkeypatch):
-    """Convolutions (1-d and 2-d, strides, dilation, no bias) below 2^21 multiply-adds and max pooling run in the
-    core; at batch 100 the first convolution (2.1M) stays with torch. Same prediction and relevance as torch's."""
+@pytest.mark.parametrize("batch", [2, 100])
+def test_small_convolutions_and_max_pooling_run_forward_in_the_core(batch, monkeypatch):
+    """Convolutions (1-d and 2-d, strides, dilation, no bias) below the core's threshold of multiply-adds (input
+    positions x weights / in_channels / stride) and max pooling run in the core; the 1-d one of stride 1 always.
+    Same prediction and relevance as torch's."""
+    from lrptext.layers.linear import SPLIT_PRODUCTS
+
     model = seeded(_SmallConvNet(), 17)
     x = torch.randn(batch, 2, 14, 14, dtype=torch.float64)
+    conv1 = batch * 2 * 14 * 14 * model.conv1.weight.numel() / 2          # 21,168 per image
+    conv2 = batch * 6 * 6 * 6 * model.conv2.weight.numel() / (6 * 2 * 2)  # 1,944 per image
+    core_convs = (conv1 < SPLIT_PRODUCTS) + (conv2 < SPLIT_PRODUCTS) + 1
     calls = _record_core_forwards(monkeypatch)
     cpp = Explainer(model, composite="epsilon_plus", backend="cpp").explain(x)
     assert sum(name == "conv2d_forward" for name, _ in calls) == core_convs
@@ -497,13 +511,16 @@ def test_small_convolutions_and_max_pooling_run_forward_in_the_core(batch, core_
     torch.testing.assert_close(cpp.relevance, reference_run.relevance)
 
 
-@pytest.mark.parametrize("batch, stride, in_core", [(1, 1, True), (3, 1, True), (3, 2, False)])
-def test_a_large_1d_convolution_of_stride_1_runs_forward_in_the_core(batch, stride, in_core, monkeypatch):
+@pytest.mark.parametrize("batch, stride", [(1, 1), (3, 1), (3, 2)])
+def test_a_large_1d_convolution_of_stride_1_runs_forward_in_the_core(batch, stride, monkeypatch):
     """A text CNN's convolution (7.4M multiply-adds per sequence here) runs in the core, at any batch; a strided
-    one, with torch."""
+    one, with torch above the core's threshold of multiply-adds."""
+    from lrptext.layers.linear import SPLIT_PRODUCTS
+
     model = seeded(nn.Sequential(nn.Conv1d(64, 32, 3, stride=stride), nn.ReLU(), nn.AdaptiveMaxPool1d(1),
                                  nn.Flatten(), nn.Linear(32, 4)), 18)
     x = torch.randn(batch, 64, 1202, dtype=torch.float64)
+    in_core = stride == 1 or batch * 1202 * model[0].weight.numel() / stride < SPLIT_PRODUCTS
     _check_conv_forward_in_core(model, x, (32, 64, 1, 3), in_core, monkeypatch)
 
 
