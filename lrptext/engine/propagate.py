@@ -65,8 +65,8 @@ def _binder(args: tuple, kwargs: dict) -> Callable[[dict[str, Any]], tuple[tuple
     return bind
 
 
-# Recomputable values smaller than this are kept: computing one again (a module call and its bookkeeping, ~10 us)
-# costs more than its memory is worth.
+# Recomputable values smaller than this are kept: computing one again (a module call and its bookkeeping) costs
+# more than its memory is worth (docs/performance.md).
 _RECOMPUTED_FROM = 1 << 13  # elements
 
 

@@ -61,7 +61,7 @@ def initial_relevance(logits: torch.Tensor, target: Target,
 
 
 def _one_hot_logit(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    """logits[i, classes[i]] at (i, classes[i]), zero elsewhere; gather and scatter take 7 us at batch 1 where
-    indexing with row numbers took 11."""
+    """logits[i, classes[i]] at (i, classes[i]), zero elsewhere; by gather and scatter, faster at batch 1 than
+    indexing with row numbers."""
     index = classes[:, None]
     return torch.zeros_like(logits).scatter_(1, index, logits.gather(1, index))

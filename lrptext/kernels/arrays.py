@@ -20,7 +20,7 @@ def check_array(fn: str, name: str, value: Any, *, optional: bool = False) -> No
 
 def contiguous(a: Array | None) -> Array | None:
     """A C-contiguous view or copy. Tensors are detached: the kernels never join an autograd graph (one that
-    requires no gradient is used as it is: a detached alias is a new tensor object, ~1 us)."""
+    requires no gradient is used as it is: a detached alias is a new tensor object)."""
     if a is None:
         return None
     if isinstance(a, torch.Tensor):

@@ -2,7 +2,8 @@
 convolutions: 2-d, pooling: planes) and the chosen implementation called, its result in the caller's framework.
 
 lrptext.kernels checks a caller's arguments and comes here; the engine, whose arguments are its own forward pass's
-contiguous tensors, comes here directly: the checks cost ~20 us per call, a fifth of a small layer at batch 1."""
+contiguous tensors, comes here directly: the checks cost a fifth of a small layer's time at batch 1
+(docs/performance.md)."""
 
 from __future__ import annotations
 
@@ -65,7 +66,7 @@ def dense(impl: ModuleType, input: Array, weight: Array, bias: Array | None, rel
     hands `relevance` over (it is not read after this call). relu_input: see native.dense."""
     lead = tuple(input.shape[:-1])
     out_features, in_features = weight.shape
-    if len(lead) == 1:  # already rows: a reshape per tensor costs ~1 us
+    if len(lead) == 1:  # already rows: no reshape per tensor
         x, r, zz = contiguous(input), contiguous(relevance), contiguous(z)
     else:
         rows = math.prod(lead)

@@ -16,7 +16,7 @@ from lrptext.rules import LinearRule
 
 def _call(function: str, /, *args: Any, **kwargs: Any) -> None:
     """Calls a _core function with CPU tensors exported here by torch's C exporter: the __dlpack__ protocol methods
-    the boundary otherwise calls cost about 4 us per tensor, which was most of a small layer's time at batch 1.
+    the boundary otherwise calls were most of a small layer's time at batch 1 (docs/performance.md).
     CUDA tensors (whose export orders work on our stream) and numpy arrays go through the protocol."""
     getattr(require_core(), function)(
         *[to_dlpack(a) if isinstance(a, torch.Tensor) and a.is_cpu else a for a in args],

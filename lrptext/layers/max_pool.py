@@ -1,9 +1,8 @@
 """Max pooling's forward pass on CPU for windows without padding or dilation. torch's CPU max_pool2d on NCHW
-tensors is about 10x slower than element-wise maxima of strided views (12 ms against 1 ms for 1024 digits of
-64x8x8 channels, a third of that forward pass; 35 against 4 ms for VGG-16's first pooling at batch 4), and on
-small inputs it wakes its thread pool (64 us for one digit's 64x8x8 channels with OMP_WAIT_POLICY=PASSIVE). The C++
-core computes any such windows on one pass over the input; without it, windows that tile the input are strided
-maxima. The values are the same: a maximum is exact, and both propagate NaN as max_pool does.
+tensors is several times slower than element-wise maxima of strided views, and on small inputs it wakes its thread
+pool (docs/performance.md). The C++ core computes any such windows on one pass over the input; without it, windows
+that tile the input are strided maxima. The values are the same: a maximum is exact, and both propagate NaN as
+max_pool does.
 """
 
 from __future__ import annotations
