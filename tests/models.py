@@ -32,8 +32,8 @@ def bow_mlp(features=2000, bias=True):
 def vgg_like(bias=True):
     """W3: VGG-style blocks of 3x3 convolutions and max pooling, then dense layers."""
     def block(cin, cout):
-        return [nn.Conv2d(cin, cout, 3, padding=1, bias=bias), nn.ReLU(), nn.Conv2d(cout, cout, 3, padding=1, bias=bias),
-                nn.ReLU(), nn.MaxPool2d(2)]
+        return [nn.Conv2d(cin, cout, 3, padding=1, bias=bias), nn.ReLU(),
+                nn.Conv2d(cout, cout, 3, padding=1, bias=bias), nn.ReLU(), nn.MaxPool2d(2)]
 
     return nn.Sequential(*block(3, 8), *block(8, 16), nn.Flatten(), nn.Linear(16 * 4 * 4, 32, bias=bias), nn.ReLU(),
                          nn.Dropout(), nn.Linear(32, 10, bias=bias))
@@ -41,9 +41,9 @@ def vgg_like(bias=True):
 
 def digits_cnn(bias=True):
     """W4: the digits CNN, exactly as DESIGN.md §7."""
-    return nn.Sequential(nn.Conv2d(1, 32, 3, padding=1, bias=bias), nn.ReLU(), nn.Conv2d(32, 64, 3, padding=1, bias=bias),
-                         nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(1024, 128, bias=bias), nn.ReLU(),
-                         nn.Linear(128, 10, bias=bias))
+    return nn.Sequential(nn.Conv2d(1, 32, 3, padding=1, bias=bias), nn.ReLU(),
+                         nn.Conv2d(32, 64, 3, padding=1, bias=bias), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Linear(1024, 128, bias=bias), nn.ReLU(), nn.Linear(128, 10, bias=bias))
 
 
 class BagOfEmbeddings(nn.Module):

@@ -12,8 +12,7 @@ import torch
 from lrptext.cli import main
 from lrptext.datasets import Split, TextDataset
 from lrptext.models.training import TrainConfig, train
-from lrptext.text import Tokenizer, Vocabulary
-from lrptext.text import render
+from lrptext.text import Tokenizer, Vocabulary, render
 from lrptext.text.classifier import TextClassifier
 from lrptext.text.document import words_of
 
