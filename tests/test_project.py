@@ -1,5 +1,5 @@
 """The project's promises about itself: the README's test command is the one CI runs, one source for the version,
-and the CLI's exit codes."""
+links in the docs that resolve, and the CLI's exit codes."""
 
 from __future__ import annotations
 
@@ -37,6 +37,27 @@ def test_the_version_has_one_source():
 
     assert importlib.metadata.version("lrptext") == __version__
     assert lrptext.build_info()["version"] == __version__
+
+
+def test_links_in_the_docs_resolve():
+    """Every relative link of the README and docs/ names a file of the repository (and a heading, after '#')."""
+    if not (ROOT / ".ci" / "run").exists():
+        pytest.skip("not a source checkout")
+
+    def headings(path: Path) -> set[str]:
+        titles = re.findall(r"^#+ (.+)$", path.read_text(), flags=re.MULTILINE)
+        return {re.sub(r"[^\w\- ]", "", t.strip().lower()).replace(" ", "-") for t in titles}
+
+    broken = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for link in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if link.startswith(("http://", "https://")):
+                continue
+            path, _, anchor = link.partition("#")
+            target = (page.parent / path).resolve() if path else page
+            if not target.exists() or (anchor and anchor not in headings(target)):
+                broken.append(f"{page.relative_to(ROOT)}: {link}")
+    assert not broken, broken
 
 
 def test_cli_info_and_demo(capsys):
