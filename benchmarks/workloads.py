@@ -1,5 +1,5 @@
-"""Workload benchmark (DESIGN.md §7, W1-W5): lrptext (cpp and torch backends) against the floor (torch forward +
-input gradient), zennit and captum on the same seeded models and inputs, as same-run ratios of medians.
+"""Workload benchmark (W1-W5 of docs/performance.md): lrptext (cpp and torch backends) against the floor (torch
+forward + input gradient), zennit and captum on the same seeded models and inputs, as same-run ratios of medians.
 
     python benchmarks/workloads.py [--rounds 5] [--only W4] [--device cuda] [--batches 32]
     python benchmarks/workloads.py --render benchmarks/results/workloads-cuda.json   (table again, no timing)

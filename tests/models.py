@@ -1,4 +1,4 @@
-"""Small seeded models shaped like the benchmark workloads W1-W5 (DESIGN.md §7), for the engine tests."""
+"""Small seeded models shaped like the benchmark workloads W1-W5 (docs/performance.md), for the engine tests."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def vgg_like(bias=True):
 
 
 def digits_cnn(bias=True):
-    """W4: the digits CNN, exactly as DESIGN.md §7."""
+    """W4: the digits CNN, exactly as in docs/performance.md."""
     return nn.Sequential(nn.Conv2d(1, 32, 3, padding=1, bias=bias), nn.ReLU(),
                          nn.Conv2d(32, 64, 3, padding=1, bias=bias), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
                          nn.Linear(1024, 128, bias=bias), nn.ReLU(), nn.Linear(128, 10, bias=bias))

@@ -15,7 +15,7 @@ from lrptext.text.document import DocumentExplanation, words_of
 from lrptext.text.tokens import Token, Tokenizer
 from lrptext.text.vocab import Vocabulary
 
-DEFAULT_COMPOSITE = "epsilon_gamma"  # ε on dense layers, γ on convolutions (DESIGN.md §3, text models)
+DEFAULT_COMPOSITE = "epsilon_gamma"  # ε on dense layers, γ on convolutions (docs/conventions.md, composites)
 
 
 class TextClassifier:
