@@ -1,6 +1,6 @@
 """What a benchmark result depends on: CPU, threads, versions, OpenMP wait policy. Imported first by every
-benchmark so that OMP_WAIT_POLICY=PASSIVE is set before torch starts its pool (DESIGN.md §4: with the default
-spin-wait, 2-thread timings on a shared machine jump to scheduler ticks)."""
+benchmark so that OMP_WAIT_POLICY=PASSIVE is set before torch starts its pool (docs/performance.md, "Measuring on a
+shared machine": with the default spin-wait, 2-thread timings there jump to scheduler ticks)."""
 
 from __future__ import annotations
 

@@ -11,6 +11,8 @@ resident memory (from wait4) is that run's alone.
 
 from __future__ import annotations
 
+import environment
+
 import argparse
 import json
 import os
@@ -20,8 +22,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-import environment
 
 from lrptext.datasets import load
 
@@ -83,7 +83,8 @@ def run_ray(corpus: Path, reference: Path, *, batch: int, workers: int) -> dict:
         same_words &= list(row["words"]) == [w["text"] for w in words]
         worst = max([worst] + [abs(a - w["relevance"]) for a, w in zip(row["relevance"], words)])
     return {"workers": workers, "threads_per_worker": 1, "batch": batch, "rows": len(rows),
-            "explained": len(explained), "same_documents_as_cli": sorted(expected) == sorted(r["id"] for r in explained),
+            "explained": len(explained),
+            "same_documents_as_cli": sorted(expected) == sorted(r["id"] for r in explained),
             "same_words": same_words, "max_abs_relevance_difference": worst, "seconds": round(seconds, 1),
             "documents_per_s": round(len(explained) / seconds, 1)}
 

@@ -1,5 +1,5 @@
-"""Workload benchmark (DESIGN.md §7, W1-W5): lrptext (cpp and torch backends) against the floor (torch forward +
-input gradient), zennit and captum on the same seeded models and inputs, as same-run ratios of medians.
+"""Workload benchmark (W1-W5 of docs/performance.md): lrptext (cpp and torch backends) against the floor (torch
+forward + input gradient), zennit and captum on the same seeded models and inputs, as same-run ratios of medians.
 
     python benchmarks/workloads.py [--rounds 5] [--only W4] [--device cuda] [--batches 32]
     python benchmarks/workloads.py --render benchmarks/results/workloads-cuda.json   (table again, no timing)
@@ -328,8 +328,8 @@ def render(env: dict, rows: list[dict], device: str, rounds: int) -> str:
     if any("peak_extra_mib" in r for r in rows):
         if device == "cpu":
             caption = ("Peak extra memory of one call, MiB: resident memory above the level before the call, each "
-                       "method alone in a fresh process, after one warm-up call and with freed memory handed back to the "
-                       f"system first, with malloc's mmap threshold fixed at 128 KiB for every method (MEMORY_ENV: "
+                       "method alone in a fresh process, after one warm-up call and with freed memory handed back to "
+                       f"the system first, with malloc's mmap threshold fixed at 128 KiB for every method (MEMORY_ENV: "
                        "otherwise the peak follows the order of frees, not what is held); the median of "
                        f"{MEMORY_REPEATS} processes (`--memory`; every measurement in the JSON):")
         else:

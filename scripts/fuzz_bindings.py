@@ -68,10 +68,12 @@ def one_input(data: bytes) -> None:
                                       padding_idx=fdp.ConsumeIntInRange(-3, 60) if fdp.ConsumeBool() else None)
         elif kind == 3:
             _core.embedding_bag_relevance(array(fdp), array(fdp), array(fdp), array(fdp), array(fdp),
-                                          per_sample_weights=maybe(fdp), mode=["sum", "mean", "max"][fdp.ConsumeIntInRange(0, 2)],
+                                          per_sample_weights=maybe(fdp),
+                                          mode=["sum", "mean", "max"][fdp.ConsumeIntInRange(0, 2)],
                                           padding_idx=fdp.ConsumeIntInRange(-3, 60) if fdp.ConsumeBool() else None)
         elif kind == 4:
-            _core.pool_relevance(array(fdp), array(fdp), array(fdp), mode=["max", "avg", "min"][fdp.ConsumeIntInRange(0, 2)],
+            _core.pool_relevance(array(fdp), array(fdp), array(fdp),
+                                 mode=["max", "avg", "min"][fdp.ConsumeIntInRange(0, 2)],
                                  kernel=pair(fdp, -1, 5), stride=pair(fdp, -1, 4), padding=pair(fdp, -1, 3),
                                  dilation=pair(fdp, -1, 3), adaptive=fdp.ConsumeBool(),
                                  count_include_pad=fdp.ConsumeBool(), divisor_override=fdp.ConsumeIntInRange(-1, 5))

@@ -8,8 +8,8 @@
 #   3. runs the GPU benchmark: W1, W3 (also at batch 32) and W4 against torch forward + input gradient and zennit
 #      on the same GPU, as same-run ratios, with peak GPU memory,
 #   4. profiles VGG-16 batch 32 and the digits CNN at batch 1024 (benchmarks/time_profile.py).
-# It took 130 s on a warm H200 (plus about 90 s to start one); results: benchmarks/results/gpu-check.txt,
-# workloads-cuda.md, profile-cuda.txt.
+# Results: benchmarks/results/gpu-check.txt, workloads-cuda.md, profile-cuda.txt; its run time, behind the time
+# limit below: docs/performance.md.
 # Prepare on the development machine, once (scipy-openblas32 and zennit are missing there):
 #   echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

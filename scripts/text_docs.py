@@ -1,5 +1,6 @@
 """Regenerates docs/top-words.md and docs/report.png: the words with the largest summed relevance over the
-SpamAssassin test split (each document explained for its true label), and a screenshot of the HTML report.
+SpamAssassin test split (each document explained for its true label), and a screenshot of the HTML report that
+`lrptext explain-text --samples 4 --html report.html` writes (the same four e-mails).
 
     python scripts/text_docs.py [--model default] [--composite epsilon_gamma]
 
@@ -16,6 +17,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from lrptext.cli import _sample_emails
 from lrptext.datasets import load
 from lrptext.text import render
 from lrptext.text.classifier import TextClassifier
@@ -64,10 +66,7 @@ def main() -> None:
         "what an explanation is for.\n\n" + table)
     chromium = shutil.which("chromium")
     if chromium:
-        test = load("spam-assassin").test
-        spam = [t for t, y in zip(test.texts, test.labels) if y == 1]
-        samples = [spam[0], test.texts[2], spam[1]]
-        docs = classifier.explain([s[:1500] for s in samples], composite=args.composite)
+        docs = classifier.explain(_sample_emails(4), composite=args.composite)
         with tempfile.TemporaryDirectory() as tmp:
             page = Path(tmp) / "report.html"
             page.write_text(render.html_report(docs), encoding="utf-8")

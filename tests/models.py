@@ -1,4 +1,4 @@
-"""Small seeded models shaped like the benchmark workloads W1-W5 (DESIGN.md §7), for the engine tests."""
+"""Small seeded models shaped like the benchmark workloads W1-W5 (docs/performance.md), for the engine tests."""
 
 from __future__ import annotations
 
@@ -32,18 +32,18 @@ def bow_mlp(features=2000, bias=True):
 def vgg_like(bias=True):
     """W3: VGG-style blocks of 3x3 convolutions and max pooling, then dense layers."""
     def block(cin, cout):
-        return [nn.Conv2d(cin, cout, 3, padding=1, bias=bias), nn.ReLU(), nn.Conv2d(cout, cout, 3, padding=1, bias=bias),
-                nn.ReLU(), nn.MaxPool2d(2)]
+        return [nn.Conv2d(cin, cout, 3, padding=1, bias=bias), nn.ReLU(),
+                nn.Conv2d(cout, cout, 3, padding=1, bias=bias), nn.ReLU(), nn.MaxPool2d(2)]
 
     return nn.Sequential(*block(3, 8), *block(8, 16), nn.Flatten(), nn.Linear(16 * 4 * 4, 32, bias=bias), nn.ReLU(),
                          nn.Dropout(), nn.Linear(32, 10, bias=bias))
 
 
 def digits_cnn(bias=True):
-    """W4: the digits CNN, exactly as DESIGN.md §7."""
-    return nn.Sequential(nn.Conv2d(1, 32, 3, padding=1, bias=bias), nn.ReLU(), nn.Conv2d(32, 64, 3, padding=1, bias=bias),
-                         nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(1024, 128, bias=bias), nn.ReLU(),
-                         nn.Linear(128, 10, bias=bias))
+    """W4: the digits CNN, exactly as in docs/performance.md."""
+    return nn.Sequential(nn.Conv2d(1, 32, 3, padding=1, bias=bias), nn.ReLU(),
+                         nn.Conv2d(32, 64, 3, padding=1, bias=bias), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Linear(1024, 128, bias=bias), nn.ReLU(), nn.Linear(128, 10, bias=bias))
 
 
 class BagOfEmbeddings(nn.Module):

@@ -2,7 +2,7 @@
 lrptext: explicit per-connection messages in numpy loops. A convolution is treated as the dense layer of its
 Jacobian (the matrix of input-to-output connections), as zennit's tests do.
 
-Equations: DESIGN.md §3, i.e. Bach et al. 2015 (PLoS ONE 10(7), eqs. 56-60: ε and αβ), Montavon et al. 2019
+Equations: docs/conventions.md, i.e. Bach et al. 2015 (PLoS ONE 10(7), eqs. 56-60: ε and αβ), Montavon et al. 2019
 ("Layer-Wise Relevance Propagation: An Overview", eqs. 3-5: LRP-0, ε, γ), Montavon et al. 2017 (Pattern
 Recognition 65, eq. 10-12: z⁺, w², z^B), Lapuschkin et al. 2019 (flat).
 """

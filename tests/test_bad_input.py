@@ -10,8 +10,7 @@ import pytest
 import torch
 
 import lrptext
-from lrptext import _core
-from lrptext import kernels as K
+from lrptext import _core, kernels as K
 from lrptext.rules import Epsilon, Gamma
 
 
@@ -22,7 +21,8 @@ def f64(*shape):
 def test_weight_of_the_wrong_rank(backend):
     with pytest.raises(ValueError, match=re.escape("dense_relevance: 'weight' must be 2-D (out, in), got 3-D")):
         K.dense_relevance(f64(2, 4), f64(3, 4, 1), None, f64(2, 3), backend=backend)
-    with pytest.raises(ValueError, match=r"dense_relevance: 'weight' must be 2-D \(out_features, in_features\), got 3-D"):
+    with pytest.raises(ValueError,
+                       match=r"dense_relevance: 'weight' must be 2-D \(out_features, in_features\), got 3-D"):
         _core.dense_relevance(f64(2, 4), f64(3, 4, 1), None, f64(2, 3), f64(2, 4))
 
 
@@ -33,7 +33,8 @@ def test_mismatched_shapes(backend):
         K.dense_relevance(f64(2, 4), f64(3, 4), None, f64(2, 4), backend=backend)
     with pytest.raises(ValueError, match=r"'bias' must have shape \(out_channels,\) = \(3,\), got \(4,\)"):
         _core.dense_relevance(f64(2, 4), f64(3, 4), f64(4), f64(2, 3), f64(2, 4))
-    with pytest.raises(ValueError, match=r"'relevance' must have shape \(batch, out_channels, out_h, out_w\) = \(1, 2, 3, 3\)"):
+    with pytest.raises(ValueError,
+                       match=r"'relevance' must have shape \(batch, out_channels, out_h, out_w\) = \(1, 2, 3, 3\)"):
         K.conv2d_relevance(f64(1, 3, 5, 5), f64(2, 3, 3, 3), None, f64(1, 2, 4, 4), backend="cpp")
 
 
@@ -47,7 +48,8 @@ def test_unsupported_dtypes(bad, backend):
 
 
 def test_mixed_dtypes_at_the_boundary():
-    with pytest.raises(ValueError, match="'weight' has dtype float32 but 'input' has float64; convert them to one dtype"):
+    with pytest.raises(ValueError,
+                       match="'weight' has dtype float32 but 'input' has float64; convert them to one dtype"):
         _core.dense_relevance(f64(2, 4), torch.randn(3, 4), None, f64(2, 3), f64(2, 4))
 
 
@@ -82,7 +84,8 @@ def test_token_ids_out_of_range(bad_id, backend):
 @pytest.mark.parametrize("offsets", [[0, 5, 3], [1, 2, 3], [0, 2, 9]])
 def test_bad_offsets(offsets, backend):
     with pytest.raises(ValueError, match="'offsets' must start at 0, never decrease and stay <= the number of ids"):
-        K.embedding_bag_relevance(torch.arange(6), f64(10, 4), f64(3, 4), offsets=torch.tensor(offsets), backend=backend)
+        K.embedding_bag_relevance(torch.arange(6), f64(10, 4), f64(3, 4), offsets=torch.tensor(offsets),
+                                  backend=backend)
 
 
 def test_the_boundary_refuses_non_contiguous_and_read_only_arrays():
@@ -173,7 +176,8 @@ def test_not_an_array(backend):
 
 
 def test_convolution_geometry():
-    with pytest.raises(ValueError, match=r"in_channels \(3\) and out_channels \(4\) must both be divisible by groups \(2\)"):
+    with pytest.raises(ValueError,
+                       match=r"in_channels \(3\) and out_channels \(4\) must both be divisible by groups \(2\)"):
         _core.conv_relevance(f64(1, 3, 5, 5), f64(4, 1, 3, 3), None, f64(1, 4, 3, 3), f64(1, 3, 5, 5),
                              stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=2)
     with pytest.raises(ValueError, match="does not fit the padded input"):

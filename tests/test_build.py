@@ -10,10 +10,9 @@ import pytest
 import torch
 
 import lrptext
-from lrptext import _core, _native
-from lrptext import kernels as K
-from lrptext.rules import Gamma
 from core_settings import core_threads
+from lrptext import _core, _native, kernels as K
+from lrptext.rules import Gamma
 
 
 def test_build_info_reports_blas_threads_and_cuda():

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import lrptext
+from core_settings import core_threads
 from lrptext import Explainer
 from models import KimCNN
-from core_settings import core_threads
 from workers import explain_in_child, model_and_inputs
 
 

@@ -27,7 +27,8 @@ def test_a_corrupt_archive_is_refused(monkeypatch, tmp_path):
     folder = tmp_path / "vendored"
     folder.mkdir()
     (folder / "spam-assassin.tar.xz").write_bytes(b"not the archive")
-    (folder / "manifest.json").write_text(json.dumps({"spam-assassin": {"file": "spam-assassin.tar.xz", "sha256": "0" * 64}}))
+    manifest = {"spam-assassin": {"file": "spam-assassin.tar.xz", "sha256": "0" * 64}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
     monkeypatch.setattr(registry, "PACKAGE_DATA", folder)
     registry._spam_assassin.cache_clear()
     try:

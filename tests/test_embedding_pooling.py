@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 import reference
-from lrptext import kernels as K
 from core_settings import core_threads
+from lrptext import kernels as K
 from tolerances import assert_matches
 
 
@@ -104,16 +104,17 @@ POOLS = [
      lambda x: F.max_pool2d(x, (3, 2), (2, 1))),
     (K.max_pool2d_relevance, dict(kernel_size=(3, 2)), dict(mode="max", kernel=(3, 2), stride=(3, 2)),
      lambda x: F.max_pool2d(x, (3, 2))),
-    (K.max_pool2d_relevance, dict(kernel_size=3, stride=2, padding=1), dict(mode="max", kernel=(3, 3), stride=(2, 2), padding=(1, 1)),
-     lambda x: F.max_pool2d(x, 3, 2, 1)),
-    (K.max_pool2d_relevance, dict(kernel_size=(2, 3), stride=1, dilation=2), dict(mode="max", kernel=(2, 3), dilation=(2, 2)),
-     lambda x: F.max_pool2d(x, (2, 3), 1, 0, 2)),
-    (K.avg_pool2d_relevance, dict(kernel_size=3, stride=2, padding=1), dict(mode="avg", kernel=(3, 3), stride=(2, 2), padding=(1, 1)),
-     lambda x: F.avg_pool2d(x, 3, 2, 1)),
+    (K.max_pool2d_relevance, dict(kernel_size=3, stride=2, padding=1),
+     dict(mode="max", kernel=(3, 3), stride=(2, 2), padding=(1, 1)), lambda x: F.max_pool2d(x, 3, 2, 1)),
+    (K.max_pool2d_relevance, dict(kernel_size=(2, 3), stride=1, dilation=2),
+     dict(mode="max", kernel=(2, 3), dilation=(2, 2)), lambda x: F.max_pool2d(x, (2, 3), 1, 0, 2)),
+    (K.avg_pool2d_relevance, dict(kernel_size=3, stride=2, padding=1),
+     dict(mode="avg", kernel=(3, 3), stride=(2, 2), padding=(1, 1)), lambda x: F.avg_pool2d(x, 3, 2, 1)),
     (K.avg_pool2d_relevance, dict(kernel_size=3, stride=2, padding=1, count_include_pad=False),
      dict(mode="avg", kernel=(3, 3), stride=(2, 2), padding=(1, 1), count_include_pad=False),
      lambda x: F.avg_pool2d(x, 3, 2, 1, count_include_pad=False)),
-    (K.avg_pool2d_relevance, dict(kernel_size=2, divisor_override=3), dict(mode="avg", kernel=(2, 2), stride=(2, 2), divisor_override=3),
+    (K.avg_pool2d_relevance, dict(kernel_size=2, divisor_override=3),
+     dict(mode="avg", kernel=(2, 2), stride=(2, 2), divisor_override=3),
      lambda x: F.avg_pool2d(x, 2, divisor_override=3)),
     (K.adaptive_avg_pool2d_relevance, {}, dict(mode="avg", adaptive=True), lambda x: F.adaptive_avg_pool2d(x, (3, 2))),
     (K.adaptive_max_pool2d_relevance, {}, dict(mode="max", adaptive=True), lambda x: F.adaptive_max_pool2d(x, (3, 2))),
@@ -128,21 +129,25 @@ def test_pool2d(case, dtype, backend, device):
     r = rand(tuple(y.shape), dtype, device, 9)
     out = fn(x, r, backend=backend, **kwargs)
     expected, oracle_y = reference.pool2d(x.cpu().numpy(), r.cpu().numpy(), **oracle)
-    assert_matches(oracle_y, y, torch.float64 if dtype == torch.float64 else torch.float32)  # the oracle's windows are torch's
+    # the oracle's windows are torch's
+    assert_matches(oracle_y, y, torch.float64 if dtype == torch.float64 else torch.float32)
     assert_matches(out, expected, dtype)
 
 
 @pytest.mark.parametrize("kind", ["max", "avg", "adaptive_avg", "adaptive_max"])
 def test_pool1d(kind, dtype, backend, device):
     x = rand((2, 4, 11), dtype, device, 20).abs()
+    window = dict(kernel_size=3, stride=2, padding=1, backend=backend)
     forward, call, oracle = {
-        "max": (lambda v: F.max_pool1d(v, 3, 2, 1), lambda v, r: K.max_pool1d_relevance(v, r, kernel_size=3, stride=2, padding=1, backend=backend),
+        "max": (lambda v: F.max_pool1d(v, 3, 2, 1), lambda v, r: K.max_pool1d_relevance(v, r, **window),
                 dict(mode="max", kernel=(1, 3), stride=(1, 2), padding=(0, 1))),
-        "avg": (lambda v: F.avg_pool1d(v, 3, 2, 1), lambda v, r: K.avg_pool1d_relevance(v, r, kernel_size=3, stride=2, padding=1, backend=backend),
+        "avg": (lambda v: F.avg_pool1d(v, 3, 2, 1), lambda v, r: K.avg_pool1d_relevance(v, r, **window),
                 dict(mode="avg", kernel=(1, 3), stride=(1, 2), padding=(0, 1))),
-        "adaptive_avg": (lambda v: F.adaptive_avg_pool1d(v, 4), lambda v, r: K.adaptive_avg_pool1d_relevance(v, r, backend=backend),
+        "adaptive_avg": (lambda v: F.adaptive_avg_pool1d(v, 4),
+                         lambda v, r: K.adaptive_avg_pool1d_relevance(v, r, backend=backend),
                          dict(mode="avg", adaptive=True)),
-        "adaptive_max": (lambda v: F.adaptive_max_pool1d(v, 4), lambda v, r: K.adaptive_max_pool1d_relevance(v, r, backend=backend),
+        "adaptive_max": (lambda v: F.adaptive_max_pool1d(v, 4),
+                         lambda v, r: K.adaptive_max_pool1d_relevance(v, r, backend=backend),
                          dict(mode="max", adaptive=True)),
     }[kind]
     y = forward(x)

@@ -15,8 +15,8 @@ from torch import nn
 from lrptext.cli import main
 from lrptext.datasets import load
 from lrptext.datasets.images import load_images
-from lrptext.evaluation.baselines import gradient_attribution
 from lrptext.evaluation.bag_of_words import bow_word_deletion
+from lrptext.evaluation.baselines import gradient_attribution
 from lrptext.evaluation.curves import summarise
 from lrptext.evaluation.pixels import _regions, pixel_flipping
 from lrptext.evaluation.words import _Model, _scores, word_deletion

@@ -336,10 +336,12 @@ def test_non_finite_inputs_and_results_are_refused_once(backend):
         explain(model, x, backend=backend)
     with torch.no_grad():  # finite inputs whose activations overflow float32
         model[0].weight.fill_(1e38)
-    with pytest.raises(ValueError, match=r"NaN or infinite at nn.Linear \('\d'\) under Epsilon\(epsilon=1e-06\): .*overflow "
+    with pytest.raises(ValueError, match=r"NaN or infinite at nn.Linear \('\d'\) under Epsilon\(epsilon=1e-06\): "
+                       r".*overflow "
                        r"in torch.float32: explain in float64"):
         explain(model, torch.ones(2, 4), backend=backend)
-    assert torch.isfinite(explain(model.double(), torch.ones(2, 4, dtype=torch.float64), backend=backend).relevance).all()
+    in_float64 = explain(model.double(), torch.ones(2, 4, dtype=torch.float64), backend=backend)
+    assert torch.isfinite(in_float64.relevance).all()
 
 
 def test_finite_values_whose_sum_overflows_are_not_mistaken_for_infinity(backend):
@@ -723,7 +725,8 @@ def test_explain_on_the_device_equals_the_cpu(device, composite):
     assert e.relevance.device.type == device and next(moved.parameters()).device.type == device
     torch.testing.assert_close(e.relevance.cpu(), expected, rtol=1e-7, atol=1e-10)
     kim, (ids,) = workload("W1", bias=True)
-    torch.testing.assert_close(explain(copy_to(kim, device), ids.to(device)).relevance.cpu(), explain(kim, ids).relevance,
+    torch.testing.assert_close(explain(copy_to(kim, device), ids.to(device)).relevance.cpu(),
+                               explain(kim, ids).relevance,
                                rtol=1e-7, atol=1e-10)
 
 

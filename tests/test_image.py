@@ -7,8 +7,8 @@ import re
 
 import numpy as np
 import pytest
-import torch.nn.functional as F
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 import lrptext
@@ -51,7 +51,8 @@ def test_the_bundled_fashion_model():
 
 def test_the_digits_cnn_trains_on_digits_through_the_cli(tmp_path, capsys):
     out = tmp_path / "digits.pt"
-    assert main(["train", "--dataset", "digits", "--arch", "digits", "--epochs", "3", "--quiet", "--out", str(out)]) == 0
+    assert main(["train", "--dataset", "digits", "--arch", "digits", "--epochs", "3", "--quiet",
+                 "--out", str(out)]) == 0
     classifier = ImageClassifier.load(out)
     assert classifier.metadata["test_accuracy"] > 0.8 and classifier.size == 8
     assert "test accuracy" in capsys.readouterr().out
@@ -113,7 +114,8 @@ def test_explain_image_refusals(tmp_path, capsys, make, message):
 
 def test_a_grayscale_image_for_an_rgb_model(tmp_path, capsys):
     model_path = tmp_path / "rgb.pt"
-    ImageClassifier(VGGStyle(3, channels=3, size=8, width=4), ["a", "b", "c"], mean=[0.5] * 3, std=[0.25] * 3).save(model_path)
+    rgb = ImageClassifier(VGGStyle(3, channels=3, size=8, width=4), ["a", "b", "c"], mean=[0.5] * 3, std=[0.25] * 3)
+    rgb.save(model_path)
     assert main(["explain-image", png(tmp_path / "g.png", "L", (8, 8)), "--model", str(model_path), "--out",
                  str(tmp_path / "h.png")]) == 1
     assert "is grayscale (1 channel) but the model takes RGB (3 channels) images" in capsys.readouterr().err
@@ -124,8 +126,7 @@ def test_a_grayscale_image_for_an_rgb_model(tmp_path, capsys):
 def test_fashion_mnist_fetch_and_load(tmp_path, monkeypatch):
     import os
 
-    from lrptext.datasets import fetch
-    from lrptext.datasets import images
+    from lrptext.datasets import fetch, images
     from lrptext.datasets.images import DEBIAN_FOLDER, load_images
 
     if not DEBIAN_FOLDER.exists():

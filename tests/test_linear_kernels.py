@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 
 import reference
+from core_settings import core_threads, core_winograd
 from lrptext.kernels import conv1d_relevance, conv2d_relevance, dense_relevance, prepare_weights
 from lrptext.rules import AlphaBeta, Epsilon, Flat, Gamma, WSquare, ZBox, ZPlus
-from core_settings import core_threads, core_winograd
 from tolerances import assert_matches, relative_error
 
 # (lrptext rule, the oracle's description of the same rule)
@@ -552,7 +552,8 @@ def test_numpy_in_numpy_out(backend):
 def test_negative_free_input_takes_the_short_path_with_the_same_result(backend):
     """After a ReLU the input has no negative part; the kernels skip the x⁻ passes, and must agree with the oracle."""
     x = make((4, 20), torch.float64, "cpu", 60, positive=True)
-    w, b, r = make((9, 20), torch.float64, "cpu", 61), make((9,), torch.float64, "cpu", 62), make((4, 9), torch.float64, "cpu", 63)
+    w, b = make((9, 20), torch.float64, "cpu", 61), make((9,), torch.float64, "cpu", 62)
+    r = make((4, 9), torch.float64, "cpu", 63)
     for name in ("gamma", "zplus", "alpha2beta1"):
         rule, spec = RULES[name]
         assert_matches(dense_relevance(x, w, b, r, rule=rule, backend=backend),

@@ -8,11 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-from lrptext import _core
-from lrptext import kernels as K
+from lrptext import _core, kernels as K
 from lrptext.rules import AlphaBeta, Epsilon, Flat, Gamma, WSquare, ZBox, ZPlus
 
 SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
@@ -42,7 +40,8 @@ def dense_case(draw):
 @given(dense_case())
 def test_dense_equals_the_torch_backend(case):
     x, w, b, r, rule = case
-    same(K.dense_relevance(x, w, b, r, rule=rule, backend="cpp"), K.dense_relevance(x, w, b, r, rule=rule, backend="torch"))
+    same(K.dense_relevance(x, w, b, r, rule=rule, backend="cpp"),
+         K.dense_relevance(x, w, b, r, rule=rule, backend="torch"))
 
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.int32, torch.int64]

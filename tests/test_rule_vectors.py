@@ -1,4 +1,5 @@
-"""DESIGN.md §3 test vectors, produced with zennit 1.0.0 in float64: our kernels must reproduce zennit's numbers."""
+"""The test vectors of docs/conventions.md, produced with zennit 1.0.0 in float64: our kernels must reproduce
+zennit's numbers."""
 
 from __future__ import annotations
 

@@ -105,7 +105,8 @@ def test_clear_errors():
     custom = make_pipeline(CountVectorizer(analyzer=str.split), LogisticRegression()).fit(TEXTS, SPAM)
     with pytest.raises(ValueError, match="custom or character analyzer"):
         lrptext.explain(custom, ["free money"])
-    assert explain_features(chars[1], chars[0].transform(["free money"])).relevance.shape[1] == len(chars[0].vocabulary_)
+    features = explain_features(chars[1], chars[0].transform(["free money"]))
+    assert features.relevance.shape[1] == len(chars[0].vocabulary_)
 
 
 def test_cli_explains_a_saved_pipeline(tmp_path, capsys):

@@ -11,11 +11,10 @@ import torch
 
 from lrptext.cli import main
 from lrptext.datasets import Split, TextDataset
-from lrptext.training import TrainConfig, train
-from lrptext.text import Tokenizer, Vocabulary
-from lrptext.text import render
+from lrptext.text import Tokenizer, Vocabulary, render
 from lrptext.text.classifier import TextClassifier
 from lrptext.text.document import words_of
+from lrptext.training import TrainConfig, train
 
 SPAM = ("Subject: FREE money!!!\n\nClick here to claim your FREE prize now. Limited offer, act now & "
         "earn $$$ from home. Unsubscribe here.")
@@ -128,6 +127,22 @@ def test_cli_explain_text_formats(tmp_path, capsys):
     out, report = tmp_path / "out.txt", tmp_path / "report.html"
     assert main(["explain-text", "--samples", "2", "--out", str(out), "--html", str(report), "--color", "never"]) == 0
     assert "prediction: spam" in out.read_text() and report.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_cli_samples_are_the_documented_choice(classifier):
+    """`explain-text --samples 4` (the README's main job) shows two ham and two spam e-mails of the test split,
+    always the same ones, each correctly classified by the bundled model; past the chosen ones the rest of the split
+    follows."""
+    from lrptext.cli import SAMPLE_SUBJECTS, _sample_emails
+
+    samples = _sample_emails(len(SAMPLE_SUBJECTS))
+    assert [t.split("\n", 1)[0] for t in samples] == [subject for _, subject in SAMPLE_SUBJECTS]
+    assert _sample_emails(4) == samples[:4]
+    docs = classifier.explain(samples)
+    assert [d.prediction for d in docs] == [label for label, _ in SAMPLE_SUBJECTS]
+    assert sorted(label for label, _ in SAMPLE_SUBJECTS[:4]) == ["ham", "ham", "spam", "spam"]
+    more = _sample_emails(len(SAMPLE_SUBJECTS) + 6)
+    assert more[:len(SAMPLE_SUBJECTS)] == samples and not set(more[len(SAMPLE_SUBJECTS):]) & set(samples)
 
 
 def test_cli_bad_input_exits_non_zero(tmp_path, capsys):

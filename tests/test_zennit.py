@@ -18,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "anc
 from zennit_import import import_zennit  # noqa: E402
 
 zennit = import_zennit() if importlib.util.find_spec("zennit") else None
-pytestmark = pytest.mark.skipif(zennit is None, reason="zennit 1.0.0 not installed (benchmarks/anchors/install_zennit.sh)")
+pytestmark = pytest.mark.skipif(zennit is None,
+                                reason="zennit 1.0.0 not installed (benchmarks/anchors/install_zennit.sh)")
 
 
 def zennit_relevance(model, x, target, composite):

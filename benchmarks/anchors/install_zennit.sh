@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs zennit 1.0.0, the anchor of our comparisons, into the active environment. It declares
 # Requires-Python >= 3.11.11 and imports torchvision, so it needs --ignore-requires-python and --no-deps here;
-# tests/anchors.py and the benchmarks put the torchvision stand-in beside this script on sys.path when no real
+# benchmarks/anchors/zennit_import.py (used by tests/test_zennit.py and the benchmarks) puts the torchvision stand-in beside this script on sys.path when no real
 # torchvision imports. Optional: nothing in the test suite requires zennit.
 set -euo pipefail
 dir=$(mktemp -d)

@@ -2,11 +2,11 @@
 // tile stays in cache: F gathers a tile of input columns (im2col) and multiplies; G of a stride-1 convolution is
 // the convolution of the relevance with the transposed kernel, the same gather over the relevance with the
 // weight rearranged; G of a strided convolution, of one that widens the channels four times or more (whose
-// input-side columns are the fewer: 1 -> 32 channels ran 2.6x faster so), or of one whose samples have fewer
-// positions than its transposed columns have rows (deep in an image network: VGG-16's 512-channel layers at
-// 14x14 ran 5-25% faster so, the digits CNN's 32 -> 64 at 8x8 5%), multiplies into columns and scatters them
-// back (col2im). Samples much smaller than a tile (8x8 images) share tiles in F and in the scattered G. A 3x3
-// convolution of stride 1 with enough channels and positions takes Winograd's way instead (winograd.h).
+// input-side columns are the fewer), or of one whose samples have fewer positions than its transposed columns
+// have rows (deep in an image network) multiplies into columns and scatters them back (col2im), which was faster
+// there (measurements: docs/performance.md). Samples much smaller than a tile (8x8 images) share tiles in F and in
+// the scattered G. A 3x3 convolution of stride 1 with enough channels and positions takes Winograd's way instead
+// (winograd.h).
 #include <omp.h>
 
 #include <algorithm>
@@ -25,22 +25,20 @@ namespace {
 // Floats in one tile's column matrix: large enough for an efficient GEMM, small enough to stay in cache.
 constexpr int64_t kTileBudget = int64_t(1) << 18;
 // The fewest positions in a tile (where the budget allows fewer), as every GEMM first copies (packs) the whole
-// weight: at 64 positions against a 512x4608 weight that copy took a third of the time.
+// weight, and small tiles pay for that copy again and again (measurements: docs/performance.md).
 constexpr int64_t kMinTile = 256;
 // A weight of more floats than this no longer fits in cache, so each pack reads it from memory: four times the
-// positions per tile (VGG-16's 512-channel layers at 28x28: 7-10% faster).
+// positions per tile (measurements: docs/performance.md).
 constexpr int64_t kLargeWeight = int64_t(1) << 20;
 
 // WinogradMode::Auto takes Winograd's way (winograd.h) for 3x3 convolutions of stride 1 with at least this many
-// channels on either side and 2x2 output tiles in a pass. With fewer, its transforms cost more than its GEMMs save:
-// the digits CNN's 32 -> 64 channels over 8x8 images at batch 1024 took 1.35x the time of the columns' way, forward
-// and transposed; at 64 -> 64 they were even; VGG-16's 64+ channels at 28x28 to 224x224 took 0.45-0.75x.
+// channels on either side and 2x2 output tiles in a pass. With fewer, its transforms cost more than its GEMMs save
+// (measurements: docs/performance.md).
 constexpr int64_t kWinogradChannels = 64;
 constexpr int64_t kWinogradTiles = 128;
 // Nor where the transformed weight (16 floats per channel pair) outgrows the pass's input more than this many
-// times: deep layers of small batches, where it adds more memory than its time saving is worth (VGG-16 at batch 1:
-// 512 channels at 28x28, 16.8 MB against a 1.6 MB input for 10% of the layer's time; its peak went 80 -> 100 MB,
-// over the 84 MB of torch's forward pass and gradient).
+// times: deep layers of small batches, where it adds more memory than its time saving is worth (measurements:
+// docs/performance.md).
 constexpr int64_t kWinogradWeightToInput = 3;
 
 std::atomic<WinogradMode> g_winograd{WinogradMode::Auto};
@@ -217,8 +215,8 @@ struct ConvOp {
   bool direct;  // 1x1 kernel, stride 1, no padding: the input already is its column matrix
   bool unit_stride;
   // A 1-d convolution of stride 1 (one row, any padding and dilation): tap k of output position p reads input
-  // position p - pw + k dw, so F and G are one GEMM per tap over shifted views, with no column matrix (a text
-  // CNN's 300 x 5 taps over 400 tokens took 1.2 MiB of columns per thread).
+  // position p - pw + k dw, so F and G are one GEMM per tap over shifted views, with no column matrix (which a
+  // text CNN's long documents would fill per thread; measurements: docs/performance.md).
   bool shifted;
   Taps forward_taps;   // F: output positions read the input
   Taps backward_taps;  // G of a stride-1 convolution: input positions read the output
@@ -261,7 +259,7 @@ struct ConvOp {
 
   // Samples whose columns go side by side into one tile of a column matrix with `rows` rows, when a sample has
   // far fewer positions than a tile holds (small images): one GEMM of many positions, not one per sample, each
-  // packing the whole weight again (the digits CNN's 8x8 images at batch 1024: explanations 7% faster). The
+  // packing the whole weight again (measurements: docs/performance.md). The
   // blocks split evenly over the threads, at least one each. 1 (a tile per sample) for grouped convolutions.
   int64_t samples_per_tile(int64_t n, int64_t rows, int64_t positions) const {
     const int64_t fit = tile_positions(rows) / std::max<int64_t>(positions, 1);

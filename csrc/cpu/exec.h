@@ -1,5 +1,6 @@
 // How the shared rule code runs on the CPU: OpenMP loops, heap workspaces, single-threaded OpenBLAS calls
-// split across OpenMP threads (one thread pool in the process, DESIGN.md §4).
+// split across OpenMP threads (one thread pool in the process; docs/performance.md, "Measurements behind
+// decisions").
 #pragma once
 #include <omp.h>
 
@@ -13,9 +14,9 @@
 namespace lrptext::cpu {
 
 // Loops shorter than this run on one thread: waking the pool costs more than the work (with
-// OMP_WAIT_POLICY=PASSIVE, as on shared machines, a parallel region was measured at 20-50 us).
+// OMP_WAIT_POLICY=PASSIVE, as on shared machines; measurements: docs/performance.md).
 constexpr int64_t kParallelGrain = 1 << 16;
-// The same for products: below this many multiply-adds (about 20 us on one core) one thread is faster.
+// The same for products: below this many multiply-adds one thread is faster (measurements: docs/performance.md).
 constexpr int64_t kParallelFlops = 1 << 21;
 
 constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -44,8 +45,7 @@ struct Exec {
   static constexpr int64_t kChunkOutputs = int64_t(1) << 20;
 
   // A kernel's workspace. Large ones are mappings (above), not malloc's heap: there, freed workspaces of one
-  // layer stayed resident and the next layer's, of another size, came on top (VGG-16 batch 4 with gamma rules
-  // peaked about 100 MiB higher).
+  // layer stayed resident and the next layer's, of another size, came on top (measurements: docs/performance.md).
   template <class T>
   class Buffer {
    public:
@@ -92,7 +92,7 @@ struct Exec {
 
   // Each thread runs its own copy of f (here and below): the loops store through pointers f captured, which
   // could alias a closure shared by the threads, so the compiler reloaded every capture per element and kept
-  // the loop scalar (the gamma rule's ratio over 4M outputs: 5% of an explanation of the digits CNN).
+  // the loop scalar (measurements: docs/performance.md).
   template <class F>
   void map(int64_t n, F f) const {
 #pragma omp parallel num_threads(get_num_threads()) if (n >= kParallelGrain)
@@ -185,7 +185,7 @@ struct Exec {
   }
 
   // Whether pred(i) holds for some i < n. In chunks without a short-circuit inside (a branch per element kept
-  // the loop scalar: 3.2M activations took ~5 ms), each thread stopping at the first chunk after anyone's hit.
+  // the loop scalar; measurements: docs/performance.md), each thread stopping at the first chunk after anyone's hit.
   template <class F>
   bool any(int64_t n, F pred) const {
     constexpr int64_t kChunk = 1 << 12;

@@ -34,7 +34,8 @@ void blas_gemv(bool trans, int64_t m, int64_t n, const double* a, int64_t lda, c
 }
 
 // A product with one row or one column of C is a matrix-vector product: GEMM would first copy (pack) the whole
-// matrix, which for one sample through a wide dense layer took 2.5x as long as reading it once.
+// matrix, which for one sample through a wide dense layer costs far more than reading it once (measurements:
+// docs/performance.md).
 // y = op(M) v with op(M) [rows, cols]; M row-major with leading dimension ldm. A large one is split over the
 // threads by rows of y: it streams the matrix from memory, which one core does not saturate.
 template <class T>
@@ -106,7 +107,7 @@ template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, const double*,
 
 namespace {
 // OpenBLAS runs single-threaded inside our OpenMP threads: its own pthread pool alternating with
-// libgomp's was measured 4x slower (DESIGN.md §4).
+// libgomp's was several times slower than either alone (measurements: docs/performance.md).
 int start_threads() {
   scipy_openblas_set_num_threads(1);
   return omp_get_max_threads();

@@ -181,9 +181,10 @@ void pool(const PoolProblem& p) {
   }
 }
 
-// Branch-free maxima (a data-dependent branch per element was mispredicted on half of a natural image's windows
-// and kept the loops scalar: 6x slower than torch's strided maxima). NaN wins, as in torch's max pooling: the
-// maximum of ordered values, replaced at the end by NaN where any value was unordered.
+// Branch-free maxima (a data-dependent branch per element is mispredicted on half of a natural image's windows
+// and keeps the loops scalar, far slower than torch's strided maxima; measurements: docs/performance.md). NaN
+// wins, as in torch's max pooling: the maximum of ordered values, replaced at the end by NaN where any value was
+// unordered.
 template <class T>
 inline T larger(T m, T v) {
   return v > m ? v : m;

@@ -1,9 +1,9 @@
 // A 3x3 convolution of stride 1 by Winograd's minimal filtering F(2x2, 3x3) (Lavin & Gray 2016, "Fast
 // Algorithms for Convolutional Neural Networks"): each 2x2 block of outputs ("tile") comes from the 4x4 block of
 // inputs under it as A^T [(G g G^T) . (B^T d B)] A, 16 multiplications per channel pair where the direct way takes
-// 36. Summed over the channels, the 16 element-wise products become 16 GEMMs [out, in] x [in, tiles]. VGG-16's
-// layers at batch 4, 2 threads: 128 -> 128 channels at 112x112 took 45 ms this way, 90 ms through columns (im2col)
-// and 72 ms in torch's (oneDNN) convolution. The transposed pass of such a convolution is one too (the kernel
+// 36. Summed over the channels, the 16 element-wise products become 16 GEMMs [out, in] x [in, tiles]. On VGG-16's
+// wide layers this beats both columns (im2col) and torch's own (oneDNN) convolution (measurements:
+// docs/performance.md). The transposed pass of such a convolution is one too (the kernel
 // flipped, its channels swapped, padding 2 - p); the flip swaps rows 0 and 3 of G, so its transformed weight is the
 // forward one's with rows and columns 0 and 3 swapped, read transposed: one transform serves F and G.
 #pragma once
@@ -24,8 +24,8 @@ struct Winograd {
   int64_t src_ch, dst_ch, src_h, src_w, dst_h, dst_w, pad_h, pad_w;
   bool transposed;
 
-  // Tiles per block: each block's 16 GEMMs pack the whole transformed weight, so fewer tiles pay more for that
-  // (64: +5-25% on VGG-16's layers), more leave the cache (256: +5-20%).
+  // Tiles per block: each block's 16 GEMMs pack the whole transformed weight, so fewer tiles pay more for that,
+  // and more leave the cache (measurements: docs/performance.md).
   static constexpr int64_t kBlockTiles = 128;
 
   int64_t tile_rows() const { return (dst_h + 1) / 2; }
@@ -33,7 +33,7 @@ struct Winograd {
   int64_t tiles(int64_t n) const { return n * tile_rows() * tile_cols(); }
 
   // The transformed weight of w [out, in, 3, 3]: 16 matrices G g G^T [out, in], weight_stride(out, in) apart.
-  // The padding keeps the 16 rows one kernel writes off the same cache sets (512 x 512 channels: 4.7 -> 1.8 ms).
+  // The padding keeps the 16 rows one kernel writes off the same cache sets (measurements: docs/performance.md).
   static int64_t weight_stride(int64_t out, int64_t in) { return out * in + 16; }
 
   static Exec::Buffer<T> transform_weight(const Exec& ex, const T* w, int64_t out, int64_t in) {

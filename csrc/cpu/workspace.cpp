@@ -1,7 +1,7 @@
 // Large workspaces, mapped from the system and kept for the next kernel call (up to kRetainedBytes), as malloc
-// keeps freed heap memory. A fresh mapping's first touch faults on every page, measured at about 0.8 ms per MiB
-// on the 2-core development VM: the digits CNN's epsilon explanation at batch 1024 spent 30 of its 85 ms there,
-// where torch's gradient, whose buffers come back from malloc's heap, spent none.
+// keeps freed heap memory. A fresh mapping's first touch faults on every page, which took a large share of a
+// small network's explanation at a large batch, where torch's gradient, whose buffers come back from malloc's
+// heap, pays nothing (measurements: docs/performance.md).
 #include <sys/mman.h>
 
 #include <mutex>

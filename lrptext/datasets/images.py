@@ -45,7 +45,8 @@ def fetch_fashion_mnist(source: Path = DEBIAN_FOLDER) -> Path:
     folder = cache_dir() / "fashion-mnist"
     if not all((source / f).exists() for f in FASHION_FILES):
         raise DatasetMissingError(f"Fashion-MNIST is not in {source}; install the Debian package "
-                                  "(apt-get install dataset-fashion-mnist), then run 'lrptext data fetch fashion-mnist'")
+                                  "(apt-get install dataset-fashion-mnist), then run "
+                                  "'lrptext data fetch fashion-mnist'")
     folder.mkdir(parents=True, exist_ok=True)
     for f in FASHION_FILES:
         shutil.copyfile(source / f, folder / f)
@@ -78,8 +79,11 @@ def load_fashion_mnist() -> ImageDataset:
     def images(name: str) -> np.ndarray:
         return (_idx(folder / name).astype(np.float32) / 255.0)[:, None]
 
-    return ImageDataset("fashion-mnist", FASHION_LABELS, images(FASHION_FILES[0]), _idx(folder / FASHION_FILES[1]).astype(np.int64),
-                        images(FASHION_FILES[2]), _idx(folder / FASHION_FILES[3]).astype(np.int64))
+    def labels(name: str) -> np.ndarray:
+        return _idx(folder / name).astype(np.int64)
+
+    return ImageDataset("fashion-mnist", FASHION_LABELS, images(FASHION_FILES[0]), labels(FASHION_FILES[1]),
+                        images(FASHION_FILES[2]), labels(FASHION_FILES[3]))
 
 
 def load_digits() -> ImageDataset:

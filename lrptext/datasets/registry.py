@@ -94,7 +94,8 @@ def _fetched(name: str) -> TextDataset:
     recorded = json.loads(manifest.read_text())
     for file, digest in recorded["files"].items():
         if sha256(folder / file) != digest:
-            raise ValueError(f"{folder / file} does not match its recorded sha256; run 'lrptext data fetch {name}' again")
+            raise ValueError(f"{folder / file} does not match its recorded sha256; run 'lrptext data fetch {name}' "
+                             "again")
     train_texts, train_names = _read_tab(folder / "train.tab")
     test_texts, test_names = _read_tab(folder / "test.tab")
     names = sorted(set(train_names) | set(test_names))

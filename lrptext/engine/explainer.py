@@ -18,11 +18,9 @@ from lrptext.engine.propagate import Layer, RelevancePass, forward
 from lrptext.engine.targets import Target, initial_relevance
 from lrptext.graph import Graph, Node, capture
 from lrptext.graph.capture import forward_parameters
-from lrptext.layers import CANONIZERS as CANONIZER_PASSES
-from lrptext.layers import KINDS
-from lrptext.rules.composites import Composite
-from lrptext.rules.composites import composite as resolve_composite
-from lrptext.rules.rule import Epsilon, Norm
+from lrptext.layers import CANONIZERS as CANONIZER_PASSES, KINDS
+from lrptext.rules.composites import Composite, composite as resolve_composite
+from lrptext.rules.rule import Epsilon
 
 CANONIZERS = tuple(CANONIZER_PASSES)
 
@@ -135,8 +133,9 @@ class Explainer:
                 raise TypeError(f"input {i} ('{graph.inputs[i].qualified_name}') must be a torch.Tensor, got "
                                 f"{type(x).__name__}")
             if devices and x.device not in devices:
+                target_device = str(next(iter(devices)))
                 raise ValueError(f"input {i} is on {x.device} but the model's parameters are on "
-                                 f"{', '.join(map(str, devices))}; move the input with .to({str(next(iter(devices)))!r})")
+                                 f"{', '.join(map(str, devices))}; move the input with .to({target_device!r})")
         return inputs, graph, rules
 
     def explain(self, inputs: Any, *, target: Target = None, output_relevance: torch.Tensor | None = None,

@@ -38,7 +38,8 @@ def _classes(value: int | Sequence[int] | torch.Tensor, logits: torch.Tensor, wh
 
 
 def initial_relevance(logits: torch.Tensor, target: Target,
-                      output_relevance: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+                      output_relevance: torch.Tensor | None
+                      ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """(R at the output, target classes or None, contrast classes or None)."""
     if logits.dim() != 2:
         raise ValueError(f"lrptext explains models whose output is (batch, classes); this one returns shape "
@@ -48,7 +49,8 @@ def initial_relevance(logits: torch.Tensor, target: Target,
             raise ValueError("pass either 'target' or 'output_relevance', not both")
         r = torch.as_tensor(output_relevance, dtype=logits.dtype, device=logits.device)
         if r.shape != logits.shape:
-            raise ValueError(f"'output_relevance' must have the output's shape {tuple(logits.shape)}, got {tuple(r.shape)}")
+            raise ValueError(f"'output_relevance' must have the output's shape {tuple(logits.shape)}, got "
+                             f"{tuple(r.shape)}")
         return r.clone(), None, None  # the relevance pass may overwrite it: never the caller's tensor
     if isinstance(target, Contrast):
         c = _classes(target.target, logits, "target")

@@ -55,8 +55,8 @@ class ImageClassifier:
             x = x[None]
         if x.dim() != 4 or x.shape[1] != self.channels:
             got = tuple(x.shape)
-            raise ValueError(f"images must be [N, {self.channels}, {self.size}, {self.size}] (pixels in [0, 1]) for this "
-                             f"{self.channels}-channel model, got shape {got}")
+            raise ValueError(f"images must be [N, {self.channels}, {self.size}, {self.size}] (pixels in [0, 1]) for "
+                             f"this {self.channels}-channel model, got shape {got}")
         if tuple(x.shape[2:]) != (self.size, self.size):
             raise ValueError(f"images must be {self.size}x{self.size} pixels, got {x.shape[2]}x{x.shape[3]}; lrptext "
                              "does not resize (it would change what the model sees): resize them yourself")

@@ -57,7 +57,8 @@ class RelevanceComponent:
         try:
             self.classifier = TextClassifier.load(model)
         except (FileNotFoundError, ValueError) as error:
-            raise ValueError(f"spaCy component '{name}': config 'model' = {model!r} cannot be loaded: {error}") from None
+            raise ValueError(f"spaCy component '{name}': config 'model' = {model!r} cannot be loaded: "
+                             f"{error}") from None
         if target is not None:
             self.classifier.label_index(target)
 

@@ -76,7 +76,8 @@ def _prepared(fn: str, rule: LinearRule, prepared: PreparedWeights | None) -> tu
     if prepared is None:
         return None, None
     if not isinstance(prepared, PreparedWeights):
-        raise TypeError(f"{fn}: 'prepared' must come from lrptext.kernels.prepare_weights, got {type(prepared).__name__}")
+        raise TypeError(f"{fn}: 'prepared' must come from lrptext.kernels.prepare_weights, got "
+                        f"{type(prepared).__name__}")
     if prepared.rule != rule:
         raise ValueError(f"{fn}: 'prepared' was made for {prepared.rule!r} but the rule is {rule!r}; prepare it again")
     return contiguous(prepared.weight_a), contiguous(prepared.weight_b)
@@ -272,7 +273,8 @@ def _pool(fn: str, input: Array, relevance: Array, *, spatial: int, mode: str, k
     _check_float(fn, "input", input)
     _check_float(fn, "relevance", relevance)
     layout = "(batch, channels, length)" if spatial == 1 else "(batch, channels, height, width)"
-    if input.ndim != spatial + 2 or relevance.ndim != spatial + 2 or tuple(relevance.shape[:2]) != tuple(input.shape[:2]):
+    if (input.ndim != spatial + 2 or relevance.ndim != spatial + 2
+            or tuple(relevance.shape[:2]) != tuple(input.shape[:2])):
         raise ValueError(f"{fn}: 'input' and 'relevance' must be {spatial + 2}-D {layout} with the same batch and "
                          f"channels, got {tuple(input.shape)} and {tuple(relevance.shape)}")
     kernel = _tuple(fn, "kernel_size", kernel_size, spatial)
@@ -288,7 +290,8 @@ def _pool(fn: str, input: Array, relevance: Array, *, spatial: int, mode: str, k
 
 
 def _check_windows_reach_the_input(fn: str, size: tuple[int, ...], out: tuple[int, ...], kernel: tuple[int, ...],
-                                   stride: tuple[int, ...], padding: tuple[int, ...], dilation: tuple[int, ...]) -> None:
+                                   stride: tuple[int, ...], padding: tuple[int, ...],
+                                   dilation: tuple[int, ...]) -> None:
     """With dilation, a max-pooling window can hold only padding: torch then outputs -inf and its backward writes
     out of bounds, so such a geometry is refused for every backend."""
     for axis, (n, n_out, k, s, p, d) in enumerate(zip(size, out, kernel, stride, padding, dilation)):

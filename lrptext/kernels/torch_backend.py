@@ -124,7 +124,8 @@ def check_ids(fn: str, ids: torch.Tensor, num_embeddings: int) -> None:
         position = int(bad.nonzero()[0, 0])
         raise ValueError(
             f"{fn}: 'ids' holds a token id outside [0, {num_embeddings}) at position {position} "
-            f"(value {int(ids[position])}); map unknown words to an in-vocabulary id (e.g. an <unk> token) before explaining"
+            f"(value {int(ids[position])}); map unknown words to an in-vocabulary id (e.g. an <unk> token) before "
+            "explaining"
         )
 
 

@@ -32,7 +32,8 @@ class BatchNorm(LayerKind):
 
     def capture_module(self, node: Node, module: Any) -> None:
         if not module.track_running_stats or module.running_mean is None:
-            node.kind, node.hint = UNSUPPORTED, "BatchNorm without running statistics cannot be explained in eval semantics"
+            node.kind = UNSUPPORTED
+            node.hint = "BatchNorm without running statistics cannot be explained in eval semantics"
             return
         node.params = {"weight": module.weight, "bias": module.bias, "mean": module.running_mean,
                        "var": module.running_var, "eps": module.eps}

@@ -27,8 +27,8 @@ class Scale(LayerKind):
         divides = node.call in _DIVISIONS or node.op.rstrip("_") == "Tensor.div"
         if len(carrying) != 1 or (divides and node.args[0] is not carrying[0]):
             raise UnsupportedLayerError(
-                f"{node.op} at '{node.qualified_name}' multiplies or divides relevance-carrying tensors; lrptext passes "
-                "relevance through multiplication by constants only (gating and attention need their own rule)")
+                f"{node.op} at '{node.qualified_name}' multiplies or divides relevance-carrying tensors; lrptext "
+                "passes relevance through multiplication by constants only (gating and attention need their own rule)")
         return [(carrying[0], _sum_to(r, state.shape(carrying[0])))]
 
 

@@ -140,7 +140,8 @@ def _bound(name: str, value: object) -> Bound:
         if not values:
             raise ValueError(f"ZBox: '{name}' must be a number or one number per input channel, got an empty sequence")
         return values
-    raise TypeError(f"ZBox: '{name}' must be a number or a sequence of numbers (one per channel), got {type(value).__name__}")
+    raise TypeError(f"ZBox: '{name}' must be a number or a sequence of numbers (one per channel), got "
+                    f"{type(value).__name__}")
 
 
 @dataclass(frozen=True)

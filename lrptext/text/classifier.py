@@ -9,14 +9,13 @@ from typing import Any
 import torch
 
 from lrptext.engine import Contrast, Explainer
-from lrptext.models import ARCHS
-from lrptext.models import store
-from lrptext.text.document import DocumentExplanation, words_of
+from lrptext.models import ARCHS, store
 from lrptext.text.checks import check_text
+from lrptext.text.document import DocumentExplanation, words_of
 from lrptext.text.tokens import Token, Tokenizer
 from lrptext.text.vocab import Vocabulary
 
-DEFAULT_COMPOSITE = "epsilon_gamma"  # ε on dense layers, γ on convolutions (DESIGN.md §3, text models)
+DEFAULT_COMPOSITE = "epsilon_gamma"  # ε on dense layers, γ on convolutions (docs/conventions.md, composites)
 
 
 class TextClassifier:

@@ -10,8 +10,8 @@ import resource
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -81,8 +81,8 @@ def resume_point(out: Path) -> int:
             try:
                 last = int(json.loads(raw)["line"])
             except (ValueError, KeyError, TypeError):
-                raise ValueError(f"{out} holds a line that is not an lrptext record (at byte {keep}); it is not "
-                                 "the output of an earlier run, so it cannot be resumed: choose another --out") from None
+                raise ValueError(f"{out} holds a line that is not an lrptext record (at byte {keep}); it is not the "
+                                 "output of an earlier run, so it cannot be resumed: choose another --out") from None
             keep += len(raw)
     if keep < out.stat().st_size:
         with out.open("r+b") as stream:

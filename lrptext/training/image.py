@@ -18,7 +18,8 @@ from lrptext.training.config import TrainConfig
 from lrptext.training.stopping import EarlyStopping
 
 
-def train_images(dataset: Any, config: TrainConfig = TrainConfig(arch="vgg"), **arch_options: object) -> ImageClassifier:
+def train_images(dataset: Any, config: TrainConfig = TrainConfig(arch="vgg"),
+                 **arch_options: object) -> ImageClassifier:
     """Trains an image classifier (config.arch: vgg or resnet) on an ImageDataset, normalising with the training
     set's per-channel mean and standard deviation; seeded, early stopping on a 10 % validation split."""
     from tqdm import tqdm
@@ -63,7 +64,8 @@ def train_images(dataset: Any, config: TrainConfig = TrainConfig(arch="vgg"), **
     stopping.restore(model)
     test = accuracy(classifier.normalise(torch.from_numpy(dataset.test_images)), torch.from_numpy(dataset.test_labels))
     classifier.metadata = {"dataset": dataset.name, "test_accuracy": test, "validation_accuracy": stopping.best,
-                           "validation_history": stopping.history, "train_seconds": round(time.perf_counter() - started, 1),
+                           "validation_history": stopping.history,
+                           "train_seconds": round(time.perf_counter() - started, 1),
                            "config": {**asdict(config), "progress": None}, "arch_options": dict(arch_options),
                            "torch": str(torch.__version__)}
     return classifier

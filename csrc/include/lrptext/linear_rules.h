@@ -307,8 +307,8 @@ struct LinearRelevance {
   // gamma: where z_j > 0, m_ij = (x+ (w + g w+) + x- (w + g w-)) / st(sum + b + g b+); where z_j < 0 the two
   // weights swap and the bias is b + g b-; where z_j = 0, m_ij = 0. Branches whose outputs carry no relevance
   // are skipped (after a ReLU, z <= 0 receives none). The samples go in chunks of about Exec::kChunkOutputs
-  // outputs, so that the denominator holds a chunk's outputs, not the batch's (CPU: the digits CNN at batch 1024,
-  // 16 -> 4 MiB; a GPU takes the batch at once, as more launches would cost more than the memory is worth).
+  // outputs, so that the denominator holds a chunk's outputs, not the batch's (CPU only: a GPU takes the batch at
+  // once, as more launches would cost more than the memory is worth; measurements: docs/performance.md).
   void gamma() {
     Buffer zs, was, wbs, xps, xns;
     const T* z = forward_z(zs);

@@ -58,8 +58,8 @@ struct DenseForwardProblem {
   DenseShape shape{0, 0, 0};
 };
 
-// When the CPU computes a 3x3 convolution of stride 1 by Winograd's F(2x2, 3x3) (cpu/winograd.h) rather than by
-// direct sums over columns: where it is faster (Auto), for every such convolution (Always), or never.
+// When the CPU computes a 3x3 convolution of stride 1 by Winograd's F(2x2, 3x3) (csrc/cpu/winograd.h) rather
+// than by direct sums over columns: where it is faster (Auto), for every such convolution (Always), or never.
 enum class WinogradMode : int { Auto, Always, Never };
 
 struct ConvShape {

@@ -1,4 +1,4 @@
-// The LRP stabiliser, written once for the CPU and CUDA kernels (DESIGN.md §3).
+// The LRP stabiliser, written once for the CPU and CUDA kernels (docs/conventions.md, Stabiliser).
 #pragma once
 
 #if defined(__CUDACC__)
