@@ -28,6 +28,11 @@ def explain(model: Any, inputs: Any, *, target: Target = None, composite: str | 
     if not isinstance(model, nn.Module) and hasattr(model, "predict"):
         from lrptext.integrations import sklearn as sk
 
+        ignored = [name for name, given in (("output_relevance", output_relevance is not None), ("layers", layers),
+                                            *((k, True) for k in options)) if given]
+        if ignored:
+            raise ValueError(f"{', '.join(ignored)}: not available for scikit-learn models, which lrptext explains "
+                             "through an equivalent torch network; leave them out, or explain a torch model")
         return sk.explain_estimator(model, inputs, target=target, composite=composite, backend=backend)
     return engine.explain(model, inputs, target=target, composite=composite, backend=backend,
                           output_relevance=output_relevance, layers=layers, **options)

@@ -49,6 +49,13 @@ def test_tfidf_logistic_regression_word_relevance_is_w_times_x(labels):
     assert doc.score == pytest.approx(pipeline.predict_proba([text]).max())
 
 
+def test_options_of_torch_models_are_refused_for_a_pipeline():
+    pipeline = make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(TEXTS, SPAM)
+    for option in ({"layers": True}, {"output_relevance": torch.ones(1, 2)}, {"layer_map": {}}):
+        with pytest.raises(ValueError, match=f"{next(iter(option))}: not available for scikit-learn models"):
+            lrptext.explain(pipeline, ["free money"], **option)
+
+
 def test_bigrams_are_split_over_their_words():
     pipeline = make_pipeline(CountVectorizer(ngram_range=(2, 2)), LogisticRegression()).fit(TEXTS, SPAM)
     doc = explain_texts(pipeline, ["free money free money"], target=1)[0]

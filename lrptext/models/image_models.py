@@ -28,8 +28,8 @@ class VGGStyle(nn.Module):
 
 
 class DigitsCNN(nn.Module):
-    """DESIGN.md §7 W4: Conv(1, 32, 3, p1) + ReLU -> Conv(32, 64, 3, p1) + ReLU -> MaxPool 2 -> Linear(., 128) + ReLU
-    -> Linear(128, 10); Linear(1024, 128) on 8x8 digits."""
+    """The digits CNN (workload W4 of docs/performance.md): Conv(1, 32, 3, p1) + ReLU -> Conv(32, 64, 3, p1) + ReLU
+    -> MaxPool 2 -> Linear(., 128) + ReLU -> Linear(128, 10); Linear(1024, 128) on 8x8 digits."""
 
     arch = "digits"
 
