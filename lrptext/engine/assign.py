@@ -9,7 +9,6 @@ from typing import Any
 from lrptext.graph.ir import CONSTANT, INPUT, OUTPUT, UNSUPPORTED, Graph, Node
 from lrptext.layers import unsupported
 from lrptext.rules.composites import Composite
-from lrptext.rules.rule import LINEAR_RULES
 
 
 def _user_rule(node: Node, layer_map: Mapping[Any, Any], name_map: Mapping[str, Any]) -> Any:
@@ -19,6 +18,9 @@ def _user_rule(node: Node, layer_map: Mapping[Any, Any], name_map: Mapping[str, 
         if isinstance(key, type) and node.module_type is not None and issubclass(node.module_type, key):
             return rule
         if not isinstance(key, type) and node.call is key:
+            return rule
+        if (method := unsupported.method_name(key)) and node.op.startswith("Tensor.") and (
+                node.op.removeprefix("Tensor.").rstrip("_") == method):  # layer_map={torch.Tensor.cumsum: Norm()}
             return rule
     return None
 
@@ -54,12 +56,14 @@ def assign_rules(graph: Graph, composite: Composite, layer_map: Mapping[Any, Any
         slot = node.kind.slot
         if slot is not None:
             rule = user or composite.rule_for(slot, node.name in first)
+            allowed = node.kind.allowed_rules(node)
+            names = ", ".join(t.__name__ for t in allowed)
             if rule is None:
                 raise ValueError(f"composite '{composite.name}' has no rule for '{slot}' layers such as "
-                                 f"'{node.qualified_name}' ({node.op}); give it one, e.g. {slot}=Epsilon()")
-            if not isinstance(rule, LINEAR_RULES):
-                raise ValueError(f"'{node.qualified_name}' ({node.op}) needs a linear rule (Epsilon, Gamma, AlphaBeta, "
-                                 f"ZPlus, ZBox, Flat, WSquare), got {rule!r}")
+                                 f"'{node.qualified_name}' ({node.op}); give it one ({names}), or pick a composite "
+                                 f"that has one{' (attnlrp, cp_lrp)' if slot == 'attention' else ''}")
+            if not isinstance(rule, allowed):
+                raise ValueError(f"'{node.qualified_name}' ({node.op}) takes one of {names}, got {rule!r}")
             rules[node.name] = rule
         elif user is not None:
             if not isinstance(user, _allowed(node)):

@@ -269,9 +269,25 @@ class RelevancePass:
         return [(flat_nodes[i], g) for i, g in zip(carrying, grads)]
 
     def norm(self, node: Node, r: torch.Tensor, stabilizer: float) -> list[tuple[Node, Any]]:
-        """The Norm rule: R_i = x_i Σ_j (∂y_j/∂x_i) R_j / st(y_j), for any operation."""
+        """The Norm rule: R_i = x_i Σ_j (∂y_j/∂x_i) R_j / st(y_j), for any operation. Where the operation's
+        gradient is zero (a saturated activation under a stand-in Norm), a sample's relevance would vanish: an
+        error, not a silent zero."""
         parts = self.routed(node, lambda y: r / stabilize(y, stabilizer))
-        return [(a, None if g is None else self.values[a.name] * g) for a, g in parts]
+        parts = [(a, None if g is None else self.values[a.name] * g) for a, g in parts]
+        given = [g for _, g in parts if g is not None]
+        per_sample = r.dim() > 0 and all(g.dim() and g.shape[0] == r.shape[0] for g in given)
+        rows = r.shape[0] if per_sample else 1  # per sample where the batch stays, else over everything
+        received = r.reshape(rows, -1).ne(0).any(1)
+        passed = torch.zeros_like(received)
+        for g in given:
+            passed |= g.reshape(rows, -1).ne(0).any(1)
+        if bool((received & ~passed).any()):
+            sample = int((received & ~passed).nonzero()[0, 0])
+            raise UnsupportedLayerError(
+                f"relevance vanishes at {node.op} ('{node.qualified_name}') under {self.rules.get(node.name)!r} for "
+                f"sample {sample}: its gradient is zero there (saturated or piecewise constant), so the proportional "
+                "split passes nothing to its input; Norm() cannot stand in for it")
+        return parts
 
     # the pass ---------------------------------------------------------------------------------------------
     def run(self, initial: torch.Tensor, record: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

@@ -23,10 +23,13 @@ _SHAPE_CHANGING = (nn.GLU, nn.MultiheadAttention)
 # Modules that return several tensors: neither stand-in can route relevance through them.
 _SEVERAL_OUTPUTS = (nn.RNNBase, nn.MultiheadAttention, nn.Transformer, nn.TransformerEncoder,
                     nn.TransformerDecoder, nn.AdaptiveLogSoftmaxWithLoss)
+# Functions and Tensor methods that keep each value in place: element-wise ones and normalisations.
 _SHAPE_KEEPING_FUNCTIONS = {F.softmax, F.log_softmax, torch.softmax, torch.log_softmax, torch.exp, torch.log,
                             torch.abs, torch.sqrt, torch.square, torch.clamp, torch.clip, F.normalize, F.layer_norm,
-                            F.group_norm, torch.sigmoid, torch.erf}
-_SHAPE_KEEPING_METHODS = {"softmax", "log_softmax", "exp", "log", "abs", "sqrt", "square", "clamp", "clip", "erf"}
+                            F.group_norm, torch.sigmoid, torch.erf, F.softsign, F.softshrink, F.hardshrink,
+                            F.tanhshrink, F.threshold, F.logsigmoid, F.rrelu, F.hardsigmoid, F.silu, F.mish}
+_SHAPE_KEEPING_METHODS = {"softmax", "log_softmax", "exp", "log", "abs", "sqrt", "square", "clamp", "clip", "erf",
+                          "sigmoid", "exp2", "log1p", "expm1"}
 
 
 def stand_ins(node: Node) -> tuple[type, ...]:
@@ -54,16 +57,33 @@ def hint(node: Node, target: Any) -> str:
     return ""
 
 
+def method_name(key: Any) -> str | None:
+    """"cumsum" for torch.Tensor.cumsum, the way a layer_map names a Tensor method; None for anything else."""
+    if getattr(key, "__objclass__", None) is torch.Tensor or getattr(torch.Tensor, getattr(key, "__name__", ""),
+                                                                     None) is key:
+        return key.__name__.rstrip("_")
+    return None
+
+
+def _map_key(node: Node) -> str:
+    """How a layer_map names the node's operation."""
+    if node.module_type is not None:
+        return f"nn.{node.op.removeprefix('nn.')}"
+    if node.op.startswith("Tensor."):
+        return f"torch.Tensor.{node.op.removeprefix('Tensor.').rstrip('_')}"
+    return node.op
+
+
 def unsupported_error(node: Node) -> UnsupportedLayerError:
     """The error for an unsupported node, with only the stand-ins that map its relevance onto its input's shape."""
     allowed = stand_ins(node)
-    key = f"nn.{node.op.removeprefix('nn.')}" if node.module_type is not None else node.op
+    key = _map_key(node)
     if Pass in allowed:
-        way = (f"or pass layer_map={{{key}: Pass()}} (relevance passes through unchanged; it keeps its input's shape) "
-               "or Norm() (split in proportion to the input's contribution)")
+        way = (f"or pass layer_map={{{key}: Pass()}} (relevance passes through unchanged; it keeps each value in "
+               "place) or Norm() (split in proportion to the input's contribution)")
     elif allowed:
         way = (f"or pass layer_map={{{key}: Norm()}} (split in proportion to each input's contribution along its "
-               "gradient); Pass() cannot stand in, as it changes the shape of its input")
+               "gradient); Pass() cannot stand in, as lrptext does not know it to keep each value in place")
     else:
         way = "no stand-in rule can route relevance through it, as it returns several tensors"
     reason = f"{node.hint}; " if node.hint else ""
