@@ -368,7 +368,7 @@ def test_wrong_number_of_inputs_and_unknown_names():
         explain(model, x, composite="epsilon_gamma_box")
     with pytest.raises(ValueError, match="name_map names no module of the model: \\['nope'\\]"):
         Explainer(model, name_map={"nope": Epsilon()})
-    with pytest.raises(ValueError, match="needs a linear rule"):
+    with pytest.raises(ValueError, match="takes one of Epsilon, Gamma"):
         Explainer(model, layer_map={nn.Linear: Pass()})
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -17,12 +17,13 @@ from lrptext.engine.explanation import Explanation
 from lrptext.engine.propagate import Layer, RelevancePass, forward
 from lrptext.engine.targets import Target, initial_relevance
 from lrptext.graph import Graph, Node, capture
-from lrptext.graph.capture import forward_parameters
+from lrptext.graph.capture import export, forward_parameters
 from lrptext.layers import CANONIZERS as CANONIZER_PASSES, KINDS
 from lrptext.rules.composites import Composite, composite as resolve_composite
-from lrptext.rules.rule import Epsilon
+from lrptext.rules.rule import Epsilon, LinearRule
 
 CANONIZERS = tuple(CANONIZER_PASSES)
+TOKEN_IDS = "input_ids"  # the keyword of token ids in Hugging Face models' forward
 
 
 def _promote(dtype: torch.dtype) -> torch.dtype:
@@ -74,21 +75,23 @@ class Explainer:
         self._build()
 
     def _build(self) -> None:
-        self._graphs: dict[int | None, tuple[Graph, dict[str, Any]]] = {}
-        self.graph, self.rules = self._graph(_required_inputs(self.model))
+        self._graphs: dict[Key, tuple[Graph, dict[str, Any]]] = {}
+        self._parameters = [p.name for p in forward_parameters(self.model)]
+        # forward(input_ids, attention_mask=None, ...): a Hugging Face encoder or a module wrapping one, which
+        # torch.fx cannot trace: captured by torch.export, inputs by keyword
+        self.keyword_inputs = TOKEN_IDS in self._parameters
+        self.graph, self.rules = self._graph(_default_key(self.model))
         self._layers: dict[tuple[str, torch.dtype, torch.device], Layer] = {}
         self._versions = _state_versions(self.model)
 
-    def _graph(self, given: int | None) -> tuple[Graph, dict[str, Any]]:
-        """The graph (and its rules) for a call with `given` inputs: forward's arguments after them, which default
-        to None, are captured as absent. None: every argument is an input."""
-        if given not in self._graphs:
-            graph = capture(self.model, KINDS, given=given,
-                            canonizers=[CANONIZER_PASSES[name] for name in self.canonizers])
+    def _graph(self, key: Key, example: Mapping[str, torch.Tensor] | None = None) -> tuple[Graph, dict[str, Any]]:
+        """The graph (and its rules) for a call that gives forward's arguments `key` (see Key)."""
+        if key not in self._graphs:
+            graph = _capture(self.model, key, example, self.canonizers)
             rules = assign_rules(graph, self.composite, self.layer_map, self.name_map)
             check_static_support(graph, rules)
-            self._graphs[given] = graph, rules
-        return self._graphs[given]
+            self._graphs[key] = graph, rules
+        return self._graphs[key]
 
     def support_table(self) -> SupportTable:
         return support_rows(self.graph, self.rules)
@@ -103,7 +106,7 @@ class Explainer:
             bias = node.params.get("bias")
             b = None if bias is None else bias.detach().to(dtype)
             prepared = (None, None)
-            if node.kind.slot is not None:
+            if isinstance(rules.get(node.name), LinearRule):
                 w, b = w.contiguous(), None if b is None else b.contiguous()
                 modified = kernels.prepare_weights(rules[node.name], w, backend=self.backend)
                 prepared = (modified.weight_a, modified.weight_b)
@@ -111,22 +114,45 @@ class Explainer:
         return self._layers[key]
 
     def _compute_dtype(self, inputs: tuple[Any, ...]) -> torch.dtype:
-        dtypes = [n.params["weight"].dtype for n in self.graph.nodes if "weight" in n.params]
+        dtypes = [n.params["weight"].dtype for n in self.graph.nodes if n.params.get("weight") is not None]
         dtypes += [x.dtype for x in inputs if isinstance(x, torch.Tensor) and x.is_floating_point()]
         return torch.float64 if any(_promote(d) == torch.float64 for d in dtypes) else torch.float32
 
+    def _keyword_inputs(self, inputs: Any) -> tuple[tuple[Any, ...], Graph, dict[str, Any]]:
+        """A tokenizer's BatchEncoding or a dict (input_ids, attention_mask, token_type_ids...) as the graph's
+        inputs; a tensor alone is the token ids."""
+        given = dict(inputs) if isinstance(inputs, Mapping) else {TOKEN_IDS: inputs}
+        unknown = sorted(set(given) - set(self._parameters))
+        if unknown or TOKEN_IDS not in given:
+            raise ValueError(f"{type(self.model).__name__}.forward takes {self._parameters}; got {sorted(given)}: pass "
+                             f"'{TOKEN_IDS}' (and 'attention_mask' for a padded batch), e.g. a tokenizer's output")
+        for name, value in given.items():
+            if value is not None and not isinstance(value, torch.Tensor):
+                raise TypeError(f"input '{name}' must be a torch.Tensor, got {type(value).__name__}; ask the tokenizer "
+                                "for tensors with return_tensors='pt'")
+        key = Key("export", tuple(k for k in self._parameters if given.get(k) is not None))
+        graph, rules = self._graph(key, example=given)
+        return tuple(given[node.qualified_name] for node in graph.inputs), graph, rules
+
     def _check_inputs(self, inputs: Any) -> tuple[tuple[Any, ...], Graph, dict[str, Any]]:
-        """The inputs as a tuple, and the graph and rules for that many."""
-        inputs = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
-        graph, rules = self.graph, self.rules
-        if len(inputs) != len(graph.inputs):
+        """The inputs as a tuple, and the graph and rules for them."""
+        if self.keyword_inputs:
+            inputs, graph, rules = self._keyword_inputs(inputs)
+        else:
+            if isinstance(inputs, Mapping):
+                raise TypeError(f"{type(self.model).__name__}.forward takes {self._parameters} by position: pass a "
+                                "tensor or a tuple of tensors, not a dict")
+            inputs = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
             parameters = forward_parameters(self.model)
-            optional = [p.name for p in parameters[len(inputs):] if p.default is None]
-            if not 0 < len(inputs) <= len(parameters) or len(optional) != len(parameters) - len(inputs):
+            absent = [p for x, p in zip(inputs, parameters) if x is None] + parameters[len(inputs):]
+            if not 0 < len(inputs) <= len(parameters) or any(p.default is not None for p in absent):
                 names = [p.name for p in parameters]
                 raise ValueError(f"the model's forward takes {len(names)} input(s) {names}, got {len(inputs)}; pass a "
-                                 "tuple with one tensor per argument (arguments that default to None may be left out)")
-            graph, rules = self._graph(len(inputs))
+                                 "tuple with one tensor per argument (those that default to None may be None or left "
+                                 "out at the end)")
+            present = tuple(p.name for x, p in zip(inputs, parameters) if x is not None)
+            graph, rules = self._graph(Key("fx", present if absent else None))
+            inputs = tuple(x for x in inputs if x is not None)
         devices = {p.device for n in graph.nodes for p in [n.params.get("weight")] if isinstance(p, torch.Tensor)}
         for i, x in enumerate(inputs):
             if not isinstance(x, torch.Tensor):
@@ -155,6 +181,9 @@ class Explainer:
             graph, rules, inputs, dtype, target, output_relevance, layers)
         per_input: list[torch.Tensor | None] = []
         for node, x in zip(graph.inputs, inputs):
+            if self.keyword_inputs and node.qualified_name != TOKEN_IDS:
+                per_input.append(None)  # the mask, token types: their embeddings' share is absorbed, as a bias's
+                continue
             if node.name in relevance:
                 if not _all_finite(relevance[node.name]):
                     # Run again with a check after every node, to name the node and the rule it came from.
@@ -166,6 +195,10 @@ class Explainer:
                 per_input.append(torch.zeros_like(x))  # relevance never reached it (e.g. all of it went to biases)
             else:
                 per_input.append(None)
+        if self.keyword_inputs:  # Tensor[B, T] of the token ids
+            per_input = [r for node, r in zip(graph.inputs, per_input) if node.qualified_name == TOKEN_IDS]
+            graph = Graph(nodes=graph.nodes, inputs=[n for n in graph.inputs if n.qualified_name == TOKEN_IDS],
+                          output=graph.output)
         return Explanation(
             relevance=per_input[0] if len(per_input) == 1 else tuple(per_input),
             prediction=logits,
@@ -247,14 +280,40 @@ def explain(model: nn.Module, inputs: Any, *, target: Target = None, composite: 
         inputs, target=target, output_relevance=output_relevance, layers=layers)
 
 
-def _required_inputs(model: nn.Module) -> int | None:
-    """How many of forward's arguments a call must give, where those after them default to None; else None."""
+class Key(NamedTuple):
+    """What a graph is captured for: by torch.fx ("fx") with forward's arguments `names` given (None: all; the
+    others, which default to None, are absent), or by torch.export ("export") with those keyword arguments."""
+
+    mode: str
+    names: tuple[str, ...] | None
+
+
+def _default_key(model: nn.Module) -> Key:
+    """What a model is captured for before it sees an input: its token ids and mask by keyword (a Hugging Face
+    encoder), or its arguments without those that default to None."""
     parameters = forward_parameters(model)
-    required = [p for p in parameters if p.default is inspect.Parameter.empty]
-    optional = parameters[len(required):]
-    if not optional or any(p.default is not None for p in optional) or parameters[:len(required)] != required:
-        return None
-    return len(required)
+    names = [p.name for p in parameters]
+    if TOKEN_IDS in names:
+        return Key("export", tuple(k for k in (TOKEN_IDS, "attention_mask") if k in names))
+    required = tuple(p.name for p in parameters if p.default is inspect.Parameter.empty)
+    optional = [p for p in parameters if p.name not in required]
+    if not optional or any(p.default is not None for p in optional):
+        return Key("fx", None)
+    return Key("fx", required)
+
+
+def _capture(model: nn.Module, key: Key, example: Mapping[str, torch.Tensor] | None,
+             canonizers: Sequence[str]) -> Graph:
+    """The graph for `key`: keyword inputs by torch.export (an example of token ids 0 and a mask of ones for two
+    sequences of 8 where none is given; batch and length stay dynamic), positional ones by torch.fx."""
+    passes = [CANONIZER_PASSES[name] for name in canonizers]
+    if key.mode == "fx":
+        return capture(model, KINDS, present=key.names, canonizers=passes)
+    if example is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        example = {k: torch.full((2, 8), int(k == "attention_mask"), dtype=torch.long, device=device)
+                   for k in key.names}
+    return export(model, {k: example[k] for k in key.names}, KINDS, canonizers=passes)
 
 
 def support_table(model: nn.Module, *, composite: str | Composite = "epsilon_plus",
@@ -264,6 +323,6 @@ def support_table(model: nn.Module, *, composite: str | Composite = "epsilon_plu
     unknown = sorted(set(canonizers) - set(CANONIZERS))
     if unknown:
         raise ValueError(f"unknown canonizers {unknown}; available: {', '.join(CANONIZERS)}")
-    graph = capture(model, KINDS, given=_required_inputs(model), canonizers=[CANONIZER_PASSES[c] for c in canonizers])
+    graph = _capture(model, _default_key(model), None, canonizers)
     rules = assign_rules(graph, resolve_composite(composite, **composite_params), layer_map, name_map)
     return support_rows(graph, rules)

@@ -36,7 +36,9 @@ IN_PLACE_FUNCTIONS = {operator.iadd: operator.add, operator.isub: operator.sub, 
 
 
 def function_name(fn: Callable[..., Any]) -> str:
-    """"F.relu", "torch.cat", "add": how tables and messages name a function."""
+    """"F.relu", "torch.cat", "add", "aten.linear": how tables and messages name a function."""
+    if isinstance(fn, torch._ops.OpOverload):  # an operator of a torch.export graph
+        return f"aten.{fn.overloadpacket.__name__}"
     module = getattr(fn, "__module__", "") or ""
     name = getattr(fn, "__name__", repr(fn))
     if module.startswith("torch.nn.functional"):
@@ -109,19 +111,21 @@ def forward_parameters(model: nn.Module) -> list[inspect.Parameter]:
     return [p for p in inspect.signature(model.forward).parameters.values() if p.kind in kinds]
 
 
-def trace(model: nn.Module, given: int | None = None) -> torch.fx.GraphModule:
-    """The traced forward. `given`: how many leading arguments the caller passes; those after it, which must
-    default to None, are traced as absent (`if mask is not None:` takes the branch without the mask)."""
+def trace(model: nn.Module, present: tuple[str, ...] | None = None) -> torch.fx.GraphModule:
+    """The traced forward. `present`: the names of the arguments the caller passes (None: all); the others, which
+    must default to None, are traced as absent (`if mask is not None:` takes the branch without the mask)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"lrptext explains torch.nn.Module instances, got {type(model).__name__}")
     absent = {}
-    if given is not None:
+    if present is not None:
         parameters = forward_parameters(model)
-        for p in parameters[given:]:
+        for p in parameters:
+            if p.name in present:
+                continue
             if p.default is not None:
                 required = [q.name for q in parameters if q.default is inspect.Parameter.empty]
-                raise ValueError(f"{type(model).__name__}.forward needs the argument '{p.name}' (it has no default "
-                                 f"None), got {given} input(s); pass one tensor per argument of {required}")
+                raise ValueError(f"{type(model).__name__}.forward needs the argument '{p.name}' (its default is not "
+                                 f"None); pass one tensor per argument of {required}, None for optional ones")
             absent[p.name] = None
     try:
         return torch.fx.symbolic_trace(model, concrete_args=absent or None)
@@ -133,17 +137,18 @@ def trace(model: nn.Module, given: int | None = None) -> torch.fx.GraphModule:
         ) from error
 
 
-def capture(model: nn.Module, kinds: LayerKinds, *, given: int | None = None,
+def capture(model: nn.Module, kinds: LayerKinds, *, present: tuple[str, ...] | None = None,
             canonizers: Sequence[Callable[[Graph], Graph]] = ()) -> Graph:
     """The model's forward as a Graph (the model itself is not changed), each canonizer applied in turn.
-    `given`: see trace(); None traces every argument of forward as an input."""
-    gm = trace(model, given)
+    `present`: see trace(); None traces every argument of forward as an input."""
+    gm = trace(model, present)
+    parameters = iter(forward_parameters(model))
     nodes: dict[str, Node] = {}
     ordered: list[Node] = []
     inputs: list[Node] = []
     output: Node | None = None
     for fx in gm.graph.nodes:
-        if fx.op == "placeholder" and given is not None and len(inputs) >= given:
+        if fx.op == "placeholder" and present is not None and next(parameters).name not in present:
             nodes[fx.name] = None  # an argument traced as absent: torch.fx keeps a placeholder that must be None
             continue
         if fx.op == "call_function" and fx.target is _ASSERT_IS_NONE:
@@ -177,3 +182,67 @@ def capture(model: nn.Module, kinds: LayerKinds, *, given: int | None = None,
     for canonize in canonizers:
         graph = canonize(graph)
     return graph
+
+
+def export(model: nn.Module, example: dict[str, torch.Tensor], kinds: LayerKinds, *,
+           canonizers: Sequence[Callable[[Graph], Graph]] = ()) -> Graph:
+    """The model's forward, called with the keyword tensors of `example`, captured by torch.export: for models
+    torch.fx cannot trace (Hugging Face encoders). Every dimension stays dynamic, so one graph serves every batch
+    and length. Parameters and buffers become constants read from the model itself; nodes are named after the
+    module that ran them ("bert.encoder.layer.0.attention.self.query")."""
+    dynamic = {k: {i: torch.export.Dim.AUTO for i in range(v.dim())} for k, v in example.items()}
+    try:
+        with torch.no_grad():
+            exported = torch.export.export(model, (), dict(example), dynamic_shapes=dynamic, strict=False)
+    except Exception as error:  # torch.export raises many types; the message says which construct failed
+        raise UnsupportedLayerError(f"lrptext could not capture {type(model).__name__} with torch.export "
+                                    f"({type(error).__name__}: {str(error)[:500]})") from error
+    specs = {spec.arg.name: spec for spec in exported.graph_signature.input_specs if hasattr(spec.arg, "name")}
+    nodes: dict[str, Node | None] = {}
+    ordered: list[Node] = []
+    inputs: list[Node] = []
+    output: Node | None = None
+    for fx in exported.graph.nodes:
+        args = torch.fx.node.map_arg(fx.args, lambda n: nodes[n.name])
+        kwargs = torch.fx.node.map_arg(fx.kwargs, lambda n: nodes[n.name])
+        if fx.op == "placeholder":
+            spec = specs[fx.name]
+            if spec.target is None:  # a user input
+                node = Node(name=fx.name, qualified_name=fx.name, kind=INPUT, op="input")
+                inputs.append(node)
+            else:  # a parameter, buffer or constant of the model
+                node = Node(name=fx.name, qualified_name=spec.target, kind=CONSTANT, op="attribute",
+                            params={"value": _constant_of(model, exported, spec.target)})
+        elif fx.op == "call_function":
+            node = _function_node(fx.name, fx.target, args, kwargs, kinds)
+            stack = list((fx.meta.get("nn_module_stack") or {}).values())
+            if stack:
+                path, module_type = stack[-1]
+                module_type = module_type if isinstance(module_type, type) else None
+                node.qualified_name = path if path else node.qualified_name
+                if module_type is not None and node.kind.modules and issubclass(module_type, node.kind.modules):
+                    node.module_type, node.op = module_type, f"nn.{module_type.__name__}"
+        elif fx.op == "output":
+            result = args[0][0] if isinstance(args[0], (tuple, list)) else args[0]
+            if not isinstance(result, Node):
+                raise UnsupportedLayerError(f"{type(model).__name__}'s first output is not a tensor computed in "
+                                            "forward; lrptext explains the first output (the logits)")
+            node = Node(name=fx.name, qualified_name="output", kind=OUTPUT, op="output", args=(result,))
+            output = node
+        else:
+            raise UnsupportedLayerError(f"torch.export produced a '{fx.op}' node, which lrptext does not read")
+        nodes[fx.name] = node
+        ordered.append(node)
+    assert output is not None  # exported graphs always end in an output node
+    graph = Graph(nodes=ordered, inputs=inputs, output=output)
+    for canonize in canonizers:
+        graph = canonize(graph)
+    return graph
+
+
+def _constant_of(model: nn.Module, exported: Any, target: str) -> Any:
+    """The model's own parameter or buffer (no copy), or a constant torch.export lifted out of forward."""
+    try:
+        return _fetch(model, target)
+    except AttributeError:
+        return exported.constants[target]

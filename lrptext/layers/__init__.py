@@ -5,12 +5,14 @@ and the engine walk; adding a kind is one module here plus its kernel and tests 
 from lrptext.layers import unsupported
 from lrptext.layers.activation import ACTIVATION
 from lrptext.layers.add import ADD
+from lrptext.layers.attention import ATTENTION
 from lrptext.layers.batchnorm import BATCHNORM, fold
 from lrptext.layers.conv import CONV
 from lrptext.layers.dense import DENSE
 from lrptext.layers.embedding import EMBEDDING
 from lrptext.layers.embedding_bag import EMBEDDING_BAG
 from lrptext.layers.identity import IDENTITY
+from lrptext.layers.layer_norm import LAYER_NORM
 from lrptext.layers.max_dim import ITEM, MAX_DIM
 from lrptext.layers.meta import META
 from lrptext.layers.move import MOVE
@@ -22,7 +24,7 @@ from lrptext.layers.reshape import RESHAPE
 from lrptext.layers.scale import SCALE
 
 KINDS = Registry([DENSE, CONV, EMBEDDING, EMBEDDING_BAG, BATCHNORM, ACTIVATION, IDENTITY, RESHAPE, MOVE, ADD, SCALE,
-                  MAX_DIM, ITEM, POOL, REDUCE, META, PAD], hints=unsupported.hint)
+                  MAX_DIM, ITEM, POOL, REDUCE, META, PAD, LAYER_NORM, ATTENTION], hints=unsupported.hint)
 
 # Canonizers by name: passes over the captured graph that rewrite it on copies of the weights.
 CANONIZERS = {"batchnorm": fold}

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.ops import aten
 
 from lrptext.graph.ir import LayerKind, Node
 from lrptext.kernels import native
@@ -45,7 +46,9 @@ class Activation(LayerKind):
     modules = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Hardtanh,
                nn.ReLU6, nn.Mish, nn.SELU, nn.CELU, nn.Hardswish, nn.Hardsigmoid, nn.PReLU)
     functions = frozenset({F.relu, torch.relu, F.leaky_relu, F.elu, F.gelu, F.silu, F.tanh, torch.tanh, F.sigmoid,
-                           torch.sigmoid, F.softplus, F.hardtanh, F.relu6, F.mish, F.selu, F.celu, F.hardswish})
+                           torch.sigmoid, F.softplus, F.hardtanh, F.relu6, F.mish, F.selu, F.celu, F.hardswish,
+                           aten.relu.default, aten.gelu.default, aten.tanh.default, aten.silu.default,
+                           aten.sigmoid.default})
     methods = frozenset({"relu", "tanh", "sigmoid"})
 
     def capture_module(self, node: Node, module: Any) -> None:

@@ -7,6 +7,7 @@ import operator
 from typing import Any
 
 import torch
+from torch.ops import aten
 
 from lrptext.graph.ir import LayerKind, Node
 from lrptext.rules import Norm
@@ -15,7 +16,8 @@ from lrptext.rules import Norm
 class Add(LayerKind):
     name = "add"
     rules = (Norm,)
-    functions = frozenset({operator.add, torch.add, operator.sub, torch.sub})
+    functions = frozenset({operator.add, torch.add, operator.sub, torch.sub, aten.add.Tensor, aten.sub.Tensor,
+                           aten.add.Scalar, aten.sub.Scalar})
     methods = frozenset({"add", "sub"})
     keeps_input = True  # a shift by a constant; a sum of two computed values mixes them (Graph.first_layers)
 

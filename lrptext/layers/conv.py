@@ -10,6 +10,7 @@ from torch import nn
 from lrptext.graph.ir import UNSUPPORTED, LayerKind, Node
 from lrptext.kernels import dispatch
 from lrptext.layers import linear
+from lrptext.rules import LINEAR_RULES
 
 ZERO_PADDING_HINT = ("lrptext's convolution kernels pad with zeros and symmetrically; use padding_mode='zeros' and an "
                      "explicit padding")
@@ -31,6 +32,7 @@ class Conv(LayerKind):
     modules = (nn.Conv1d, nn.Conv2d)
     functions = frozenset({F.conv1d, F.conv2d})
     slot = "conv"
+    rules = LINEAR_RULES
 
     def capture_module(self, node: Node, module: Any) -> None:
         padding = _module_padding(module)

@@ -6,17 +6,20 @@ from typing import Any
 
 import torch.nn.functional as F
 from torch import nn
+from torch.ops import aten
 
 from lrptext.graph.ir import LayerKind, Node
 from lrptext.kernels import dispatch
 from lrptext.layers import linear
+from lrptext.rules import LINEAR_RULES
 
 
 class Dense(LayerKind):
     name = "dense"
     modules = (nn.Linear,)
-    functions = frozenset({F.linear})
+    functions = frozenset({F.linear, aten.linear.default})
     slot = "dense"
+    rules = LINEAR_RULES
 
     def capture_module(self, node: Node, module: Any) -> None:
         node.params = {"weight": module.weight, "bias": module.bias}

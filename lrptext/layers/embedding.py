@@ -7,6 +7,7 @@ from typing import Any
 
 import torch.nn.functional as F
 from torch import nn
+from torch.ops import aten
 
 from lrptext import kernels
 from lrptext.graph.ir import UNSUPPORTED, LayerKind, Node
@@ -16,7 +17,7 @@ from lrptext.layers import linear
 class Embedding(LayerKind):
     name = "embedding"
     modules = (nn.Embedding,)
-    functions = frozenset({F.embedding})
+    functions = frozenset({F.embedding, aten.embedding.default})
     reads_ids = True
 
     def capture_module(self, node: Node, module: Any) -> None:
@@ -27,11 +28,15 @@ class Embedding(LayerKind):
         node.params = {"weight": module.weight, "padding_idx": module.padding_idx}
 
     def capture_call(self, node: Node) -> LayerKind:
-        bound = linear.bind_functional(node, ("input", "weight", "padding_idx"))
+        aten_order = node.call is aten.embedding.default  # (weight, indices, padding_idx=-1): -1 is none
+        names = ("weight", "input", "padding_idx") if aten_order else ("input", "weight", "padding_idx")
+        bound = linear.bind_functional(node, names)
         if bound is None:
             return node.kind
         padding_idx = bound.get("padding_idx")
-        if padding_idx is not None and padding_idx < 0:
+        if aten_order and padding_idx == -1:
+            padding_idx = None
+        elif padding_idx is not None and padding_idx < 0:
             padding_idx += bound["weight"].shape[0]
         node.params = {"weight": bound["weight"], "padding_idx": padding_idx}
         return self

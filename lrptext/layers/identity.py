@@ -7,11 +7,13 @@ from typing import Any
 
 import torch.nn.functional as F
 from torch import nn
+from torch.ops import aten
 
 from lrptext.graph.ir import LayerKind, Node
 from lrptext.rules import Norm, Pass
 
-_IDENTITY_FUNCTIONS = frozenset({F.dropout, F.dropout1d, F.dropout2d, F.alpha_dropout})
+_IDENTITY_FUNCTIONS = frozenset({F.dropout, F.dropout1d, F.dropout2d, F.alpha_dropout, aten.dropout.default,
+                                 aten.clone.default, aten.contiguous.default, aten.alias.default})
 _IDENTITY_METHODS = frozenset({"contiguous", "clone", "detach"})
 
 
@@ -23,7 +25,8 @@ class Identity(LayerKind):
     name = "identity"
     rules = (Pass, Norm)
     modules = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.Identity)
-    functions = _IDENTITY_FUNCTIONS
+    functions = _IDENTITY_FUNCTIONS | {aten.to.dtype, aten.to.device, aten.to.dtype_layout, aten.type_as.default,
+                                       aten._to_copy.default}
     methods = _IDENTITY_METHODS | {"float", "double", "to", "type_as"}
     keeps_input = True
 

@@ -7,6 +7,7 @@ import inspect
 from typing import Any
 
 import torch
+from torch.ops import aten
 
 from lrptext import kernels
 from lrptext.graph.ir import UNSUPPORTED, LayerKind, Node
@@ -18,7 +19,7 @@ def _max_dim_signature(input, dim=None, keepdim=False):  # torch.max / amax / Te
 
 class MaxDim(LayerKind):
     name = "max_dim"
-    functions = frozenset({torch.max, torch.amax})
+    functions = frozenset({torch.max, torch.amax, aten.max.dim, aten.amax.default})
     methods = frozenset({"max", "amax"})
     tuple_output = True
 

@@ -7,6 +7,7 @@ import operator
 from typing import Any
 
 import torch
+from torch.ops import aten
 
 from lrptext.graph.ir import LayerKind, Node
 
@@ -15,7 +16,14 @@ class Meta(LayerKind):
     name = "meta"
     functions = frozenset({getattr, len, operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge,
                            torch.eq, torch.ne, torch.lt, torch.le, torch.gt, torch.ge, torch.arange, torch.zeros_like,
-                           torch.ones_like, torch.full_like, torch.logical_not, operator.invert, operator.floordiv})
+                           torch.ones_like, torch.full_like, torch.logical_not, operator.invert, operator.floordiv,
+                           aten.sym_size.int, aten.arange.default, aten.arange.start, aten.arange.start_step,
+                           aten.ge.Scalar, aten.gt.Scalar, aten.le.Scalar, aten.lt.Scalar, aten.eq.Scalar,
+                           aten.ne.Scalar, aten.ge.Tensor, aten.eq.Tensor, aten.ne.Tensor, aten.__and__.Tensor,
+                           aten.__or__.Tensor, aten.bitwise_not.default, aten.logical_not.default,
+                           aten.new_ones.default, aten.new_zeros.default, aten.full.default,
+                           aten.zeros_like.default, aten.ones_like.default, aten.cumsum.default,
+                           aten._assert_tensor_metadata.default, aten.scalar_tensor.default})
     methods = frozenset({"size", "dim", "numel", "eq", "ne", "lt", "le", "gt", "ge", "long", "int", "bool",
                          "new_zeros", "new_ones", "new_full", "logical_not"})
     carries = False

@@ -8,10 +8,11 @@ import operator
 from typing import Any
 
 import torch
+from torch.ops import aten
 
 from lrptext.graph.ir import LayerKind, Node
 
-_CONCATENATIONS = frozenset({torch.cat, torch.concat, torch.concatenate})
+_CONCATENATIONS = frozenset({torch.cat, torch.concat, torch.concatenate, aten.cat.default})
 
 
 def _cat_signature(tensors, dim=0):  # torch.cat / torch.concat
@@ -20,7 +21,9 @@ def _cat_signature(tensors, dim=0):  # torch.cat / torch.concat
 
 class Move(LayerKind):
     name = "move"
-    functions = frozenset({torch.permute, torch.transpose, torch.t, torch.swapaxes, torch.stack, operator.getitem}
+    functions = frozenset({torch.permute, torch.transpose, torch.t, torch.swapaxes, torch.stack, operator.getitem,
+                           aten.transpose.int, aten.permute.default, aten.t.default, aten.expand.default,
+                           aten.slice.Tensor, aten.select.int, aten.index.Tensor, aten.gather.default}
                           | _CONCATENATIONS)
     methods = frozenset({"permute", "transpose", "t", "swapaxes", "expand", "expand_as", "repeat"})
     keeps_input = True

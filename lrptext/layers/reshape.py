@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.ops import aten
 
 from lrptext.graph.ir import LayerKind, Node
 
@@ -13,7 +14,9 @@ from lrptext.graph.ir import LayerKind, Node
 class Reshape(LayerKind):
     name = "reshape"
     modules = (nn.Flatten, nn.Unflatten)
-    functions = frozenset({torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze})
+    functions = frozenset({torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, aten.view.default,
+                           aten.reshape.default, aten._unsafe_view.default, aten.unsqueeze.default, aten.squeeze.dim,
+                           aten.squeeze.default, aten.flatten.using_ints})
     methods = frozenset({"view", "reshape", "flatten", "squeeze", "unsqueeze", "view_as", "reshape_as"})
     keeps_input = True
 

@@ -6,16 +6,18 @@ import operator
 from typing import Any
 
 import torch
+from torch.ops import aten
 
 from lrptext.errors import UnsupportedLayerError
 from lrptext.graph.ir import LayerKind, Node
 
-_DIVISIONS = frozenset({operator.truediv, torch.div})
+_DIVISIONS = frozenset({operator.truediv, torch.div, aten.div.Tensor, aten.div.Scalar})
 
 
 class Scale(LayerKind):
     name = "scale"
-    functions = frozenset({operator.mul, torch.mul, operator.neg, torch.neg}) | _DIVISIONS
+    functions = frozenset({operator.mul, torch.mul, operator.neg, torch.neg, aten.mul.Tensor, aten.mul.Scalar,
+                           aten.neg.default}) | _DIVISIONS
     methods = frozenset({"mul", "div", "neg"})
     keeps_input = True
 

@@ -2,8 +2,10 @@
 
 from lrptext.rules.composites import COMPOSITES, Composite, composite
 from lrptext.rules.rule import (
+    CPLRP,
     LINEAR_RULES,
     AlphaBeta,
+    AttnLRP,
     Epsilon,
     Flat,
     Gamma,
@@ -16,5 +18,5 @@ from lrptext.rules.rule import (
     ZPlus,
 )
 
-__all__ = ["COMPOSITES", "LINEAR_RULES", "AlphaBeta", "Composite", "composite", "Epsilon", "Flat", "Gamma",
-           "LinearRule", "Norm", "Pass", "Rule", "WSquare", "ZBox", "ZPlus"]
+__all__ = ["COMPOSITES", "LINEAR_RULES", "AlphaBeta", "AttnLRP", "CPLRP", "Composite", "composite", "Epsilon", "Flat",
+           "Gamma", "LinearRule", "Norm", "Pass", "Rule", "WSquare", "ZBox", "ZPlus"]

@@ -1,5 +1,5 @@
-"""Composites: named presets that give every node with a composite slot (dense, conv) a rule, first layers chosen
-by graph position.
+"""Composites: named presets that give every node with a composite slot (dense, conv, attention) a rule, first
+layers chosen by graph position.
 
 Names and meanings follow zennit 1.0.0 (docs/conventions.md lists where lrptext differs). Users refine them with
 ``layer_map`` (by module type) and ``name_map`` (by qualified name); precedence: name_map > layer_map > first
@@ -11,31 +11,32 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from lrptext.rules.rule import AlphaBeta, Epsilon, Flat, Gamma, LinearRule, ZBox, ZPlus
+from lrptext.rules.rule import CPLRP, AlphaBeta, AttnLRP, Epsilon, Flat, Gamma, LinearRule, Rule, ZBox, ZPlus
 
 
 class Composite:
-    """A rule per slot, and optionally another for the first layers (those that read the model input).
+    """A rule per slot, and optionally another for the first layers (those that read the model input). Which rules
+    a slot takes is its layer kind's to say (dense and conv: the linear rules; attention: AttnLRP or CPLRP); the
+    rule assignment checks.
 
     >>> Composite("mine", dense=Epsilon(), conv=ZPlus(), first=Flat())          # Flat for every first layer
     >>> Composite("mine", dense=Epsilon(), conv=Gamma(), first={"conv": ZBox(-1, 1)})   # first convolutions only
     """
 
-    def __init__(self, name: str, *, first: LinearRule | Mapping[str, LinearRule] | None = None,
-                 **slots: LinearRule):
+    def __init__(self, name: str, *, first: LinearRule | Mapping[str, LinearRule] | None = None, **slots: Rule):
         self.name = name
-        self.slots: dict[str, LinearRule] = dict(slots)
+        self.slots: dict[str, Rule] = dict(slots)
         if first is None or isinstance(first, Mapping):
-            self.first: dict[str, LinearRule] = dict(first or {})
-        else:
-            self.first = dict.fromkeys(self.slots, first)
+            self.first: dict[str, Rule] = dict(first or {})
+        else:  # one rule for the first layers of every linear slot
+            self.first = {slot: first for slot, rule in self.slots.items() if isinstance(rule, LinearRule)}
         for where, rules in (("", self.slots), ("first=", self.first)):
             for slot, rule in rules.items():
-                if not isinstance(rule, LinearRule):
-                    raise TypeError(f"Composite '{name}': {where}{slot} must be a linear rule (Epsilon, Gamma, "
-                                    f"AlphaBeta, ZPlus, ZBox, Flat, WSquare), got {rule!r}")
+                if isinstance(rule, type) or rule is None:
+                    raise TypeError(f"Composite '{name}': {where}{slot} must be a rule value such as Epsilon(), got "
+                                    f"{rule!r}")
 
-    def rule_for(self, slot: str, first: bool) -> LinearRule | None:
+    def rule_for(self, slot: str, first: bool) -> Rule | None:
         """The rule of a node in `slot` (None where the composite names none); `first`: it reads the model input."""
         if first and slot in self.first:
             return self.first[slot]
@@ -63,6 +64,13 @@ def _box(name: str, low: Any = None, high: Any = None, gamma: float = 0.25, epsi
     return Composite(name, dense=Epsilon(epsilon), conv=Gamma(gamma), first={"conv": ZBox(low, high)})
 
 
+def _transformer(name: str, attention: Rule, epsilon: float, gamma: float | None) -> Composite:
+    """Epsilon on every linear layer (or Gamma(gamma), AttnLRP's variant for vision transformers) and the attention
+    rule; LayerNorm takes its own rule (identity on 1/std, epsilon on the centring)."""
+    linear = Epsilon(epsilon) if gamma is None else Gamma(gamma)
+    return Composite(name, dense=linear, conv=linear, attention=attention)
+
+
 COMPOSITES: dict[str, Callable[..., Composite]] = {
     "epsilon": lambda epsilon=1e-6: Composite("epsilon", dense=Epsilon(epsilon), conv=Epsilon(epsilon)),
     "epsilon_plus": lambda epsilon=1e-6: Composite("epsilon_plus", dense=Epsilon(epsilon), conv=ZPlus()),
@@ -75,6 +83,8 @@ COMPOSITES: dict[str, Callable[..., Composite]] = {
                                                            conv=AlphaBeta(2.0, 1.0)),
     "epsilon_alpha2_beta1_flat": lambda epsilon=1e-6: Composite("epsilon_alpha2_beta1_flat", dense=Epsilon(epsilon),
                                                                 conv=AlphaBeta(2.0, 1.0), first=Flat()),
+    "attnlrp": lambda epsilon=1e-6, gamma=None: _transformer("attnlrp", AttnLRP(), epsilon, gamma),
+    "cp_lrp": lambda epsilon=1e-6, gamma=None: _transformer("cp_lrp", CPLRP(), epsilon, gamma),
 }
 
 

@@ -247,4 +247,18 @@ class Norm:
         object.__setattr__(self, "stabilizer", _non_negative("Norm", "stabilizer", self.stabilizer))
 
 
-Rule = Union[LinearRule, Pass, Norm]
+@dataclass(frozen=True)
+class AttnLRP:
+    """Attention by AttnLRP (Achtibat et al. 2024), for scaled dot-product attention O = softmax(s·QKᵀ) V:
+    the products QKᵀ and A·V by the uniform rule (each operand gets half of every term's share a·b·R/o, no
+    stabiliser: half of gradient × input at each), the softmax by R_in = x ⊙ (R_out − A Σ R_out) (gradient ×
+    input through it, which keeps back a bias-like share that `delta` reports). Masked keys get exactly 0."""
+
+
+@dataclass(frozen=True)
+class CPLRP:
+    """Attention by CP-LRP (Ali et al. 2022): the attention probabilities A are constants, so O = A·V sends all of
+    its relevance to V, R(V) = V ⊙ Aᵀ (R / O), and none reaches Q or K through the softmax."""
+
+
+Rule = Union[LinearRule, Pass, Norm, AttnLRP, CPLRP]

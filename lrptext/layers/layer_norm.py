@@ -1,0 +1,80 @@
+"""LayerNorm (nn.LayerNorm, F.layer_norm and torch.export's aten.layer_norm), as AttnLRP and CP-LRP treat it:
+y = γ ⊙ (x − mean(x)) / σ + β with the standard deviation σ a constant.
+
+- γ and 1/σ scale element-wise: relevance passes them unchanged; β keeps its share:
+  R_z = R_y ⊙ (1 − β / st(y)).
+- The centring z = x − mean(x) is a linear map, taken by the epsilon rule: R_x = x ⊙ (s − mean(s)) with
+  s = R_z / st(z), mean over the normalised dimensions.
+st is the stabiliser of the node's Epsilon rule (ε = 1e-6 by default); with β = 0 relevance is conserved up to it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch.nn.functional as F
+from torch import nn
+from torch.ops import aten
+
+from lrptext.graph.ir import UNSUPPORTED, LayerKind, Node
+from lrptext.kernels.torch_backend import stabilize
+from lrptext.layers import linear
+from lrptext.rules import Epsilon
+
+
+def _aten_signature(input, normalized_shape, weight=None, bias=None, eps=1e-5, cudnn_enable=True):  # aten.layer_norm
+    pass
+
+
+def _functional_signature(input, normalized_shape, weight=None, bias=None, eps=1e-5):  # F.layer_norm
+    pass
+
+
+class LayerNorm(LayerKind):
+    name = "layer_norm"
+    modules = (nn.LayerNorm,)
+    functions = frozenset({F.layer_norm, aten.layer_norm.default})
+    rules = (Epsilon,)
+
+    def capture_module(self, node: Node, module: Any) -> None:
+        node.params = {"weight": module.weight, "bias": module.bias, "dims": len(module.normalized_shape),
+                       "eps": module.eps}
+
+    def capture_call(self, node: Node) -> LayerKind:
+        signature = _aten_signature if node.call is aten.layer_norm.default else _functional_signature
+        try:
+            bound = inspect.signature(signature).bind(*node.args, **node.kwargs)
+        except TypeError:
+            node.hint = f"{node.op} called with arguments lrptext does not know"
+            return UNSUPPORTED
+        bound.apply_defaults()
+        weight, bias = linear.constant(bound.arguments["weight"]), linear.constant(bound.arguments["bias"])
+        if isinstance(weight, Node) or isinstance(bias, Node):
+            node.hint = "LayerNorm's weight and bias must be attributes of the model (nn.Parameter or buffer)"
+            return UNSUPPORTED
+        node.args, node.kwargs = (bound.arguments["input"],), {}
+        node.params = {"weight": weight, "bias": bias, "dims": len(bound.arguments["normalized_shape"]),
+                       "eps": float(bound.arguments["eps"])}
+        return self
+
+    def default_rule(self, node: Node) -> Any:
+        return Epsilon(1e-6)
+
+    def forward(self, node: Node, args: tuple, kwargs: dict, state: Any) -> Any:
+        x, p = args[0], node.params
+        weight, bias = (None if t is None else t.to(x) for t in (p["weight"], p["bias"]))
+        return F.layer_norm(x, x.shape[-p["dims"]:], weight, bias, p["eps"])
+
+    def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
+        x, p = state.values[node.args[0].name], node.params
+        dims = tuple(range(-p["dims"], 0))
+        if p["bias"] is not None:
+            y = state.values[node.name]
+            r = r * (1 - p["bias"].to(x) / stabilize(y, rule.epsilon))
+        z = x - x.mean(dims, keepdim=True)
+        s = r / stabilize(z, rule.epsilon)
+        return [(node.args[0], x * (s - s.mean(dims, keepdim=True)))]
+
+
+LAYER_NORM = LayerNorm()
