@@ -29,6 +29,7 @@ def _allowed(node: Node) -> tuple[type, ...]:
     return unsupported.stand_ins(node) if node.kind is UNSUPPORTED else node.kind.allowed_rules(node)
 
 
+
 def _refuse(node: Node, rule: Any) -> ValueError:
     allowed = _allowed(node)
     if allowed:
@@ -58,10 +59,15 @@ def assign_rules(graph: Graph, composite: Composite, layer_map: Mapping[Any, Any
             rule = user or composite.rule_for(slot, node.name in first)
             allowed = node.kind.allowed_rules(node)
             names = ", ".join(t.__name__ for t in allowed)
+            if rule is None and node.kind.without_rule is not None:
+                node.hint = node.kind.without_rule  # unsupported under this composite
+                rules[node.name] = None
+                continue
             if rule is None:
+                hint = " (attnlrp, cp_lrp)" if slot == "attention" else ""
                 raise ValueError(f"composite '{composite.name}' has no rule for '{slot}' layers such as "
                                  f"'{node.qualified_name}' ({node.op}); give it one ({names}), or pick a composite "
-                                 f"that has one{' (attnlrp, cp_lrp)' if slot == 'attention' else ''}")
+                                 f"that has one{hint}")
             if not isinstance(rule, allowed):
                 raise ValueError(f"'{node.qualified_name}' ({node.op}) takes one of {names}, got {rule!r}")
             rules[node.name] = rule
@@ -71,6 +77,11 @@ def assign_rules(graph: Graph, composite: Composite, layer_map: Mapping[Any, Any
             rules[node.name] = user
         elif node.kind in (INPUT, OUTPUT, CONSTANT):
             rules[node.name] = "-"
+        elif (chosen := composite.rule_for(node.kind.name, False)) is not None:  # a composite may name a kind
+            if not isinstance(chosen, _allowed(node)):
+                raise ValueError(f"composite '{composite.name}' gives {chosen!r} to '{node.kind.name}' nodes such as "
+                                 f"'{node.qualified_name}', which take {_allowed(node)}")
+            rules[node.name] = chosen
         else:
             rules[node.name] = node.kind.default_rule(node)  # None for an unsupported node
     return rules
@@ -81,8 +92,7 @@ def check_static_support(graph: Graph, rules: dict[str, Any]) -> None:
     shapes, are refused when relevance reaches them)."""
     carrying = graph.carrying()
     for node in graph.nodes:
-        if (node.kind is UNSUPPORTED and rules[node.name] is None and node.module_type is not None
-                and node.name in carrying):
+        if rules[node.name] is None and node.module_type is not None and node.name in carrying:
             raise unsupported.unsupported_error(node)
 
 

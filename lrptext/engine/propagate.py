@@ -76,6 +76,7 @@ class Step:
 
     node: Node
     reads: tuple[str, ...]  # the nodes among its arguments
+    data_reads: tuple[str, ...]  # those whose values (not only shapes) it reads: relevance can flow from these
     frees: tuple[str, ...]  # recomputable values (activations, lookups) it reads last: dropped after it runs
     from_input: bool        # computed from a model input, whatever the dtype (token ids, masks)
     arguments: Callable[[dict[str, Any]], tuple[tuple, dict]]
@@ -95,7 +96,9 @@ def plan(graph: Graph) -> dict[str, Step]:
             from_input.add(node.name)
         frees = () if node.kind is OUTPUT else tuple(dict.fromkeys(
             a.name for a in node.inputs() if last_reader[a.name] == node.name and a.kind.recomputable(a)))
-        steps[node.name] = Step(node, reads, frees, node.name in from_input, _binder(node.args, node.kwargs))
+        data_reads = tuple(a.name for a in node.kind.data_inputs(node))
+        steps[node.name] = Step(node, reads, data_reads, frees, node.name in from_input,
+                                _binder(node.args, node.kwargs))
     graph.__dict__["_plan"] = steps
     return steps
 
@@ -166,13 +169,15 @@ def forward(graph: Graph, inputs: tuple[Any, ...], rules: dict[str, Any], layer:
         if node.kind is INPUT or node.kind.reads_ids:
             flows = step.from_input
         else:
-            flows = any(r in carries for r in step.reads)
+            flows = any(r in carries for r in step.data_reads)
         if not flows:
             continue
         rule = rules.get(node.name)
+        if node.kind.holds_constant:
+            continue
         if _carries_value(node.kind, value):
             carries.add(node.name)
-            if node.kind is UNSUPPORTED and not isinstance(rule, (Pass, Norm)):
+            if rule is None and node.kind is not OUTPUT:
                 raise unsupported_error(node)
             if not node.kind.carries:
                 raise UnsupportedLayerError(
@@ -255,7 +260,7 @@ class RelevancePass:
         return self.shapes[node.name] if node.name in self.shapes else self.values[node.name].shape
 
     def carrying_inputs(self, node: Node) -> list[Node]:
-        return [a for a in node.inputs() if a.name in self.carries]
+        return [a for a in node.kind.data_inputs(node) if a.name in self.carries]
 
     def routed(self, node: Node, grad_out: Callable[[torch.Tensor], torch.Tensor]) -> list[tuple[Node, Any]]:
         """The vector-Jacobian product of the node for the output gradient grad_out(y), at each carrying input."""
@@ -264,7 +269,9 @@ class RelevancePass:
         _flatten((args, kwargs), flat)
         flat_nodes: list[Any] = []
         _flatten((node.args, node.kwargs), flat_nodes)
-        carrying = [i for i, a in enumerate(flat_nodes) if isinstance(a, Node) and a.name in self.carries]
+        data = {a.name for a in node.kind.data_inputs(node)}
+        carrying = [i for i, a in enumerate(flat_nodes) if isinstance(a, Node) and a.name in self.carries
+                    and a.name in data]
         grads = _vjp(node, args, kwargs, carrying, grad_out, flat)
         return [(flat_nodes[i], g) for i, g in zip(carrying, grads)]
 
@@ -336,11 +343,11 @@ class RelevancePass:
         kind = node.kind
         # Pass and Norm are rules of the engine: kinds without a relevance step of their own take them, and a
         # layer_map may give them to an unsupported node whose shapes they fit (assign_rules checks which).
-        if isinstance(rule, Pass) and kind.slot is None:
+        if isinstance(rule, Pass):
             carrying = self.carrying_inputs(node)
             return [(carrying[0], r)] if carrying else []  # needs no values (a dropped activation stays dropped)
         if isinstance(rule, Norm) and type(kind).relevance is LayerKind.relevance:
             return self.norm(node, r, rule.stabilizer)
-        if kind is UNSUPPORTED:
+        if rule is None:
             raise unsupported_error(node)
         return kind.relevance(node, r, rule, self)

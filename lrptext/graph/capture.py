@@ -207,8 +207,9 @@ def export(model: nn.Module, example: dict[str, torch.Tensor], kinds: LayerKinds
         kwargs = torch.fx.node.map_arg(fx.kwargs, lambda n: nodes[n.name])
         if fx.op == "placeholder":
             spec = specs[fx.name]
-            if spec.target is None:  # a user input
-                node = Node(name=fx.name, qualified_name=fx.name, kind=INPUT, op="input")
+            if spec.target is None:  # a user input; an integer one (a mask) carries no relevance
+                node = Node(name=fx.name, qualified_name=fx.name, kind=INPUT, op="input",
+                            params={"integer": not example[fx.name].is_floating_point()})
                 inputs.append(node)
             else:  # a parameter, buffer or constant of the model
                 node = Node(name=fx.name, qualified_name=spec.target, kind=CONSTANT, op="attribute",
@@ -216,12 +217,12 @@ def export(model: nn.Module, example: dict[str, torch.Tensor], kinds: LayerKinds
         elif fx.op == "call_function":
             node = _function_node(fx.name, fx.target, args, kwargs, kinds)
             stack = list((fx.meta.get("nn_module_stack") or {}).values())
-            if stack:
-                path, module_type = stack[-1]
-                module_type = module_type if isinstance(module_type, type) else None
-                node.qualified_name = path if path else node.qualified_name
-                if module_type is not None and node.kind.modules and issubclass(module_type, node.kind.modules):
-                    node.module_type, node.op = module_type, f"nn.{module_type.__name__}"
+            path = stack[-1][0] if stack else ""
+            module = _submodule(model, path)
+            if module is not None:
+                node.qualified_name = path
+                if node.kind.modules and isinstance(module, node.kind.modules):  # the module's own operation
+                    node.module_type, node.op = type(module), f"nn.{type(module).__name__}"
         elif fx.op == "output":
             result = args[0][0] if isinstance(args[0], (tuple, list)) else args[0]
             if not isinstance(result, Node):
@@ -238,6 +239,14 @@ def export(model: nn.Module, example: dict[str, torch.Tensor], kinds: LayerKinds
     for canonize in canonizers:
         graph = canonize(graph)
     return graph
+
+
+def _submodule(model: nn.Module, path: str) -> nn.Module | None:
+    """The module at `path` of torch.export's module stack, or None (an empty or synthetic path)."""
+    try:
+        return model.get_submodule(path) if path else None
+    except AttributeError:
+        return None
 
 
 def _constant_of(model: nn.Module, exported: Any, target: str) -> Any:

@@ -26,13 +26,18 @@ class LayerKind:
     # onto its input's shape).
     slot: ClassVar[str | None] = None
     rules: ClassVar[tuple[type, ...]] = ()
+    # For a kind with a slot that a composite may leave empty: why the node then has no rule (it is unsupported,
+    # with the stand-ins of lrptext.layers.unsupported); None: a composite without the slot is refused.
+    without_rule: ClassVar[str | None] = None
     # Its first argument holds token ids and its output is the input's representation (embeddings).
     reads_ids: ClassVar[bool] = False
     # Its output is its input rearranged, shifted or scaled by constants: a dense/conv layer reading it (and only
     # inputs of this sort) still reads the model input, so it is a first layer.
     keeps_input: ClassVar[bool] = False
-    # Its value carries relevance as a float tensor; False for metadata (shapes, masks).
+    # Its value carries relevance as a float tensor; False for metadata (shapes, masks) and statistics.
     carries: ClassVar[bool] = True
+    # A statistic of a relevance-carrying input (a norm) that the rules hold constant: no relevance flows into it.
+    holds_constant: ClassVar[bool] = False
     # Its value is a tuple whose first item carries relevance (torch.max over a dimension: values, indices).
     tuple_output: ClassVar[bool] = False
 
@@ -51,6 +56,13 @@ class LayerKind:
     def allowed_rules(self, node: Node) -> tuple[type, ...]:
         """The rule types a layer_map or name_map may give this node (kinds without a slot)."""
         return self.rules
+
+    def data_inputs(self, node: Node) -> list[Node]:
+        """The inputs whose values (not only shape or dtype) the output is computed from: relevance can flow to
+        these alone. `x.expand_as(y)` reads only y's shape."""
+        if node.op.rstrip("_").endswith("_as") and node.args and isinstance(node.args[0], Node):
+            return [node.args[0]]
+        return node.inputs()
 
     def recomputable(self, node: Node) -> bool:
         """Its value may be dropped after its last reader in the forward pass and computed again from its inputs
@@ -144,9 +156,10 @@ class Graph:
                if n.kind.reads_ids and n.inputs() and n.inputs()[0].kind is INPUT}
         carry: set[str] = set()
         for n in self.nodes:
-            if (n.kind is INPUT and n.name not in ids) or n.kind.reads_ids:
+            if (n.kind is INPUT and n.name not in ids and not n.params.get("integer")) or n.kind.reads_ids:
                 carry.add(n.name)
-            elif n.kind not in (INPUT, CONSTANT) and n.kind.carries and any(a.name in carry for a in n.inputs()):
+            elif n.kind not in (INPUT, CONSTANT) and n.kind.carries and any(a.name in carry
+                                                                             for a in n.kind.data_inputs(n)):
                 carry.add(n.name)
         return carry
 
@@ -161,7 +174,7 @@ class Graph:
         for n in self.nodes:
             if n.kind is INPUT:
                 continue
-            carried = [a for a in n.inputs() if a.name in carrying or a.kind is INPUT]
+            carried = [a for a in n.kind.data_inputs(n) if a.name in carrying or a.kind is INPUT]
             if not carried or not all(a.name in reached for a in carried):
                 continue
             if n.kind.slot is not None:

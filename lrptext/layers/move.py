@@ -23,7 +23,8 @@ class Move(LayerKind):
     name = "move"
     functions = frozenset({torch.permute, torch.transpose, torch.t, torch.swapaxes, torch.stack, operator.getitem,
                            aten.transpose.int, aten.permute.default, aten.t.default, aten.expand.default,
-                           aten.slice.Tensor, aten.select.int, aten.index.Tensor, aten.gather.default}
+                           aten.slice.Tensor, aten.select.int, aten.index.Tensor, aten.gather.default,
+                           aten.expand_as.default}
                           | _CONCATENATIONS)
     methods = frozenset({"permute", "transpose", "t", "swapaxes", "expand", "expand_as", "repeat"})
     keeps_input = True

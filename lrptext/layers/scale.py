@@ -1,4 +1,5 @@
-"""Multiplication or division by a constant, and negation: relevance passes to the operand that carries it."""
+"""Multiplication or division by a constant (or by a statistic held constant, as F.normalize divides by a norm),
+and negation: relevance passes to the operand that carries it."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import operator
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch.ops import aten
 
 from lrptext.errors import UnsupportedLayerError
@@ -17,7 +19,7 @@ _DIVISIONS = frozenset({operator.truediv, torch.div, aten.div.Tensor, aten.div.S
 class Scale(LayerKind):
     name = "scale"
     functions = frozenset({operator.mul, torch.mul, operator.neg, torch.neg, aten.mul.Tensor, aten.mul.Scalar,
-                           aten.neg.default}) | _DIVISIONS
+                           aten.neg.default, F.normalize}) | _DIVISIONS
     methods = frozenset({"mul", "div", "neg"})
     keeps_input = True
 

@@ -47,8 +47,7 @@ def stand_ins(node: Node) -> tuple[type, ...]:
 
 def hint(node: Node, target: Any) -> str:
     """Why lrptext has no rule here, where something specific can be said."""
-    if isinstance(target, (nn.Softmax, nn.LogSoftmax)) or target in (F.softmax, F.log_softmax, torch.softmax,
-                                                                        torch.log_softmax, "softmax", "log_softmax"):
+    if isinstance(target, nn.LogSoftmax) or target in (F.log_softmax, torch.log_softmax, "log_softmax"):
         return "explain the logits: drop the softmax from the model's forward"
     if isinstance(target, nn.RNNBase):
         return "recurrent layers (LSTM, GRU, RNN) have no LRP rule in lrptext yet"

@@ -11,13 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from lrptext.rules.rule import CPLRP, AlphaBeta, AttnLRP, Epsilon, Flat, Gamma, LinearRule, Rule, ZBox, ZPlus
+from lrptext.rules.rule import CPLRP, AlphaBeta, AttnLRP, Epsilon, Flat, Gamma, LinearRule, Norm, Rule, ZBox, ZPlus
 
 
 class Composite:
     """A rule per slot, and optionally another for the first layers (those that read the model input). Which rules
     a slot takes is its layer kind's to say (dense and conv: the linear rules; attention: AttnLRP or CPLRP); the
-    rule assignment checks.
+    rule assignment checks. A composite may also name a kind without a slot (add=Norm(0.0)) to replace that kind's
+    own rule.
 
     >>> Composite("mine", dense=Epsilon(), conv=ZPlus(), first=Flat())          # Flat for every first layer
     >>> Composite("mine", dense=Epsilon(), conv=Gamma(), first={"conv": ZBox(-1, 1)})   # first convolutions only
@@ -68,7 +69,8 @@ def _transformer(name: str, attention: Rule, epsilon: float, gamma: float | None
     """Epsilon on every linear layer (or Gamma(gamma), AttnLRP's variant for vision transformers) and the attention
     rule; LayerNorm takes its own rule (identity on 1/std, epsilon on the centring)."""
     linear = Epsilon(epsilon) if gamma is None else Gamma(gamma)
-    return Composite(name, dense=linear, conv=linear, attention=attention)
+    # additions (residuals, the embeddings' sum, an attention mask's) split exactly, without a stabiliser
+    return Composite(name, dense=linear, conv=linear, attention=attention, add=Norm(0.0))
 
 
 COMPOSITES: dict[str, Callable[..., Composite]] = {
