@@ -24,6 +24,7 @@ from lrptext.rules.rule import Epsilon, LinearRule
 
 CANONIZERS = tuple(CANONIZER_PASSES)
 TOKEN_IDS = "input_ids"  # the keyword of token ids in Hugging Face models' forward
+TOKENIZER_EXTRAS = {"token_type_ids", "special_tokens_mask", "offset_mapping", "overflow_to_sample_mapping", "length"}
 
 
 def _promote(dtype: torch.dtype) -> torch.dtype:
@@ -122,6 +123,8 @@ class Explainer:
         """A tokenizer's BatchEncoding or a dict (input_ids, attention_mask, token_type_ids...) as the graph's
         inputs; a tensor alone is the token ids."""
         given = dict(inputs) if isinstance(inputs, Mapping) else {TOKEN_IDS: inputs}
+        # what a tokenizer returns beside the model's inputs, and token types for a forward that takes none
+        given = {k: v for k, v in given.items() if k in self._parameters or k not in TOKENIZER_EXTRAS}
         unknown = sorted(set(given) - set(self._parameters))
         if unknown or TOKEN_IDS not in given:
             raise ValueError(f"{type(self.model).__name__}.forward takes {self._parameters}; got {sorted(given)}: pass "
