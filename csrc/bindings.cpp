@@ -754,6 +754,53 @@ void pool_relevance(py::handle input, py::handle relevance, py::handle out, cons
   cpu::pool_relevance(p);
 }
 
+void row_relevance(py::handle input, py::handle output, py::handle relevance, py::handle out, py::handle bias,
+                   const std::string& rule, double epsilon, bool check_finite, py::object stream) {
+  Call c("row_relevance", stream);
+  Tensor x = c.arg(input, "input"), y = c.arg(output, "output"), r = c.arg(relevance, "relevance"),
+         o = c.arg(out, "out");
+  std::optional<Tensor> b = c.optional_arg(bias, "bias");
+  RowProblem p;
+  if (rule == "layer_norm") p.rule = RowRule::LayerNorm;
+  else if (rule == "softmax") p.rule = RowRule::Softmax;
+  else fail(c.fn(), "'rule' must be 'layer_norm' or 'softmax', got '" + rule + "'");
+  p.dtype = c.float_dtype(x);
+  for (Tensor* t : {&y, &r, &o}) c.float_dtype(*t);
+  c.ndim(x, 2, "(rows, width)");
+  p.rows = x.size(0), p.width = x.size(1);
+  for (Tensor* t : {&y, &r, &o}) c.shape(*t, {p.rows, p.width}, "like 'input' (rows, width)");
+  if (b) {
+    if (p.rule != RowRule::LayerNorm) fail(c.fn(), "'bias' belongs to the layer_norm rule; pass None for softmax");
+    c.float_dtype(*b);
+    c.shape(*b, {p.width}, "(width,)");
+  }
+  if (!(epsilon >= 0) || !std::isfinite(epsilon))
+    fail(c.fn(), "'epsilon' must be a finite number >= 0, got " + std::to_string(epsilon));
+  c.writable(o);
+  for (const Tensor* t : {&x, &y, &r}) c.disjoint(o, *t);
+  if (b) c.disjoint(o, *b);
+  if (check_finite) {  // a softmax's input may hold -inf where scores are masked: its probabilities are checked
+    if (p.rule == RowRule::LayerNorm) c.finite(x, p.dtype);
+    c.finite(y, p.dtype);
+    c.finite(r, p.dtype);
+  }
+  p.input = x.data();
+  p.output = y.data();
+  p.relevance = r.data();
+  p.bias = b ? b->data() : nullptr;
+  p.out = o.data();
+  p.epsilon = epsilon;
+  p.stream = c.stream();
+  if (p.rows == 0 || p.width == 0) return;
+  const bool cuda = c.on_cuda();
+  py::gil_scoped_release release;
+#ifdef LRPTEXT_WITH_CUDA
+  if (cuda) return cuda::row_relevance(p);
+#endif
+  (void)cuda;
+  cpu::row_relevance(p);
+}
+
 py::dict build_info() {
   py::dict d;
   d["version"] = LRPTEXT_VERSION;
@@ -824,6 +871,10 @@ PYBIND11_MODULE(_core, m) {
         "count_include_pad"_a = true, "divisor_override"_a = 0, "stabilizer"_a = 1e-6, "check_finite"_a = true,
         "relu_input"_a = false, "stream"_a = py::none(),
         "Max (winner-take-all) or average (Norm) pooling relevance over planes [P, H, W].");
+  m.def("row_relevance", &row_relevance, "input"_a.noconvert(), "output"_a.noconvert(), "relevance"_a.noconvert(),
+        "out"_a.noconvert(), py::kw_only(), "bias"_a = py::none(), "rule"_a, "epsilon"_a = 1e-6,
+        "check_finite"_a = true, "stream"_a = py::none(),
+        "LayerNorm (rule='layer_norm') or softmax (rule='softmax') relevance along the rows of [rows, width].");
   m.def("data_address", [](py::handle array) {
     Call c("data_address", py::none());
     return reinterpret_cast<intptr_t>(c.arg(array, "array").data());

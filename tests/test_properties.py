@@ -185,3 +185,34 @@ def test_extreme_values_raise_or_propagate(values, rule, check):
         assert check and not finite  # only non-finite inputs are refused
         return
     assert out.shape == (1, 4)  # overflow and NaN propagate as IEEE values when not refused
+
+
+@st.composite
+def rows_case(draw):
+    shape = tuple(draw(st.lists(st.integers(0, 5), min_size=1, max_size=3)))
+    x, r = tensor(draw, shape), tensor(draw, shape)
+    return x, r, draw(st.sampled_from(["layer_norm", "softmax"])), draw(st.booleans()), draw(st.booleans())
+
+
+@SETTINGS
+@given(rows_case())
+def test_row_relevance_matches_torch_or_refuses(case):
+    x, r, rule, with_bias, single = case
+    if single:
+        x, r = x.float(), r.float()
+    width = x.shape[-1]
+    try:
+        if rule == "softmax":
+            y = torch.softmax(x, -1)
+            got = K.softmax_relevance(x, y, r, backend="cpp")
+            expected = K.softmax_relevance(x, y, r, backend="torch")
+        else:
+            bias = torch.linspace(-1, 1, width, dtype=x.dtype) if with_bias else None
+            y = torch.nn.functional.layer_norm(x, (width,), bias=bias)
+            got = K.layer_norm_relevance(x, y, r, bias=bias, backend="cpp")
+            expected = K.layer_norm_relevance(x, y, r, bias=bias, backend="torch")
+    except DOCUMENTED:
+        return
+    assert got.shape == x.shape
+    torch.testing.assert_close(got, expected, rtol=1e-3 if single else 1e-6, atol=1e-3 if single else 1e-9,
+                               equal_nan=True)

@@ -27,8 +27,8 @@ __all__ = [
     "PreparedWeights", "adaptive_avg_pool1d_relevance", "adaptive_avg_pool2d_relevance",
     "adaptive_max_pool1d_relevance", "adaptive_max_pool2d_relevance", "avg_pool1d_relevance",
     "avg_pool2d_relevance", "conv1d_relevance", "conv2d_relevance", "dense_relevance", "embedding_bag_relevance",
-    "embedding_relevance", "global_max_relevance", "max_pool1d_relevance", "max_pool2d_relevance",
-    "prepare_weights",
+    "embedding_relevance", "global_max_relevance", "layer_norm_relevance", "max_pool1d_relevance",
+    "max_pool2d_relevance", "prepare_weights", "softmax_relevance",
 ]
 
 
@@ -388,3 +388,61 @@ def global_max_relevance(input: Array, relevance: Array, *, dim: int, check_fini
                          f"dim {dim}), got {tuple(relevance.shape)}")
     return dispatch.global_max(dispatch.implementation(fn, backend, input, relevance), input, relevance, dim=dim,
                                check_finite=check_finite)
+
+
+def _rows(fn: str, named: dict[str, Array | None], optional: tuple[str, ...]) -> None:
+    for name, a in named.items():
+        check_array(fn, name, a, optional=name in optional)
+        _check_float(fn, name, a)
+    shape = tuple(named["input"].shape)
+    for name in ("output", "relevance"):
+        if tuple(named[name].shape) != shape:
+            raise ValueError(f"{fn}: '{name}' must have the shape of 'input' {shape}, got {tuple(named[name].shape)}")
+
+
+def layer_norm_relevance(input: Array, output: Array, relevance: Array, *, bias: Array | None = None,
+                         normalized_dims: int = 1, epsilon: float = 1e-6, check_finite: bool = True,
+                         backend: Backend = "auto") -> Array:
+    """Relevance at the input of LayerNorm y = γ ⊙ (x − mean(x)) / σ + β as AttnLRP treats it: σ a constant, γ and
+    1/σ pass relevance unchanged, β keeps its share R_y ⊙ β / st(y), the centring takes the ε-rule.
+
+    input, output (the LayerNorm's y), relevance: Tensor[..., *normalized] alike; bias: β, the normalised
+    dimensions' shape, or None. Returns Tensor like input.
+    """
+    fn = "layer_norm_relevance"
+    _rows(fn, {"input": input, "output": output, "relevance": relevance, "bias": bias}, ("bias",))
+    if not 1 <= normalized_dims <= input.ndim:
+        raise ValueError(f"{fn}: 'normalized_dims' must lie in [1, {input.ndim}] for a {input.ndim}-D input, got "
+                         f"{normalized_dims}")
+    normalized = tuple(input.shape[input.ndim - normalized_dims:])
+    if bias is not None and tuple(bias.shape) != normalized:
+        raise ValueError(f"{fn}: 'bias' must have the normalised shape {normalized}, got {tuple(bias.shape)}")
+    if not (math.isfinite(epsilon) and epsilon >= 0):
+        raise ValueError(f"{fn}: 'epsilon' must be a finite number >= 0, got {epsilon!r}")
+    width = math.prod(normalized)
+    lead = tuple(input.shape[:input.ndim - normalized_dims])
+    flat = [contiguous(a).reshape(lead + (width,)) for a in (input, output, relevance)]
+    out = dispatch.rows(dispatch.implementation(fn, backend, input, output, relevance), *flat, rule="layer_norm",
+                        bias=None if bias is None else contiguous(bias).reshape(width), epsilon=epsilon,
+                        check_finite=check_finite)
+    return out.reshape(tuple(input.shape))
+
+
+def softmax_relevance(input: Array, output: Array, relevance: Array, *, dim: int = -1, check_finite: bool = True,
+                      backend: Backend = "auto") -> Array:
+    """Relevance at the input of s = softmax(x, dim) by AttnLRP's rule, R_x = x ⊙ (R_s − s Σ_dim R_s) (gradient ×
+    input); positions of probability 0 (masked scores, also −inf) get 0.
+
+    input (the scores), output (the probabilities), relevance: tensors alike. Returns Tensor like input.
+    """
+    fn = "softmax_relevance"
+    _rows(fn, {"input": input, "output": output, "relevance": relevance}, ())
+    if not -input.ndim <= dim < input.ndim:
+        raise ValueError(f"{fn}: 'dim' must lie in [{-input.ndim}, {input.ndim}), got {dim}")
+    dim %= input.ndim
+    impl = dispatch.implementation(fn, backend, input, output, relevance)
+    last = dim == input.ndim - 1
+    moved = [a if last else (a.swapaxes(dim, -1) if isinstance(a, np.ndarray) else a.transpose(dim, -1))
+             for a in (input, output, relevance)]
+    out = dispatch.rows(impl, *moved, rule="softmax", bias=None, epsilon=0.0, check_finite=check_finite)
+    return out if last else (out.swapaxes(dim, -1) if isinstance(out, np.ndarray) else out.transpose(dim, -1))

@@ -130,3 +130,15 @@ def global_max(impl: ModuleType, input: Array, relevance: Array, *, dim: int, ch
                dilation=(1, 1), adaptive=False, count_include_pad=True, divisor_override=0, stabilizer=0.0,
                check_finite=check_finite)
     return out.reshape(shape)
+
+
+def rows(impl: ModuleType, input: Array, output: Array, relevance: Array, *, rule: str, bias: Array | None,
+         epsilon: float, check_finite: bool) -> Array:
+    """An operation along the last axis of [..., width], as rows [N, width]."""
+    shape = tuple(input.shape)
+    width = shape[-1] if shape else 1
+    rows = math.prod(shape[:-1]) if shape else 1
+    flat = [contiguous(a).reshape(rows, width) for a in (input, output, relevance)]
+    out = call(impl, "rows", input, *flat, rule=rule, bias=contiguous(bias), epsilon=float(epsilon),
+               check_finite=check_finite)
+    return out.reshape(shape)

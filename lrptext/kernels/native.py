@@ -132,3 +132,12 @@ def pool(planes: Array, relevance: Array, *, mode: str, kernel: tuple[int, int],
         stabilizer=stabilizer, check_finite=check_finite, relu_input=relu_input, stream=stream(planes),
     )
     return out
+
+
+def rows(x: Array, y: Array, relevance: Array, *, rule: str, bias: Array | None, epsilon: float,
+         check_finite: bool) -> Array:
+    """LayerNorm or softmax relevance along the rows of [rows, width]."""
+    out = empty(x, tuple(x.shape))
+    _call("row_relevance", x, y, relevance, out, bias=bias, rule=rule, epsilon=epsilon, check_finite=check_finite,
+          stream=stream(x))
+    return out

@@ -194,3 +194,21 @@ def pool(planes: torch.Tensor, relevance: torch.Tensor, *, mode: str, kernel: tu
         (grad,) = torch.autograd.grad(y, x, grad_out)
     out = grad if mode == "max" else x.detach() * grad
     return out.squeeze(1)
+
+
+def rows(x: torch.Tensor, y: torch.Tensor, relevance: torch.Tensor, *, rule: str, bias: torch.Tensor | None,
+         epsilon: float, check_finite: bool) -> torch.Tensor:
+    """LayerNorm (identity on 1/σ, β's share kept, the centring by the ε-rule) or softmax (x ⊙ (R − s ΣR))
+    relevance along the rows of [rows, width]; the equations of csrc/include/lrptext/row_rules.h."""
+    if check_finite:
+        require_finite("row_relevance", **({"input": x} if rule == "layer_norm" else {}), output=y,
+                       relevance=relevance)
+    r = relevance
+    if rule == "softmax":
+        out = x * (r - y * r.sum(-1, keepdim=True))
+        return torch.where(y == 0, torch.zeros_like(out), out)
+    if bias is not None:
+        r = r * (1 - bias / stabilize(y, epsilon))
+    z = x - x.mean(-1, keepdim=True)
+    s = r / stabilize(z, epsilon)
+    return x * (s - s.mean(-1, keepdim=True))

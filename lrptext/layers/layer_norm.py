@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.ops import aten
 
+from lrptext import kernels
 from lrptext.graph.ir import UNSUPPORTED, LayerKind, Node
-from lrptext.kernels.torch_backend import stabilize
 from lrptext.layers import linear
 from lrptext.rules import Epsilon
 
@@ -67,14 +67,11 @@ class LayerNorm(LayerKind):
         return F.layer_norm(x, x.shape[-p["dims"]:], weight, bias, p["eps"])
 
     def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
-        x, p = state.values[node.args[0].name], node.params
-        dims = tuple(range(-p["dims"], 0))
-        if p["bias"] is not None:
-            y = state.values[node.name]
-            r = r * (1 - p["bias"].to(x) / stabilize(y, rule.epsilon))
-        z = x - x.mean(dims, keepdim=True)
-        s = r / stabilize(z, rule.epsilon)
-        return [(node.args[0], x * (s - s.mean(dims, keepdim=True)))]
+        x, y, p = state.values[node.args[0].name], state.values[node.name], node.params
+        bias = None if p["bias"] is None else p["bias"].to(x)
+        rel = kernels.layer_norm_relevance(x, y, r, bias=bias, normalized_dims=p["dims"], epsilon=rule.epsilon,
+                                           **state.kernel_options)
+        return [(node.args[0], rel)]
 
 
 LAYER_NORM = LayerNorm()

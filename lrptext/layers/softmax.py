@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.ops import aten
 
+from lrptext import kernels
 from lrptext.graph.ir import UNSUPPORTED, LayerKind, Node
 from lrptext.rules import CPLRP, AttnLRP, Norm, Pass
 
@@ -61,9 +62,8 @@ class Softmax(LayerKind):
         x = state.values[node.args[0].name]
         if isinstance(rule, CPLRP):
             return [(node.args[0], torch.zeros_like(x))]
-        s, dim = state.values[node.name], node.params["dim"]
-        # a masked score (−inf, or so low its probability is 0) gets 0, not −inf · 0
-        return [(node.args[0], torch.where(s == 0, torch.zeros_like(x), x * (r - s * r.sum(dim, keepdim=True))))]
+        rel = kernels.softmax_relevance(x, state.values[node.name], r, dim=node.params["dim"], **state.kernel_options)
+        return [(node.args[0], rel)]
 
 
 SOFTMAX = Softmax()

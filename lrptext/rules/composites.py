@@ -69,8 +69,9 @@ def _transformer(name: str, attention: Rule, epsilon: float, gamma: float | None
     """Epsilon on every linear layer (or Gamma(gamma), AttnLRP's variant for vision transformers) and the attention
     rule; LayerNorm takes its own rule (identity on 1/std, epsilon on the centring)."""
     linear = Epsilon(epsilon) if gamma is None else Gamma(gamma)
-    # additions (residuals, the embeddings' sum, an attention mask's) split exactly, without a stabiliser
-    return Composite(name, dense=linear, conv=linear, attention=attention, add=Norm(0.0))
+    # additions (residuals, the embeddings' sum, an attention mask's) and sums (pooling) split exactly, without a
+    # stabiliser
+    return Composite(name, dense=linear, conv=linear, attention=attention, add=Norm(0.0), reduce=Norm(0.0))
 
 
 COMPOSITES: dict[str, Callable[..., Composite]] = {

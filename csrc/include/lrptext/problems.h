@@ -153,4 +153,21 @@ struct PoolProblem {
   void* stream = nullptr;
 };
 
+// Relevance through an operation along the last axis of [rows, width]: LayerNorm (normalising each row) or a
+// softmax (over each row). Both read the operation's input and output; LayerNorm also its bias (beta).
+enum class RowRule : int { LayerNorm, Softmax };
+
+struct RowProblem {
+  DType dtype = DType::Float32;
+  RowRule rule = RowRule::LayerNorm;
+  const void* input = nullptr;      // x [rows, width]
+  const void* output = nullptr;     // y [rows, width]: LayerNorm's output, the softmax's probabilities
+  const void* relevance = nullptr;  // R at the output [rows, width]
+  const void* bias = nullptr;       // LayerNorm's beta [width], optional
+  void* out = nullptr;              // R at the input [rows, width]
+  int64_t rows = 0, width = 0;
+  double epsilon = 1e-6;            // LayerNorm's stabiliser
+  void* stream = nullptr;
+};
+
 }  // namespace lrptext

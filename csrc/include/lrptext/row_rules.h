@@ -1,0 +1,55 @@
+// The relevance of operations along one row, written once for every device (lrptext/layers/layer_norm.py and
+// lrptext/layers/softmax.py give the equations; docs/conventions.md the conventions).
+#pragma once
+#include <cstdint>
+
+#include "problems.h"
+#include "stabilizer.h"
+
+namespace lrptext {
+
+// LayerNorm y = gamma (x - mean(x)) / sigma + beta with sigma a constant: beta keeps its share,
+// R_z = R_y (1 - beta / st(y)); the centring z = x - mean(x) by the epsilon rule: R_x = x (s - mean(s)) with
+// s = R_z / st(z). `out` holds s on the way.
+template <class T>
+LRPT_HD inline void layer_norm_row(const T* x, const T* y, const T* r, const T* beta, T* out, int64_t n, T eps) {
+  T mean = T(0);
+  for (int64_t i = 0; i < n; ++i) mean += x[i];
+  mean /= T(n);
+  T s_mean = T(0);
+  for (int64_t i = 0; i < n; ++i) {
+    const T rz = beta ? r[i] * (T(1) - beta[i] / stabilize(y[i], eps)) : r[i];
+    out[i] = rz / stabilize(x[i] - mean, eps);
+    s_mean += out[i];
+  }
+  s_mean /= T(n);
+  for (int64_t i = 0; i < n; ++i) out[i] = x[i] * (out[i] - s_mean);
+}
+
+// Softmax s = softmax(x) (AttnLRP): R_x = x (R_s - s sum(R_s)), gradient x input; a position of probability 0
+// (a masked score, possibly -inf) gets 0.
+template <class T>
+LRPT_HD inline void softmax_row(const T* x, const T* s, const T* r, T* out, int64_t n) {
+  T total = T(0);
+  for (int64_t i = 0; i < n; ++i) total += r[i];
+  for (int64_t i = 0; i < n; ++i) out[i] = s[i] == T(0) ? T(0) : x[i] * (r[i] - s[i] * total);
+}
+
+template <class T, class Exec>
+void row_relevance(const Exec& ex, const RowProblem& p) {
+  const T* x = static_cast<const T*>(p.input);
+  const T* y = static_cast<const T*>(p.output);
+  const T* r = static_cast<const T*>(p.relevance);
+  const T* beta = static_cast<const T*>(p.bias);
+  T* out = static_cast<T*>(p.out);
+  const int64_t n = p.width;
+  const T eps = T(p.epsilon);
+  if (p.rule == RowRule::LayerNorm)
+    ex.map(p.rows, LRPT_LAMBDA(int64_t row) {
+      layer_norm_row(x + row * n, y + row * n, r + row * n, beta, out + row * n, n, eps);
+    });
+  else
+    ex.map(p.rows, LRPT_LAMBDA(int64_t row) { softmax_row(x + row * n, y + row * n, r + row * n, out + row * n, n); });
+}
+
+}  // namespace lrptext

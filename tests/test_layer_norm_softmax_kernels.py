@@ -1,0 +1,121 @@
+"""The LayerNorm and softmax relevance kernels (C++ CPU and CUDA, torch fallback) against an oracle written here
+from the equations, element by element in float64:
+
+- LayerNorm (AttnLRP, σ a constant): R_z,i = R_y,i (1 − β_i / st(y_i)), then the centring z = C x with
+  C_ij = δ_ij − 1/N by the ε-rule: R_x,j = Σ_i x_j C_ij R_z,i / st(z_i).
+- softmax (AttnLRP, gradient × input with the relevance per unit of output R_s,i / s_i):
+  R_x,j = Σ_i x_j (∂s_i/∂x_j) R_s,i / s_i with ∂s_i/∂x_j = s_i (δ_ij − s_j); 0 where s_j = 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import lrptext.kernels as K
+from tolerances import assert_matches
+
+
+def stabilize(v: float, eps: float) -> float:
+    return v + eps if v >= 0 else v - eps
+
+
+def layer_norm_oracle(x, y, r, beta, eps):
+    x, y, r = (np.asarray(a, dtype=np.float64) for a in (x, y, r))
+    out = np.zeros_like(x)
+    for index in np.ndindex(x.shape[:-1]):
+        row, n = x[index], x.shape[-1]
+        z = row - row.mean()
+        rz = [r[index][i] * (1 - (beta[i] / stabilize(y[index][i], eps) if beta is not None else 0)) for i in range(n)]
+        for j in range(n):
+            out[index][j] = sum(row[j] * ((i == j) - 1 / n) * rz[i] / stabilize(z[i], eps) for i in range(n))
+    return out
+
+
+def softmax_oracle(x, s, r):
+    x, s, r = (np.asarray(a, dtype=np.float64) for a in (x, s, r))
+    out = np.zeros_like(x)
+    for index in np.ndindex(x.shape[:-1]):
+        n = x.shape[-1]
+        for j in range(n):
+            if s[index][j] == 0:
+                continue
+            out[index][j] = sum(x[index][j] * s[index][i] * ((i == j) - s[index][j]) * r[index][i] / s[index][i]
+                                for i in range(n) if s[index][i] != 0)
+    return out
+
+
+def rand(shape, dtype, device, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=g, dtype=torch.float64).to(dtype).to(device)
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_layer_norm_against_the_oracle(with_bias, contiguous, dtype, backend, device):
+    x = rand((2, 3, 7), dtype, device, 1)
+    gamma, beta = rand((7,), dtype, device, 2), rand((7,), dtype, device, 3)
+    y = torch.nn.functional.layer_norm(x, (7,), gamma, beta if with_bias else None)
+    r = rand((2, 3, 7), dtype, device, 4)
+    if not contiguous:  # the same values through a strided view
+        x, y, r = (a.transpose(0, 1).contiguous().transpose(0, 1) for a in (x, y, r))
+        assert not x.is_contiguous()
+    bias = beta if with_bias else None
+    out = K.layer_norm_relevance(x, y, r, bias=bias, epsilon=1e-6, backend=backend)
+    expected = layer_norm_oracle(x.cpu(), y.cpu(), r.cpu(), None if bias is None else bias.cpu().double(), 1e-6)
+    assert out.shape == x.shape and out.device == x.device
+    assert_matches(out, expected, dtype)
+    if not with_bias:  # conservation, exact without the stabiliser
+        exact = K.layer_norm_relevance(x, y, r, epsilon=0.0, backend=backend)
+        torch.testing.assert_close(exact.sum(-1), r.sum(-1), rtol=1e-3 if dtype == torch.float32 else 1e-9,
+                                   atol=1e-4 if dtype == torch.float32 else 1e-12)
+
+
+def test_layer_norm_over_two_dimensions_and_numpy(backend):
+    x = np.random.default_rng(5).normal(size=(3, 2, 4))
+    y = torch.nn.functional.layer_norm(torch.from_numpy(x), (2, 4)).numpy()
+    r = np.random.default_rng(6).normal(size=(3, 2, 4))
+    out = K.layer_norm_relevance(x, y, r, normalized_dims=2, backend=backend)
+    assert isinstance(out, np.ndarray)
+    expected = layer_norm_oracle(x.reshape(3, 8), y.reshape(3, 8), r.reshape(3, 8), None, 1e-6).reshape(3, 2, 4)
+    assert_matches(out, expected, torch.float64)
+
+
+@pytest.mark.parametrize("dim", [-1, 1])
+def test_softmax_against_the_oracle(dim, dtype, backend, device):
+    x = rand((2, 5, 6), dtype, device, 7)
+    x[0, 1, 2] = float("-inf") if dim == -1 else x[0, 1, 2]  # a masked score
+    s = torch.softmax(x, dim)
+    r = rand((2, 5, 6), dtype, device, 8) * (s > 0)
+    out = K.softmax_relevance(x, s, r, dim=dim, backend=backend)
+    moved = [a.cpu().movedim(dim, -1) for a in (x, s, r)]
+    expected = torch.from_numpy(softmax_oracle(*moved)).movedim(-1, dim)
+    assert torch.isfinite(out).all() and (dim != -1 or out[0, 1, 2] == 0)
+    assert_matches(out, expected, dtype)
+
+
+def test_a_wrong_rule_misses_the_oracle(backend):
+    """The check can fail: the softmax rule without the −s ΣR term (plain x·R) is far from the oracle."""
+    x, r = rand((3, 5), torch.float64, "cpu", 9), rand((3, 5), torch.float64, "cpu", 10)
+    s = torch.softmax(x, -1)
+    expected = softmax_oracle(x, s, r)
+    assert np.abs((x * r).numpy() - expected).max() > 1e-2
+    assert_matches(K.softmax_relevance(x, s, r, backend=backend), expected, torch.float64)
+
+
+def test_bad_input_is_refused_with_the_argument_named(backend):
+    x = torch.randn(2, 4)
+    y = torch.nn.functional.layer_norm(x, (4,))
+    with pytest.raises(ValueError, match="'output' must have the shape of 'input'"):
+        K.layer_norm_relevance(x, y[:, :3], x, backend=backend)
+    with pytest.raises(ValueError, match="'bias' must have the normalised shape"):
+        K.layer_norm_relevance(x, y, x, bias=torch.ones(3), backend=backend)
+    with pytest.raises(ValueError, match="'normalized_dims' must lie in"):
+        K.layer_norm_relevance(x, y, x, normalized_dims=3, backend=backend)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        K.softmax_relevance(x.half(), y.half(), x.half(), backend=backend)
+    with pytest.raises(ValueError, match="'relevance' holds NaN or infinity"):
+        K.softmax_relevance(x, torch.softmax(x, -1), torch.full_like(x, float("nan")), backend=backend)
+    with pytest.raises(ValueError, match="'dim' must lie in"):
+        K.softmax_relevance(x, y, x, dim=2, backend=backend)
