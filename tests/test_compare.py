@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from lrptext.cli import main
-from lrptext.image import ImageClassifier, cam_heatmap, compare
+from lrptext.image import ImageClassifier, cam_heatmap, cam_overlay, compare
 from lrptext.image.compare import PAD
 
 FOUR = ["epsilon", "epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1_flat"]
@@ -27,9 +27,13 @@ def boot(tmp_path_factory):
 
 def test_cam_heatmaps_run_from_zero_to_the_maximum():
     rgb = cam_heatmap(np.array([[0.0, 2.0, 4.0, -1.0]]))
-    assert rgb[0, 0].tolist() == [0, 0, 0] and rgb[0, 3].tolist() == [0, 0, 0]  # zero, and clipped negatives
-    assert rgb[0, 2].tolist() == [255, 255, 200]
-    assert cam_heatmap(np.zeros((2, 2))).max() == 0
+    assert rgb[0, 0].tolist() == rgb[0, 3].tolist() == [80, 0, 0]  # zero, and clipped negatives
+    assert rgb[0, 2].tolist() == [255, 240, 0]
+    assert (cam_heatmap(np.zeros((2, 2))) == [80, 0, 0]).all()
+    image = np.full((1, 1, 3), 0.5)
+    over = cam_overlay(image, np.array([[0.0, 1.0, 2.0]]), alpha=0.5)
+    assert over[0, 0].tolist() == [128, 128, 128]  # the input where the map is 0
+    assert over[0, 2].tolist() == [192, 184, 64]  # half the colour of the maximum at alpha 0.5
     with pytest.raises(ValueError, match="unknown colour map 'bwr' for non-negative maps"):
         cam_heatmap(np.ones((2, 2)), cmap="bwr")
 

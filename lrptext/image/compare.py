@@ -2,7 +2,8 @@
 composite, then one per method), each column titled, one colour legend below.
 
 LRP heatmaps are signed and drawn symmetric around zero (each map scaled to its own largest |R|); Grad-CAM and CAM
-maps are non-negative and drawn on their own scale, 0 to each map's maximum, over a grayscale copy of the input.
+maps are non-negative and drawn on their own scale, 0 to each map's maximum, over a grayscale copy of the input
+(opaque where the map is high, transparent where it is 0).
 Text is drawn with Pillow's default font."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 
 from lrptext.image.cam import METHODS as CAM_METHODS
 from lrptext.image.classifier import ImageClassifier, composite_names
-from lrptext.image.heatmap import CMAPS, SEQUENTIAL_CMAPS, cam_heatmap, heatmap, overlay, to_rgb, upscale
+from lrptext.image.heatmap import CMAPS, cam_heatmap, cam_overlay, heatmap, to_rgb, upscale
 
 DEFAULT_COMPOSITES = ("epsilon", "epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1_flat")
 TITLES = {"gradcam": "Grad-CAM", "cam": "CAM", "lrp0": "LRP-0", "input": "input"}
@@ -110,13 +111,13 @@ def title(name: str) -> str:
 def compare(classifier: ImageClassifier, images: Any, *, composites: Sequence[str] = DEFAULT_COMPOSITES,
             methods: Sequence[str] = ("gradcam",), target: Any = None, cmap: str = "bwr", cam_cmap: str = "hot",
             gamma: float = 1.0, percentile: float | None = None, layer: str | None = None,
-            scale: int | None = None, alpha: float = 0.6) -> tuple[np.ndarray, dict[str, Any]]:
+            scale: int | None = None, alpha: float = 0.85) -> tuple[np.ndarray, dict[str, Any]]:
     """(figure RGB uint8 [H, W, 3], explanations by column name) for images with pixels in [0, 1] [N, C, H, W].
 
     composites: LRP presets (names of lrptext.rules.COMPOSITES, or "lrp0"); methods: "gradcam", "cam". Every
     column explains the same class per image (target None: the class the model predicts). scale: tile
     enlargement (default: tiles of about 224 pixels); gamma, percentile: as heatmap(); alpha: the class
-    activation maps' opacity over the input. Save the figure with save_png."""
+    activation maps' opacity over the input at their maximum (cam_overlay). Save the figure with save_png."""
     unknown = [c for c in composites if c not in composite_names()]
     if unknown:
         raise ValueError(f"unknown composite(s) {', '.join(unknown)}; choose from {', '.join(composite_names())}")
@@ -146,8 +147,8 @@ def compare(classifier: ImageClassifier, images: Any, *, composites: Sequence[st
         row = [upscale(to_rgb(pixels[i]), factor)]
         row += [upscale(heatmap(explanations[n].relevance[i], cmap=cmap, gamma=gamma, percentile=percentile),
                         factor) for n in composites]
-        row += [upscale(overlay(pixels[i], cam_heatmap(explanations[n].maps[i], cmap=cam_cmap), alpha=alpha),
-                        factor) for n in methods]
+        row += [upscale(cam_overlay(pixels[i], explanations[n].maps[i], cmap=cam_cmap, alpha=alpha), factor)
+                for n in methods]
         rows.append(row)
         predicted, explained = int(probs[i].argmax()), int(first.target[i])
         text = f"{classifier.labels[predicted]} ({float(probs[i, predicted]):.2f})"
@@ -158,7 +159,7 @@ def compare(classifier: ImageClassifier, images: Any, *, composites: Sequence[st
                         cmap, ("-max |R|", "0", "+max |R|")))
     if methods:
         legends.append((f"{' and '.join(title(m) for m in methods)}: non-negative, 0 to each map's maximum, "
-                        "over the input (upsampled bilinearly)", cam_cmap,
+                        "over the input, more opaque where higher (upsampled bilinearly)", cam_cmap,
                         ("0", "", "max")))
     figure = render(rows, ["input"] + [title(n) for n in [*composites, *methods]], captions=captions,
                     legends=legends)

@@ -20,9 +20,9 @@ CMAPS: dict[str, list[tuple[float, tuple[int, int, int]]]] = {
     "gray": [(-1.0, (0, 0, 0)), (0.0, (128, 128, 128)), (1.0, (255, 255, 255))],
 }
 
-# Colour maps from 0 to 1 for non-negative maps (Grad-CAM, CAM): zero is black, so an overlay leaves it dark.
+# Colour maps from 0 to 1 for non-negative maps (Grad-CAM, CAM).
 SEQUENTIAL_CMAPS: dict[str, list[tuple[float, tuple[int, int, int]]]] = {
-    "hot": [(0.0, (0, 0, 0)), (0.35, (190, 0, 0)), (0.7, (255, 150, 0)), (1.0, (255, 255, 200))],
+    "hot": [(0.0, (80, 0, 0)), (0.4, (220, 0, 0)), (0.75, (255, 160, 0)), (1.0, (255, 240, 0))],
     "gray": [(0.0, (0, 0, 0)), (1.0, (255, 255, 255))],
 }
 
@@ -94,6 +94,17 @@ def overlay(image: Any, heat: np.ndarray, *, alpha: float = 0.6) -> np.ndarray:
     """The heatmap blended over a grayscale version of the input."""
     base = to_rgb(image).mean(axis=-1, keepdims=True).repeat(3, axis=-1)
     return np.round((1 - alpha) * base + alpha * heat).astype(np.uint8)
+
+
+def cam_overlay(image: Any, values: Any, *, cmap: str = "hot", alpha: float = 0.85) -> np.ndarray:
+    """A non-negative map over a grayscale version of the input, its opacity growing with the value (alpha at the
+    map's maximum, 0 at zero), so the input shows where the map is low."""
+    m = _array(values)
+    top = float(m.max())
+    v = np.clip(m / top, 0.0, 1.0) if top > 0 else np.zeros_like(m)
+    base = to_rgb(image).mean(axis=-1, keepdims=True).repeat(3, axis=-1)
+    weight = alpha * v[..., None]
+    return np.round((1 - weight) * base + weight * cam_heatmap(m, cmap=cmap)).astype(np.uint8)
 
 
 def upscale(rgb: np.ndarray, factor: int) -> np.ndarray:
