@@ -16,7 +16,7 @@ the convolution's output itself, before its activation: what a forward hook on t
 names another convolution (same rule), or any node whose output is a [B, K, h, w] map, read as it is, by its
 qualified name (the module path, "features.7") or its node name (lrptext.support_table lists both). The choice
 matters: on the bundled Fashion-MNIST CNN the last convolution's maps before its ReLU give an all-zero Grad-CAM
-for 69% of 500 test images (Σ_k α_k A^k is negative everywhere), after it for 1.4% (docs/images.md).
+for 71% of 500 test images (Σ_k α_k A^k is negative everywhere), after it for 1.6% (docs/images.md).
 
 CAM, for a model that ends in global average pooling and one linear layer, y^c = Σ_k w_ck mean_ij A^k_ij + b_c,
 with A the maps the pooling reads:
