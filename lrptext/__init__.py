@@ -7,8 +7,10 @@ from lrptext._version import __version__
 from lrptext.api import explain
 from lrptext.engine import Contrast, Explainer, Explanation, support_table
 from lrptext.errors import UnsupportedLayerError
+from lrptext.image.cam import grad_cam
 
 __all__ = [
     "__version__", "Contrast", "Explainer", "Explanation", "UnsupportedLayerError", "build_info", "explain",
-    "get_num_threads", "get_winograd", "release_workspaces", "set_num_threads", "set_winograd", "support_table",
+    "get_num_threads", "get_winograd", "grad_cam", "release_workspaces", "set_num_threads", "set_winograd",
+    "support_table",
 ]

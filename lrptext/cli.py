@@ -212,23 +212,46 @@ def _read_image(path: str, channels: int, size: int) -> np.ndarray:
     return array[None] if channels == 1 else np.moveaxis(array, -1, 0)
 
 
-def explain_image(args: argparse.Namespace) -> int:
-    from lrptext.image import ImageClassifier, grid, heatmap, overlay, save_png, to_rgb, upscale
+def _names(value: str, allowed: Sequence[str], what: str) -> list[str]:
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise ValueError(f"unknown {what} {', '.join(unknown)}; choose from {', '.join(allowed)}")
+    return names
 
+
+def explain_image(args: argparse.Namespace) -> int:
+    from lrptext.image import ImageClassifier, compare, grid, heatmap, overlay, save_png, to_rgb, upscale
+    from lrptext.image.cam import METHODS as CAM_METHODS
+    from lrptext.image.classifier import composite_names
+
+    composites = _names(args.composite, composite_names(), "composite(s)")
+    methods = _names(args.methods, list(CAM_METHODS), "method(s)")
+    if not composites and not methods:
+        raise ValueError("give at least one --composite or --methods")
     classifier = ImageClassifier.load(args.model)
     images = np.stack([_read_image(p, classifier.channels, classifier.size) for p in args.images])
-    e = classifier.explain(images, composite=args.composite, target=args.target)
+    if len(composites) == 1 and not methods:  # one composite: input | relevance | overlay per image
+        e = classifier.explain(images, composite=composites[0], target=args.target)
+        tiles = []
+        factor = max(1, 224 // classifier.size)
+        for i in range(len(args.images)):
+            heat = heatmap(e.relevance[i], cmap=args.cmap, gamma=args.gamma, percentile=args.percentile)
+            tiles += [upscale(to_rgb(images[i]), factor), upscale(heat, factor),
+                      upscale(overlay(images[i], heat), factor)]
+        figure, columns = grid(tiles, columns=3), "input | relevance | overlay"
+    else:
+        figure, explained = compare(classifier, images, composites=composites, methods=methods, target=args.target,
+                                    cmap=args.cmap, gamma=args.gamma, percentile=args.percentile, layer=args.layer)
+        e = next(iter(explained.values()))
+        columns = " | ".join(["input", *composites, *methods])
     probs = e.prediction.softmax(dim=1)
-    tiles = []
-    factor = max(1, 224 // classifier.size)
     for i, path in enumerate(args.images):
-        heat = heatmap(e.relevance[i], cmap=args.cmap, gamma=args.gamma, percentile=args.percentile)
-        tiles += [upscale(to_rgb(images[i]), factor), upscale(heat, factor), upscale(overlay(images[i], heat), factor)]
-        predicted, explained = int(probs[i].argmax()), int(e.target[i])
+        predicted, explained_class = int(probs[i].argmax()), int(e.target[i])
         print(f"{path}: prediction {classifier.labels[predicted]} ({float(probs[i, predicted]):.3f}), explaining "
-              f"{classifier.labels[explained]}")
-    save_png(grid(tiles, columns=3), args.out)
-    print(f"heatmaps (input | relevance | overlay, one row per image): {args.out}", file=sys.stderr)
+              f"{classifier.labels[explained_class]}")
+    save_png(figure, args.out)
+    print(f"heatmaps ({columns}, one row per image): {args.out}", file=sys.stderr)
     return 0
 
 
@@ -381,7 +404,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG files")
     p.add_argument("--model", default="default", help="a model file from 'lrptext train' (default: the bundled "
                                                       "Fashion-MNIST CNN)")
-    p.add_argument("--composite", default="epsilon_gamma_box", choices=sorted(COMPOSITES))
+    p.add_argument("--composite", default="epsilon_gamma_box", metavar="NAME[,NAME...]",
+                   help="LRP composite(s), comma-separated: " + ", ".join(sorted(COMPOSITES) + ["lrp0"])
+                        + " (default epsilon_gamma_box); several, or any with --methods, draw one column each")
+    p.add_argument("--methods", default="", metavar="METHOD[,METHOD...]",
+                   help="class activation maps beside LRP, comma-separated: gradcam, cam (CAM needs a model ending in "
+                        "global average pooling and a linear layer)")
+    p.add_argument("--layer", help="Grad-CAM: the convolution to read (qualified name; default the last)")
     p.add_argument("--target", help="the label to explain (default: the predicted one)")
     p.add_argument("--cmap", default="bwr", choices=["bwr", "seismic", "coldnhot", "gray"])
     p.add_argument("--gamma", type=float, default=1.0, help="< 1 brightens weak relevance")
@@ -417,7 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="default", help="a model file from 'lrptext train' (default: the bundled one "
                                                       "for the data), or a scikit-learn pipeline (.joblib, text)")
     p.add_argument("--methods", default="lrp,sa,random",
-                   help="comma-separated: lrp, sa, gi, ig, occlusion, random (default lrp,sa,random)")
+                   help="comma-separated: lrp, sa, gi, ig, occlusion, random (default lrp,sa,random); images also "
+                        "gradcam, and cam for a model ending in global average pooling")
     p.add_argument("--orders", default="morf,lerf", help="text: morf (correctly classified documents), lerf "
                                                          "(misclassified ones), or both")
     p.add_argument("--steps", type=int, help="features deleted (default: 25 words, 50 regions)")
@@ -425,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="text: zero the word's embedding, replace it with the unknown token, or remove it")
     p.add_argument("--composite", choices=sorted(COMPOSITES), help="text: the LRP composite (default epsilon_gamma)")
     p.add_argument("--composites", default="epsilon,epsilon_plus_flat,epsilon_gamma_box",
-                   help="images: LRP composites to compare, comma-separated")
+                   help="images: LRP composites to compare, comma-separated (lrp0 too)")
     p.add_argument("--region", type=int, default=2, help="images: side of the square regions flipped together")
     p.add_argument("--fill", choices=["noise", "zero", "mean"], default="noise",
                    help="images: what a flipped region becomes")

@@ -5,7 +5,13 @@ and the colour channels) and follow the accuracy and the explained class's logit
 Regions are `region` x `region` squares of a grid over the image (region=1: single pixels). A perturbed region
 takes `fill`: "noise" (uniform in [0, 1] pixel space, drawn once per image and seed, as in Samek et al.), "zero"
 (black) or "mean" (the image's mean pixel value). Relevance is computed once, on the intact image, for the true
-label."""
+label.
+
+Besides LRP and the gradient baselines, the class activation maps of lrptext.image.cam rank regions by the sum of
+their map over the region: "gradcam" (the last convolution's maps, upsampled bilinearly to the image) and "cam"
+(models ending in global average pooling and a linear layer). Their maps are non-negative and zero wherever the
+weighted feature maps are negative, so regions they score 0 tie; ties go in the regions' raster order, as for every
+method."""
 
 from __future__ import annotations
 
@@ -19,7 +25,8 @@ from lrptext.evaluation.curves import Curve, check_choices, perturbation_curves
 from lrptext.image.classifier import ImageClassifier
 
 FILLS = ("noise", "zero", "mean")
-BASELINES = ("sa", "gi", "ig", "occlusion", "random")
+CAM_METHODS = ("gradcam", "cam")
+BASELINES = ("sa", "gi", "ig", "occlusion", *CAM_METHODS, "random")
 
 
 def _regions(size: int, region: int) -> np.ndarray:
@@ -74,6 +81,8 @@ def _pixel_scores(method: str, classifier: ImageClassifier, images: torch.Tensor
             pixel, evaluations = gradient_attribution(method, lambda v: classifier.model(classifier.normalise(v)),
                                                       x, goal, over=1, steps=ig_steps)
             pixel = pixel.detach()
+        elif method in CAM_METHODS:  # one forward and one backward (Grad-CAM) or one forward (CAM) per batch
+            pixel, evaluations = classifier.explain_cam(x, method=method, target=goal).maps, 1
         elif method == "occlusion":  # the logit's drop when the region alone takes the fill
             replacement = _fill(x, fill, seed=0)
             with torch.no_grad():
@@ -99,7 +108,7 @@ def pixel_flipping(classifier: ImageClassifier, images: np.ndarray | torch.Tenso
                    steps: int = 50, fill: str = "noise", seeds: int = 5, ig_steps: int = 32,
                    batch_size: int = 256, progress: bool | None = None) -> list[Curve]:
     """One Curve per LRP composite (method "lrp:<composite>") and baseline, per order, over `images` (pixels in
-    [0, 1], [N, C, H, W]) with their true `labels`."""
+    [0, 1], [N, C, H, W]) with their true `labels`. Baselines: sa, gi, ig, occlusion, gradcam, cam, random."""
     check_choices(orders, baselines, BASELINES, "baseline")
     images = torch.as_tensor(np.asarray(images, dtype=np.float32) if not isinstance(images, torch.Tensor) else images)
     images = images.float()

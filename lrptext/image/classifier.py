@@ -10,11 +10,17 @@ import numpy as np
 import torch
 
 from lrptext.engine import Explainer, Explanation
+from lrptext.image.cam import METHODS as CAM_METHODS, CamExplanation
 from lrptext.models import store
 from lrptext.models.image_models import IMAGE_ARCHS
 from lrptext.rules import COMPOSITES
 
 BOX = ("epsilon_gamma_box",)
+
+
+def composite_names() -> list[str]:
+    """Every composite name ImageClassifier.explain takes (lrptext.rules.COMPOSITES, LRP-0 as "lrp0" included)."""
+    return list(COMPOSITES)
 
 
 class ImageClassifier:
@@ -28,6 +34,7 @@ class ImageClassifier:
         self.size = model.config["size"]
         self.metadata = dict(metadata or {})
         self._explainers: dict[str, Explainer] = {}
+        self._cams: dict[tuple[str, str | None, bool], Any] = {}
 
     @classmethod
     def load(cls, path: str | Path = "default") -> ImageClassifier:
@@ -69,17 +76,51 @@ class ImageClassifier:
             return self.model(self.normalise(images)).softmax(dim=1)
 
     def explainer(self, composite: str) -> Explainer:
-        if composite not in COMPOSITES:
-            raise ValueError(f"unknown composite {composite!r}; choose one of {', '.join(COMPOSITES)}")
         if composite not in self._explainers:
-            params = dict(zip(("low", "high"), self.bounds())) if composite in BOX else {}
-            self._explainers[composite] = Explainer(self.model, composite=composite, **params)
+            if composite in COMPOSITES:
+                params = dict(zip(("low", "high"), self.bounds())) if composite in BOX else {}
+                self._explainers[composite] = Explainer(self.model, composite=composite, **params)
+            else:
+                raise ValueError(f"unknown composite {composite!r}; choose one of {', '.join(composite_names())}")
         return self._explainers[composite]
 
-    def explain(self, images: Any, *, composite: str = "epsilon_gamma_box", target: Any = None) -> Explanation:
-        """Relevance per input pixel and channel (in the normalised input space), [N, C, H, W]."""
+    def target_index(self, target: Any) -> Any:
+        """A label name (or a list of them) as its class index; anything else as given."""
+        if isinstance(target, (list, tuple)) and any(isinstance(t, str) for t in target):
+            return [self.target_index(t) for t in target]
         if isinstance(target, str):
             if target not in self.labels:
                 raise ValueError(f"unknown target label {target!r}; this model's labels are {', '.join(self.labels)}")
-            target = self.labels.index(target)
-        return self.explainer(composite).explain(self.normalise(images), target=target)
+            return self.labels.index(target)
+        return target
+
+    def explain(self, images: Any, *, composite: str = "epsilon_gamma_box", target: Any = None) -> Explanation:
+        """Relevance per input pixel and channel (in the normalised input space), [N, C, H, W]."""
+        return self.explainer(composite).explain(self.normalise(images), target=self.target_index(target))
+
+    def explain_cam(self, images: Any, *, method: str = "gradcam", target: Any = None, layer: str | None = None,
+                    activation: bool = True) -> CamExplanation:
+        """Grad-CAM ("gradcam") or CAM ("cam") of images with pixels in [0, 1], normalised as the model was trained:
+        maps [N, H, W] and what they came from (lrptext.image.cam). layer, activation: which feature maps Grad-CAM
+        reads (default: the last convolution's, after its activation)."""
+        if method not in CAM_METHODS:
+            raise ValueError(f"unknown method {method!r}; choose one of {', '.join(CAM_METHODS)}")
+        if method == "cam" and (layer is not None or not activation):
+            raise ValueError("CAM reads the maps its global average pooling reads; layer= and activation= are "
+                             "Grad-CAM's")
+        key = (method, layer, activation)
+        if key not in self._cams:
+            self._cams[key] = (CAM_METHODS[method](self.model) if method == "cam"
+                               else CAM_METHODS[method](self.model, layer, activation))
+        return self._cams[key].explain(self.normalise(images), target=self.target_index(target))
+
+    def grad_cam(self, images: Any, *, target: Any = None, layer: str | None = None,
+                 activation: bool = True) -> torch.Tensor:
+        """Grad-CAM maps [N, H, W] (non-negative) of images with pixels in [0, 1]; target: None (predicted),
+        a label name, an index, or one per image; layer, activation: as lrptext.grad_cam."""
+        return self.explain_cam(images, method="gradcam", target=target, layer=layer, activation=activation).maps
+
+    def cam(self, images: Any, *, target: Any = None) -> torch.Tensor:
+        """CAM maps [N, H, W] for a model ending in global average pooling and a linear layer (the ResNet-style
+        architecture); equal to Grad-CAM at the pooled maps up to a positive scale."""
+        return self.explain_cam(images, method="cam", target=target).maps

@@ -1,5 +1,6 @@
 """Relevance as pictures: colour maps symmetric around zero, channel reduction, gamma and percentile clipping,
-overlays on the input, grids, PNG output (Pillow). Zero relevance is always the colour map's centre."""
+overlays on the input, grids, PNG output (Pillow). Zero relevance is always the colour map's centre.
+Non-negative maps (Grad-CAM, CAM) have colour maps of their own, from 0 to their maximum (cam_heatmap)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,19 @@ CMAPS: dict[str, list[tuple[float, tuple[int, int, int]]]] = {
                  (1.0, (255, 255, 0))],
     "gray": [(-1.0, (0, 0, 0)), (0.0, (128, 128, 128)), (1.0, (255, 255, 255))],
 }
+
+# Colour maps from 0 to 1 for non-negative maps (Grad-CAM, CAM).
+SEQUENTIAL_CMAPS: dict[str, list[tuple[float, tuple[int, int, int]]]] = {
+    "hot": [(0.0, (80, 0, 0)), (0.4, (220, 0, 0)), (0.75, (255, 160, 0)), (1.0, (255, 240, 0))],
+    "gray": [(0.0, (0, 0, 0)), (1.0, (255, 255, 255))],
+}
+
+
+def _colour(v: np.ndarray, stops: list[tuple[float, tuple[int, int, int]]]) -> np.ndarray:
+    positions = np.array([p for p, _ in stops])
+    colours = np.array([c for _, c in stops], dtype=np.float64)
+    rgb = np.stack([np.interp(v, positions, colours[:, k]) for k in range(3)], axis=-1)
+    return np.round(rgb).astype(np.uint8)
 
 
 def _array(relevance: Any) -> np.ndarray:
@@ -49,11 +63,21 @@ def heatmap(relevance: Any, *, cmap: str = "bwr", reduce: str = "sum", gamma: fl
     scale = np.abs(r).max() if percentile is None else np.percentile(np.abs(r), percentile)
     v = np.clip(r / scale, -1.0, 1.0) if scale > 0 else np.zeros_like(r)
     v = np.sign(v) * np.abs(v) ** gamma
-    stops = CMAPS[cmap]
-    positions = np.array([p for p, _ in stops])
-    colours = np.array([c for _, c in stops], dtype=np.float64)
-    rgb = np.stack([np.interp(v, positions, colours[:, k]) for k in range(3)], axis=-1)
-    return np.round(rgb).astype(np.uint8)
+    return _colour(v, CMAPS[cmap])
+
+
+def cam_heatmap(values: Any, *, cmap: str = "hot", vmax: float | None = None) -> np.ndarray:
+    """RGB uint8 [H, W, 3] of a non-negative map [H, W] (Grad-CAM, CAM): 0 to the colour map's start, `vmax`
+    (default the map's maximum) to its end; negative values (a CAM without ReLU) are clipped to 0."""
+    if cmap not in SEQUENTIAL_CMAPS:
+        raise ValueError(f"unknown colour map {cmap!r} for non-negative maps; choose one of "
+                         f"{', '.join(SEQUENTIAL_CMAPS)}")
+    m = _array(values)
+    if m.ndim != 2:
+        raise ValueError(f"a class activation map must be [H, W], got shape {m.shape}")
+    top = float(m.max()) if vmax is None else float(vmax)
+    v = np.clip(m / top, 0.0, 1.0) if top > 0 else np.zeros_like(m)
+    return _colour(v, SEQUENTIAL_CMAPS[cmap])
 
 
 def to_rgb(image: Any) -> np.ndarray:
@@ -70,6 +94,17 @@ def overlay(image: Any, heat: np.ndarray, *, alpha: float = 0.6) -> np.ndarray:
     """The heatmap blended over a grayscale version of the input."""
     base = to_rgb(image).mean(axis=-1, keepdims=True).repeat(3, axis=-1)
     return np.round((1 - alpha) * base + alpha * heat).astype(np.uint8)
+
+
+def cam_overlay(image: Any, values: Any, *, cmap: str = "hot", alpha: float = 0.85) -> np.ndarray:
+    """A non-negative map over a grayscale version of the input, its opacity growing with the value (alpha at the
+    map's maximum, 0 at zero), so the input shows where the map is low."""
+    m = _array(values)
+    top = float(m.max())
+    v = np.clip(m / top, 0.0, 1.0) if top > 0 else np.zeros_like(m)
+    base = to_rgb(image).mean(axis=-1, keepdims=True).repeat(3, axis=-1)
+    weight = alpha * v[..., None]
+    return np.round((1 - weight) * base + weight * cam_heatmap(m, cmap=cmap)).astype(np.uint8)
 
 
 def upscale(rgb: np.ndarray, factor: int) -> np.ndarray:

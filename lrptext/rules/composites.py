@@ -86,6 +86,8 @@ COMPOSITES: dict[str, Callable[..., Composite]] = {
                                                            conv=AlphaBeta(2.0, 1.0)),
     "epsilon_alpha2_beta1_flat": lambda epsilon=1e-6: Composite("epsilon_alpha2_beta1_flat", dense=Epsilon(epsilon),
                                                                 conv=AlphaBeta(2.0, 1.0), first=Flat()),
+    # LRP-0: ε = 0 everywhere; a z of exactly 0 divides by 0, and explain() then names the node
+    "lrp0": lambda: Composite("lrp0", dense=Epsilon(0.0), conv=Epsilon(0.0)),
     "attnlrp": lambda epsilon=1e-6, gamma=None: _transformer("attnlrp", AttnLRP(), epsilon, gamma),
     "cp_lrp": lambda epsilon=1e-6, gamma=None: _transformer("cp_lrp", CPLRP(), epsilon, gamma),
 }
