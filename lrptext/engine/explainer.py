@@ -77,7 +77,8 @@ class Explainer:
 
     def _build(self) -> None:
         self._graphs: dict[Key, tuple[Graph, dict[str, Any]]] = {}
-        self._parameters = [p.name for p in forward_parameters(self.model)]
+        self._signature = forward_parameters(self.model)
+        self._parameters = [p.name for p in self._signature]
         # forward(input_ids, attention_mask=None, ...): a Hugging Face encoder or a module wrapping one, which
         # torch.fx cannot trace: captured by torch.export, inputs by keyword
         self.keyword_inputs = TOKEN_IDS in self._parameters
@@ -146,7 +147,7 @@ class Explainer:
                 raise TypeError(f"{type(self.model).__name__}.forward takes {self._parameters} by position: pass a "
                                 "tensor or a tuple of tensors, not a dict")
             inputs = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
-            parameters = forward_parameters(self.model)
+            parameters = self._signature
             absent = [p for x, p in zip(inputs, parameters) if x is None] + parameters[len(inputs):]
             if not 0 < len(inputs) <= len(parameters) or any(p.default is not None for p in absent):
                 names = [p.name for p in parameters]
