@@ -749,3 +749,79 @@ def test_an_optional_argument_given_as_none_is_absent():
     got = of_ids(explain(model, (ids, None, lengths), composite="epsilon", target=1).relevance)
     expected = of_ids(explain(LengthsOnly(model), (ids, lengths), composite="epsilon", target=1).relevance)
     torch.testing.assert_close(got, expected)
+
+
+# ------------------------------------------------------------------ found in review: each one silently wrong before
+
+
+def test_each_graph_of_an_explainer_keeps_its_own_weights():
+    """An Explainer holds one graph per set of optional arguments; a node name may stand for another layer in
+    another graph, and the weights prepared for one must not serve the other."""
+
+    class Optional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w1, self.w2 = nn.Parameter(torch.randn(3, 4)), nn.Parameter(torch.randn(4, 4))
+
+        def forward(self, x, extra=None):
+            if extra is not None:
+                x = x + F.linear(extra, self.w2)
+            return F.linear(x, self.w1)
+
+    torch.manual_seed(1)
+    model = Optional().double()
+    x, extra = torch.randn(2, 4, dtype=torch.float64), torch.randn(2, 4, dtype=torch.float64)
+    explainer = lrptext.Explainer(model, composite="epsilon")
+    explainer.explain(x)
+    both = explainer.explain((x, extra))
+    torch.testing.assert_close(both.prediction, model(x, extra).detach())
+    fresh = lrptext.Explainer(model, composite="epsilon").explain((x, extra))
+    torch.testing.assert_close(both.relevance[0], fresh.relevance[0])
+
+
+def test_a_product_with_one_relevance_carrying_operand_gives_it_all():
+    class MaskedSum(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj, self.head = nn.Linear(4, 4, bias=False), nn.Linear(4, 2, bias=False)
+
+        def forward(self, x, mask):  # [B, 1, T] @ [B, T, D]: the mask carries no relevance
+            return self.head((mask.unsqueeze(1).to(x.dtype) @ self.proj(x)).squeeze(1))
+
+    torch.manual_seed(2)
+    model = MaskedSum().double()
+    x, mask = torch.randn(2, 5, 4, dtype=torch.float64), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    composite = Composite("e", dense=Epsilon(1e-12), attention=lrptext.rules.AttnLRP())
+    e = lrptext.explain(model, (x, mask), composite=composite)
+    torch.testing.assert_close(e.relevance[0].sum((1, 2)), e.initial, rtol=1e-8, atol=1e-10)
+    assert not e.relevance[0][0, 3:].any()  # masked tokens
+
+
+def test_embedding_ids_changed_after_the_input_are_refused():
+    class Transposed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.head = nn.Embedding(10, 3), nn.Linear(3, 2)
+
+        def forward(self, ids):
+            return self.head(self.emb(ids.t()).sum(0))
+
+    with pytest.raises(UnsupportedLayerError, match="looks up ids computed from the input"):
+        lrptext.Explainer(Transposed())
+
+
+def test_a_zero_sample_whose_share_a_constant_takes_is_no_vanishing():
+    class Shifted(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("c", torch.ones(4))
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.head(x + self.c)
+
+    torch.manual_seed(3)
+    x = torch.randn(2, 4, dtype=torch.float64)
+    x[1] = 0
+    e = lrptext.explain(Shifted().double(), x, composite="epsilon")
+    assert not e.relevance[1].any() and e.relevance[0].any()

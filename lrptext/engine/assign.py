@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lrptext.errors import UnsupportedLayerError
 from lrptext.graph.ir import CONSTANT, INPUT, OUTPUT, UNSUPPORTED, Graph, Node
 from lrptext.layers import unsupported
 from lrptext.rules.composites import Composite
@@ -87,11 +88,35 @@ def assign_rules(graph: Graph, composite: Composite, layer_map: Mapping[Any, Any
     return rules
 
 
+def _from_input_values(node: Node) -> Node | None:
+    """The model input whose values (not only its shape, through metadata) `node` is computed from, or None."""
+    stack, seen = [node], set()
+    while stack:
+        n = stack.pop()
+        if n.name in seen:
+            continue
+        seen.add(n.name)
+        if n.kind is INPUT:
+            return n
+        if n.kind.carries:  # metadata (sizes, masks' comparisons) reads no values relevance could go back to
+            stack.extend(n.kind.data_inputs(n))
+    return None
+
+
 def check_static_support(graph: Graph, rules: dict[str, Any]) -> None:
     """Unsupported modules are refused when the Explainer is built (functions, which may only touch masks and
-    shapes, are refused when relevance reaches them)."""
+    shapes, are refused when relevance reaches them); so are embeddings of token ids that an operation changed
+    after the model input: per-token relevance reaches the input's ids only, and would vanish there. (Ids built
+    from sizes or buffers, such as position ids, read no input values: their embeddings keep their share, as
+    biases do.)"""
     carrying = graph.carrying()
     for node in graph.nodes:
+        ids = node.inputs()[0] if node.kind.reads_ids and node.inputs() else None
+        if ids is not None and ids.kind is not INPUT and (source := _from_input_values(ids)) is not None:
+            raise UnsupportedLayerError(
+                f"{node.op} at '{node.qualified_name}' looks up ids computed from the input '{source.qualified_name}' "
+                f"by {ids.op}; lrptext gives each token of the input its relevance only where the ids go to the "
+                "embedding unchanged: apply the operation to the embedding's output instead")
         if rules[node.name] is None and node.module_type is not None and node.name in carrying:
             raise unsupported.unsupported_error(node)
 

@@ -78,18 +78,22 @@ class Explainer:
     def _build(self) -> None:
         self._graphs: dict[Key, tuple[Graph, dict[str, Any]]] = {}
         self._signature = forward_parameters(self.model)
+        # *args, **kwargs or keyword-only arguments: every argument is an input, none may be left out
+        self._plain_signature = _plain_signature(self.model)
         self._parameters = [p.name for p in self._signature]
         # forward(input_ids, attention_mask=None, ...): a Hugging Face encoder or a module wrapping one, which
         # torch.fx cannot trace: captured by torch.export, inputs by keyword
         self.keyword_inputs = TOKEN_IDS in self._parameters
         self.graph, self.rules = self._graph(_default_key(self.model))
-        self._layers: dict[tuple[str, torch.dtype, torch.device], Layer] = {}
+        # by node object: each graph of this Explainer (optional arguments given or not, keyword sets) has its own
+        # nodes, and a name may stand for another layer in another graph
+        self._layers: dict[tuple[int, torch.dtype, torch.device], Layer] = {}
         self._versions = _state_versions(self.model)
 
-    def _graph(self, key: Key, example: Mapping[str, torch.Tensor] | None = None) -> tuple[Graph, dict[str, Any]]:
+    def _graph(self, key: Key) -> tuple[Graph, dict[str, Any]]:
         """The graph (and its rules) for a call that gives forward's arguments `key` (see Key)."""
         if key not in self._graphs:
-            graph = _capture(self.model, key, example, self.canonizers)
+            graph = _capture(self.model, key, self.canonizers)
             rules = assign_rules(graph, self.composite, self.layer_map, self.name_map)
             check_static_support(graph, rules)
             self._graphs[key] = graph, rules
@@ -102,7 +106,7 @@ class Explainer:
     def _layer(self, node: Node, dtype: torch.dtype, rules: dict[str, Any] | None = None) -> Layer:
         rules = self.rules if rules is None else rules
         weight = node.params["weight"]
-        key = (node.name, dtype, weight.device)
+        key = (id(node), dtype, weight.device)
         if key not in self._layers:
             w = weight.detach().to(dtype)
             bias = node.params.get("bias")
@@ -134,8 +138,9 @@ class Explainer:
             if value is not None and not isinstance(value, torch.Tensor):
                 raise TypeError(f"input '{name}' must be a torch.Tensor, got {type(value).__name__}; ask the tokenizer "
                                 "for tensors with return_tensors='pt'")
-        key = Key("export", tuple(k for k in self._parameters if given.get(k) is not None))
-        graph, rules = self._graph(key, example=given)
+        names = tuple(k for k in self._parameters if given.get(k) is not None)
+        key = Key("export", names, tuple(str(given[k].dtype) for k in names))
+        graph, rules = self._graph(key)
         return tuple(given[node.qualified_name] for node in graph.inputs), graph, rules
 
     def _check_inputs(self, inputs: Any) -> tuple[tuple[Any, ...], Graph, dict[str, Any]]:
@@ -148,6 +153,13 @@ class Explainer:
                                 "tensor or a tuple of tensors, not a dict")
             inputs = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
             parameters = self._signature
+            if not self._plain_signature:  # *args, **kwargs, keyword-only: one tensor per traced input
+                graph, rules = self.graph, self.rules
+                if len(inputs) != len(graph.inputs):
+                    names = [n.qualified_name for n in graph.inputs]
+                    raise ValueError(f"the model's forward takes {len(names)} input(s) {names}, got {len(inputs)}; "
+                                     "pass a tuple with one tensor per argument")
+                return self._checked(inputs, graph, rules)
             absent = [p for x, p in zip(inputs, parameters) if x is None] + parameters[len(inputs):]
             if not 0 < len(inputs) <= len(parameters) or any(p.default is not None for p in absent):
                 names = [p.name for p in parameters]
@@ -157,6 +169,11 @@ class Explainer:
             present = tuple(p.name for x, p in zip(inputs, parameters) if x is not None)
             graph, rules = self._graph(Key("fx", present if absent else None))
             inputs = tuple(x for x in inputs if x is not None)
+        return self._checked(inputs, graph, rules)
+
+    def _checked(self, inputs: tuple[Any, ...], graph: Graph, rules: dict[str, Any]
+                 ) -> tuple[tuple[Any, ...], Graph, dict[str, Any]]:
+        """The inputs, refused unless they are tensors on the model's device."""
         devices = {p.device for n in graph.nodes for p in [n.params.get("weight")] if isinstance(p, torch.Tensor)}
         for i, x in enumerate(inputs):
             if not isinstance(x, torch.Tensor):
@@ -290,6 +307,13 @@ class Key(NamedTuple):
 
     mode: str
     names: tuple[str, ...] | None
+    dtypes: tuple[str, ...] | None = None  # export: the keyword tensors' dtypes (None: token ids and masks as int64)
+
+
+def _plain_signature(model: nn.Module) -> bool:
+    """forward takes positional arguments only (no *args, **kwargs or keyword-only ones)."""
+    plain = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return all(p.kind in plain for p in inspect.signature(model.forward).parameters.values())
 
 
 def _default_key(model: nn.Module) -> Key:
@@ -298,7 +322,10 @@ def _default_key(model: nn.Module) -> Key:
     parameters = forward_parameters(model)
     names = [p.name for p in parameters]
     if TOKEN_IDS in names:
-        return Key("export", tuple(k for k in (TOKEN_IDS, "attention_mask") if k in names))
+        keys = tuple(k for k in (TOKEN_IDS, "attention_mask") if k in names)
+        return Key("export", keys, ("torch.int64",) * len(keys))
+    if not _plain_signature(model):
+        return Key("fx", None)
     required = tuple(p.name for p in parameters if p.default is inspect.Parameter.empty)
     optional = [p for p in parameters if p.name not in required]
     if not optional or any(p.default is not None for p in optional):
@@ -306,18 +333,19 @@ def _default_key(model: nn.Module) -> Key:
     return Key("fx", required)
 
 
-def _capture(model: nn.Module, key: Key, example: Mapping[str, torch.Tensor] | None,
-             canonizers: Sequence[str]) -> Graph:
-    """The graph for `key`: keyword inputs by torch.export (an example of token ids 0 and a mask of ones for two
-    sequences of 8 where none is given; batch and length stay dynamic), positional ones by torch.fx."""
+def _capture(model: nn.Module, key: Key, canonizers: Sequence[str]) -> Graph:
+    """The graph for `key`: positional inputs by torch.fx; keyword ones by torch.export, from an example of token
+    ids 0 and a mask of ones for two sequences of 8 in the call's dtypes, whatever the call's own sizes (an example
+    of one sequence, or of length 1, would fix that size in the graph): batch and length stay dynamic."""
     passes = [CANONIZER_PASSES[name] for name in canonizers]
     if key.mode == "fx":
         return capture(model, KINDS, present=key.names, canonizers=passes)
-    if example is None:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        example = {k: torch.full((2, 8), int(k == "attention_mask"), dtype=torch.long, device=device)
-                   for k in key.names}
-    return export(model, {k: example[k] for k in key.names}, KINDS, canonizers=passes)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    dtypes = [getattr(torch, d.removeprefix("torch.")) for d in key.dtypes] if key.dtypes else [torch.long] * len(
+        key.names)
+    example = {k: torch.full((2, 8), int(k == "attention_mask"), dtype=dtype, device=device)
+               for k, dtype in zip(key.names, dtypes)}
+    return export(model, example, KINDS, canonizers=passes)
 
 
 def support_table(model: nn.Module, *, composite: str | Composite = "epsilon_plus",
@@ -327,6 +355,6 @@ def support_table(model: nn.Module, *, composite: str | Composite = "epsilon_plu
     unknown = sorted(set(canonizers) - set(CANONIZERS))
     if unknown:
         raise ValueError(f"unknown canonizers {unknown}; available: {', '.join(CANONIZERS)}")
-    graph = _capture(model, _default_key(model), None, canonizers)
+    graph = _capture(model, _default_key(model), canonizers)
     rules = assign_rules(graph, resolve_composite(composite, **composite_params), layer_map, name_map)
     return support_rows(graph, rules)

@@ -279,9 +279,10 @@ class RelevancePass:
         """The Norm rule: R_i = x_i Σ_j (∂y_j/∂x_i) R_j / st(y_j), for any operation. Where the operation's
         gradient is zero (a saturated activation under a stand-in Norm), a sample's relevance would vanish: an
         error, not a silent zero."""
-        parts = self.routed(node, lambda y: r / stabilize(y, stabilizer))
-        parts = [(a, None if g is None else self.values[a.name] * g) for a, g in parts]
-        given = [g for _, g in parts if g is not None]
+        gradients = self.routed(node, lambda y: r / stabilize(y, stabilizer))
+        parts = [(a, None if g is None else self.values[a.name] * g) for a, g in gradients]
+        # a zero input (its share taken by a constant) is no vanishing: a zero gradient is
+        given = [g for _, g in gradients if g is not None]
         per_sample = r.dim() > 0 and all(g.dim() and g.shape[0] == r.shape[0] for g in given)
         rows = r.shape[0] if per_sample else 1  # per sample where the batch stays, else over everything
         received = r.reshape(rows, -1).ne(0).any(1)

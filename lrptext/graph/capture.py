@@ -148,7 +148,8 @@ def capture(model: nn.Module, kinds: LayerKinds, *, present: tuple[str, ...] | N
     inputs: list[Node] = []
     output: Node | None = None
     for fx in gm.graph.nodes:
-        if fx.op == "placeholder" and present is not None and next(parameters).name not in present:
+        parameter = next(parameters, None) if fx.op == "placeholder" else None
+        if parameter is not None and present is not None and parameter.name not in present:
             nodes[fx.name] = None  # an argument traced as absent: torch.fx keeps a placeholder that must be None
             continue
         if fx.op == "call_function" and fx.target is _ASSERT_IS_NONE:

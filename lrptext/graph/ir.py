@@ -90,6 +90,9 @@ class _Structural(LayerKind):
         self.carries = carries  # type: ignore[misc]
 
 
+# The composite slots of the kinds that take a linear rule and have weights (dense, convolution).
+LINEAR_SLOTS = ("dense", "conv")
+
 INPUT = _Structural("input")
 CONSTANT = _Structural("constant", carries=False)  # a tensor attribute of the model used by a functional call
 OUTPUT = _Structural("output")
@@ -177,7 +180,7 @@ class Graph:
             carried = [a for a in n.kind.data_inputs(n) if a.name in carrying or a.kind is INPUT]
             if not carried or not all(a.name in reached for a in carried):
                 continue
-            if n.kind.slot is not None:
+            if n.kind.slot in LINEAR_SLOTS:
                 first.add(n.name)
             elif n.kind.reads_ids or n.kind.keeps_input:
                 reached.add(n.name)

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lrptext.graph.ir import UNSUPPORTED, Graph, LayerKind, Node
+from lrptext.graph.ir import LINEAR_SLOTS, UNSUPPORTED, Graph, LayerKind, Node
 from lrptext.kernels.torch_backend import stabilize
 from lrptext.rules import Epsilon, Norm, Pass
 
@@ -80,7 +80,7 @@ def fold(graph: Graph) -> Graph:
         if bn.kind is not BATCHNORM:
             continue
         source = bn.args[0] if bn.args else None
-        if (isinstance(source, Node) and source.kind.slot is not None and len(users[source.name]) == 1
+        if (isinstance(source, Node) and source.kind.slot in LINEAR_SLOTS and len(users[source.name]) == 1
                 and source.params["weight"].shape[0] == bn.params["mean"].shape[0]):
             _fold_into(source, bn)
             removed[bn.name] = source

@@ -54,6 +54,11 @@ class Product(LayerKind):
         (a, b), _ = state.arguments(node)
         g = _quotient(r, a @ b)
         left, right = node.args
+        carrying = state.carrying_inputs(node)
+        if len(carrying) == 1:  # the other operand is a mask or a weight: a linear map, all relevance to this one
+            if carrying[0] is left:
+                return [(left, a * (g @ b.transpose(-2, -1)))]
+            return [(right, b * (a.transpose(-2, -1) @ g))]
         if isinstance(rule, CPLRP) and (_from_softmax(left) or _from_softmax(right)):
             if _from_softmax(left):
                 return [(left, torch.zeros_like(a)), (right, b * (a.transpose(-2, -1) @ g))]

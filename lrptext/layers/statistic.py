@@ -15,7 +15,7 @@ from lrptext.graph.ir import LayerKind, Node
 class Statistic(LayerKind):
     name = "statistic"
     functions = frozenset({torch.norm, torch.linalg.vector_norm, torch.linalg.norm, aten.linalg_vector_norm.default,
-                           aten.norm.ScalarOpt_dim, aten.clamp_min.default})
+                           aten.norm.ScalarOpt_dim})
     methods = frozenset({"norm"})
     carries = False
     holds_constant = True
