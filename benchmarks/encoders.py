@@ -507,7 +507,6 @@ def profile(name: str, rows: int = 25) -> None:
 
 def describe() -> dict:
     import captum
-
     import transformers
 
     commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=HERE, capture_output=True, text=True)
