@@ -7,6 +7,7 @@ normalised at capture, its forward step, its relevance step and the rule it take
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -137,6 +138,17 @@ class Node:
         visit(self.kwargs)
         self.__dict__["_inputs"] = (self.args, self.kwargs, found)
         return found
+
+
+def bind(node: Node, signature: Callable[..., Any]) -> dict[str, Any] | None:
+    """The node's arguments by the names of `signature` (a function with the operation's parameters), defaults
+    filled in; None where they do not fit it."""
+    try:
+        bound = inspect.signature(signature).bind(*node.args, **node.kwargs)
+    except TypeError:
+        return None
+    bound.apply_defaults()
+    return dict(bound.arguments)
 
 
 @dataclass

@@ -12,7 +12,6 @@ Masked keys get exactly 0; quotients whose numerator is 0 are 0.
 
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Any
 
@@ -20,17 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch.ops import aten
 
-from lrptext.graph.ir import UNSUPPORTED, LayerKind, Node
+from lrptext.graph.ir import UNSUPPORTED, LayerKind, Node, bind
+from lrptext.layers.product import quotient
 from lrptext.rules import CPLRP, AttnLRP
 
 
 def _signature(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
     pass
-
-
-def _quotient(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
-    """numerator / denominator, 0 where the numerator is 0 (no relevance to divide)."""
-    return torch.where(numerator == 0, torch.zeros_like(numerator), numerator / denominator)
 
 
 class Attention(LayerKind):
@@ -40,13 +35,10 @@ class Attention(LayerKind):
     rules = (AttnLRP, CPLRP)
 
     def capture_call(self, node: Node) -> LayerKind:
-        try:
-            bound = inspect.signature(_signature).bind(*node.args, **node.kwargs)
-        except TypeError:
+        a = bind(node, _signature)
+        if a is None:
             node.hint = f"{node.op} called with arguments lrptext does not know"
             return UNSUPPORTED
-        bound.apply_defaults()
-        a = bound.arguments
         if a["enable_gqa"] or isinstance(a["is_causal"], Node) or isinstance(a["scale"], Node):
             node.hint = "grouped-query attention and settings computed in forward() are not supported"
             return UNSUPPORTED
@@ -68,7 +60,7 @@ class Attention(LayerKind):
         a = torch.softmax(product.masked_fill(~allowed, float("-inf")), dim=-1)
         a = torch.nan_to_num(a)  # a query whose keys are all masked attends to nothing
         o = a @ v
-        g = _quotient(r, o)
+        g = quotient(r, o)
         q_node, k_node, v_node = node.args[:3]
         if isinstance(rule, CPLRP):
             return [(v_node, v * (a.transpose(-2, -1) @ g))]
@@ -76,7 +68,7 @@ class Attention(LayerKind):
         r_a = 0.5 * a * (g @ v.transpose(-2, -1))
         r_s = product * (r_a - a * r_a.sum(-1, keepdim=True))
         r_s = torch.where(allowed, r_s, torch.zeros_like(r_s))
-        h = scale * _quotient(r_s, product)
+        h = scale * quotient(r_s, product)
         return [(q_node, 0.5 * q * (h @ k)), (k_node, 0.5 * k * (h.transpose(-2, -1) @ q)), (v_node, r_v)]
 
 

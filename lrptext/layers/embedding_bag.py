@@ -3,7 +3,6 @@ contributions (the Norm rule). With 1-D ids and offsets, each token's relevance 
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
@@ -11,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lrptext import kernels
-from lrptext.graph.ir import UNSUPPORTED, LayerKind, Node
+from lrptext.graph.ir import UNSUPPORTED, LayerKind, Node, bind
 from lrptext.rules import Norm
 
 
@@ -29,13 +28,11 @@ class EmbeddingBag(LayerKind):
         if module.mode == "max" or module.max_norm is not None:
             node.kind, node.hint = UNSUPPORTED, "EmbeddingBag is supported with mode 'sum' or 'mean' and max_norm=None"
             return
-        try:
-            bound = inspect.signature(_bag_signature).bind(*node.args, **node.kwargs)
-        except TypeError:
+        bound = bind(node, _bag_signature)
+        if bound is None:
             node.kind, node.hint = UNSUPPORTED, "EmbeddingBag called with arguments lrptext does not know"
             return
-        bound.apply_defaults()
-        node.args, node.kwargs = tuple(bound.arguments.values()), {}  # (input, offsets, per_sample_weights)
+        node.args, node.kwargs = tuple(bound.values()), {}  # (input, offsets, per_sample_weights)
         node.params = {"weight": module.weight, "mode": module.mode, "padding_idx": module.padding_idx,
                        "include_last_offset": module.include_last_offset}
 

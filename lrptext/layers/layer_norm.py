@@ -10,7 +10,6 @@ st is the stabiliser of the node's Epsilon rule (ε = 1e-6 by default); with β 
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch.nn.functional as F
@@ -18,7 +17,7 @@ from torch import nn
 from torch.ops import aten
 
 from lrptext import kernels
-from lrptext.graph.ir import UNSUPPORTED, LayerKind, Node
+from lrptext.graph.ir import UNSUPPORTED, LayerKind, Node, bind
 from lrptext.layers import linear
 from lrptext.rules import Epsilon
 
@@ -43,19 +42,17 @@ class LayerNorm(LayerKind):
 
     def capture_call(self, node: Node) -> LayerKind:
         signature = _aten_signature if node.call is aten.layer_norm.default else _functional_signature
-        try:
-            bound = inspect.signature(signature).bind(*node.args, **node.kwargs)
-        except TypeError:
+        bound = bind(node, signature)
+        if bound is None:
             node.hint = f"{node.op} called with arguments lrptext does not know"
             return UNSUPPORTED
-        bound.apply_defaults()
-        weight, bias = linear.constant(bound.arguments["weight"]), linear.constant(bound.arguments["bias"])
+        weight, bias = linear.constant(bound["weight"]), linear.constant(bound["bias"])
         if isinstance(weight, Node) or isinstance(bias, Node):
             node.hint = "LayerNorm's weight and bias must be attributes of the model (nn.Parameter or buffer)"
             return UNSUPPORTED
-        node.args, node.kwargs = (bound.arguments["input"],), {}
-        node.params = {"weight": weight, "bias": bias, "dims": len(bound.arguments["normalized_shape"]),
-                       "eps": float(bound.arguments["eps"])}
+        node.args, node.kwargs = (bound["input"],), {}
+        node.params = {"weight": weight, "bias": bias, "dims": len(bound["normalized_shape"]),
+                       "eps": float(bound["eps"])}
         return self
 
     def default_rule(self, node: Node) -> Any:

@@ -3,14 +3,13 @@ maximum. `.values` or `[0]` of torch.max's result is an item of it: relevance pa
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
 from torch.ops import aten
 
 from lrptext import kernels
-from lrptext.graph.ir import UNSUPPORTED, LayerKind, Node
+from lrptext.graph.ir import UNSUPPORTED, LayerKind, Node, bind
 
 
 def _max_dim_signature(input, dim=None, keepdim=False):  # torch.max / amax / Tensor.max
@@ -24,13 +23,11 @@ class MaxDim(LayerKind):
     tuple_output = True
 
     def capture_call(self, node: Node) -> LayerKind:
-        try:
-            bound = inspect.signature(_max_dim_signature).bind(*node.args, **node.kwargs)
-        except TypeError:
+        bound = bind(node, _max_dim_signature)
+        if bound is None:
             node.hint = f"{node.op} with these arguments has no rule; take the maximum over one dimension (dim=)"
             return UNSUPPORTED
-        bound.apply_defaults()
-        dim, keepdim = bound.arguments["dim"], bound.arguments["keepdim"]
+        dim, keepdim = bound["dim"], bound["keepdim"]
         if isinstance(dim, (tuple, list)) and len(dim) == 1:
             dim = dim[0]
         if isinstance(dim, Node) or isinstance(keepdim, Node):

@@ -3,14 +3,13 @@ value came from (the vector-Jacobian product); a concatenation splits it into it
 
 from __future__ import annotations
 
-import inspect
 import operator
 from typing import Any
 
 import torch
 from torch.ops import aten
 
-from lrptext.graph.ir import LayerKind, Node
+from lrptext.graph.ir import LayerKind, Node, bind
 
 _CONCATENATIONS = frozenset({torch.cat, torch.concat, torch.concatenate, aten.cat.default})
 
@@ -40,13 +39,9 @@ class Move(LayerKind):
             if source.kind is META:  # indexing a shape
                 return META
         if node.call in _CONCATENATIONS:
-            try:
-                bound = inspect.signature(_cat_signature).bind(*node.args, **node.kwargs)
-            except TypeError:
-                return self
-            bound.apply_defaults()
-            if isinstance(bound.arguments["tensors"], (list, tuple)) and isinstance(bound.arguments["dim"], int):
-                node.params = {"pieces": tuple(bound.arguments["tensors"]), "dim": bound.arguments["dim"]}
+            bound = bind(node, _cat_signature)
+            if bound is not None and isinstance(bound["tensors"], (list, tuple)) and isinstance(bound["dim"], int):
+                node.params = {"pieces": tuple(bound["tensors"]), "dim": bound["dim"]}
         return self
 
     def default_rule(self, node: Node) -> Any:

@@ -3,14 +3,13 @@ adaptive average pooling take the Norm rule. Settings are read once, at capture.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch.nn.functional as F
 from torch import nn
 
 from lrptext import kernels
-from lrptext.graph.ir import UNSUPPORTED, LayerKind, Node
+from lrptext.graph.ir import UNSUPPORTED, LayerKind, Node, bind
 from lrptext.kernels import dispatch, native
 from lrptext.layers.activation import dropped_relu
 from lrptext.layers.max_pool import max_pool, per_axis
@@ -57,13 +56,10 @@ class Pool(LayerKind):
 
     def capture_call(self, node: Node) -> LayerKind:
         mode, dims, signature = _FUNCTIONS[node.call]
-        try:
-            bound = inspect.signature(signature).bind(*node.args, **node.kwargs)
-        except TypeError:
+        settings = bind(node, signature)
+        if settings is None:
             node.hint = f"{node.op} with these arguments has no rule"
             return UNSUPPORTED
-        bound.apply_defaults()
-        settings = dict(bound.arguments)
         settings.pop("input")
         self._settle(node, mode, dims, settings)
         return node.kind

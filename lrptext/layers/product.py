@@ -20,7 +20,8 @@ from lrptext.graph.ir import CONSTANT, LayerKind, Node
 from lrptext.rules import CPLRP, AttnLRP, Norm
 
 
-def _quotient(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
+def quotient(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
+    """numerator / denominator, 0 where the numerator is 0 (no relevance to divide)."""
     return torch.where(numerator == 0, torch.zeros_like(numerator), numerator / denominator)
 
 
@@ -52,7 +53,7 @@ class Product(LayerKind):
 
     def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
         (a, b), _ = state.arguments(node)
-        g = _quotient(r, a @ b)
+        g = quotient(r, a @ b)
         left, right = node.args
         carrying = state.carrying_inputs(node)
         if len(carrying) == 1:  # the other operand is a mask or a weight: a linear map, all relevance to this one

@@ -9,7 +9,6 @@ A softmax at the end of a classifier has no place in an explanation: explain the
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
@@ -18,7 +17,7 @@ from torch import nn
 from torch.ops import aten
 
 from lrptext import kernels
-from lrptext.graph.ir import UNSUPPORTED, LayerKind, Node
+from lrptext.graph.ir import UNSUPPORTED, LayerKind, Node, bind
 from lrptext.rules import CPLRP, AttnLRP, Norm, Pass
 
 
@@ -45,15 +44,14 @@ class Softmax(LayerKind):
 
     def capture_call(self, node: Node) -> LayerKind:
         signature = _aten_signature if isinstance(node.call, torch._ops.OpOverload) else _signature
-        try:
-            bound = inspect.signature(signature).bind(*node.args, **node.kwargs)
-        except TypeError:
+        bound = bind(node, signature)
+        if bound is None:
             node.hint = f"{node.op} called with arguments lrptext does not know"
             return UNSUPPORTED
-        if not isinstance(bound.arguments.get("dim"), int):
+        if not isinstance(bound["dim"], int):
             node.hint = "give the softmax's dimension as a constant (dim=-1)"
             return UNSUPPORTED
-        node.params = {"dim": bound.arguments["dim"]}
+        node.params = {"dim": bound["dim"]}
         return self
 
     def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
