@@ -7,6 +7,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <utility>
@@ -755,11 +756,12 @@ void pool_relevance(py::handle input, py::handle relevance, py::handle out, cons
 }
 
 void row_relevance(py::handle input, py::handle output, py::handle relevance, py::handle out, py::handle bias,
-                   const std::string& rule, double epsilon, bool check_finite, py::object stream) {
+                   py::handle weight, const std::string& rule, double epsilon, std::optional<double> variance_epsilon,
+                   bool check_finite, py::object stream) {
   Call c("row_relevance", stream);
   Tensor x = c.arg(input, "input"), y = c.arg(output, "output"), r = c.arg(relevance, "relevance"),
          o = c.arg(out, "out");
-  std::optional<Tensor> b = c.optional_arg(bias, "bias");
+  std::optional<Tensor> b = c.optional_arg(bias, "bias"), w = c.optional_arg(weight, "weight");
   RowProblem p;
   if (rule == "layer_norm") p.rule = RowRule::LayerNorm;
   else if (rule == "softmax") p.rule = RowRule::Softmax;
@@ -774,11 +776,20 @@ void row_relevance(py::handle input, py::handle output, py::handle relevance, py
     c.float_dtype(*b);
     c.shape(*b, {p.width}, "(width,)");
   }
+  if (w) {
+    if (p.rule != RowRule::LayerNorm) fail(c.fn(), "'weight' belongs to the layer_norm rule; pass None for softmax");
+    if (!variance_epsilon) fail(c.fn(), "'weight' is read with 'variance_epsilon' (LayerNorm's eps); pass both");
+    c.float_dtype(*w);
+    c.shape(*w, {p.width}, "(width,)");
+  }
+  if (variance_epsilon && !(*variance_epsilon >= 0 && std::isfinite(*variance_epsilon)))
+    fail(c.fn(), "'variance_epsilon' must be a finite number >= 0, got " + std::to_string(*variance_epsilon));
   if (!(epsilon >= 0) || !std::isfinite(epsilon))
     fail(c.fn(), "'epsilon' must be a finite number >= 0, got " + std::to_string(epsilon));
   c.writable(o);
   for (const Tensor* t : {&x, &y, &r}) c.disjoint(o, *t);
   if (b) c.disjoint(o, *b);
+  if (w) c.disjoint(o, *w);
   if (check_finite) {  // a softmax's input may hold -inf where scores are masked: its probabilities are checked
     if (p.rule == RowRule::LayerNorm) c.finite(x, p.dtype);
     c.finite(y, p.dtype);
@@ -788,8 +799,10 @@ void row_relevance(py::handle input, py::handle output, py::handle relevance, py
   p.output = y.data();
   p.relevance = r.data();
   p.bias = b ? b->data() : nullptr;
+  p.weight = w ? w->data() : nullptr;
   p.out = o.data();
   p.epsilon = epsilon;
+  p.variance_epsilon = variance_epsilon ? *variance_epsilon : -1.0;
   p.stream = c.stream();
   if (p.rows == 0 || p.width == 0) return;
   const bool cuda = c.on_cuda();
@@ -799,6 +812,81 @@ void row_relevance(py::handle input, py::handle output, py::handle relevance, py
 #endif
   (void)cuda;
   cpu::row_relevance(p);
+}
+
+void attention_relevance(py::handle query, py::handle key, py::handle value, py::handle relevance, py::handle mask,
+                         py::handle out_query, py::handle out_key, py::handle out_value, const std::string& rule,
+                         double scale, bool causal, bool check_finite, py::object stream) {
+  Call c("attention_relevance", stream);
+  Tensor q = c.arg(query, "query"), k = c.arg(key, "key"), v = c.arg(value, "value"), r = c.arg(relevance, "relevance"),
+         oq = c.arg(out_query, "out_query"), ok = c.arg(out_key, "out_key"), ov = c.arg(out_value, "out_value");
+  std::optional<Tensor> m = c.optional_arg(mask, "mask");
+  AttentionProblem p;
+  if (rule == "attnlrp") p.rule = AttentionRule::AttnLRP;
+  else if (rule == "cp_lrp") p.rule = AttentionRule::CPLRP;
+  else fail(c.fn(), "'rule' must be 'attnlrp' or 'cp_lrp', got '" + rule + "'");
+  p.dtype = c.float_dtype(q);
+  for (Tensor* t : {&k, &v, &r, &oq, &ok, &ov}) c.float_dtype(*t);
+  c.ndim(q, 4, "(batch, heads, queries, dim)");
+  p.batch = q.size(0), p.heads = q.size(1), p.queries = q.size(2), p.dim = q.size(3);
+  c.ndim(k, 4, "(batch, heads, keys, dim)");
+  p.keys = k.size(2);
+  c.shape(k, {p.batch, p.heads, p.keys, p.dim}, "(batch, heads, keys, dim)");
+  c.ndim(v, 4, "(batch, heads, keys, value_dim)");
+  p.value_dim = v.size(3);
+  c.shape(v, {p.batch, p.heads, p.keys, p.value_dim}, "(batch, heads, keys, value_dim)");
+  c.shape(r, {p.batch, p.heads, p.queries, p.value_dim}, "(batch, heads, queries, value_dim)");
+  c.shape(oq, {p.batch, p.heads, p.queries, p.dim}, "like 'query'");
+  c.shape(ok, {p.batch, p.heads, p.keys, p.dim}, "like 'key'");
+  c.shape(ov, {p.batch, p.heads, p.keys, p.value_dim}, "like 'value'");
+  for (int64_t n : {p.queries, p.keys, p.dim, p.value_dim}) c.blas_size(n, "a matrix dimension");
+  if (m) {
+    const DLDataType d = m->t->dtype;
+    if (!((d.code == kDLBool || d.code == kDLUInt) && d.bits == 8 && d.lanes == 1))
+      fail(c.fn(), "'mask' must be a bool (or uint8) array, true where a query may attend to a key, got " +
+                       dtype_str(d));
+    c.ndim(*m, 4, "(batch or 1, heads or 1, queries or 1, keys)");
+    const auto axis = [&](int i, int64_t full, const char* name) {
+      if (m->size(i) != full && m->size(i) != 1)
+        fail(c.fn(), "'mask' must have " + std::string(name) + " = " + std::to_string(full) + " or 1 on axis " +
+                         std::to_string(i) + ", got shape " + shape_str(*m));
+    };
+    axis(0, p.batch, "batch");
+    axis(1, p.heads, "heads");
+    axis(2, p.queries, "queries");
+    if (m->size(3) != p.keys)
+      fail(c.fn(), "'mask' must have keys = " + std::to_string(p.keys) + " on axis 3, got shape " + shape_str(*m));
+    const int64_t q_stride = m->size(2) == 1 ? 0 : p.keys;
+    const int64_t h_stride = m->size(1) == 1 ? 0 : m->size(2) * p.keys;
+    const int64_t b_stride = m->size(0) == 1 ? 0 : m->size(1) * m->size(2) * p.keys;
+    p.mask = static_cast<const uint8_t*>(m->data());
+    p.mask_query_stride = q_stride, p.mask_head_stride = h_stride, p.mask_batch_stride = b_stride;
+  }
+  if (!(scale > 0) || !std::isfinite(scale))
+    fail(c.fn(), "'scale' must be a finite number > 0, got " + std::to_string(scale));
+  p.scale = scale;
+  p.causal = causal;
+  for (Tensor* o : {&oq, &ok, &ov}) {
+    c.writable(*o);
+    for (const Tensor* t : {&q, &k, &v, &r}) c.disjoint(*o, *t);
+    if (m) c.disjoint(*o, *m);
+  }
+  c.disjoint(oq, ok), c.disjoint(oq, ov), c.disjoint(ok, ov);
+  if (check_finite)
+    for (const Tensor* t : {&q, &k, &v, &r}) c.finite(*t, p.dtype);
+  if (c.on_cuda())
+    fail(c.fn(), "runs on the CPU only; lrptext.kernels.attention_relevance takes the torch implementation for CUDA "
+                 "tensors");
+  p.query = q.data(), p.key = k.data(), p.value = v.data(), p.relevance = r.data();
+  p.out_query = oq.data(), p.out_key = ok.data(), p.out_value = ov.data();
+  if (p.batch * p.heads == 0 || p.queries == 0 || p.keys == 0) {  // nothing to attend: all zero
+    py::gil_scoped_release release;
+    for (Tensor* o : {&oq, &ok, &ov})
+      if (o->numel()) std::memset(o->data(), 0, size_t(o->numel()) * (o->t->dtype.bits / 8));
+    return;
+  }
+  py::gil_scoped_release release;
+  cpu::attention_relevance(p);
 }
 
 py::dict build_info() {
@@ -872,9 +960,14 @@ PYBIND11_MODULE(_core, m) {
         "relu_input"_a = false, "stream"_a = py::none(),
         "Max (winner-take-all) or average (Norm) pooling relevance over planes [P, H, W].");
   m.def("row_relevance", &row_relevance, "input"_a.noconvert(), "output"_a.noconvert(), "relevance"_a.noconvert(),
-        "out"_a.noconvert(), py::kw_only(), "bias"_a = py::none(), "rule"_a, "epsilon"_a = 1e-6,
-        "check_finite"_a = true, "stream"_a = py::none(),
+        "out"_a.noconvert(), py::kw_only(), "bias"_a = py::none(), "weight"_a = py::none(), "rule"_a,
+        "epsilon"_a = 1e-6, "variance_epsilon"_a = py::none(), "check_finite"_a = true, "stream"_a = py::none(),
         "LayerNorm (rule='layer_norm') or softmax (rule='softmax') relevance along the rows of [rows, width].");
+  m.def("attention_relevance", &attention_relevance, "query"_a.noconvert(), "key"_a.noconvert(),
+        "value"_a.noconvert(), "relevance"_a.noconvert(), "mask"_a.none(), "out_query"_a.noconvert(),
+        "out_key"_a.noconvert(), "out_value"_a.noconvert(), py::kw_only(), "rule"_a, "scale"_a, "causal"_a = false,
+        "check_finite"_a = true, "stream"_a = py::none(),
+        "AttnLRP (rule='attnlrp') or CP-LRP (rule='cp_lrp') relevance of scaled dot-product attention, per head.");
   m.def("data_address", [](py::handle array) {
     Call c("data_address", py::none());
     return reinterpret_cast<intptr_t>(c.arg(array, "array").data());

@@ -119,3 +119,44 @@ def test_bad_input_is_refused_with_the_argument_named(backend):
         K.softmax_relevance(x, torch.softmax(x, -1), torch.full_like(x, float("nan")), backend=backend)
     with pytest.raises(ValueError, match="'dim' must lie in"):
         K.softmax_relevance(x, y, x, dim=2, backend=backend)
+
+
+@pytest.mark.parametrize("with_weight", [True, False])
+def test_layer_norm_with_its_weight_and_eps_against_the_oracle(with_weight, dtype, backend, device):
+    """Given γ and the LayerNorm's eps, the kernel computes y − β from x; same rule, same oracle."""
+    x = rand((2, 3, 7), dtype, device, 11)
+    gamma, beta = rand((7,), dtype, device, 12), rand((7,), dtype, device, 13)
+    weight = gamma if with_weight else None
+    y = torch.nn.functional.layer_norm(x, (7,), weight, beta, eps=1e-5)
+    r = rand((2, 3, 7), dtype, device, 14)
+    out = K.layer_norm_relevance(x, y, r, bias=beta, weight=weight, variance_epsilon=1e-5, backend=backend)
+    expected = layer_norm_oracle(x.cpu(), y.cpu(), r.cpu(), beta.cpu().double(), 1e-6)
+    assert_matches(out, expected, dtype)
+
+
+def test_layer_norm_in_float32_where_y_is_close_to_beta(backend):
+    """y = β + a small γ z / σ: 1 − β / st(y) read off float32 y cancels digits; from z it does not. Both against
+    the float64 oracle of the same float32 values."""
+    x = rand((4, 64), torch.float32, "cpu", 15)
+    gamma, beta = torch.full((64,), 0.01), torch.full((64,), 50.0)
+    y = torch.nn.functional.layer_norm(x, (64,), gamma, beta)
+    r = rand((4, 64), torch.float32, "cpu", 16)
+    # the oracle in float64 from the same parameters, y computed in float64
+    y64 = torch.nn.functional.layer_norm(x.double(), (64,), gamma.double(), beta.double())
+    expected = layer_norm_oracle(x, y64, r, beta.double(), 1e-6)
+    precise = K.layer_norm_relevance(x, y, r, bias=beta, weight=gamma, variance_epsilon=1e-5, backend=backend)
+    read_off_y = K.layer_norm_relevance(x, y, r, bias=beta, backend=backend)
+    assert_matches(precise, expected, torch.float32)
+    err = np.abs(read_off_y.numpy() - expected).max() / np.abs(expected).max()
+    assert err > 1e-3  # the form this replaces misses the float32 tolerance here
+
+
+def test_layer_norm_weight_needs_its_eps(backend):
+    x = torch.randn(2, 4)
+    y = torch.nn.functional.layer_norm(x, (4,))
+    with pytest.raises(ValueError, match="'weight' is read with 'variance_epsilon'"):
+        K.layer_norm_relevance(x, y, x, weight=torch.ones(4), backend=backend)
+    with pytest.raises(ValueError, match="'weight' must have the normalised shape"):
+        K.layer_norm_relevance(x, y, x, weight=torch.ones(3), variance_epsilon=1e-5, backend=backend)
+    with pytest.raises(ValueError, match="'variance_epsilon' must be"):
+        K.layer_norm_relevance(x, y, x, variance_epsilon=-1.0, backend=backend)

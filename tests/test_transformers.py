@@ -715,3 +715,35 @@ def test_report_worst_deviations():
     """Not a check: prints the largest relative deviations from the oracle (run with -s to see them)."""
     for key, value in sorted(WORST.items()):
         print(f"{key[0]:>28} {key[1]:>8}: {value:.2e}")
+
+
+# ------------------------------------------------------------------------------------ 7. per-layer and per-head
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_each_heads_share_with_layers(attention):
+    """layers=True: every attention's relevance per head sums to its total, and a head whose values the output
+    projection never reads (its columns zeroed) gets exactly nothing while the other head gets its share."""
+    model = make_model("bert", seed=0, attn_implementation=attention)
+    ids, mask = batch("bert")
+    head_dim = model.config.hidden_size // model.config.num_attention_heads
+    with torch.no_grad():
+        model.bert.encoder.layer[0].attention.output.dense.weight[:, head_dim:2 * head_dim] = 0
+    e = lrptext.explain(model, {"input_ids": ids, "attention_mask": mask}, composite="attnlrp", layers=True)
+    names = [f"bert.encoder.layer.{i}.attention.self" for i in range(2)]
+    assert sorted(e.head_relevance) == names
+    for name, heads in e.head_relevance.items():
+        assert heads.shape == (len(ids), model.config.num_attention_heads)
+        # the module's total: the attention's output is the last node of that module with relevance recorded
+        totals = [v for k, v in e.layer_relevance.items() if v.shape == (len(ids),)]
+        assert any(torch.allclose(heads.sum(1), t, rtol=1e-10, atol=1e-12) for t in totals)
+    first = e.head_relevance[names[0]]
+    assert torch.all(first[:, 1] == 0) and torch.all(first[:, 0].abs() > 0)
+    assert torch.all(e.head_relevance[names[1]].abs() > 0)
+
+
+def test_the_composites_epsilon_reaches_layer_norm():
+    model, _, _ = setup("bert")
+    table = str(lrptext.support_table(model, composite="attnlrp", epsilon=1e-3))
+    norms = [line for line in table.splitlines() if "layer_norm" in line]
+    assert norms and all("Epsilon(epsilon=0.001)" in line for line in norms)

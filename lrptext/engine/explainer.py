@@ -198,7 +198,7 @@ class Explainer:
             if x.is_floating_point() and not _all_finite(x):
                 raise ValueError(f"input {i} ('{graph.inputs[i].qualified_name}') holds NaN or infinity; "
                                  "relevance of non-finite values is undefined, so clean the input first")
-        relevance, logits, initial_sum, target_t, contrast, sums, segments = self._run(
+        relevance, logits, initial_sum, target_t, contrast, sums, segments, heads = self._run(
             graph, rules, inputs, dtype, target, output_relevance, layers)
         per_input: list[torch.Tensor | None] = []
         for node, x in zip(graph.inputs, inputs):
@@ -228,6 +228,7 @@ class Explainer:
             initial=initial_sum,
             delta=_delta(graph, inputs, per_input, segments, initial_sum),
             layer_relevance=sums if layers else None,
+            head_relevance=heads if layers else None,
         )
 
     def _run(self, graph: Graph, rules: dict[str, Any], inputs: tuple[torch.Tensor, ...], dtype: torch.dtype,
@@ -248,7 +249,8 @@ class Explainer:
             if locate_non_finite:
                 relevance_pass.on_relevance = lambda node, arg, r: _check_finite(node, rules.get(node.name), r, dtype)
             relevance, sums = relevance_pass.run(initial, layers)
-        return relevance, logits, initial_sum, target_t, contrast, sums, relevance_pass.segments
+        return (relevance, logits, initial_sum, target_t, contrast, sums, relevance_pass.segments,
+                relevance_pass.head_sums)
 
 
 def _check_finite(node: Node, rule: Any, r: torch.Tensor, dtype: torch.dtype) -> None:

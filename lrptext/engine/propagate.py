@@ -249,6 +249,8 @@ class RelevancePass:
         # Called with (node, input node, relevance) for every relevance a node hands to an input: explain() checks
         # each for NaN/inf there to name the node where they arose.
         self.on_relevance: Callable[[Node, Node, torch.Tensor], None] | None = None
+        # With per-node sums recorded: attention's relevance per sample and head, Tensor[B, H] by module path.
+        self.head_sums: dict[str, torch.Tensor] = {}
 
     # services for the layer kinds -----------------------------------------------------------------------
     def arguments(self, node: Node) -> tuple[tuple, dict]:
@@ -315,7 +317,10 @@ class RelevancePass:
                 continue
             r = relevance.pop(node.name)
             if record:
-                sums[node.qualified_name if node.module_type else node.name] = r.reshape(r.shape[0], -1).sum(1)
+                key = node.qualified_name if node.module_type else node.name
+                sums[key] = r.reshape(r.shape[0], -1).sum(1)
+                if node.kind.attention_output(node) and r.dim() == 4:  # [B, heads, tokens, dim]
+                    self.head_sums[node.qualified_name] = r.sum((2, 3))
             delivered = False
             for arg, r_arg in self.node_relevance(node, r):
                 # token-id inputs do not carry float values but receive per-token relevance from embeddings

@@ -75,6 +75,11 @@ class LayerKind:
         weights in the compute dtype, whether the C++ core may compute it)."""
         return node.call(*args, **kwargs)
 
+    def attention_output(self, node: Node) -> bool:
+        """Its output is an attention's heads' values, [B, heads, tokens, dim]: explain(layers=True) reports each
+        head's share of its relevance."""
+        return False
+
     def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
         """(input node, its relevance) for each input that the relevance `r` at the node's output reaches, under
         `rule`; `state` is the engine's relevance pass (values, weights, kernels). Kinds whose rule is Pass or

@@ -25,7 +25,7 @@ BACKENDS = dispatch.BACKENDS
 
 __all__ = [
     "PreparedWeights", "adaptive_avg_pool1d_relevance", "adaptive_avg_pool2d_relevance",
-    "adaptive_max_pool1d_relevance", "adaptive_max_pool2d_relevance", "avg_pool1d_relevance",
+    "adaptive_max_pool1d_relevance", "adaptive_max_pool2d_relevance", "attention_relevance", "avg_pool1d_relevance",
     "avg_pool2d_relevance", "conv1d_relevance", "conv2d_relevance", "dense_relevance", "embedding_bag_relevance",
     "embedding_relevance", "global_max_relevance", "layer_norm_relevance", "max_pool1d_relevance",
     "max_pool2d_relevance", "prepare_weights", "softmax_relevance",
@@ -401,22 +401,31 @@ def _rows(fn: str, named: dict[str, Array | None], optional: tuple[str, ...]) ->
 
 
 def layer_norm_relevance(input: Array, output: Array, relevance: Array, *, bias: Array | None = None,
+                         weight: Array | None = None, variance_epsilon: float | None = None,
                          normalized_dims: int = 1, epsilon: float = 1e-6, check_finite: bool = True,
                          backend: Backend = "auto") -> Array:
     """Relevance at the input of LayerNorm y = γ ⊙ (x − mean(x)) / σ + β as AttnLRP treats it: σ a constant, γ and
     1/σ pass relevance unchanged, β keeps its share R_y ⊙ β / st(y), the centring takes the ε-rule.
 
     input, output (the LayerNorm's y), relevance: Tensor[..., *normalized] alike; bias: β, the normalised
-    dimensions' shape, or None. Returns Tensor like input.
+    dimensions' shape, or None. Returns Tensor like input. With the LayerNorm's own `variance_epsilon` (its eps)
+    and `weight` (γ, or None for 1), the kernel computes y − β as γ (x − mean) / σ instead of reading it off y,
+    which in float32 loses digits where y is close to β: pass them when you have them.
     """
     fn = "layer_norm_relevance"
-    _rows(fn, {"input": input, "output": output, "relevance": relevance, "bias": bias}, ("bias",))
+    _rows(fn, {"input": input, "output": output, "relevance": relevance, "bias": bias, "weight": weight},
+          ("bias", "weight"))
+    if weight is not None and variance_epsilon is None:
+        raise ValueError(f"{fn}: 'weight' is read with 'variance_epsilon' (the LayerNorm's eps); pass both")
+    if variance_epsilon is not None and not (math.isfinite(variance_epsilon) and variance_epsilon >= 0):
+        raise ValueError(f"{fn}: 'variance_epsilon' must be a finite number >= 0, got {variance_epsilon!r}")
     if not 1 <= normalized_dims <= input.ndim:
         raise ValueError(f"{fn}: 'normalized_dims' must lie in [1, {input.ndim}] for a {input.ndim}-D input, got "
                          f"{normalized_dims}")
     normalized = tuple(input.shape[input.ndim - normalized_dims:])
-    if bias is not None and tuple(bias.shape) != normalized:
-        raise ValueError(f"{fn}: 'bias' must have the normalised shape {normalized}, got {tuple(bias.shape)}")
+    for name, t in (("bias", bias), ("weight", weight)):
+        if t is not None and tuple(t.shape) != normalized:
+            raise ValueError(f"{fn}: '{name}' must have the normalised shape {normalized}, got {tuple(t.shape)}")
     if not (math.isfinite(epsilon) and epsilon >= 0):
         raise ValueError(f"{fn}: 'epsilon' must be a finite number >= 0, got {epsilon!r}")
     width = math.prod(normalized)
@@ -424,7 +433,8 @@ def layer_norm_relevance(input: Array, output: Array, relevance: Array, *, bias:
     flat = [contiguous(a).reshape(lead + (width,)) for a in (input, output, relevance)]
     out = dispatch.rows(dispatch.implementation(fn, backend, input, output, relevance), *flat, rule="layer_norm",
                         bias=None if bias is None else contiguous(bias).reshape(width), epsilon=epsilon,
-                        check_finite=check_finite)
+                        check_finite=check_finite, weight=None if weight is None else contiguous(weight).reshape(width),
+                        variance_epsilon=variance_epsilon)
     return out.reshape(tuple(input.shape))
 
 
@@ -446,3 +456,59 @@ def softmax_relevance(input: Array, output: Array, relevance: Array, *, dim: int
              for a in (input, output, relevance)]
     out = dispatch.rows(impl, *moved, rule="softmax", bias=None, epsilon=0.0, check_finite=check_finite)
     return out if last else (out.swapaxes(dim, -1) if isinstance(out, np.ndarray) else out.transpose(dim, -1))
+
+
+def attention_relevance(query: Array, key: Array, value: Array, relevance: Array, *, mask: Array | None = None,
+                        scale: float | None = None, causal: bool = False,
+                        rule: Literal["attnlrp", "cp_lrp"] = "attnlrp", check_finite: bool = True,
+                        backend: Backend = "auto") -> tuple[Array, Array, Array]:
+    """Relevance at Q, K and V of scaled dot-product attention O = softmax(scale · Q Kᵀ, masked) V, per head.
+
+    rule="attnlrp" (Achtibat et al. 2024): both products by the uniform rule (each operand half of every term's
+    share, no stabiliser), the softmax by gradient × input, R_S = S ⊙ (R_A − A Σ_k R_A), which keeps back a
+    bias-like share. rule="cp_lrp" (Ali et al. 2022): A a constant, all of R_O to V, none to Q and K.
+
+    query [B, H, Tq, D], key [B, H, Tk, D], value [B, H, Tk, Dv], relevance (at O) [B, H, Tq, Dv]; mask: bool, True
+    where a query may attend to a key, broadcastable to [B, H, Tq, Tk] (masked keys get 0); scale: 1/√D by default;
+    causal: keys after the query are masked too. Returns (R_Q, R_K, R_V) shaped as the operands. The C++ core runs
+    on the CPU; on CUDA the torch implementation runs.
+    """
+    fn = "attention_relevance"
+    named = {"query": query, "key": key, "value": value, "relevance": relevance}
+    for name, a in named.items():
+        check_array(fn, name, a)
+        _check_float(fn, name, a)
+        if a.ndim != 4:
+            raise ValueError(f"{fn}: '{name}' must be 4-D (batch, heads, tokens, dim), got shape {tuple(a.shape)}")
+    b, h, tq, d = query.shape
+    tk, dv = key.shape[2], value.shape[3]
+    expected = {"key": (b, h, tk, d), "value": (b, h, tk, dv), "relevance": (b, h, tq, dv)}
+    for name, shape in expected.items():
+        if tuple(named[name].shape) != shape:
+            raise ValueError(f"{fn}: '{name}' must have shape {shape} to match 'query' {tuple(query.shape)} and "
+                             f"'key'/'value', got {tuple(named[name].shape)}")
+    if rule not in ("attnlrp", "cp_lrp"):
+        raise ValueError(f"{fn}: 'rule' must be 'attnlrp' or 'cp_lrp', got {rule!r}")
+    scale = 1 / math.sqrt(d) if scale is None else float(scale)
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"{fn}: 'scale' must be a finite number > 0, got {scale!r}")
+    if mask is not None:
+        check_array(fn, "mask", mask)
+        if mask.dtype not in (torch.bool, np.bool_):
+            raise ValueError(f"{fn}: 'mask' must be boolean (True where a query may attend to a key), got "
+                             f"{mask.dtype}; for an additive 0/-inf mask pass mask == 0")
+        mask = broadcast_mask(fn, mask, (b, h, tq, tk))
+    impl = dispatch.implementation(fn, backend, query, key, value, relevance)
+    return dispatch.attention(impl, query, key, value, relevance, mask, rule=rule, scale=scale, causal=causal,
+                              check_finite=check_finite)
+
+
+def broadcast_mask(fn: str, mask: Array, shape: tuple[int, int, int, int]) -> Array:
+    """A boolean attention mask as 4-D [batch or 1, heads or 1, queries or 1, keys], the form the kernels read."""
+    if mask.ndim > 4 or any(m not in (1, n) for m, n in zip(tuple(mask.shape)[::-1], shape[::-1])):
+        raise ValueError(f"{fn}: 'mask' of shape {tuple(mask.shape)} does not broadcast to the scores' shape {shape}")
+    mask = mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape))
+    if mask.shape[3] != shape[3]:  # one value for every key
+        mask = mask.expand(*mask.shape[:3], shape[3]) if isinstance(mask, torch.Tensor) else \
+            np.broadcast_to(mask, tuple(mask.shape[:3]) + (shape[3],))
+    return mask

@@ -133,12 +133,29 @@ def global_max(impl: ModuleType, input: Array, relevance: Array, *, dim: int, ch
 
 
 def rows(impl: ModuleType, input: Array, output: Array, relevance: Array, *, rule: str, bias: Array | None,
-         epsilon: float, check_finite: bool) -> Array:
+         epsilon: float, check_finite: bool, weight: Array | None = None,
+         variance_epsilon: float | None = None) -> Array:
     """An operation along the last axis of [..., width], as rows [N, width]."""
     shape = tuple(input.shape)
     width = shape[-1] if shape else 1
     rows = math.prod(shape[:-1]) if shape else 1
     flat = [contiguous(a).reshape(rows, width) for a in (input, output, relevance)]
+    extra = {} if variance_epsilon is None else {"weight": contiguous(weight),
+                                                 "variance_epsilon": float(variance_epsilon)}
     out = call(impl, "rows", input, *flat, rule=rule, bias=contiguous(bias), epsilon=float(epsilon),
-               check_finite=check_finite)
+               check_finite=check_finite, **extra)
     return out.reshape(shape)
+
+
+def attention(impl: ModuleType, q: Array, k: Array, v: Array, relevance: Array, mask: Array | None, *, rule: str,
+              scale: float, causal: bool, check_finite: bool) -> tuple[Array, Array, Array]:
+    """[batch, heads, tokens, dim] operands; mask: bool [batch or 1, heads or 1, queries or 1, keys] or None. The
+    C++ core runs it on the CPU; CUDA tensors take the torch implementation."""
+    if impl is native and isinstance(q, torch.Tensor) and q.is_cuda:
+        impl = torch_backend
+    args = [contiguous(a) for a in (q, k, v, relevance)]
+    if impl is torch_backend and isinstance(q, np.ndarray):
+        args, mask = [to_torch(a) for a in args], None if mask is None else to_torch(mask)
+        out = torch_backend.attention(*args, mask, rule=rule, scale=scale, causal=causal, check_finite=check_finite)
+        return tuple(like_input(o, q) for o in out)
+    return impl.attention(*args, contiguous(mask), rule=rule, scale=scale, causal=causal, check_finite=check_finite)

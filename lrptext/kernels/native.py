@@ -135,9 +135,18 @@ def pool(planes: Array, relevance: Array, *, mode: str, kernel: tuple[int, int],
 
 
 def rows(x: Array, y: Array, relevance: Array, *, rule: str, bias: Array | None, epsilon: float,
-         check_finite: bool) -> Array:
+         check_finite: bool, weight: Array | None = None, variance_epsilon: float | None = None) -> Array:
     """LayerNorm or softmax relevance along the rows of [rows, width]."""
     out = empty(x, tuple(x.shape))
-    _call("row_relevance", x, y, relevance, out, bias=bias, rule=rule, epsilon=epsilon, check_finite=check_finite,
-          stream=stream(x))
+    _call("row_relevance", x, y, relevance, out, bias=bias, weight=weight, rule=rule, epsilon=epsilon,
+          variance_epsilon=variance_epsilon, check_finite=check_finite, stream=stream(x))
+    return out
+
+
+def attention(q: Array, k: Array, v: Array, relevance: Array, mask: Array | None, *, rule: str, scale: float,
+              causal: bool, check_finite: bool) -> tuple[Array, Array, Array]:
+    """Scaled dot-product attention relevance per head, [batch, heads, tokens, dim] (CPU)."""
+    out = (empty(q, tuple(q.shape)), empty(k, tuple(k.shape)), empty(v, tuple(v.shape)))
+    _call("attention_relevance", q, k, v, relevance, mask, *out, rule=rule, scale=scale, causal=causal,
+          check_finite=check_finite, stream=stream(q))
     return out

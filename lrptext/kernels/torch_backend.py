@@ -197,7 +197,8 @@ def pool(planes: torch.Tensor, relevance: torch.Tensor, *, mode: str, kernel: tu
 
 
 def rows(x: torch.Tensor, y: torch.Tensor, relevance: torch.Tensor, *, rule: str, bias: torch.Tensor | None,
-         epsilon: float, check_finite: bool) -> torch.Tensor:
+         epsilon: float, check_finite: bool, weight: torch.Tensor | None = None,
+         variance_epsilon: float | None = None) -> torch.Tensor:
     """LayerNorm (identity on 1/σ, β's share kept, the centring by the ε-rule) or softmax (x ⊙ (R − s ΣR))
     relevance along the rows of [rows, width]; the equations of csrc/include/lrptext/row_rules.h."""
     if check_finite:
@@ -207,8 +208,37 @@ def rows(x: torch.Tensor, y: torch.Tensor, relevance: torch.Tensor, *, rule: str
     if rule == "softmax":
         out = x * (r - y * r.sum(-1, keepdim=True))
         return torch.where(y == 0, torch.zeros_like(out), out)
-    if bias is not None:
-        r = r * (1 - bias / stabilize(y, epsilon))
     z = x - x.mean(-1, keepdim=True)
+    if bias is not None and variance_epsilon is not None:  # st(y) − β from z (row_rules.h says why)
+        scaled = z * torch.rsqrt((z * z).mean(-1, keepdim=True) + variance_epsilon)
+        sy = stabilize(y, epsilon)
+        r = r * ((scaled if weight is None else weight * scaled) + torch.where(y >= 0, epsilon, -epsilon)) / sy
+    elif bias is not None:
+        r = r * (1 - bias / stabilize(y, epsilon))
     s = r / stabilize(z, epsilon)
     return x * (s - s.mean(-1, keepdim=True))
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, relevance: torch.Tensor, mask: torch.Tensor | None,
+              *, rule: str, scale: float, causal: bool, check_finite: bool
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Scaled dot-product attention relevance (AttnLRP or CP-LRP); the equations of csrc/cpu/attention.cpp."""
+    if check_finite:
+        require_finite("attention_relevance", query=q, key=k, value=v, relevance=relevance)
+    s = scale * (q @ k.transpose(-2, -1))
+    allowed = torch.ones_like(s, dtype=torch.bool)
+    if causal:
+        allowed = allowed & torch.ones(s.shape[-2:], dtype=torch.bool, device=s.device).tril()
+    if mask is not None:
+        allowed = allowed & mask
+    a = torch.nan_to_num(torch.softmax(s.masked_fill(~allowed, float("-inf")), dim=-1))  # no key: attends to none
+    o = a @ v
+    g = torch.where((relevance == 0) | (o == 0), torch.zeros_like(relevance), relevance / o)  # O = 0: no key
+    share = 1.0 if rule == "cp_lrp" else 0.5
+    r_v = share * v * (a.transpose(-2, -1) @ g)
+    if rule == "cp_lrp":
+        return torch.zeros_like(q), torch.zeros_like(k), r_v
+    r_a = 0.5 * a * (g @ v.transpose(-2, -1))
+    h = scale * (r_a - a * r_a.sum(-1, keepdim=True))
+    h = torch.where(allowed & (s != 0), h, torch.zeros_like(h))  # H = scale R_S / S, 0 where S = 0
+    return 0.5 * q * (h @ k), 0.5 * k * (h.transpose(-2, -1) @ q), r_v

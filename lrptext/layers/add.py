@@ -1,16 +1,26 @@
 """Additions and subtractions (residual connections, bias additions): the Norm rule splits the relevance in
-proportion to each summand's contribution."""
+proportion to each summand's contribution, R_i = c_i R / st(y) for y = Σ c_i with c = (a, α·b) (−α·b for a
+subtraction), summed over the axes a summand was broadcast along. A constant summand's share is absorbed (`delta`
+reports it)."""
 
 from __future__ import annotations
 
 import operator
+from numbers import Number
 from typing import Any
 
 import torch
 from torch.ops import aten
 
-from lrptext.graph.ir import LayerKind, Node
+from lrptext.graph.ir import LayerKind, Node, bind
+from lrptext.kernels.torch_backend import stabilize
 from lrptext.rules import Norm
+
+_SUBTRACTIONS = frozenset({operator.sub, torch.sub, aten.sub.Tensor, aten.sub.Scalar})
+
+
+def _signature(input, other, alpha=1):
+    pass
 
 
 class Add(LayerKind):
@@ -21,8 +31,41 @@ class Add(LayerKind):
     methods = frozenset({"add", "sub"})
     keeps_input = True  # a shift by a constant; a sum of two computed values mixes them (Graph.first_layers)
 
+    def capture_call(self, node: Node) -> LayerKind:
+        # The summands' factors, known at capture: the relevance step reads them instead of differentiating the
+        # call (the engine's generic Norm, which runs it again under autograd, remains for other forms).
+        a = bind(node, _signature)
+        if a is not None and len(node.args) == 2 and set(node.kwargs) <= {"alpha"} and isinstance(a["alpha"], Number):
+            sign = -1 if node.call in _SUBTRACTIONS or node.op in ("Tensor.sub", "Tensor.sub_") else 1
+            node.params = {"factors": (1, sign * a["alpha"])}
+        return self
+
     def default_rule(self, node: Node) -> Any:
         return Norm()
+
+    def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
+        factors = (node.params or {}).get("factors")
+        if factors is None:
+            return state.norm(node, r, rule.stabilizer)
+        (a, b), _ = state.arguments(node)
+        carrying = {n.name for n in state.carrying_inputs(node)}
+        y = state.values[node.name]
+        share = r / (stabilize(y, rule.stabilizer) if rule.stabilizer else y)
+        out = []
+        for summand, value, factor in zip(node.args, (a, b), factors):
+            if isinstance(summand, Node) and summand.name in carrying:
+                part = value * share if factor == 1 else (factor * value) * share
+                out.append((summand, _sum_to(part, value.shape)))
+        return out
+
+
+def _sum_to(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """t summed over the axes along which a tensor of `shape` was broadcast to t's shape."""
+    if t.shape == shape:
+        return t
+    lead = t.dim() - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and t.shape[lead + i] != 1)
+    return t.sum(axes, keepdim=True).reshape(shape) if axes else t
 
 
 ADD = Add()

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch.ops import aten
 
 from lrptext.graph.ir import UNSUPPORTED, LayerKind, Node, bind
-from lrptext.layers.product import quotient
+from lrptext.kernels import broadcast_mask, dispatch
 from lrptext.rules import CPLRP, AttnLRP
 
 
@@ -47,6 +47,9 @@ class Attention(LayerKind):
         node.params = {"is_causal": bool(a["is_causal"]), "scale": a["scale"]}
         return self
 
+    def attention_output(self, node: Node) -> bool:
+        return True
+
     def forward(self, node: Node, args: tuple, kwargs: dict, state: Any) -> Any:
         q, k, v, mask = args  # dropout off: eval semantics
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0,
@@ -55,36 +58,26 @@ class Attention(LayerKind):
     def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
         (q, k, v, mask), _ = state.arguments(node)
         scale = node.params["scale"] if node.params["scale"] is not None else 1 / math.sqrt(q.shape[-1])
-        product = scale * q @ k.transpose(-2, -1)
-        allowed = _allowed(node, mask, product)
-        a = torch.softmax(product.masked_fill(~allowed, float("-inf")), dim=-1)
-        a = torch.nan_to_num(a)  # a query whose keys are all masked attends to nothing
-        o = a @ v
-        g = quotient(r, o)
+        allowed = None if mask is None else _allowed(node, mask, q, k)
+        impl = dispatch.implementation("attention_relevance", state.backend, q)
+        r_q, r_k, r_v = dispatch.attention(impl, q, k, v, r, allowed, rule="cp_lrp" if isinstance(rule, CPLRP) else
+                                           "attnlrp", scale=scale, causal=node.params["is_causal"],
+                                           check_finite=False)
         q_node, k_node, v_node = node.args[:3]
         if isinstance(rule, CPLRP):
-            return [(v_node, v * (a.transpose(-2, -1) @ g))]
-        r_v = 0.5 * v * (a.transpose(-2, -1) @ g)
-        r_a = 0.5 * a * (g @ v.transpose(-2, -1))
-        r_s = product * (r_a - a * r_a.sum(-1, keepdim=True))
-        r_s = torch.where(allowed, r_s, torch.zeros_like(r_s))
-        h = scale * quotient(r_s, product)
-        return [(q_node, 0.5 * q * (h @ k)), (k_node, 0.5 * k * (h.transpose(-2, -1) @ q)), (v_node, r_v)]
+            return [(v_node, r_v)]
+        return [(q_node, r_q), (k_node, r_k), (v_node, r_v)]
 
 
-def _allowed(node: Node, mask: Any, product: torch.Tensor) -> torch.Tensor:
-    """Where a query may attend to a key, broadcast to the scores' shape."""
-    allowed = torch.ones_like(product, dtype=torch.bool)
-    if node.params["is_causal"]:
-        allowed = allowed & torch.ones(product.shape[-2:], dtype=torch.bool, device=product.device).tril()
-    if mask is None:
-        return allowed
-    if mask.dtype == torch.bool:
-        return allowed & mask
-    if not bool(((mask == 0) | (mask == float("-inf"))).all()):
-        raise ValueError(f"{node.op} at '{node.qualified_name}': an additive attention mask other than 0 / -inf has no "
-                         "rule in lrptext (it would shift the scores like a bias); pass a boolean mask")
-    return allowed & (mask == 0)
+def _allowed(node: Node, mask: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Where a query may attend to a key, as the kernels read it (4-D, broadcast axes of size 1)."""
+    if mask.dtype != torch.bool:
+        if not bool(((mask == 0) | (mask == float("-inf"))).all()):
+            raise ValueError(f"{node.op} at '{node.qualified_name}': an additive attention mask other than 0 / -inf "
+                             "has no rule in lrptext (it would shift the scores like a bias); pass a boolean mask")
+        mask = mask == 0
+    shape = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+    return broadcast_mask(f"{node.op} at '{node.qualified_name}'", mask, shape)
 
 
 ATTENTION = Attention()

@@ -2,7 +2,8 @@
 y = γ ⊙ (x − mean(x)) / σ + β with the standard deviation σ a constant.
 
 - γ and 1/σ scale element-wise: relevance passes them unchanged; β keeps its share:
-  R_z = R_y ⊙ (1 − β / st(y)).
+  R_z = R_y ⊙ (1 − β / st(y)) = R_y ⊙ (γ ⊙ z / σ + ε sign(y)) / st(y), computed in the second form (the first
+  cancels digits in float32 where y is close to β).
 - The centring z = x − mean(x) is a linear map, taken by the epsilon rule: R_x = x ⊙ (s − mean(s)) with
   s = R_z / st(z), mean over the normalised dimensions.
 st is the stabiliser of the node's Epsilon rule (ε = 1e-6 by default); with β = 0 relevance is conserved up to it.
@@ -65,9 +66,9 @@ class LayerNorm(LayerKind):
 
     def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
         x, y, p = state.values[node.args[0].name], state.values[node.name], node.params
-        bias = None if p["bias"] is None else p["bias"].to(x)
-        rel = kernels.layer_norm_relevance(x, y, r, bias=bias, normalized_dims=p["dims"], epsilon=rule.epsilon,
-                                           **state.kernel_options)
+        bias, weight = (None if t is None else t.to(x) for t in (p["bias"], p["weight"]))
+        rel = kernels.layer_norm_relevance(x, y, r, bias=bias, weight=weight, variance_epsilon=p["eps"],
+                                           normalized_dims=p["dims"], epsilon=rule.epsilon, **state.kernel_options)
         return [(node.args[0], rel)]
 
 

@@ -18,6 +18,27 @@ def _cat_signature(tensors, dim=0):  # torch.cat / torch.concat
     pass
 
 
+_TRANSPOSES = frozenset({torch.transpose, torch.swapaxes, aten.transpose.int})
+_PERMUTES = frozenset({torch.permute, aten.permute.default})
+
+
+def _axes(node: Node) -> dict[str, Any]:
+    """A transpose's two axes or a permutation's order, where they are constants: relevance then moves back by the
+    inverse rearrangement itself, not by differentiating the call."""
+    method = node.op.removeprefix("Tensor.") if node.op.startswith("Tensor.") else None
+    rest = node.args[1:]
+    if node.kwargs or not all(isinstance(a, int) or isinstance(a, (list, tuple)) and
+                              all(isinstance(i, int) for i in a) for a in rest):
+        return {}
+    if (node.call in _TRANSPOSES or method in ("transpose", "swapaxes")) and len(rest) == 2:
+        return {"transpose": tuple(rest)}
+    if node.call in _PERMUTES or method == "permute":
+        order = tuple(rest[0]) if len(rest) == 1 and isinstance(rest[0], (list, tuple)) else tuple(rest)
+        if order and all(isinstance(i, int) for i in order):
+            return {"permute": order}
+    return {}
+
+
 class Move(LayerKind):
     name = "move"
     functions = frozenset({torch.permute, torch.transpose, torch.t, torch.swapaxes, torch.stack, operator.getitem,
@@ -42,6 +63,8 @@ class Move(LayerKind):
             bound = bind(node, _cat_signature)
             if bound is not None and isinstance(bound["tensors"], (list, tuple)) and isinstance(bound["dim"], int):
                 node.params = {"pieces": tuple(bound["tensors"]), "dim": bound["dim"]}
+        elif isinstance(source, Node):
+            node.params = _axes(node)
         return self
 
     def default_rule(self, node: Node) -> Any:
@@ -50,6 +73,11 @@ class Move(LayerKind):
     def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
         if "pieces" in node.params and (parts := _cat_parts(node, r, state)) is not None:
             return parts
+        if "transpose" in node.params and node.args[0].name in state.carries:
+            return [(node.args[0], r.transpose(*node.params["transpose"]))]
+        if "permute" in node.params and node.args[0].name in state.carries:
+            order = [i % r.dim() for i in node.params["permute"]]
+            return [(node.args[0], r.permute(*sorted(range(r.dim()), key=order.__getitem__)))]
         return state.routed(node, lambda y: r)
 
 

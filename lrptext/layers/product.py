@@ -51,6 +51,9 @@ class Product(LayerKind):
             return self
         return self if all(_computed(a) for a in node.args) else CONSTANT_PRODUCT
 
+    def attention_output(self, node: Node) -> bool:
+        return any(isinstance(a, Node) and _from_softmax(a) for a in node.args)  # A·V in eager attention
+
     def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
         (a, b), _ = state.arguments(node)
         g = quotient(r, a @ b)

@@ -71,7 +71,8 @@ def _transformer(name: str, attention: Rule, epsilon: float, gamma: float | None
     linear = Epsilon(epsilon) if gamma is None else Gamma(gamma)
     # additions (residuals, the embeddings' sum, an attention mask's) and sums (pooling) split exactly, without a
     # stabiliser
-    return Composite(name, dense=linear, conv=linear, attention=attention, add=Norm(0.0), reduce=Norm(0.0))
+    return Composite(name, dense=linear, conv=linear, attention=attention, layer_norm=Epsilon(epsilon), add=Norm(0.0),
+                     reduce=Norm(0.0))
 
 
 COMPOSITES: dict[str, Callable[..., Composite]] = {

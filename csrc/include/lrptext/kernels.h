@@ -20,6 +20,7 @@ void embedding_bag_relevance(const EmbeddingBagProblem& p);
 void pool_relevance(const PoolProblem& p);
 void max_pool_forward(const MaxPoolForwardProblem& p);
 void row_relevance(const RowProblem& p);
+void attention_relevance(const AttentionProblem& p);
 // Index of the first id outside [0, num_embeddings), or -1.
 int64_t first_invalid_id(IdType t, const void* ids, int64_t n, int64_t num_embeddings);
 // Index of the first bad offset (offsets must start at 0, never decrease and stay <= tokens), or -1.

@@ -164,10 +164,38 @@ struct RowProblem {
   const void* output = nullptr;     // y [rows, width]: LayerNorm's output, the softmax's probabilities
   const void* relevance = nullptr;  // R at the output [rows, width]
   const void* bias = nullptr;       // LayerNorm's beta [width], optional
+  const void* weight = nullptr;     // LayerNorm's gamma [width], optional (read with variance_epsilon)
   void* out = nullptr;              // R at the input [rows, width]
   int64_t rows = 0, width = 0;
   double epsilon = 1e-6;            // LayerNorm's stabiliser
+  // LayerNorm's own epsilon (added to the variance), or < 0 when not given: then y - beta is read off y (see
+  // layer_norm_row)
+  double variance_epsilon = -1.0;
   void* stream = nullptr;
+};
+
+// Relevance through scaled dot-product attention O = A V, A = softmax(scale Q K^T) over the allowed keys, per
+// (batch, head) (lrptext/layers/attention.py gives the equations). AttnLRP: the uniform rule at both products and
+// gradient x input at the softmax; CP-LRP: A a constant, all of R_O to V.
+enum class AttentionRule : int { AttnLRP, CPLRP };
+
+struct AttentionProblem {
+  DType dtype = DType::Float32;
+  AttentionRule rule = AttentionRule::AttnLRP;
+  const void* query = nullptr;      // Q [batch, heads, queries, dim]
+  const void* key = nullptr;        // K [batch, heads, keys, dim]
+  const void* value = nullptr;      // V [batch, heads, keys, value_dim]
+  const void* relevance = nullptr;  // R_O [batch, heads, queries, value_dim]
+  // Where a query may attend to a key (nonzero bytes), [batch or 1, heads or 1, queries or 1, keys], or null;
+  // the strides are 0 along broadcast axes.
+  const uint8_t* mask = nullptr;
+  int64_t mask_batch_stride = 0, mask_head_stride = 0, mask_query_stride = 0;
+  bool causal = false;              // and only keys j <= query i
+  double scale = 1.0;
+  void* out_query = nullptr;        // R_Q, R_K, R_V, shaped as Q, K, V
+  void* out_key = nullptr;
+  void* out_value = nullptr;
+  int64_t batch = 0, heads = 0, queries = 0, keys = 0, dim = 0, value_dim = 0;
 };
 
 }  // namespace lrptext

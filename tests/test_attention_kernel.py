@@ -1,0 +1,191 @@
+"""The attention relevance kernel (C++ on the CPU, torch fallback, torch on CUDA) against an oracle written here
+from the equations, term by term in float64 numpy, for one head at a time:
+
+O_ic = Σ_k A_ik V_kc with A = softmax over the allowed keys of S = scale Q Kᵀ.
+- A·V by the uniform rule: the term A_ik V_kc carries A_ik V_kc R_O,ic / O_ic, half to A_ik and half to V_kc.
+- the softmax by gradient × input with the relevance per unit of output R_A,ik / A_ik:
+  R_S,ij = Σ_k S_ij (∂A_ik/∂S_ij) R_A,ik / A_ik with ∂A_ik/∂S_ij = A_ik (δ_jk − A_ij).
+- Q Kᵀ by the uniform rule: the term scale Q_ie K_je of S_ij carries scale Q_ie K_je R_S,ij / S_ij, half to each.
+- CP-LRP: A a constant; V takes every term A_ik V_kc R_O,ic / O_ic, Q and K none.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import lrptext.kernels as K
+from tolerances import assert_matches
+
+
+def oracle_head(q, k, v, r, allowed, scale, rule):
+    """R_Q, R_K, R_V and R_S of one head, float64, loops over the terms."""
+    nq, nk, nv = q.shape[0], k.shape[0], v.shape[1]
+    s = scale * q @ k.T
+    a = np.zeros((nq, nk))
+    for i in range(nq):
+        keys = [j for j in range(nk) if allowed[i, j]]
+        if keys:
+            e = np.exp(s[i, keys] - s[i, keys].max())
+            a[i, keys] = e / e.sum()
+    o = a @ v
+    r_a, r_v = np.zeros((nq, nk)), np.zeros((nk, nv))
+    share = 1.0 if rule == "cp_lrp" else 0.5
+    for i in range(nq):
+        for c in range(nv):
+            if r[i, c] == 0:
+                continue
+            for kk in range(nk):
+                term = a[i, kk] * v[kk, c] * r[i, c] / o[i, c]
+                r_a[i, kk] += 0.5 * term
+                r_v[kk, c] += share * term
+    if rule == "cp_lrp":
+        return np.zeros_like(q), np.zeros_like(k), r_v, None
+    r_s = np.zeros((nq, nk))
+    for i in range(nq):
+        for j in range(nk):
+            if a[i, j] == 0:
+                continue
+            r_s[i, j] = sum(s[i, j] * a[i, kk] * ((j == kk) - a[i, j]) * r_a[i, kk] / a[i, kk]
+                            for kk in range(nk) if a[i, kk] != 0)
+    r_q, r_k = np.zeros_like(q), np.zeros_like(k)
+    for i in range(nq):
+        for j in range(nk):
+            if r_s[i, j] == 0:
+                continue
+            for e in range(q.shape[1]):
+                term = scale * q[i, e] * k[j, e] * r_s[i, j] / s[i, j]
+                r_q[i, e] += 0.5 * term
+                r_k[j, e] += 0.5 * term
+    return r_q, r_k, r_v, r_s
+
+
+def oracle(q, k, v, r, mask, scale, causal, rule):
+    q, k, v, r = (a.detach().cpu().double().numpy() for a in (q, k, v, r))
+    b, h, nq, _ = q.shape
+    nk = k.shape[2]
+    allowed = np.ones((b, h, nq, nk), dtype=bool)
+    if mask is not None:
+        allowed &= np.broadcast_to(mask.cpu().numpy(), allowed.shape)
+    if causal:
+        allowed &= np.tril(np.ones((nq, nk), dtype=bool))
+    out = [np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)]
+    kept = np.zeros((b,))
+    for bi in range(b):
+        for hi in range(h):
+            r_q, r_k, r_v, r_s = oracle_head(q[bi, hi], k[bi, hi], v[bi, hi], r[bi, hi], allowed[bi, hi], scale, rule)
+            for o, part in zip(out, (r_q, r_k, r_v)):
+                o[bi, hi] = part
+            if r_s is not None:
+                kept[bi] += r_s.sum()
+    return out, kept
+
+
+def rand(shape, dtype, device, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=g, dtype=torch.float64).to(dtype).to(device)
+
+
+MASKS = {
+    "none": None,
+    "keys": (2, 1, 1, 6),        # padding: per sample, per key
+    "full": (2, 3, 5, 6),        # per head and query
+    "queries": (1, 1, 5, 6),     # one pattern for the batch
+    "2-D": (5, 6),
+}
+
+
+@pytest.mark.parametrize("rule", ["attnlrp", "cp_lrp"])
+@pytest.mark.parametrize("mask_shape", list(MASKS))
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_against_the_oracle(rule, mask_shape, causal, dtype, backend, device):
+    q, k = rand((2, 3, 5, 4), dtype, device, 1), rand((2, 3, 6, 4), dtype, device, 2)
+    v, r = rand((2, 3, 6, 3), dtype, device, 3), rand((2, 3, 5, 3), dtype, device, 4)
+    shape = MASKS[mask_shape]
+    mask = None
+    if shape is not None:
+        mask = torch.rand(shape, generator=torch.Generator().manual_seed(5)) > 0.3
+        mask[..., 0] = True  # every query keeps a key
+        mask = mask.to(device)
+    scale = 0.7
+    r_q, r_k, r_v = K.attention_relevance(q, k, v, r, mask=mask, scale=scale, causal=causal, rule=rule,
+                                          backend=backend)
+    (e_q, e_k, e_v), _ = oracle(q, k, v, r, mask, scale, causal, rule)
+    for actual, expected in ((r_q, e_q), (r_k, e_k), (r_v, e_v)):
+        assert actual.shape == expected.shape and actual.device == q.device and actual.dtype == dtype
+        if np.abs(expected).max() == 0:
+            assert (actual == 0).all()
+        else:
+            assert_matches(actual, expected, dtype)
+
+
+def test_conservation_and_the_softmax_share(backend):
+    """A·V conserves: Σ R_V + Σ R_A = Σ R_O; Q Kᵀ conserves what the softmax passes on (Σ R_S), and R_A − R_S is
+    the share the softmax keeps back. CP-LRP: all of R_O at V."""
+    q, k = rand((2, 2, 7, 4), torch.float64, "cpu", 6), rand((2, 2, 7, 4), torch.float64, "cpu", 7)
+    v, r = rand((2, 2, 7, 4), torch.float64, "cpu", 8), rand((2, 2, 7, 4), torch.float64, "cpu", 9)
+    r_q, r_k, r_v = K.attention_relevance(q, k, v, r, backend=backend)
+    (_, _, e_v), kept = oracle(q, k, v, r, None, 0.5, False, "attnlrp")
+    r_a_total = r.sum((1, 2, 3)) - r_v.sum((1, 2, 3))  # what reached A
+    torch.testing.assert_close((r_q + r_k).sum((1, 2, 3)), torch.from_numpy(kept), rtol=1e-10, atol=1e-12)
+    assert float((r_a_total - torch.from_numpy(kept)).abs().max()) > 1e-3  # the softmax keeps a share back
+    _, _, c_v = K.attention_relevance(q, k, v, r, rule="cp_lrp", backend=backend)
+    torch.testing.assert_close(c_v.sum((1, 2, 3)), r.sum((1, 2, 3)), rtol=1e-10, atol=1e-12)
+
+
+def test_masked_keys_and_a_query_without_keys_get_zero(backend):
+    q, k, v, r = (rand((1, 2, 4, 3), torch.float32, "cpu", s) for s in (10, 11, 12, 13))
+    mask = torch.tensor([True, False, True, False]).reshape(1, 1, 1, 4).expand(1, 1, 4, 4).clone()
+    mask[0, 0, 2] = False  # query 2 may attend to nothing
+    r_q, r_k, r_v = K.attention_relevance(q, k, v, r, mask=mask, backend=backend)
+    assert (r_k[:, :, 1] == 0).all() and (r_k[:, :, 3] == 0).all() and (r_v[:, :, [1, 3]] == 0).all()
+    assert (r_q[:, :, 2] == 0).all()
+    assert torch.isfinite(r_q).all() and torch.isfinite(r_k).all() and torch.isfinite(r_v).all()
+
+
+def test_long_rows_in_float32_stay_accurate(backend):
+    """512 keys with scores spread wide: the kernel's own exponential against the float64 oracle (positive values,
+    so that O = A V is far from 0 and R_O / O well conditioned)."""
+    q, k = 3 * rand((1, 1, 512, 8), torch.float32, "cpu", 14), 3 * rand((1, 1, 512, 8), torch.float32, "cpu", 15)
+    v = rand((1, 1, 512, 8), torch.float32, "cpu", 16).abs() + 0.5
+    r = rand((1, 1, 512, 8), torch.float32, "cpu", 17)
+    out = K.attention_relevance(q, k, v, r, backend=backend, rule="cp_lrp")
+    s = (q.double() @ k.double().transpose(-2, -1)) / math.sqrt(8)
+    a = torch.softmax(s, -1)
+    expected = v.double() * (a.transpose(-2, -1) @ (r.double() / (a @ v.double())))
+    assert_matches(out[2], expected.numpy(), torch.float32)
+
+
+def test_numpy_arrays_come_back_as_numpy(backend):
+    q, k, v, r = (np.random.default_rng(s).normal(size=(1, 2, 3, 4)) for s in range(4))
+    out = K.attention_relevance(q, k, v, r, mask=np.array([True, True, False]), backend=backend)
+    assert all(isinstance(o, np.ndarray) and o.shape == (1, 2, 3, 4) for o in out)
+    (e_q, e_k, e_v), _ = oracle(*(torch.from_numpy(a) for a in (q, k, v, r)), torch.tensor([True, True, False]),
+                                0.5, False, "attnlrp")
+    for actual, expected in zip(out, (e_q, e_k, e_v)):
+        assert_matches(actual, expected, torch.float64)
+
+
+def test_bad_input_is_refused_with_the_argument_named(backend):
+    q = torch.randn(1, 2, 3, 4)
+    with pytest.raises(ValueError, match="'key' must have shape"):
+        K.attention_relevance(q, torch.randn(1, 2, 3, 5), q, q, backend=backend)
+    with pytest.raises(ValueError, match="'relevance' must have shape"):
+        K.attention_relevance(q, q, q, torch.randn(1, 2, 4, 4), backend=backend)
+    with pytest.raises(ValueError, match="'query' must be 4-D"):
+        K.attention_relevance(q[0], q, q, q, backend=backend)
+    with pytest.raises(ValueError, match="'mask' must be boolean"):
+        K.attention_relevance(q, q, q, q, mask=torch.zeros(3), backend=backend)
+    with pytest.raises(ValueError, match="does not broadcast"):
+        K.attention_relevance(q, q, q, q, mask=torch.ones(2, 2, dtype=torch.bool), backend=backend)
+    with pytest.raises(ValueError, match="'rule' must be"):
+        K.attention_relevance(q, q, q, q, rule="lrp", backend=backend)
+    with pytest.raises(ValueError, match="'scale' must be"):
+        K.attention_relevance(q, q, q, q, scale=0.0, backend=backend)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        K.attention_relevance(q.half(), q.half(), q.half(), q.half(), backend=backend)
+    with pytest.raises(ValueError, match="'relevance' holds NaN or infinity"):
+        K.attention_relevance(q, q, q, torch.full_like(q, float("nan")), backend=backend)
