@@ -25,6 +25,7 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 transformers = pytest.importorskip("transformers")
@@ -747,3 +748,36 @@ def test_the_composites_epsilon_reaches_layer_norm():
     table = str(lrptext.support_table(model, composite="attnlrp", epsilon=1e-3))
     norms = [line for line in table.splitlines() if "layer_norm" in line]
     assert norms and all("Epsilon(epsilon=0.001)" in line for line in norms)
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_a_scikit_learn_head_on_a_sentence_encoder(classes):
+    """SetFit's shape: mean-pooled, L2-normalised embeddings into a fitted LogisticRegression. The torch model's
+    logits are scikit-learn's decision function ((-f, f) for two classes), and its relevance matches the oracle of
+    the same network."""
+    from sklearn.linear_model import LogisticRegression
+
+    from lrptext.integrations.transformers import SentenceClassifier
+
+    model = mean_pooled(normalize=True)
+    ids, mask = batch("bert", lengths=(6, 4, 5, 6, 3, 6, 5, 4), seed=7)
+    with torch.no_grad():
+        h = model.bert(input_ids=ids, attention_mask=mask).last_hidden_state
+        m = mask.unsqueeze(-1).to(h.dtype)
+        features = F.normalize((h * m).sum(1) / m.sum(1), dim=-1).numpy()
+    labels = np.resize(np.array(["ham", "spam", "eggs"][:classes]), len(ids))
+    head = LogisticRegression().fit(features, labels)
+    classifier = SentenceClassifier.from_sklearn(model.bert, head, normalize=True).eval()
+    assert classifier.labels == list(head.classes_)
+    decision = torch.from_numpy(np.atleast_2d(head.decision_function(features)).reshape(len(ids), -1))
+    logits = model_logits(classifier, ids, mask)
+    torch.testing.assert_close(logits, torch.cat([-decision, decision], 1) if classes == 2 else decision,
+                               rtol=1e-10, atol=1e-10)
+    with torch.no_grad():  # the same network with the head as a module of MeanPooled, for the oracle
+        model.head = classifier.head[0]
+    relevance, oracle_logits = oracle_mean_pooled(model, ids, mask, "attnlrp")
+    torch.testing.assert_close(oracle_logits, logits, rtol=0, atol=1e-10)
+    e = lrptext.explain(classifier, {"input_ids": ids, "attention_mask": mask}, composite="attnlrp")
+    assert_relevance(e.relevance, relevance)
+    with pytest.raises(ValueError, match="fitted on 5 features"):
+        SentenceClassifier.from_sklearn(model.bert, LogisticRegression().fit(features[:, :5], labels))

@@ -51,6 +51,26 @@ class SentenceClassifier(nn.Module):
         self.encoder, self.normalize = encoder, normalize
         self.head = nn.Linear(encoder.config.hidden_size, num_labels)
 
+    @classmethod
+    def from_sklearn(cls, encoder: nn.Module, classifier: Any, *, normalize: bool = False) -> SentenceClassifier:
+        """A sentence encoder with a fitted scikit-learn head, as SetFit builds them (its `model_body[0].auto_model`
+        and `model_head`, with normalize=True where the body ends in Normalize): LogisticRegression, LinearSVC,
+        SGDClassifier, RidgeClassifier or MLPClassifier fitted on the mean-pooled embeddings, copied into torch
+        layers of the encoder's dtype (a binary classifier's decision function f gives the logits (-f, f)).
+        `labels` holds the classifier's classes in logit order."""
+        from lrptext.integrations.sklearn import to_torch  # scikit-learn only where a head comes from it
+
+        model = cls(encoder, 1, normalize=normalize)
+        head = to_torch(classifier)
+        width = head[0].in_features
+        if width != encoder.config.hidden_size:
+            raise ValueError(f"classifier: fitted on {width} features, but the encoder's embeddings have "
+                             f"{encoder.config.hidden_size}; fit it on this encoder's mean-pooled embeddings")
+        dtype = next(encoder.parameters()).dtype
+        model.head = head.to(dtype)
+        model.labels = list(classifier.classes_)
+        return model
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
