@@ -874,18 +874,22 @@ void attention_relevance(py::handle query, py::handle key, py::handle value, py:
   c.disjoint(oq, ok), c.disjoint(oq, ov), c.disjoint(ok, ov);
   if (check_finite)
     for (const Tensor* t : {&q, &k, &v, &r}) c.finite(*t, p.dtype);
-  if (c.on_cuda())
-    fail(c.fn(), "runs on the CPU only; lrptext.kernels.attention_relevance takes the torch implementation for CUDA "
-                 "tensors");
+  p.stream = c.stream();
   p.query = q.data(), p.key = k.data(), p.value = v.data(), p.relevance = r.data();
   p.out_query = oq.data(), p.out_key = ok.data(), p.out_value = ov.data();
   if (p.batch * p.heads == 0 || p.queries == 0 || p.keys == 0) {  // nothing to attend: all zero
+    if (c.on_cuda()) fail(c.fn(), "got an empty batch, head, query or key axis on CUDA; skip the call");
     py::gil_scoped_release release;
     for (Tensor* o : {&oq, &ok, &ov})
       if (o->numel()) std::memset(o->data(), 0, size_t(o->numel()) * (o->t->dtype.bits / 8));
     return;
   }
+  const bool cuda = c.on_cuda();
   py::gil_scoped_release release;
+#ifdef LRPTEXT_WITH_CUDA
+  if (cuda) return cuda::attention_relevance(p);
+#endif
+  (void)cuda;
   cpu::attention_relevance(p);
 }
 

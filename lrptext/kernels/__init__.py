@@ -470,8 +470,7 @@ def attention_relevance(query: Array, key: Array, value: Array, relevance: Array
 
     query [B, H, Tq, D], key [B, H, Tk, D], value [B, H, Tk, Dv], relevance (at O) [B, H, Tq, Dv]; mask: bool, True
     where a query may attend to a key, broadcastable to [B, H, Tq, Tk] (masked keys get 0); scale: 1/√D by default;
-    causal: keys after the query are masked too. Returns (R_Q, R_K, R_V) shaped as the operands. The C++ core runs
-    on the CPU; on CUDA the torch implementation runs.
+    causal: keys after the query are masked too. Returns (R_Q, R_K, R_V) shaped as the operands.
     """
     fn = "attention_relevance"
     named = {"query": query, "key": key, "value": value, "relevance": relevance}

@@ -149,10 +149,7 @@ def rows(impl: ModuleType, input: Array, output: Array, relevance: Array, *, rul
 
 def attention(impl: ModuleType, q: Array, k: Array, v: Array, relevance: Array, mask: Array | None, *, rule: str,
               scale: float, causal: bool, check_finite: bool) -> tuple[Array, Array, Array]:
-    """[batch, heads, tokens, dim] operands; mask: bool [batch or 1, heads or 1, queries or 1, keys] or None. The
-    C++ core runs it on the CPU; CUDA tensors take the torch implementation."""
-    if impl is native and isinstance(q, torch.Tensor) and q.is_cuda:
-        impl = torch_backend
+    """[batch, heads, tokens, dim] operands; mask: bool [batch or 1, heads or 1, queries or 1, keys] or None."""
     args = [contiguous(a) for a in (q, k, v, relevance)]
     if impl is torch_backend and isinstance(q, np.ndarray):
         args, mask = [to_torch(a) for a in args], None if mask is None else to_torch(mask)

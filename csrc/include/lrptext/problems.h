@@ -196,6 +196,7 @@ struct AttentionProblem {
   void* out_key = nullptr;
   void* out_value = nullptr;
   int64_t batch = 0, heads = 0, queries = 0, keys = 0, dim = 0, value_dim = 0;
+  void* stream = nullptr;
 };
 
 }  // namespace lrptext
