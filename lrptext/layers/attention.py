@@ -7,7 +7,9 @@ It takes the composite's "attention" rule:
   R(S) = S ⊙ (R(A) − A Σ_k R(A)) (its kept-back share shows in `delta`); R(Q) = ½ Q ⊙ (H K), R(K) = ½ K ⊙ (Hᵀ Q)
   with H = scale · R(S) / S.
 - CP-LRP (Ali et al. 2022): A is a constant: R(V) = V ⊙ (Aᵀ G), and Q and K get none.
-Masked keys get exactly 0; quotients whose numerator is 0 are 0.
+Masked keys get exactly 0; quotients whose numerator is 0 are 0, and so is the relevance of a query that may attend
+to no key. `lrptext.kernels.attention_relevance` computes it per head (C++ on the CPU and CUDA), never holding the
+[batch, heads, tokens, tokens] matrices of the whole batch.
 """
 
 from __future__ import annotations
