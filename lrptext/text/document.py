@@ -49,6 +49,19 @@ class DocumentExplanation:
         ranked = sorted(self.words, key=lambda w: w.relevance, reverse=not negative)
         return [w for w in ranked[:k] if (w.relevance < 0) == negative and w.relevance != 0]
 
+    def _repr_html_(self) -> str:
+        """Jupyter shows the document as the HTML report does (lrptext.text.notebook)."""
+        from lrptext.text.notebook import document_html
+
+        return document_html(self)
+
+    def to_pandas(self):
+        """A DataFrame, one row per word: position, word, start, end, relevance, and the prediction, score,
+        target, target_score, contrast and truncated of the document (extra `pandas`)."""
+        from lrptext.text.table import to_pandas
+
+        return to_pandas(self)
+
 
 def words_of(text: str, token_relevance: list[tuple[Token, float]]) -> list[Word]:
     """Sums token relevance into the whitespace-delimited words that contain the tokens."""
