@@ -72,6 +72,9 @@ def test_the_most_relevant_region_is_the_window_with_the_largest_summed_magnitud
     assert relevant_region(doc, width=5) == (6, 11)  # "d e f": |-2| + 2 + 1 = 5 beats "c d e" (4) and "a b c" (1)
     doc = made_up("a b c d e f", [0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
     assert relevant_region(doc, width=5) == (0, 5)  # nothing relevant: the opening words
+    doc = made_up("a b c d e f g", [0.0, 0.0, 0.0, 0.0, 5.0, 0.0, 0.0])
+    assert relevant_region(doc, width=5) == (6, 11)  # "e" alone is the best run, widened around it: "d e f" ...
+    assert relevant_region(doc, width=11) == (2, 13)  # ... and before it once the end is reached: "b c d e f g"
 
 
 def test_several_documents_show_one_per_row(classifier):

@@ -19,33 +19,43 @@ MAX_ROWS = 50
 # text on a light card, whatever its theme.
 CARD = "background: #fff; color: #111; color-scheme: light; border-radius: 6px"
 
+# One row per document: line breaks fold into spaces, so that a row stays a few lines high.
 ROWS_STYLE = """
 .lrptext table.docs { border-collapse: collapse; width: 100%; background: #fff; color: #111; font-size: .85rem; }
 .lrptext table.docs th, .lrptext table.docs td { border-bottom: 1px solid #ddd; padding: .3rem .5rem;
                                                  text-align: left; vertical-align: top; }
-.lrptext table.docs td.text { white-space: pre-wrap; font-family: ui-monospace, monospace; }
+.lrptext table.docs td.text { white-space: normal; font-family: ui-monospace, monospace; }
 """
 
 
 def relevant_region(doc: DocumentExplanation, width: int = EXCERPT) -> tuple[int, int]:
-    """The characters (start, end) of the run of whole words, at most `width` characters long, with the largest
-    summed |relevance|; the document's start when no word has relevance."""
+    """The characters (start, end) of a run of whole words at most `width` characters long: the shortest run with
+    the largest summed |relevance| (the first of equals), widened a word after and a word before in turn to fill
+    `width`."""
     words = doc.words
     if not words:
         return 0, min(width, len(doc.text))
-    best, best_total, first, total = (words[0].start, words[0].end), -1.0, 0, 0.0
+    best, best_total, first, total = (0, 0), -1.0, 0, 0.0
     for last, w in enumerate(words):
         total += abs(w.relevance)
         while first < last and w.end - words[first].start > width:
             total -= abs(words[first].relevance)
             first += 1
         if total > best_total:
-            best, best_total = (words[first].start, w.end), total
-    start, end = best
-    if best_total <= 0:  # nothing relevant: the opening words
-        end = max((w.end for w in words if w.end - words[0].start <= width), default=words[0].end)
-        start = words[0].start
-    return start, end
+            best, best_total = (first, last), total
+    first, last = best
+    while first < last and words[first].relevance == 0:  # irrelevant ends add nothing: centre what counts
+        first += 1
+    while last > first and words[last].relevance == 0:
+        last -= 1
+    grown = True
+    while grown:  # a word after, a word before, while they fit
+        grown = False
+        if last + 1 < len(words) and words[last + 1].end - words[first].start <= width:
+            last, grown = last + 1, True
+        if first > 0 and words[last].end - words[first - 1].start <= width:
+            first, grown = first - 1, True
+    return words[first].start, words[last].end
 
 
 def document_html(doc: DocumentExplanation) -> str:
