@@ -16,7 +16,7 @@ from lrptext.datasets import load
 from lrptext.text.classifier import TextClassifier
 from lrptext.text.parquet import ParquetSink
 from lrptext.text.records import Record
-from lrptext.text.streaming import stream_corpus
+from lrptext.text.streaming import InvalidRecordError, stream_corpus
 from lrptext.text.table import arrow_schema
 
 COLUMNS = ["line", "id", "position", "word", "start", "end", "relevance", "prediction", "score", "target",
@@ -128,6 +128,11 @@ def test_parquet_is_interrupted_cleanly_and_refuses_foreign_files(classifier, em
     with pytest.raises(KeyboardInterrupt):
         stream_corpus(classifier, interrupted(), out, batch_size=2, format="parquet")
     assert sorted(set(pq.read_table(out, columns=["line"]).column("line").to_pylist())) == [1, 2, 3, 4]
+    strict = tmp_path / "strict.parquet"  # --strict keeps the documents before the invalid record, as JSON lines
+    with pytest.raises(InvalidRecordError, match="line 2: bad"):
+        stream_corpus(classifier, [Record(1, emails[0]), Record(2, None, error="bad"), Record(3, emails[1])], strict,
+                      batch_size=3, strict=True, format="parquet")
+    assert set(pq.read_table(strict, columns=["line"]).column("line").to_pylist()) == {1}
     foreign = tmp_path / "notes.parquet"
     foreign.write_text("my notes\n")
     with pytest.raises(ValueError, match="is not a word table written by lrptext"):
