@@ -151,7 +151,7 @@ def explain_text(args: argparse.Namespace) -> int:
             raise ValueError("--format parquet writes a file: pass --out FILE.parquet")
         write_documents(docs, args.out, ids=[str(i) for i in range(len(docs))])
         print(f"{args.out}: {sum(len(d.words) for d in docs)} words of {len(docs)} documents", file=sys.stderr)
-        output = None
+        output = None  # written already
     elif args.format == "html":
         output = render.html_report(docs)
     elif args.format in ("json", "jsonl"):
@@ -162,11 +162,9 @@ def explain_text(args: argparse.Namespace) -> int:
         if colour is None:
             colour = render.use_colour(stream) if stream else False
         output = "\n".join(render.terminal(d, colour=colour) for d in docs)
-    if output is None:
-        pass
-    elif args.out:
+    if output is not None and args.out:
         Path(args.out).write_text(output, encoding="utf-8")
-    else:
+    elif output is not None:
         sys.stdout.write(output)
     if args.html:
         Path(args.html).write_text(render.html_report(docs), encoding="utf-8")

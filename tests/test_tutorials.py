@@ -9,24 +9,25 @@
 
 from __future__ import annotations
 
-import base64
-import html
-import io
-import json
 import os
-import re
-from pathlib import Path
-
-import nbformat
-import pytest
-from nbclient import NotebookClient
-from nbformat.v4 import new_code_cell, new_notebook
-from PIL import Image
-
-from lrptext.text.classifier import TextClassifier
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # inherited by the kernels: nothing is downloaded
 os.environ.setdefault("JUPYTER_PLATFORM_DIRS", "1")  # jupyter_core's own paths, without its migration warning
+
+import base64  # noqa: E402
+import html  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import nbformat  # noqa: E402
+import pytest  # noqa: E402
+from nbclient import NotebookClient  # noqa: E402
+from nbformat.v4 import new_code_cell, new_notebook  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from lrptext.text.classifier import TextClassifier  # noqa: E402
 
 TUTORIALS = Path(__file__).resolve().parent.parent / "docs" / "tutorials"
 NAMES = ["01-documents", "02-pytorch-text-model", "03-scikit-learn", "04-images", "05-faithfulness",
