@@ -49,6 +49,8 @@ def test_a_document_shows_its_words_coloured_escaped_with_prediction_and_legend(
     assert 'class="legend"' in page and "linear-gradient" in page
     assert "background: #fff; color: #111" in page  # its own light card: readable in dark themes too
     assert "<details>" not in page  # short: nothing hidden
+    long = classifier.explain([" ".join(["see you at the meeting"] * 300)])[0]
+    assert len(repr(long)) < 250 and repr(long).startswith(f"DocumentExplanation(prediction={long.prediction!r}")
 
 
 def test_a_long_document_shows_its_most_relevant_part_and_the_rest_behind_a_switch():
