@@ -1,4 +1,4 @@
-"""Notebooks in a real Jupyter kernel (nbclient, the `python3` kernel of ipykernel in this environment):
+"""Notebooks in a real Jupyter kernel (nbclient starting ipykernel with the Python that runs the tests):
 
 - the tutorials (docs/tutorials/*.ipynb) are committed without outputs, run cell by cell, and each code cell
   displays what its metadata promises (metadata.lrptext.expect: a MIME type and substrings; none for a cell that
@@ -19,6 +19,7 @@ import html  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import nbformat  # noqa: E402
@@ -35,8 +36,30 @@ NAMES = ["01-documents", "02-pytorch-text-model", "03-scikit-learn", "04-images"
 HOSTILE = '<script>alert("x")</script> FREE money!!! <img src=x onerror=alert(1)> Click here & win'
 
 
+KERNEL = "lrptext-tests"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kernel_of_this_python(tmp_path_factory):
+    """A kernel spec that starts ipykernel with this very Python, first on Jupyter's path: a `python3` spec in the
+    user's Jupyter folder (another Python, without lrptext) cannot be picked instead."""
+    folder = tmp_path_factory.mktemp("jupyter")
+    spec = folder / "kernels" / KERNEL
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "lrptext tests", "language": "python"}))
+    before = os.environ.get("JUPYTER_PATH")
+    os.environ["JUPYTER_PATH"] = os.pathsep.join([str(folder), *([before] if before else [])])
+    yield
+    if before is None:
+        del os.environ["JUPYTER_PATH"]
+    else:
+        os.environ["JUPYTER_PATH"] = before
+
+
 def execute(notebook: nbformat.NotebookNode, cwd: Path) -> nbformat.NotebookNode:
-    NotebookClient(notebook, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
+    NotebookClient(notebook, timeout=180, kernel_name=KERNEL, resources={"metadata": {"path": str(cwd)}}).execute()
     return notebook
 
 
