@@ -8,9 +8,10 @@ from lrptext.api import explain
 from lrptext.engine import Contrast, Explainer, Explanation, support_table
 from lrptext.errors import UnsupportedLayerError
 from lrptext.image.cam import grad_cam
+from lrptext.notebook import show, to_pandas
 
 __all__ = [
     "__version__", "Contrast", "Explainer", "Explanation", "UnsupportedLayerError", "build_info", "explain",
     "get_num_threads", "get_winograd", "grad_cam", "release_workspaces", "set_num_threads", "set_winograd",
-    "support_table",
+    "show", "support_table", "to_pandas",
 ]

@@ -90,8 +90,9 @@ def explain_corpus(args: argparse.Namespace, format: str) -> int:
     from lrptext.text.records import CorpusReader
     from lrptext.text.streaming import stream_corpus
 
-    if args.format not in ("json", "jsonl") or not args.out or args.html:
-        raise ValueError("a corpus streams to a JSON-lines file: pass --format jsonl --out FILE (no --html)")
+    if args.format not in ("json", "jsonl", "parquet") or not args.out or args.html:
+        raise ValueError("a corpus streams to a JSON-lines or Parquet file: pass --format jsonl --out FILE (or "
+                         "--format parquet; no --html)")
     if Path(args.model).suffix in (".joblib", ".pkl", ".pickle"):
         raise ValueError("streaming a corpus needs a model from 'lrptext train' (or the default); explain a "
                          "scikit-learn pipeline with lrptext.integrations.sklearn.explain_texts")
@@ -111,7 +112,8 @@ def explain_corpus(args: argparse.Namespace, format: str) -> int:
         report = stream_corpus(classifier, reader, args.out, composite=args.composite or "epsilon_gamma",
                                target=target, contrast=contrast, batch_size=args.batch_size, resume=args.resume,
                                strict=args.strict, rejects=args.rejects,
-                               on_invalid=None if args.strict else report_invalid)
+                               on_invalid=None if args.strict else report_invalid,
+                               format="parquet" if args.format == "parquet" else "jsonl")
     except KeyboardInterrupt:
         print(f"lrptext: interrupted; the documents written to {args.out} are kept: run the same command with "
               "--resume to continue", file=sys.stderr)
@@ -142,7 +144,15 @@ def explain_text(args: argparse.Namespace) -> int:
         classifier = TextClassifier.load(args.model)
         docs = classifier.explain(texts, target=args.target, contrast=args.contrast,
                                   composite=args.composite or "epsilon_gamma")
-    if args.format == "html":
+    if args.format == "parquet":  # one row per word; the documents' ids are their places in the order given
+        from lrptext.text.parquet import write_documents
+
+        if not args.out:
+            raise ValueError("--format parquet writes a file: pass --out FILE.parquet")
+        write_documents(docs, args.out, ids=[str(i) for i in range(len(docs))])
+        print(f"{args.out}: {sum(len(d.words) for d in docs)} words of {len(docs)} documents", file=sys.stderr)
+        output = None  # written already
+    elif args.format == "html":
         output = render.html_report(docs)
     elif args.format in ("json", "jsonl"):
         output = render.json_lines(docs)
@@ -152,9 +162,9 @@ def explain_text(args: argparse.Namespace) -> int:
         if colour is None:
             colour = render.use_colour(stream) if stream else False
         output = "\n".join(render.terminal(d, colour=colour) for d in docs)
-    if args.out:
+    if output is not None and args.out:
         Path(args.out).write_text(output, encoding="utf-8")
-    else:
+    elif output is not None:
         sys.stdout.write(output)
     if args.html:
         Path(args.html).write_text(render.html_report(docs), encoding="utf-8")
@@ -392,8 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: epsilon_gamma (LRP-0 for linear scikit-learn models)")
     p.add_argument("--target", help="the label to explain (default: the predicted one)")
     p.add_argument("--contrast", help="explain --target against this label")
-    p.add_argument("--format", choices=["terminal", "html", "jsonl", "json"], default="terminal",
-                   help="jsonl: one JSON object per document (json is the same)")
+    p.add_argument("--format", choices=["terminal", "html", "jsonl", "json", "parquet"], default="terminal",
+                   help="jsonl: one JSON object per document (json is the same); parquet: one row per word "
+                        "(extra 'pandas'; with --out)")
     p.add_argument("--out", metavar="FILE", help="write the output here instead of standard output")
     p.add_argument("--html", metavar="FILE", help="also write an HTML report")
     p.add_argument("--color", choices=["auto", "always", "never"], default="auto")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -151,6 +152,17 @@ class SupportTable:
         return "\n".join(lines)
 
     __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        """Jupyter shows the table as HTML (print() keeps the text above); unsupported nodes in bold red."""
+        head = "".join(f"<th>{h}</th>" for h in ("node", "op", "layer kind", "rule (parameters)", "note"))
+        body = []
+        for r in self.rows:
+            mark = ' style="color: #b91c1c; font-weight: 600"' if r.rule.startswith("UNSUPPORTED") else ""
+            cells = "".join(f"<td>{html.escape(v)}</td>" for v in (r.name, r.op, r.kind, r.rule, r.note))
+            body.append(f"<tr{mark}>{cells}</tr>")
+        return (f'<table class="lrptext-support"><thead><tr>{head}</tr></thead>\n<tbody>\n' + "\n".join(body)
+                + "\n</tbody></table>")
 
 
 def support_rows(graph: Graph, rules: dict[str, Any]) -> SupportTable:

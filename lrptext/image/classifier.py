@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from lrptext.engine import Explainer, Explanation
+from lrptext.engine import Explainer
 from lrptext.image.cam import METHODS as CAM_METHODS, CamExplanation
+from lrptext.image.explanation import ImageExplanation
 from lrptext.models import store
 from lrptext.models.image_models import IMAGE_ARCHS
 from lrptext.rules import COMPOSITES
@@ -94,9 +95,13 @@ class ImageClassifier:
             return self.labels.index(target)
         return target
 
-    def explain(self, images: Any, *, composite: str = "epsilon_gamma_box", target: Any = None) -> Explanation:
-        """Relevance per input pixel and channel (in the normalised input space), [N, C, H, W]."""
-        return self.explainer(composite).explain(self.normalise(images), target=self.target_index(target))
+    def explain(self, images: Any, *, composite: str = "epsilon_gamma_box", target: Any = None) -> ImageExplanation:
+        """Relevance per input pixel and channel (in the normalised input space), [N, C, H, W], with the images
+        and labels, so that a notebook shows input and heatmap side by side."""
+        x = self.normalise(images)
+        e = self.explainer(composite).explain(x, target=self.target_index(target))
+        pixels = x * torch.tensor(self.std).view(1, -1, 1, 1) + torch.tensor(self.mean).view(1, -1, 1, 1)
+        return ImageExplanation(**vars(e), images=pixels, labels=tuple(self.labels))
 
     def explain_cam(self, images: Any, *, method: str = "gradcam", target: Any = None, layer: str | None = None,
                     activation: bool = True) -> CamExplanation:

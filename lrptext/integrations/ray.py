@@ -12,6 +12,9 @@ loads the model once per worker and adds the explanation to each row.
 Each output row keeps the input columns and gains ``prediction``, ``target``, ``score``, ``words`` (the words of
 the text), ``relevance`` (one value per word) and ``error`` (why a row has no explanation: empty text, no known
 word; None otherwise). A bad row never fails its batch. Needs the extra ``ray``: ``pip install "lrptext[ray]"``.
+
+``ExplainWords`` gives one row per word instead, in the Parquet schema of ``lrptext explain-text --format parquet``
+(lrptext.text.table), for ``write_parquet``; it needs the extra ``pandas`` too (pyarrow).
 """
 
 from __future__ import annotations
@@ -70,3 +73,30 @@ class ExplainTexts:
             array[:] = values
             out[name] = array.astype(np.float64) if name == "score" else array
         return out
+
+
+class ExplainWords(ExplainTexts):
+    """One output row per word, in the schema of `lrptext explain-text --format parquet` (arrow_schema(): line,
+    id, position, word, start, end, relevance, prediction, score, target, target_score, contrast, truncated), so
+    ``explained.write_parquet(...)`` writes what the CLI writes. line is null (Ray rows have no line in a file);
+    id is the row's `id_column` (as a string; null without one). A row that cannot be explained (empty text, no
+    known word) gives no word rows: keep ExplainTexts for the reasons."""
+
+    def __init__(self, model: str = "default", *, id_column: str | None = None, **options: Any):
+        super().__init__(model, **options)
+        self.id_column = id_column
+
+    def __call__(self, batch: Any) -> Any:
+        """batch: a dict of numpy arrays or a pandas DataFrame; returns a pyarrow Table of word rows."""
+        from lrptext.text.table import arrow_table
+
+        for column in (self.text_column, self.id_column):
+            if column is not None and column not in batch:
+                raise KeyError(f"the dataset has no column '{column}' (columns: {', '.join(batch.keys())}); pass "
+                               "text_column= or id_column= in fn_constructor_kwargs")
+        texts = list(batch[self.text_column])
+        ids = list(batch[self.id_column]) if self.id_column is not None else [None] * len(texts)
+        results = explain_records(self.classifier, [checked(i, t) for i, t in enumerate(texts)],
+                                  composite=self.composite, target=self.target, contrast=self.contrast)
+        explained = [(key, doc) for key, doc in zip(ids, results) if not isinstance(doc, str)]
+        return arrow_table([doc for _, doc in explained], [(None, key) for key, _ in explained])

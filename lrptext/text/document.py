@@ -49,6 +49,26 @@ class DocumentExplanation:
         ranked = sorted(self.words, key=lambda w: w.relevance, reverse=not negative)
         return [w for w in ranked[:k] if (w.relevance < 0) == negative and w.relevance != 0]
 
+    def __repr__(self) -> str:
+        """Short, as the text/plain beside the HTML that a notebook stores: not every token."""
+        text = self.text if len(self.text) <= 60 else self.text[:57] + "..."
+        against = f", contrast={self.contrast!r}" if self.contrast else ""
+        return (f"DocumentExplanation(prediction={self.prediction!r}, score={self.score:.3f}, target={self.target!r}"
+                f"{against}, words={len(self.words)}, truncated={self.truncated}, text={text!r})")
+
+    def _repr_html_(self) -> str:
+        """Jupyter shows the document as the HTML report does (lrptext.text.notebook)."""
+        from lrptext.text.notebook import document_html
+
+        return document_html(self)
+
+    def to_pandas(self):
+        """A DataFrame, one row per word: position, word, start, end, relevance, and the prediction, score,
+        target, target_score, contrast and truncated of the document (extra `pandas`)."""
+        from lrptext.text.table import to_pandas
+
+        return to_pandas(self)
+
 
 def words_of(text: str, token_relevance: list[tuple[Token, float]]) -> list[Word]:
     """Sums token relevance into the whitespace-delimited words that contain the tokens."""

@@ -17,18 +17,26 @@ from lrptext.text.document import DocumentExplanation
 
 RED, BLUE = (220, 38, 38), (37, 99, 235)
 
+# The document's rules, scoped to .lrptext so that they style nothing else when a notebook embeds them; a document
+# sets its own light background and dark text, readable in light and dark notebook themes alike.
+DOC_STYLE = """
+.lrptext section.doc { border: 1px solid #ddd; border-radius: 6px; padding: 1rem 1.25rem; margin-bottom: 1.5rem;
+                       background: #fff; color: #111; color-scheme: light; }
+.lrptext .meta { margin-bottom: .6rem; }
+.lrptext .label { font-weight: 600; }
+.lrptext .legend { display: flex; align-items: center; gap: .5rem; font-size: .85rem; margin-bottom: .75rem; }
+.lrptext .bar { width: 14rem; height: .8rem; border-radius: 3px; border: 1px solid #ccc; }
+.lrptext .text { white-space: pre-wrap; font-family: ui-monospace, monospace; font-size: .9rem; line-height: 1.5; }
+.lrptext .w { border-radius: 2px; }
+.lrptext .note { color: #a15c00; font-size: .85rem; }
+.lrptext details summary { cursor: pointer; color: #1d4ed8; font-size: .85rem; margin-top: .5rem; }
+"""
+
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem; color: #111; max-width: 70rem; }
-section.doc { border: 1px solid #ddd; border-radius: 6px; padding: 1rem 1.25rem; margin-bottom: 1.5rem; }
-.meta { margin-bottom: .6rem; }
-.label { font-weight: 600; }
-.legend { display: flex; align-items: center; gap: .5rem; font-size: .85rem; margin-bottom: .75rem; }
-.bar { width: 14rem; height: .8rem; border-radius: 3px;
-       background: linear-gradient(to right, rgb(37,99,235), #fff, rgb(220,38,38)); border: 1px solid #ccc; }
-.text { white-space: pre-wrap; font-family: ui-monospace, monospace; font-size: .9rem; line-height: 1.5; }
-.w { border-radius: 2px; }
-.note { color: #a15c00; font-size: .85rem; }
-"""
+""" + DOC_STYLE
+
+BAR = f"background: linear-gradient(to right, rgb{BLUE}, #fff, rgb{RED})"
 
 
 def _colour(relevance: float, scale: float) -> tuple[tuple[int, int, int], float]:
@@ -46,27 +54,49 @@ def _describe(doc: DocumentExplanation) -> str:
             f"({doc.target_score:.3f})")
 
 
-def html_document(doc: DocumentExplanation, index: int = 0) -> str:
+def html_text(doc: DocumentExplanation, start: int = 0, end: int | None = None) -> str:
+    """The characters [start, end) of the document, escaped, each word coloured by its relevance (hover: the
+    value)."""
+    end = len(doc.text) if end is None else end
     scale = _scale(doc)
-    pieces, cursor = [], 0
+    pieces, cursor = [], start
     for w in doc.words:
+        if w.start < start or w.end > end:
+            continue
         pieces.append(html.escape(doc.text[cursor: w.start]))
         (r, g, b), alpha = _colour(w.relevance, scale)
         pieces.append(f'<span class="w" style="background-color: rgba({r}, {g}, {b}, {alpha:.3f})" '
                       f'title="relevance {w.relevance:+.4g}" data-relevance="{w.relevance:.6g}">'
                       f"{html.escape(w.text)}</span>")
         cursor = w.end
-    pieces.append(html.escape(doc.text[cursor:]))
+    pieces.append(html.escape(doc.text[cursor:end]))
+    return "".join(pieces)
+
+
+def html_document(doc: DocumentExplanation, index: int = 0, *, excerpt: tuple[int, int] | None = None) -> str:
+    """One document as a <section>; with `excerpt` (start, end), only those characters show, and the whole text
+    behind a "show the whole document" switch (<details>, no script)."""
+    scale = _scale(doc)
     note = ('<div class="note">The document is longer than the model\'s window: words after it were not read and '
             "have no relevance.</div>") if doc.truncated else ""
+    if excerpt is None:
+        text = f'<div class="text">{html_text(doc)}</div>'
+    else:
+        start, end = excerpt
+        text = (f'<div class="note">The {len(doc.text):,} characters are cut to their most relevant part, '
+                f"characters {start:,} to {end:,}.</div>\n"
+                f'<div class="text">{"… " if start > 0 else ""}{html_text(doc, start, end)}'
+                f'{" …" if end < len(doc.text) else ""}</div>\n'
+                f"<details><summary>Show the whole document</summary>"
+                f'<div class="text">{html_text(doc)}</div></details>')
     return (f'<section class="doc" id="doc-{index}">\n<div class="meta">'
             f'prediction: <span class="label prediction">{html.escape(doc.prediction)}</span> ({doc.score:.3f}) · '
             f'explaining: <span class="label target">{html.escape(doc.target)}</span>'
             + (f" against {html.escape(doc.contrast)}" if doc.contrast else "")
             + f" ({doc.target_score:.3f})</div>\n"
             f'<div class="legend"><span>{-scale:+.3g} (against {html.escape(doc.target)})</span>'
-            f'<span class="bar"></span><span>{scale:+.3g} (for {html.escape(doc.target)})</span></div>\n'
-            f'{note}<div class="text">{"".join(pieces)}</div>\n</section>')
+            f'<span class="bar" style="{BAR}"></span><span>{scale:+.3g} (for {html.escape(doc.target)})</span></div>\n'
+            f"{note}{text}\n</section>")
 
 
 def html_report(docs: Sequence[DocumentExplanation], *, title: str = "lrptext: word relevance") -> str:
@@ -76,7 +106,7 @@ def html_report(docs: Sequence[DocumentExplanation], *, title: str = "lrptext: w
             f"<style>{STYLE}</style>\n</head>\n<body>\n<h1>{html.escape(title)}</h1>\n"
             '<p>Red words speak for the explained label, blue words against it; colours are scaled per document. '
             "Hover a word for its relevance.</p>\n"
-            f"{body}\n</body>\n</html>\n")
+            f'<main class="lrptext">\n{body}\n</main>\n</body>\n</html>\n')
 
 
 def use_colour(stream: TextIO) -> bool:

@@ -116,19 +116,27 @@ def stream_corpus(classifier: TextClassifier, reader: CorpusReader | Iterable[Re
                   composite: str = DEFAULT_COMPOSITE, target: int | None = None, contrast: int | None = None,
                   batch_size: int = 64, resume: bool = False, strict: bool = False,
                   rejects: str | Path | None = None, progress: bool | None = None,
-                  on_invalid: Callable[[int, str], None] | None = None) -> StreamReport:
+                  on_invalid: Callable[[int, str], None] | None = None, format: str = "jsonl") -> StreamReport:
     """Explains every record of `reader` into the JSON-lines file `out`, one object per document with its source
-    `line` (and `id`), appending batch by batch. resume: continue an interrupted `out` after its last line (and
+    `line` (and `id`), appending batch by batch; with format="parquet", into a Parquet file of one row per word
+    (lrptext.text.parquet, one row group per batch). resume: continue an interrupted `out` after its last line (and
     `rejects` from the same point); strict: stop at the first invalid record (InvalidRecordError) instead of
     skipping it; rejects: also write each invalid record's line and reason there (JSON lines); on_invalid(line,
     reason) hears of each as it comes."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if format not in ("jsonl", "parquet"):
+        raise ValueError(f"format must be 'jsonl' or 'parquet', got {format!r}")
     out = Path(out)
-    if out.exists() and not resume:
+    table = None
+    if format == "parquet":
+        from lrptext.text.parquet import ParquetSink
+
+        table = ParquetSink(out, resume=resume)
+    elif out.exists() and not resume:
         raise ValueError(f"{out} exists; pass --resume to continue it (documents already written are skipped) or "
                          "remove it first")
-    start_after = resume_point(out) if resume else 0
+    start_after = table.last_line if table else resume_point(out) if resume else 0
     if resume and rejects:
         _keep_rejects_up_to(Path(rejects), start_after)
     report = StreamReport()
@@ -136,10 +144,12 @@ def stream_corpus(classifier: TextClassifier, reader: CorpusReader | Iterable[Re
     bar = _progress(reader, progress)
     try:
         rejects_file = open(rejects, "a" if resume else "w", encoding="utf-8") if rejects else nullcontext()
-        with out.open("a", encoding="utf-8") as sink, rejects_file as reject_sink:
+        lines = out.open("a", encoding="utf-8") if table is None else nullcontext()
+        with lines as sink, rejects_file as reject_sink:
             records = _after(reader, start_after, report)
             while batch := list(islice(records, batch_size)):
                 results = explain_records(classifier, batch, composite=composite, target=target, contrast=contrast)
+                explained = [(r, d) for r, d in zip(batch, results) if not isinstance(d, str)]
                 for record, result in zip(batch, results):
                     if isinstance(result, str):
                         report.invalid.append((record.line, result))
@@ -149,13 +159,21 @@ def stream_corpus(classifier: TextClassifier, reader: CorpusReader | Iterable[Re
                         if on_invalid:
                             on_invalid(record.line, result)
                         if strict:
+                            if table is not None:  # the documents before it are kept, as in JSON lines
+                                before = [(r, d) for r, d in explained if r.line < record.line]
+                                table.write([d for _, d in before], [(r.line, r.id) for r, _ in before])
                             raise InvalidRecordError(f"line {record.line}: {result} (without --strict such records "
                                                      "are skipped and reported)")
                         continue
-                    head = {"line": record.line, **({"id": record.id} if record.id is not None else {})}
-                    sink.write(json.dumps({**head, **result.to_dict()}, ensure_ascii=False) + "\n")
+                    if table is None:
+                        head = {"line": record.line, **({"id": record.id} if record.id is not None else {})}
+                        sink.write(json.dumps({**head, **result.to_dict()}, ensure_ascii=False) + "\n")
                     report.explained += 1
-                sink.flush()  # a batch is on disk before the next starts: an interruption loses at most one
+                # a batch is on disk before the next starts: an interruption loses at most one
+                if table is None:
+                    sink.flush()
+                else:
+                    table.write([d for _, d in explained], [(r.line, r.id) for r, _ in explained])
                 if reject_sink:
                     reject_sink.flush()
                 if bar is not None:
@@ -164,6 +182,8 @@ def stream_corpus(classifier: TextClassifier, reader: CorpusReader | Iterable[Re
     finally:
         if bar is not None:
             bar.close()
+        if table is not None:
+            table.close()
         report.seconds = time.perf_counter() - began
         report.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return report
