@@ -1,5 +1,8 @@
-"""torch.max(x, dim) and amax over one dimension (max over time in a text CNN): winner-take-all, ties to the first
-maximum. `.values` or `[0]` of torch.max's result is an item of it: relevance passes to it unchanged."""
+"""torch.max(x, dim) and amax over one dimension (max over time in a text CNN): winner-take-all. Ties go where the
+operation's own gradient sends them, so that LRP-0 stays gradient × input on ReLU/max networks: amax shares a tie
+equally among the tied maxima (a phrase repeated in a document produces them); torch.max(x, dim), which returns
+the index of one maximum, gives it all to that one, the first. `.values` or `[0]` of torch.max's result is an item
+of it: relevance passes to it unchanged."""
 
 from __future__ import annotations
 
@@ -37,17 +40,22 @@ class MaxDim(LayerKind):
             node.hint = (f"{node.op} without one dimension (a maximum over all elements, or over several dimensions) "
                          "has no rule; take the maximum over one dimension at a time with dim=")
             return UNSUPPORTED
-        node.params = {"dim": dim, "keepdim": bool(keepdim)}
+        shared = node.call in (torch.amax, aten.amax.default) or node.op in ("Tensor.amax",)
+        node.params = {"dim": dim, "keepdim": bool(keepdim), "shared_ties": shared}
         return self
 
     def default_rule(self, node: Node) -> Any:
-        return "winner-take-all (ties: first maximum)"
+        return f"winner-take-all (ties: {'shared' if node.params.get('shared_ties') else 'first maximum'})"
 
     def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
         dim = node.params["dim"]
         if node.params["keepdim"]:
             r = r.squeeze(dim)
         x = state.values[node.args[0].name]
+        if node.params["shared_ties"]:
+            tied = x == x.amax(dim, keepdim=True)
+            share = r.unsqueeze(dim) / tied.sum(dim, keepdim=True)
+            return [(node.args[0], torch.where(tied, share, torch.zeros_like(share)))]
         return [(node.args[0], kernels.global_max_relevance(x, r, dim=dim, **state.kernel_options))]
 
 
