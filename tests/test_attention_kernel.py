@@ -189,3 +189,21 @@ def test_bad_input_is_refused_with_the_argument_named(backend):
         K.attention_relevance(q.half(), q.half(), q.half(), q.half(), backend=backend)
     with pytest.raises(ValueError, match="'relevance' holds NaN or infinity"):
         K.attention_relevance(q, q, q, torch.full_like(q, float("nan")), backend=backend)
+
+
+@pytest.mark.parametrize("rule", ["attnlrp", "cp_lrp"])
+def test_long_sequences_in_blocks_of_queries(rule):
+    """600 keys: the C++ kernel runs a head in blocks of query rows, summing Aᵀ G and Hᵀ Q over them; the torch
+    implementation (checked against the oracle above) holds the whole head. Masked keys and causal order too."""
+    q, k = rand((1, 2, 70, 8), torch.float64, "cpu", 18), rand((1, 2, 600, 8), torch.float64, "cpu", 19)
+    v, r = rand((1, 2, 600, 4), torch.float64, "cpu", 20), rand((1, 2, 70, 4), torch.float64, "cpu", 21)
+    mask = torch.rand((1, 1, 1, 600), generator=torch.Generator().manual_seed(22)) > 0.2
+    mask[..., 0] = True
+    for causal in (False, True):
+        ours = K.attention_relevance(q, k, v, r, mask=mask, causal=causal, rule=rule, backend="cpp")
+        torchs = K.attention_relevance(q, k, v, r, mask=mask, causal=causal, rule=rule, backend="torch")
+        for a, b in zip(ours, torchs):
+            if b.abs().max() == 0:
+                assert (a == 0).all()
+            else:
+                assert_matches(a, b.numpy(), torch.float64)
