@@ -42,30 +42,49 @@ LRPT_HD inline T exp_nonpositive(T x) {
 #endif
 }
 
+// Sum and maximum of a row in eight independent lanes: a single running total is a chain of dependent additions
+// that the compiler may not reorder (floating point), so it would not vectorise.
+template <class T>
+LRPT_HD inline T row_sum(const T* x, int64_t n) {
+  T lane[8] = {};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int l = 0; l < 8; ++l) lane[l] += x[j + l];
+  T total = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+  for (; j < n; ++j) total += x[j];
+  return total;
+}
+
+template <class T>
+LRPT_HD inline T row_max(const T* x, int64_t n, T floor) {
+  T lane[8] = {floor, floor, floor, floor, floor, floor, floor, floor};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int l = 0; l < 8; ++l) lane[l] = x[j + l] > lane[l] ? x[j + l] : lane[l];
+  T top = floor;
+  for (int l = 0; l < 8; ++l) top = lane[l] > top ? lane[l] : top;
+  for (; j < n; ++j) top = x[j] > top ? x[j] : top;
+  return top;
+}
+
 // One query's row: the scores Q_i Kᵀ in `s` become scale · Q_i Kᵀ (−inf at keys it may not attend to: mask_row[j]
 // == 0 or j >= allowed_to), their softmax goes to `a` (all 0 where no key is allowed).
 template <class T>
 LRPT_HD inline void attention_probabilities_row(T* s, T* a, const uint8_t* mask_row, int64_t allowed_to, int64_t nk,
                                                 T scale) {
   const T minus_inf = -static_cast<T>(INFINITY);  // the macro, not numeric_limits: usable in device code
-  T top = minus_inf;
-  for (int64_t j = 0; j < nk; ++j) {
-    const bool allowed = j < allowed_to && (!mask_row || mask_row[j]);
-    s[j] = allowed ? s[j] * scale : minus_inf;
-    top = s[j] > top ? s[j] : top;
-  }
+  for (int64_t j = 0; j < nk; ++j) s[j] = j < allowed_to && (!mask_row || mask_row[j]) ? s[j] * scale : minus_inf;
+  const T top = row_max(s, nk, minus_inf);
   if (top == minus_inf) {  // a query that may attend to no key attends to nothing
     for (int64_t j = 0; j < nk; ++j) a[j] = T(0);
     return;
   }
-  T total = T(0);
   for (int64_t j = 0; j < nk; ++j) {
     const T shifted = s[j] - top;
     const T e = exp_nonpositive(shifted > T(-1000) ? shifted : T(-1000));  // masked: −inf, clamped, then 0
     a[j] = s[j] == minus_inf ? T(0) : e;
-    total += a[j];
   }
-  const T inverse = T(1) / total;
+  const T inverse = T(1) / row_sum(a, nk);
   for (int64_t j = 0; j < nk; ++j) a[j] *= inverse;
 }
 
@@ -74,11 +93,8 @@ LRPT_HD inline void attention_probabilities_row(T* s, T* a, const uint8_t* mask_
 // where S ≠ 0 and 0 where S = 0 (no relevance to divide; masked keys have A = 0 and so H = 0).
 template <class T>
 LRPT_HD inline void attention_score_factor_row(const T* a, const T* s, T* m, int64_t nk, T scale) {
-  T row = T(0);
-  for (int64_t j = 0; j < nk; ++j) {
-    m[j] = T(0.5) * a[j] * m[j];
-    row += m[j];
-  }
+  for (int64_t j = 0; j < nk; ++j) m[j] = T(0.5) * a[j] * m[j];
+  const T row = row_sum(m, nk);
   for (int64_t j = 0; j < nk; ++j) m[j] = s[j] == T(0) ? T(0) : scale * (m[j] - a[j] * row);
 }
 
