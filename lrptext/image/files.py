@@ -36,5 +36,6 @@ def read_image(source: str | Path | BinaryIO, channels: int, size: int, *, name:
             image.load()
             array = np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
-        raise ValueError(f"{name} is not a readable image (corrupt, truncated or not an image): {error}") from None
+        detail = str(error).replace(repr(source), name)  # Pillow names a file object by its repr
+        raise ValueError(f"{name} is not a readable image (corrupt, truncated or not an image): {detail}") from None
     return array[None] if channels == 1 else np.moveaxis(array, -1, 0)

@@ -48,6 +48,8 @@ def read_records(request: CorpusRequest, model: TextModel, max_documents: int,
                                        "upload a smaller sample")
                 documents.append({"index": len(documents), "line": record.line, "text": record.text,
                                   "label": None if record.id is None else str(record.id)})
+        except TooLarge:
+            raise
         except ValueError as error:  # e.g. a CSV header without the text column
             raise RequestError(str(error).replace(f"{path}: ", "", 1)) from None
     if not documents:
