@@ -28,7 +28,7 @@ from lrptext import cli
 from lrptext.serve import Limits, schema
 from lrptext.serve.app import create_app
 from lrptext.serve.batching import Batcher
-from lrptext.serve.models import Goal, load_model, load_models
+from lrptext.serve.models import Goal, length_groups, load_model, load_models
 
 SPAM = "FREE money!!! Click here to claim your prize, limited offer"
 HAM = "Re: [ILUG] the kernel patch\n> wrote: thanks, I will test it on my router tomorrow"
@@ -490,3 +490,13 @@ def test_without_batching_every_request_has_its_own_pass(models):
 
     asyncio.run(scenario())
     assert passes == [1, 1, 1, 1]
+
+
+def test_documents_are_grouped_by_length_so_that_padding_stays_small():
+    lengths = [3, 500, 40, 41, 120, 9, 48, 499, 100, 1]
+    groups = length_groups(lengths)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    for group in groups:
+        longest, shortest = max(lengths[i] for i in group), min(lengths[i] for i in group)
+        assert max(longest, 8) <= 1.25 * max(shortest, 8)
+    assert [sorted(lengths[i] for i in g) for g in groups] == [[1, 3, 9], [40, 41, 48], [100, 120], [499, 500]]

@@ -26,6 +26,24 @@ GRADIENT_METHODS = {"gi": "gradient × input", "ig": "integrated gradients"}
 PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
 
 
+# Documents explained in one pass are padded to the longest of them; merging a short one with one this much longer
+# costs more than the call it saves (benchmarks/serve_load.py; benchmarks/results/serve.md).
+PADDING_RATIO = 1.25
+SHORTEST = 8  # tokens: below this, a pass costs about the same whatever the length
+
+
+def length_groups(lengths: list[int], ratio: float = PADDING_RATIO) -> list[list[int]]:
+    """Indices of `lengths` grouped so that within a group the longest is at most `ratio` x the shortest."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and max(lengths[i], SHORTEST) <= ratio * max(lengths[groups[-1][0]], SHORTEST):
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
 class RequestError(ValueError):
     """A request the model cannot answer as asked (an unknown label, an empty document): the client's to fix."""
 
@@ -118,6 +136,14 @@ class TextModel(ServedModel):
         return prepared
 
     def run(self, prepared: list[tuple[str, list]], goal: Goal) -> list[dict[str, Any]]:
+        """One pass per group of documents of similar length (a pass pads every document to its longest)."""
+        results: list[dict[str, Any]] = [{} for _ in prepared]
+        for group in length_groups([min(len(tokens), self.classifier.max_tokens) for _, tokens in prepared]):
+            for i, result in zip(group, self._run([prepared[i] for i in group], goal)):
+                results[i] = result
+        return results
+
+    def _run(self, prepared: list[tuple[str, list]], goal: Goal) -> list[dict[str, Any]]:
         c = self.classifier
         texts = [t for t, _ in prepared]
         tokens = [k for _, k in prepared]
