@@ -23,6 +23,7 @@ import environment  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
 import argparse
 import asyncio
 import json
+import signal
 import socket
 import statistics
 import subprocess
@@ -140,6 +141,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop the servers (finally) when stopped
     emails = [t for t in load("spam-assassin").test.texts if len(t) <= MAX_CHARACTERS]
     workloads = {"e-mails": emails, "short": [t[:SHORT] for t in emails]}
     servers = {"batching": Server(True), "no batching": Server(False)}

@@ -12,9 +12,11 @@ from lrptext.serve.limits import Limits
 __all__ = ["Limits", "create_app"]
 
 
-def create_app(*args, **kwargs):
-    """The ASGI application (lrptext.serve.app.create_app); imported on use, so that ``lrptext.serve.Limits`` works
-    without the web stack."""
-    from lrptext.serve.app import create_app as create
+def __getattr__(name: str):
+    # create_app is imported on use, so that the command line (which imports lrptext.serve.server) and
+    # lrptext.serve.Limits work without the web stack installed
+    if name == "create_app":
+        from lrptext.serve.app import create_app
 
-    return create(*args, **kwargs)
+        return create_app
+    raise AttributeError(f"module 'lrptext.serve' has no attribute {name!r}")

@@ -61,7 +61,7 @@ class BodyLimit:
         too_large = _error(413, "too_large", f"the request body is larger than this server's limit of "
                                              f"{self.limit:,} bytes; send fewer or smaller documents")
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
+        if length is not None and length.isdigit() and int(length) > self.limit:
             return await too_large(scope, receive, send)
         received, exceeded, answered = 0, False, False
 
@@ -87,6 +87,27 @@ class BodyLimit:
         await self.app(scope, counted, guarded)
 
 
+class SecurityHeaders:
+    """Adds SECURITY_HEADERS to every answer (pure ASGI: no per-request task, unlike @app.middleware)."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *HEADER_BYTES]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+HEADER_BYTES = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+
+
 def create_app(models: dict[str, ServedModel], *, limits: Limits | None = None, batching: bool = True) -> FastAPI:
     """The application serving `models` (lrptext.serve.models.load_models)."""
     if not models:
@@ -108,13 +129,8 @@ def create_app(models: dict[str, ServedModel], *, limits: Limits | None = None, 
                   docs_url=None, redoc_url=None, lifespan=lifespan)  # the docs pages load scripts from a CDN
     app.state.batcher, app.state.models, app.state.limits = batcher, models, limits
     app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
+    app.add_middleware(SecurityHeaders)
     errors = {code: {"model": schema.ErrorResponse} for code in (400, 413, 422, 503)}
-
-    @app.middleware("http")
-    async def headers(request: Request, call_next: Any) -> Response:
-        response = await call_next(request)
-        response.headers.update(SECURITY_HEADERS)
-        return response
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
@@ -159,7 +175,7 @@ def create_app(models: dict[str, ServedModel], *, limits: Limits | None = None, 
             raise ApiError(422, "unexplainable", f"model {name!r} explains {model.kind}s: POST to {other}", "model")
         return model
 
-    def goal(model: ServedModel, composite, method, target, contrast, layers):
+    def checked_goal(model: ServedModel, composite, method, target, contrast, layers):
         try:
             return model.goal(composite, method, target, contrast, layers)
         except RequestError as error:
@@ -205,7 +221,7 @@ def create_app(models: dict[str, ServedModel], *, limits: Limits | None = None, 
     async def explain(request: schema.ExplainRequest) -> Response:
         model = pick(request.model, "text")
         too_many(len(request.texts), "documents", "texts")
-        g = goal(model, request.composite, request.method, request.target, request.contrast, request.layers)
+        g = checked_goal(model, request.composite, request.method, request.target, request.contrast, request.layers)
         results = await explained(model, g, request.texts)
         body = {"model": model.name, "method": g.method, "composite": g.composite if g.method == "lrp" else None,
                 "labels": model.labels, "documents": [r["document"] for r in results],
@@ -219,7 +235,7 @@ def create_app(models: dict[str, ServedModel], *, limits: Limits | None = None, 
     async def explain_image(request: schema.ImageRequest) -> Response:
         model = pick(request.model, "image")
         too_many(len(request.images), "images", "images")
-        g = goal(model, request.composite, "lrp", request.target, request.contrast, False)
+        g = checked_goal(model, request.composite, "lrp", request.target, request.contrast, False)
         images = []
         for i, encoded in enumerate(request.images):
             try:
@@ -236,7 +252,7 @@ def create_app(models: dict[str, ServedModel], *, limits: Limits | None = None, 
         if not isinstance(model, TextModel):
             raise ApiError(422, "unexplainable", f"model {model.name!r} is a scikit-learn pipeline; the corpus view "
                                                  "needs a model of 'lrptext train'", "model")
-        g = goal(model, request.composite, "lrp", None, None, False)
+        g = checked_goal(model, request.composite, "lrp", None, None, False)
         spec = CorpusRequest(request.data, request.format, request.text_field, request.label_field, g.composite,
                              request.top)
         rejected: list = []
