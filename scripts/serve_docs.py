@@ -47,13 +47,14 @@ def main() -> None:
         email = _sample_emails(2)[1]  # "Free money from the government!"
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=args.chromium, args=FLAGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page = browser.new_page(viewport={"width": 1280, "height": 1560})
             page.goto(url + "/")
             page.wait_for_selector("#status:text-is('Ready.')")
             page.fill("#text", email)
             page.select_option("#compare", "method:gi")
             page.click("#explain")
             page.wait_for_selector("#results[aria-busy='false']")
+            page.evaluate("document.querySelector('#text').scrollTop = 0")
             page.hover("#pane-a .doc .w >> nth=6")
             page.screenshot(path=str(args.out), full_page=False)
             browser.close()

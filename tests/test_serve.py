@@ -212,6 +212,12 @@ def test_an_image_is_explained_pixel_by_pixel(client, models):
     assert result["target"] == "Trouser" and sum(result["probabilities"]) == pytest.approx(1.0)
     e = models["fashion-cnn"].classifier.explain(pixels[None, None] / 255.0, target="Trouser")
     assert np.asarray(result["relevance"]) == pytest.approx(e.relevance[0].sum(0).numpy(), rel=1e-5, abs=1e-7)
+    contrast = client.post("/v1/explain-image", json={"images": [png(pixels)], "target": "Trouser",
+                                                      "contrast": "Dress"}).json()["results"][0]
+    dress = client.post("/v1/explain-image", json={"images": [png(pixels)], "target": "Dress"}).json()["results"][0]
+    assert contrast["contrast"] == "Dress"  # each rule is linear in the relevance it receives (as for text)
+    assert np.asarray(contrast["relevance"]) == pytest.approx(
+        np.asarray(result["relevance"]) - np.asarray(dress["relevance"]), rel=1e-4, abs=1e-6)
     for bad, message in ((png(np.zeros((32, 32), dtype=np.uint8)), "32x32"),
                          (png(np.zeros((28, 28, 3), dtype=np.uint8)), "RGB"),
                          (base64.b64encode(b"not an image").decode(), "image 0 is not a readable image"),

@@ -283,6 +283,7 @@ def test_an_image_model_explains_an_uploaded_image(page, server):
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     page.set_input_files("#image-file", {"name": "block.png", "mimeType": "image/png", "buffer": buffer.getvalue()})
+    page.wait_for_selector("#status:text-is('Done.')")  # the file is read before the explanation starts
     explained(page)
     assert page.locator("#pane-a .image canvas").count() == 1 and page.locator("#pane-a .image img").count() == 1
     answer = api(server, "/v1/explain-image", {"images": [base64.b64encode(buffer.getvalue()).decode()],
@@ -295,3 +296,12 @@ def test_an_image_model_explains_an_uploaded_image(page, server):
     assert strong.any()
     assert ((red > blue)[strong & (relevance > 0)]).all() and ((blue > red)[strong & (relevance < 0)]).all()
     assert page.inner_text("#pane-a .prediction .prediction") == answer["results"][0]["prediction"]
+
+
+def test_an_opened_text_file_is_explained(page):
+    text = "Re: [ILUG] the patch\n> wrote: thanks, it works"
+    page.set_input_files("#text-file", {"name": "mail.txt", "mimeType": "text/plain", "buffer": text.encode()})
+    page.wait_for_selector("#status:text-is('Done.')")  # the file is read before the explanation starts
+    explained(page)
+    assert page.input_value("#text") == text
+    assert [w["text"] for w in words(page, "#pane-a")] == text.split()

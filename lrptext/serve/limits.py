@@ -13,7 +13,6 @@ class Limits:
     max_corpus_documents: int = 200        # records in one uploaded corpus
     max_queued_documents: int = 2048       # documents waiting for the kernels before new requests get 503
     timeout_s: float = 30.0                # a request's time in the queue and the kernels before it gets 503
-    max_image_pixels: int = 1024 * 1024    # an uploaded image's width x height, checked before it is decoded
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
