@@ -1,4 +1,4 @@
-"""The command line: ``lrptext explain-text | explain-image | train | evaluate | data | info | demo``.
+"""The command line: ``lrptext explain-text | explain-image | train | evaluate | serve | data | info | demo``.
 
 ``main(argv) -> int`` returns 0 on success, 1 on an error (with a message on stderr) and 2 on a usage error, so
 tests call it directly."""
@@ -18,6 +18,7 @@ import torch
 import lrptext
 from lrptext.errors import UnsupportedLayerError
 from lrptext.rules import COMPOSITES
+from lrptext.serve.server import add_arguments as serve_arguments, serve
 
 logger = logging.getLogger("lrptext")
 
@@ -194,32 +195,9 @@ IMAGE_DATASETS = ("fashion-mnist", "digits")
 
 
 def _read_image(path: str, channels: int, size: int) -> np.ndarray:
-    """A PNG (or any format Pillow reads) as pixels in [0, 1], [channels, H, W]; refused, never converted or
-    resized, when it does not match the model."""
-    from PIL import Image, UnidentifiedImageError
+    from lrptext.image.files import read_image
 
-    try:
-        with Image.open(path) as image:
-            image.load()
-            mode, pixels = image.mode, image
-            if mode in ("L", "I;16", "I", "F"):
-                found = 1
-            elif mode in ("RGB", "RGBA", "P"):
-                found = 3
-            else:
-                raise ValueError(f"{path}: unsupported image mode {mode!r}; save it as grayscale (L) or RGB")
-            if found != channels:
-                kind = {1: "grayscale (1 channel)", 3: "RGB (3 channels)"}
-                raise ValueError(f"{path} is {kind[found]} but the model takes {kind[channels]} images; convert it "
-                                 f"first (e.g. PIL Image.convert('{'L' if channels == 1 else 'RGB'}'))")
-            if pixels.size != (size, size):
-                raise ValueError(f"{path} is {pixels.size[0]}x{pixels.size[1]} pixels but the model takes "
-                                 f"{size}x{size}; lrptext does not resize (it would change what the model sees): "
-                                 "resize it yourself")
-            array = np.asarray(pixels.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"{path} is not a readable image (corrupt, truncated or not an image): {error}") from None
-    return array[None] if channels == 1 else np.moveaxis(array, -1, 0)
+    return read_image(path, channels, size)
 
 
 def _names(value: str, allowed: Sequence[str], what: str) -> list[str]:
@@ -475,6 +453,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="writes evaluation.json and curves.png here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=evaluate)
+
+    p = commands.add_parser("serve", help="an explorer page and an HTTP JSON API on this machine (extra 'serve')")
+    serve_arguments(p)
+    p.set_defaults(run=serve)
 
     p = commands.add_parser("data", help="list or fetch datasets")
     data_commands = p.add_subparsers(dest="action", required=True)

@@ -29,7 +29,7 @@ ROOT = "lrptext"
 # The engine and the layers it is built on ...
 LOWER = ("engine", "graph", "rules", "kernels", "layers")
 # ... and what they must never import: the public face and everything that uses the engine.
-UPPER = ("api", "cli", "evaluation", "image", "integrations", "text", "training")
+UPPER = ("api", "cli", "evaluation", "image", "integrations", "serve", "text", "training")
 
 # Modules that exist without a .py file under lrptext/: the C++ extension, compiled from csrc/.
 EXTENSION_MODULES = {"lrptext._core"}

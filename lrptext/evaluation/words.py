@@ -71,6 +71,28 @@ class _Model:
                 return self.model(*inputs)
 
 
+def embedding_attribution(method: str, classifier: TextClassifier, rows: list[list[int]], target: torch.Tensor, *,
+                          against: torch.Tensor | None = None, ig_steps: int = 32,
+                          model: _Model | None = None) -> tuple[torch.Tensor, int]:
+    """A gradient method's scores (sa, gi, ig: lrptext.evaluation.baselines) at the token embeddings of token rows,
+    summed over the embedding axis: Tensor[B, T] of the padded rows, and the model evaluations per document. With
+    `against` (classes per row), of the logit difference f_target - f_against."""
+    model = model or _Model(classifier, "zero", len(rows))
+    if model.embedding is None:
+        raise ValueError(f"method {method!r} takes gradients at the token embeddings and needs a model with "
+                         f"an 'embedding' layer ({type(classifier.model).__name__} has none)")
+    (ids,) = classifier.model.inputs(rows)
+    with torch.no_grad():
+        x = model.embedding(ids)
+
+    def forward(e: torch.Tensor) -> torch.Tensor:
+        with model.embedding_output(lambda _: e):
+            logits = classifier.model(ids)
+        return logits if against is None else logits - logits.gather(1, against[:, None])
+
+    return gradient_attribution(method, forward, x, target, over=-1, steps=ig_steps)
+
+
 def _scores(method: str, classifier: TextClassifier, model: _Model, rows: list[list[int]], target: torch.Tensor, *,
             composite: str, ig_steps: int, batch_size: int) -> tuple[list[np.ndarray], int]:
     """Per-token scores of `method` for each row, and the model evaluations it spent per document."""
@@ -83,18 +105,7 @@ def _scores(method: str, classifier: TextClassifier, model: _Model, rows: list[l
             scores += [np.asarray(r, dtype=np.float64) for r in classifier.model.token_relevance(e.relevance, batch)]
             evaluations = 1
         elif method in GRADIENT_METHODS:
-            if model.embedding is None:
-                raise ValueError(f"method {method!r} takes gradients at the token embeddings and needs a model with "
-                                 f"an 'embedding' layer ({type(classifier.model).__name__} has none)")
-            (ids,) = classifier.model.inputs(batch)
-            with torch.no_grad():
-                x = model.embedding(ids)
-
-            def forward(e: torch.Tensor, ids: torch.Tensor = ids) -> torch.Tensor:
-                with model.embedding_output(lambda _: e):
-                    return classifier.model(ids)
-
-            s, evaluations = gradient_attribution(method, forward, x, goal, over=-1, steps=ig_steps)
+            s, evaluations = embedding_attribution(method, classifier, batch, goal, ig_steps=ig_steps, model=model)
             scores += [s[i, : len(r)].detach().double().numpy() for i, r in enumerate(batch)]
         elif method == "occlusion":  # the score's drop when the token alone is deleted
             for r, c in zip(batch, goal.tolist()):

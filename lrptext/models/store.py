@@ -39,3 +39,13 @@ def read(path: str | Path, kind: str = "text") -> dict[str, Any]:
         raise ValueError(f"{path} has lrptext model format version {payload.get('version')}; this lrptext reads "
                          f"version {VERSION}")
     return payload
+
+
+def kind_of(path: str | Path) -> str:
+    """"image" for a file of an image classifier, else "text" (whose reader then says what the file is, if it is
+    not a text classifier either)."""
+    try:
+        read(path, "image")
+    except ValueError:
+        return "text"
+    return "image"
