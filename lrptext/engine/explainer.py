@@ -62,12 +62,17 @@ class Explainer:
 
     def __init__(self, model: nn.Module, *, composite: str | Composite = "epsilon_plus",
                  layer_map: Mapping[Any, Any] | None = None, name_map: Mapping[str, Any] | None = None,
-                 canonizers: Sequence[str] = CANONIZERS, backend: str = "auto", **composite_params: Any):
+                 canonizers: Sequence[str] = CANONIZERS, backend: str = "auto", bias_factor: float = 0.0,
+                 **composite_params: Any):
         unknown = sorted(set(canonizers) - set(CANONIZERS))
         if unknown:
             raise ValueError(f"unknown canonizers {unknown}; available: {', '.join(CANONIZERS)}")
         if backend not in kernels.BACKENDS:
             raise ValueError(f"'backend' must be one of {', '.join(kernels.BACKENDS)}, got {backend!r}")
+        if isinstance(bias_factor, bool) or not isinstance(bias_factor, (int, float)) or not 0 <= bias_factor <= 1:
+            raise ValueError(f"'bias_factor' must be a number in [0, 1] (0: biases absorb their share, 1: it is "
+                             f"redistributed over each layer's inputs, which conserves relevance), got {bias_factor!r}")
+        self.bias_factor = float(bias_factor)
         self.model = model
         self.composite = resolve_composite(composite, **composite_params)
         self.layer_map, self.name_map = dict(layer_map or {}), dict(name_map or {})
@@ -244,7 +249,8 @@ class Explainer:
             initial, target_t, contrast = initial_relevance(logits, target, output_relevance)
             initial_sum = initial.sum(1)  # before the pass, whose kernels may overwrite the relevance they take
             # per-layer sums need every node's relevance, so the fused embedding path is off when they are asked for
-            relevance_pass = RelevancePass(graph, rules, state, carries, self.backend, fuse=not layers)
+            relevance_pass = RelevancePass(graph, rules, state, carries, self.backend, fuse=not layers,
+                                           bias_factor=self.bias_factor)
             if locate_non_finite:
                 relevance_pass.on_relevance = lambda node, arg, r: _check_finite(node, rules.get(node.name), r, dtype)
             relevance, sums = relevance_pass.run(initial, layers)

@@ -50,6 +50,11 @@ class LayerKind:
         kind may hand a node to another, as indexing the result of torch.max does)."""
         return self
 
+    def item(self, node: Node) -> LayerKind | None:
+        """The kind of `node`, an indexing of this kind's tuple output (`out, (h_n, c_n) = lstm(x)`), its settings
+        read into node.params; None where it is an ordinary indexing."""
+        return None
+
     def default_rule(self, node: Node) -> Any:
         """The rule (or the description of a fixed rule) when no composite slot or user map gives one."""
         return None

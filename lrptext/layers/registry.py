@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -30,6 +31,12 @@ class Registry:
     def slots(self) -> tuple[str, ...]:
         """The composite slots: the kinds that take a linear rule ("dense", "conv")."""
         return tuple(k.slot for k in self.kinds if k.slot is not None)
+
+    @property
+    def leaf_functions(self) -> tuple[Callable[..., Any], ...]:
+        """The claimed functions written in Python (pack_padded_sequence): capture keeps their calls whole, where
+        torch.fx would trace through them."""
+        return tuple(f for f in self._functions if inspect.isfunction(f))
 
     def for_module(self, module: nn.Module) -> LayerKind | None:
         return next((k for k in self.kinds if k.modules and isinstance(module, k.modules)), None)
