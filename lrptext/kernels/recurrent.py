@@ -29,8 +29,8 @@ from typing import Any
 
 import torch
 
-from lrptext import _native
-from lrptext.kernels import dispatch
+from lrptext.kernels import dispatch, native
+from lrptext.kernels.arrays import stream
 
 __all__ = ["recurrent_sweep"]
 
@@ -140,9 +140,9 @@ def sweep(core: bool, decay: torch.Tensor, new: torch.Tensor, pre: torch.Tensor,
         return torch_sweep(decay, new, pre, h, w_h, r_out, r_last, lengths, **options)
     arrays = [a.contiguous() for a in (decay, new, pre, h, w_h, r_out, r_last)]
     scale, bias = options.pop("scale"), options.pop("bias")
-    out = torch.zeros_like(arrays[0])
-    _native.require_core().recurrent_sweep(
-        *arrays, lengths.to(decay.device).contiguous(), out,
-        scale=None if scale is None else scale.contiguous(),
-        bias=None if bias is None or options["bias_factor"] == 0 else bias.contiguous(), **options)
+    out = torch.empty_like(arrays[0])
+    native._call("recurrent_sweep", *arrays, lengths.cpu().contiguous(), out,
+                 scale=None if scale is None else scale.contiguous(),
+                 bias=None if bias is None or options["bias_factor"] == 0 else bias.contiguous(),
+                 stream=stream(decay), **options)
     return out
