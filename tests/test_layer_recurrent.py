@@ -322,7 +322,8 @@ def test_saturated_gates_reduce_an_lstm_to_the_linear_case(backend):
 
     x = torch.randn(2, 6, F, dtype=torch.float64)
     r = torch.randn(2, H, dtype=torch.float64)
-    got = lrptext.explain(Last(), x, composite=_composite(eps=0.0), output_relevance=r.clone(), backend=backend).relevance
+    got = lrptext.explain(Last(), x, composite=_composite(eps=0.0), output_relevance=r.clone(),
+                          backend=backend).relevance
     w, b = lstm.weight_ih_l0.detach()[2 * H:3 * H], (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach()[2 * H:3 * H]
     z = x @ w.T + b  # [B, T, H]
     g = torch.tanh(z)

@@ -101,6 +101,7 @@ class Explainer:
             graph = _capture(self.model, key, self.canonizers)
             rules = assign_rules(graph, self.composite, self.layer_map, self.name_map)
             check_static_support(graph, rules)
+            _check_bias_factor(graph, self.bias_factor)
             self._graphs[key] = graph, rules
         return self._graphs[key]
 
@@ -255,6 +256,21 @@ class Explainer:
                 relevance_pass.on_relevance = lambda node, arg, r: _check_finite(node, rules.get(node.name), r, dtype)
             relevance, sums = relevance_pass.run(initial, layers)
         return relevance, logits, initial_sum, target_t, contrast, sums, relevance_pass.segments
+
+
+# Kinds whose rules leave a share to a bias or an offset that bias_factor does not redistribute (yet).
+_WITHOUT_BIAS_FACTOR = ("layer_norm", "attention", "softmax", "product")
+
+
+def _check_bias_factor(graph: Graph, bias_factor: float) -> None:
+    """bias_factor != 0 only where every layer's rule can redistribute its bias share: dense, convolution and
+    recurrent layers under the epsilon rule (they check their rule), and the kinds without a bias."""
+    if not bias_factor:
+        return
+    for node in graph.nodes:
+        if node.kind.name in _WITHOUT_BIAS_FACTOR:
+            raise ValueError(f"bias_factor={bias_factor}: {node.op} at '{node.qualified_name}' ({node.kind.name}) "
+                             "keeps its bias's share under its rule, which has no bias factor; leave bias_factor at 0")
 
 
 def _check_finite(node: Node, rule: Any, r: torch.Tensor, dtype: torch.dtype) -> None:

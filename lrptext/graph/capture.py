@@ -116,10 +116,10 @@ def forward_parameters(model: nn.Module) -> list[inspect.Parameter]:
 
 def trace(model: nn.Module, present: tuple[str, ...] | None = None,
           leaves: Sequence[Callable[..., Any]] = ()) -> tuple[torch.fx.Graph, nn.Module]:
-    """The traced forward and the module its nodes' targets name. `present`: the names of the arguments the caller passes (None: all); the others, which
-    must default to None, are traced as absent (`if mask is not None:` takes the branch without the mask).
-    `leaves`: Python functions whose calls stay whole, however forward reaches them (`nn.utils.rnn.f` or `f`): the
-    modules defining them are patched during the trace, as torch.fx patches `math`."""
+    """The traced forward and the module its nodes' targets name. `present`: the names of the arguments the caller
+    passes (None: all); the others, which must default to None, are traced as absent (`if mask is not None:` takes
+    the branch without the mask). `leaves`: Python functions whose calls stay whole, however forward reaches them
+    (`nn.utils.rnn.f` or `f`): the modules defining them are patched during the trace, as torch.fx patches `math`."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"lrptext explains torch.nn.Module instances, got {type(model).__name__}")
     absent = {}

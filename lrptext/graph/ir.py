@@ -22,6 +22,9 @@ class LayerKind:
     modules: ClassVar[tuple[type, ...]] = ()
     functions: ClassVar[frozenset[Any]] = frozenset()
     methods: ClassVar[frozenset[str]] = frozenset()
+    # Its functions are Python functions that capture keeps whole, where torch.fx would trace through them
+    # (pack_padded_sequence).
+    traced_whole: ClassVar[bool] = False
     # Rules: the composite's slot ("dense", "conv") for kinds that take a linear rule, else None; the rule types
     # a user's layer_map or name_map may give the other kinds (each must map the relevance at the node's output
     # onto its input's shape).

@@ -88,7 +88,8 @@ def torch_sweep(decay: torch.Tensor, new: torch.Tensor, pre: torch.Tensor, h: to
 def recurrent_sweep(decay: torch.Tensor, new: torch.Tensor, pre: torch.Tensor, h: torch.Tensor, w_h: torch.Tensor,
                     r_out: torch.Tensor, r_last: torch.Tensor, lengths: torch.Tensor, *,
                     scale: torch.Tensor | None = None, bias: torch.Tensor | None = None, epsilon: float = 1e-6,
-                    bias_factor: float = 0.0, inputs: int, reverse: bool = False, backend: str = "auto") -> torch.Tensor:
+                    bias_factor: float = 0.0, inputs: int, reverse: bool = False, backend: str = "auto"
+                    ) -> torch.Tensor:
     """q_t of every step of one direction of a recurrent layer (see the module's docstring), [B, T, H].
 
     decay, new, pre, h, r_out (and scale, bias where given): [B, T, H]; w_h: [H, H] (the candidate's rows of the

@@ -16,9 +16,9 @@ from lrptext.layers.layer_norm import LAYER_NORM
 from lrptext.layers.max_dim import ITEM, MAX_DIM
 from lrptext.layers.meta import META
 from lrptext.layers.move import MOVE
+from lrptext.layers.packing import PACK, UNPACK
 from lrptext.layers.pad import PAD
 from lrptext.layers.pool import POOL
-from lrptext.layers.packing import PACK, UNPACK
 from lrptext.layers.product import CONSTANT_PRODUCT, PRODUCT
 from lrptext.layers.recurrent import ITEM as RECURRENT_ITEM, RECURRENT
 from lrptext.layers.reduce import REDUCE

@@ -24,6 +24,7 @@ def _pad_signature(sequence, batch_first=False, padding_value=0.0, total_length=
 class Pack(LayerKind):
     name = "pack"
     functions = frozenset({pack_padded_sequence})
+    traced_whole = True
     tuple_output = True  # a PackedSequence: its data first
 
     def capture_call(self, node: Node) -> LayerKind:
@@ -50,6 +51,7 @@ class Pack(LayerKind):
 class Unpack(LayerKind):
     name = "unpack"
     functions = frozenset({pad_packed_sequence})
+    traced_whole = True
     tuple_output = True  # (padded, lengths)
 
     def capture_call(self, node: Node) -> LayerKind:

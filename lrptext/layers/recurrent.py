@@ -149,8 +149,9 @@ class Recurrent(LayerKind):
             layer_x = inputs[layer]
             r_in = torch.zeros_like(layer_x)
             for d in range(D):
-                r_in += _direction(p["mode"], weights[layer * D + d], layer_x, inputs[layer + 1][..., d * H:(d + 1) * H],
-                                   r_seq[..., d * H:(d + 1) * H], r_last[layer * D + d], device_lengths,
+                own = slice(d * H, (d + 1) * H)
+                r_in += _direction(p["mode"], weights[layer * D + d], layer_x, inputs[layer + 1][..., own],
+                                   r_seq[..., own], r_last[layer * D + d], device_lengths,
                                    epsilon=rule.epsilon, bias_factor=bias_factor, reverse=d == 1, core=core)
             r_seq = r_in
         if not packed and not p["batch_first"]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -34,9 +33,9 @@ class Registry:
 
     @property
     def leaf_functions(self) -> tuple[Callable[..., Any], ...]:
-        """The claimed functions written in Python (pack_padded_sequence): capture keeps their calls whole, where
-        torch.fx would trace through them."""
-        return tuple(f for f in self._functions if inspect.isfunction(f))
+        """The functions of kinds traced whole (pack_padded_sequence): capture keeps their calls, where torch.fx
+        would trace through them."""
+        return tuple(f for k in self.kinds if k.traced_whole for f in k.functions)
 
     def for_module(self, module: nn.Module) -> LayerKind | None:
         return next((k for k in self.kinds if k.modules and isinstance(module, k.modules)), None)
