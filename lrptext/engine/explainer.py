@@ -55,6 +55,8 @@ class Explainer:
     composite: a name from lrptext.rules.COMPOSITES (parameters as keyword arguments, e.g. low=, high= for
     "epsilon_gamma_box") or a Composite. layer_map: {module type: rule} and name_map: {qualified name: rule}
     refine it. canonizers: ("batchnorm",) folds BatchNorm into the layer before it (on copies), () disables it.
+    bias_factor (Arras et al. 2017): 0 lets biases and stabilisers keep their share; 1 spreads it over each layer's
+    inputs, which conserves relevance (dense, convolution and recurrent layers under the epsilon rule).
     The model is never modified: no hooks, no parameter or flag changes; explanations follow eval semantics
     (dropout off, BatchNorm running statistics) whatever model.training says. Rule-modified weights are cached
     and rebuilt when the model's parameters change in place (optimizer steps, load_state_dict).
