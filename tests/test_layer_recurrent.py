@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import lrptext
+from lrptext import _native
 from lrptext.errors import UnsupportedLayerError
 from lrptext.kernels.recurrent import recurrent_sweep
 from lrptext.rules import Composite, Epsilon, Norm
@@ -390,3 +391,22 @@ def test_sweep_refuses_bad_arguments():
         recurrent_sweep(**args, bias_factor=1.0)
     with pytest.raises(ValueError, match="float64"):
         recurrent_sweep(**{**args, "pre": t.double()})
+
+
+def test_the_core_checks_its_own_arguments():
+    """The C++ binding refuses what the Python wrapper would (lengths beyond the steps would read out of bounds)."""
+    core = _native.require_core()
+    t = torch.zeros(2, 3, 4)
+    args = [t, t, t, t, torch.zeros(4, 4), t, torch.zeros(2, 4)]
+    core.recurrent_sweep(*args, torch.tensor([3, 1]), torch.empty(2, 3, 4), inputs=5)
+    with pytest.raises(ValueError, match="'lengths' must lie in \\[1, 3\\].*got 4 at index 0"):
+        core.recurrent_sweep(*args, torch.tensor([4, 1]), torch.empty(2, 3, 4), inputs=5)
+    with pytest.raises(ValueError, match="'lengths' must be an int64 array on the CPU"):
+        core.recurrent_sweep(*args, torch.tensor([3, 1], dtype=torch.int32), torch.empty(2, 3, 4), inputs=5)
+    with pytest.raises(ValueError, match="'weight' must have shape"):
+        core.recurrent_sweep(*args[:4], torch.zeros(4, 3), *args[5:], torch.tensor([3, 1]), torch.empty(2, 3, 4),
+                             inputs=5)
+    with pytest.raises(ValueError, match="'out' shares memory with 'decay'"):
+        core.recurrent_sweep(*args, torch.tensor([3, 1]), t, inputs=5)
+    with pytest.raises(ValueError, match="pass the map's 'bias'"):
+        core.recurrent_sweep(*args, torch.tensor([3, 1]), torch.empty(2, 3, 4), inputs=5, bias_factor=1.0)
