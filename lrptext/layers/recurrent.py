@@ -132,7 +132,7 @@ class Recurrent(LayerKind):
         lengths = (lengths if packed else torch.full((B,), T)).to(torch.int64)
         parts = r if isinstance(r, Parts) else Parts({})
         weights = _weights(node, x)
-        inputs = _layer_inputs(node, weights, x, lengths)
+        inputs = _layer_inputs(node, weights, x, lengths, _padded_output(node, state.values[node.name][0], T))
         D, H, L = p["directions"], p["hidden"], p["layers"]
         r_seq = parts.get((0,))
         if r_seq is not None and not packed and not p["batch_first"]:
@@ -204,13 +204,21 @@ def _run(node: Node, weights: list[tuple[torch.Tensor, ...]], x: Any, layers: in
     return (out, states) if lstm else (out, states[0])
 
 
-def _layer_inputs(node: Node, weights: list, x: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
-    """The input of every layer and the last layer's output, [B, T, features] batch first, zero beyond each
-    sequence's length."""
+def _padded_output(node: Node, out: Any, steps: int) -> torch.Tensor:
+    """The forward pass's output sequence, [B, T, D * H] batch first, zero beyond each sequence's length."""
+    if isinstance(out, PackedSequence):
+        return pad_packed_sequence(out, batch_first=True, total_length=steps)[0]
+    return out if node.params["batch_first"] else out.transpose(0, 1)
+
+
+def _layer_inputs(node: Node, weights: list, x: torch.Tensor, lengths: torch.Tensor, output: torch.Tensor
+                  ) -> list[torch.Tensor]:
+    """The input of every layer and the last layer's output (the forward pass's `output`), [B, T, features] batch
+    first, zero beyond each sequence's length: the layers below the last computed again."""
     D, T = node.params["directions"], x.shape[1]
     variable = bool((lengths != T).any())
     found = [x]
-    for layer in range(node.params["layers"]):
+    for layer in range(node.params["layers"] - 1):
         group = weights[layer * D:(layer + 1) * D]
         h = found[-1]
         if variable:
@@ -219,7 +227,7 @@ def _layer_inputs(node: Node, weights: list, x: torch.Tensor, lengths: torch.Ten
         else:
             out = _run_batch_first(node, group, h)
         found.append(out)
-    return found
+    return found + [output]
 
 
 def _run_batch_first(node: Node, group: list, x: Any) -> Any:
@@ -251,16 +259,16 @@ def _direction(mode: str, weights: tuple[torch.Tensor, ...], x: torch.Tensor, h:
     H = h.shape[2]
     zero = h.new_zeros(h.shape[0], 1, H)
     h_prev = torch.cat([h[:, 1:], zero], 1) if reverse else torch.cat([zero, h[:, :-1]], 1)  # 0 beyond the length
-    gx = torch.nn.functional.linear(x, w_ih, b_ih)
-    gh = torch.nn.functional.linear(h_prev, w_hh, b_hh)
-    if mode == "LSTM":  # gates i, f, g, o
-        z = gx + gh
-        i, f, o = torch.sigmoid(z[..., :H]), torch.sigmoid(z[..., H:2 * H]), torch.sigmoid(z[..., 3 * H:])
-        del o  # the output gate is a constant that passes R(h_t) to c_t whole
-        pre = z[..., 2 * H:3 * H]
+    if mode == "LSTM":  # gates i, f, g (the output gate, a constant, passes R(h_t) to c_t whole: not needed)
+        z = torch.addmm(b_ih[:3 * H] + b_hh[:3 * H], x.reshape(-1, x.shape[2]), w_ih[:3 * H].T)
+        z = z.addmm_(h_prev.reshape(-1, H), w_hh[:3 * H].T).reshape(*x.shape[:2], 3 * H)
+        i, f = torch.sigmoid(z[..., :H]), torch.sigmoid(z[..., H:2 * H])
+        pre = z[..., 2 * H:]
         decay, new, scale = f, i * torch.tanh(pre), None
         bias = (b_ih[2 * H:3 * H] + b_hh[2 * H:3 * H]).expand_as(pre)
     else:  # gates r, z, n
+        gx = torch.nn.functional.linear(x, w_ih, b_ih)
+        gh = torch.nn.functional.linear(h_prev, w_hh, b_hh)
         r = torch.sigmoid(gx[..., :H] + gh[..., :H])
         update = torch.sigmoid(gx[..., H:2 * H] + gh[..., H:2 * H])
         pre = gx[..., 2 * H:] + r * gh[..., 2 * H:]
