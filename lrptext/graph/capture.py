@@ -9,6 +9,7 @@ caller passes (lrptext.layers.KINDS): this module knows torch.fx, not LRP.
 from __future__ import annotations
 
 import inspect
+import math
 import operator
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -28,6 +29,8 @@ class LayerKinds(Protocol):
     def for_function(self, function: Callable[..., Any]) -> LayerKind | None: ...
     def for_method(self, name: str) -> LayerKind | None: ...
     def unsupported_hint(self, node: Node, target: Any) -> str: ...
+    @property
+    def leaf_functions(self) -> tuple[Callable[..., Any], ...]: ...
 
 
 # In-place operators run out of place: the forward pass records every value, which must stay intact.
@@ -111,9 +114,12 @@ def forward_parameters(model: nn.Module) -> list[inspect.Parameter]:
     return [p for p in inspect.signature(model.forward).parameters.values() if p.kind in kinds]
 
 
-def trace(model: nn.Module, present: tuple[str, ...] | None = None) -> torch.fx.GraphModule:
-    """The traced forward. `present`: the names of the arguments the caller passes (None: all); the others, which
-    must default to None, are traced as absent (`if mask is not None:` takes the branch without the mask)."""
+def trace(model: nn.Module, present: tuple[str, ...] | None = None,
+          leaves: Sequence[Callable[..., Any]] = ()) -> tuple[torch.fx.Graph, nn.Module]:
+    """The traced forward and the module its nodes' targets name. `present`: the names of the arguments the caller
+    passes (None: all); the others, which must default to None, are traced as absent (`if mask is not None:` takes
+    the branch without the mask). `leaves`: Python functions whose calls stay whole, however forward reaches them
+    (`nn.utils.rnn.f` or `f`): the modules defining them are patched during the trace, as torch.fx patches `math`."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"lrptext explains torch.nn.Module instances, got {type(model).__name__}")
     absent = {}
@@ -128,7 +134,11 @@ def trace(model: nn.Module, present: tuple[str, ...] | None = None) -> torch.fx.
                                  f"None); pass one tensor per argument of {required}, None for optional ones")
             absent[p.name] = None
     try:
-        return torch.fx.symbolic_trace(model, concrete_args=absent or None)
+        modules = tuple(dict.fromkeys(m for m in map(inspect.getmodule, leaves) if m is not None))
+        tracer = torch.fx.Tracer(autowrap_modules=(math, *modules), autowrap_functions=tuple(leaves))
+        # the graph alone: a GraphModule's generated code would register the leaves' dotted names with torch.fx's
+        # wrap, which breaks every later trace in the process
+        return tracer.trace(model, concrete_args=absent or None), tracer.root
     except Exception as error:  # torch.fx raises many types; the message says which construct failed
         raise UnsupportedLayerError(
             f"lrptext could not trace {type(model).__name__} with torch.fx ({type(error).__name__}: {error}). "
@@ -141,13 +151,13 @@ def capture(model: nn.Module, kinds: LayerKinds, *, present: tuple[str, ...] | N
             canonizers: Sequence[Callable[[Graph], Graph]] = ()) -> Graph:
     """The model's forward as a Graph (the model itself is not changed), each canonizer applied in turn.
     `present`: see trace(); None traces every argument of forward as an input."""
-    gm = trace(model, present)
+    traced, root = trace(model, present, getattr(kinds, "leaf_functions", ()))
     parameters = iter(forward_parameters(model))
     nodes: dict[str, Node] = {}
     ordered: list[Node] = []
     inputs: list[Node] = []
     output: Node | None = None
-    for fx in gm.graph.nodes:
+    for fx in traced.nodes:
         parameter = next(parameters, None) if fx.op == "placeholder" else None
         if parameter is not None and present is not None and parameter.name not in present:
             nodes[fx.name] = None  # an argument traced as absent: torch.fx keeps a placeholder that must be None
@@ -161,9 +171,9 @@ def capture(model: nn.Module, kinds: LayerKinds, *, present: tuple[str, ...] | N
             inputs.append(node)
         elif fx.op == "get_attr":
             node = Node(name=fx.name, qualified_name=str(fx.target), kind=CONSTANT, op="attribute",
-                        params={"value": _fetch(gm, fx.target)})
+                        params={"value": _fetch(root, fx.target)})
         elif fx.op == "call_module":
-            node = _module_node(fx.name, str(fx.target), gm.get_submodule(fx.target), args, kwargs, kinds)
+            node = _module_node(fx.name, str(fx.target), root.get_submodule(fx.target), args, kwargs, kinds)
         elif fx.op == "call_function":
             node = _function_node(fx.name, fx.target, args, kwargs, kinds)
         elif fx.op == "call_method":

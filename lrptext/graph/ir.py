@@ -22,6 +22,9 @@ class LayerKind:
     modules: ClassVar[tuple[type, ...]] = ()
     functions: ClassVar[frozenset[Any]] = frozenset()
     methods: ClassVar[frozenset[str]] = frozenset()
+    # Its functions are Python functions that capture keeps whole, where torch.fx would trace through them
+    # (pack_padded_sequence).
+    traced_whole: ClassVar[bool] = False
     # Rules: the composite's slot ("dense", "conv") for kinds that take a linear rule, else None; the rule types
     # a user's layer_map or name_map may give the other kinds (each must map the relevance at the node's output
     # onto its input's shape).
@@ -49,6 +52,11 @@ class LayerKind:
         """Normalises a function or method call's settings into node.params; returns the kind the node takes (a
         kind may hand a node to another, as indexing the result of torch.max does)."""
         return self
+
+    def item(self, node: Node) -> LayerKind | None:
+        """The kind of `node`, an indexing of this kind's tuple output (`out, (h_n, c_n) = lstm(x)`), its settings
+        read into node.params; None where it is an ordinary indexing."""
+        return None
 
     def default_rule(self, node: Node) -> Any:
         """The rule (or the description of a fixed rule) when no composite slot or user map gives one."""

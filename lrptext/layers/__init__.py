@@ -16,9 +16,11 @@ from lrptext.layers.layer_norm import LAYER_NORM
 from lrptext.layers.max_dim import ITEM, MAX_DIM
 from lrptext.layers.meta import META
 from lrptext.layers.move import MOVE
+from lrptext.layers.packing import PACK, UNPACK
 from lrptext.layers.pad import PAD
 from lrptext.layers.pool import POOL
 from lrptext.layers.product import CONSTANT_PRODUCT, PRODUCT
+from lrptext.layers.recurrent import ITEM as RECURRENT_ITEM, RECURRENT
 from lrptext.layers.reduce import REDUCE
 from lrptext.layers.registry import Registry
 from lrptext.layers.reshape import RESHAPE
@@ -28,7 +30,7 @@ from lrptext.layers.statistic import STATISTIC
 
 KINDS = Registry([DENSE, CONV, EMBEDDING, EMBEDDING_BAG, BATCHNORM, ACTIVATION, IDENTITY, RESHAPE, MOVE, ADD, SCALE,
                   MAX_DIM, ITEM, POOL, REDUCE, META, PAD, LAYER_NORM, ATTENTION, PRODUCT, CONSTANT_PRODUCT, SOFTMAX,
-                  STATISTIC],
+                  STATISTIC, RECURRENT, RECURRENT_ITEM, PACK, UNPACK],
                  hints=unsupported.hint)
 
 # Canonizers by name: passes over the captured graph that rewrite it on copies of the weights.

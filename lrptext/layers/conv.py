@@ -72,10 +72,12 @@ class Conv(LayerKind):
         layer, p = state.layer(node), node.params
         emb = linear.embedding_source(state, node)
         x, relu_input, z = linear.relevance_arguments(state, node, rule)
+        extra = linear.bias_share(state, node, rule, x.clamp_min(0) if relu_input else x, z, r, emb is not None)
         rel = dispatch.conv(state.implementation, x, layer.weight, layer.bias, r, stride=p["stride"],
                             padding=p["padding"], dilation=p["dilation"], groups=p["groups"], rule=rule, z=z,
                             prepared=layer.prepared, reduce_channels=emb is not None, check_finite=False,
                             relevance_writable=True, relu_input=relu_input)
+        rel = rel if extra is None else rel + extra
         return linear.to_tokens(state, emb, rel) if emb is not None else [(node.args[0], rel)]
 
 

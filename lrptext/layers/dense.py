@@ -40,9 +40,11 @@ class Dense(LayerKind):
         layer = state.layer(node)
         emb = linear.embedding_source(state, node)
         x, relu_input, z = linear.relevance_arguments(state, node, rule)
+        extra = linear.bias_share(state, node, rule, x.clamp_min(0) if relu_input else x, z, r, emb is not None)
         rel = dispatch.dense(state.implementation, x, layer.weight, layer.bias, r, rule=rule, z=z,
                              prepared=layer.prepared, reduce_channels=emb is not None, check_finite=False,
                              relevance_writable=True, relu_input=relu_input)
+        rel = rel if extra is None else rel + extra
         return linear.to_tokens(state, emb, rel) if emb is not None else [(node.args[0], rel)]
 
 

@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from lrptext.graph.ir import CONSTANT, UNSUPPORTED, Node
 from lrptext.kernels import native
@@ -126,3 +127,37 @@ def to_tokens(state: Any, emb: Node, rel: torch.Tensor) -> list[tuple[Node, torc
     if padding_idx is not None:
         rel = rel.masked_fill(state.values[emb.args[0].name] == padding_idx, 0.0)
     return [(emb.args[0], rel)]
+
+
+def bias_share(state: Any, node: Node, rule: Any, x: torch.Tensor, z: torch.Tensor | None, r: torch.Tensor,
+               reduce_channels: bool) -> torch.Tensor | None:
+    """The bias factor β's part of the input relevance (Arras et al. 2017): the share β (b_j + s_j) R_j / st(z_j)
+    that the epsilon rule leaves to output j's bias and stabiliser, spread evenly over the inputs output j reads
+    (a convolution's real inputs in its window, not its padding); with β = 1 relevance is conserved. None where
+    β = 0. Computed before the kernel, which may overwrite r."""
+    beta = getattr(state, "bias_factor", 0.0)
+    if not beta:
+        return None
+    from lrptext.rules import Epsilon
+
+    if not isinstance(rule, Epsilon) or z is None:
+        raise ValueError(f"bias_factor={beta} redistributes the share the epsilon rule leaves to biases; "
+                         f"'{node.qualified_name}' ({node.op}) has {rule!r}: give it Epsilon (composite 'epsilon' or "
+                         "'lrp0', or a layer_map) or leave bias_factor at 0")
+    layer = state.layer(node)
+    shift = torch.where(z >= 0, rule.epsilon, -rule.epsilon).to(z.dtype)
+    bias = shift if layer.bias is None else shift + layer.bias.reshape((-1,) + (1,) * (z.dim() - 2 if
+                                                                                      node.kind.slot == "conv" else 0))
+    share = beta * bias * r / (z + shift)
+    w = layer.weight
+    if w.dim() == 2:  # dense: over the row's inputs
+        total = share.sum(-1, keepdim=True)
+        return total.squeeze(-1) if reduce_channels else (total / x.shape[-1]).expand(x.shape)
+    p = node.params
+    ones = torch.ones_like(w)
+    conv, conv_input = ((F.conv1d, torch.nn.grad.conv1d_input) if w.dim() == 3
+                        else (F.conv2d, torch.nn.grad.conv2d_input))
+    settings = (p["stride"], p["padding"], p["dilation"], p["groups"])
+    counts = conv(torch.ones_like(x[:1]), ones, None, *settings)  # real inputs in each output's window
+    spread = conv_input(x.shape, ones, share / counts, *settings)
+    return spread.sum(1) if reduce_channels else spread

@@ -47,6 +47,11 @@ class MaxDim(LayerKind):
     def default_rule(self, node: Node) -> Any:
         return f"winner-take-all (ties: {'shared' if node.params.get('shared_ties') else 'first maximum'})"
 
+    def item(self, node: Node) -> LayerKind | None:
+        from lrptext.layers.meta import META
+
+        return ITEM if node.args[1] == 0 else META  # [0] of torch.max(x, dim) is its values, [1] its indices
+
     def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
         dim = node.params["dim"]
         if node.params["keepdim"]:

@@ -50,13 +50,12 @@ class Move(LayerKind):
     keeps_input = True
 
     def capture_call(self, node: Node) -> LayerKind:
-        from lrptext.layers.max_dim import ITEM, MAX_DIM
         from lrptext.layers.meta import META
 
         source = node.args[0] if node.args else None
         if node.call is operator.getitem and isinstance(source, Node):
-            if source.kind is MAX_DIM:  # [0] of torch.max(x, dim) is its values, [1] its indices
-                return ITEM if node.args[1] == 0 else META
+            if (kind := source.kind.item(node)) is not None:  # an item of a tuple output
+                return kind
             if source.kind is META:  # indexing a shape
                 return META
         if node.call in _CONCATENATIONS:

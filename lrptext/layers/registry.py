@@ -31,6 +31,12 @@ class Registry:
         """The composite slots: the kinds that take a linear rule ("dense", "conv")."""
         return tuple(k.slot for k in self.kinds if k.slot is not None)
 
+    @property
+    def leaf_functions(self) -> tuple[Callable[..., Any], ...]:
+        """The functions of kinds traced whole (pack_padded_sequence): capture keeps their calls, where torch.fx
+        would trace through them."""
+        return tuple(f for k in self.kinds if k.traced_whole for f in k.functions)
+
     def for_module(self, module: nn.Module) -> LayerKind | None:
         return next((k for k in self.kinds if k.modules and isinstance(module, k.modules)), None)
 

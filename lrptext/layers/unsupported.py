@@ -50,7 +50,7 @@ def hint(node: Node, target: Any) -> str:
     if isinstance(target, nn.LogSoftmax) or target in (F.log_softmax, torch.log_softmax, "log_softmax"):
         return "explain the logits: drop the softmax from the model's forward"
     if isinstance(target, nn.RNNBase):
-        return "recurrent layers (LSTM, GRU, RNN) have no LRP rule in lrptext yet"
+        return "nn.RNN (Elman) has no LRP rule in lrptext yet; nn.LSTM and nn.GRU have one"
     if isinstance(target, (nn.MultiheadAttention, nn.Transformer, nn.TransformerEncoder, nn.TransformerDecoder)):
         return "attention layers have no LRP rule in lrptext yet"
     return ""

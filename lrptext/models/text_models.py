@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lrptext.models.recurrent_models import GRUClassifier, LSTMClassifier
+
 Rows = list[list[int]]
 
 
@@ -118,4 +120,5 @@ class TfidfMLP(nn.Module):
         return out
 
 
-ARCHS: dict[str, type[nn.Module]] = {"cnn": TextCNN, "bag": BagOfEmbeddings, "mlp": TfidfMLP}
+ARCHS: dict[str, type[nn.Module]] = {"cnn": TextCNN, "bag": BagOfEmbeddings, "mlp": TfidfMLP,
+                                      "lstm": LSTMClassifier, "gru": GRUClassifier}

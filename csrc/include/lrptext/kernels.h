@@ -21,6 +21,7 @@ void pool_relevance(const PoolProblem& p);
 void max_pool_forward(const MaxPoolForwardProblem& p);
 void row_relevance(const RowProblem& p);
 void attention_relevance(const AttentionProblem& p);
+void recurrent_sweep(const RecurrentProblem& p);
 // Index of the first id outside [0, num_embeddings), or -1.
 int64_t first_invalid_id(IdType t, const void* ids, int64_t n, int64_t num_embeddings);
 // Index of the first bad offset (offsets must start at 0, never decrease and stay <= tokens), or -1.
@@ -43,6 +44,7 @@ void embedding_bag_relevance(const EmbeddingBagProblem& p);
 void pool_relevance(const PoolProblem& p);
 void row_relevance(const RowProblem& p);
 void attention_relevance(const AttentionProblem& p);
+void recurrent_sweep(const RecurrentProblem& p);
 int64_t first_invalid_id(IdType t, const void* ids, int64_t n, int64_t num_embeddings, void* stream);
 int64_t first_invalid_offset(IdType t, const void* offsets, int64_t bags, int64_t tokens, void* stream);
 int64_t first_nonfinite(DType t, const void* data, int64_t n, void* stream);

@@ -199,4 +199,27 @@ struct AttentionProblem {
   void* stream = nullptr;
 };
 
+// The backward sweep over time of one direction of a recurrent layer (LSTM, GRU; lrptext/kernels/recurrent.py has
+// the equations): per step, the proportional split of the state update s_t = decay * s_{t-1} + fresh and the
+// epsilon rule of the candidate's pre-activation, whose hidden-to-hidden part feeds the previous step. All
+// [batch, steps, hidden] arrays are row-major in one dtype; lengths live on the host.
+struct RecurrentProblem {
+  DType dtype = DType::Float32;
+  const void* decay = nullptr;      // f (LSTM) or z (GRU)
+  const void* fresh = nullptr;      // i * g (LSTM) or (1 - z) * n (GRU)
+  const void* pre = nullptr;        // the candidate's pre-activation a_t
+  const void* hidden = nullptr;     // the direction's outputs h_t: h_{t-1} is the map's recurrent input
+  const void* weight = nullptr;     // W_h [hidden, hidden], the candidate's rows of the hidden-to-hidden weights
+  const void* relevance = nullptr;  // relevance of the outputs h_t
+  const void* last = nullptr;       // [batch, hidden]: relevance of the last output (h_n, and c_n for an LSTM)
+  const void* scale = nullptr;      // optional: the GRU's reset gate r_t, scaling W_h per step
+  const void* bias = nullptr;       // optional (bias_factor > 0): the map's bias b_t
+  const int64_t* lengths = nullptr; // host [batch], 1 <= length <= steps
+  void* out = nullptr;              // q_t = R(a_t) / st(a_t), 0 beyond each length
+  int64_t batch = 0, steps = 0, units = 0, inputs = 0;
+  double epsilon = 1e-6, bias_factor = 0.0;
+  bool reverse = false;
+  void* stream = nullptr;
+};
+
 }  // namespace lrptext
