@@ -316,6 +316,9 @@ def evaluate(args: argparse.Namespace) -> int:
 
     if importlib.util.find_spec("matplotlib") is None:  # found out before the evaluation, not after it
         raise RuntimeError("lrptext evaluate draws its curves with matplotlib: pip install 'lrptext[evaluate]'")
+    if Path(args.model).is_dir():
+        raise ValueError(f"{args.model} is a model folder; lrptext evaluate takes model files from 'lrptext train' "
+                         "and scikit-learn pipelines (.joblib), not yet Hugging Face models")
     methods = [m for m in args.methods.split(",") if m]
     progress = False if args.quiet else None
     if args.dataset in IMAGE_DATASETS:

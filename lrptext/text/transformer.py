@@ -164,6 +164,8 @@ class TransformerClassifier(TextClassifier):
                        window_batch: int = 32) -> list[DocumentExplanation]:
         """Explains documents; `tokens` are the units (a spaCy Doc's tokens, or tokenize()'s pieces) whose
         relevance `token_relevance` gives, each the sum over the pieces starting in it."""
+        if contrast is not None and target is None:
+            raise ValueError("a contrast needs an explicit target label (--target on the command line)")
         explainer = self.explainer(composite or self.default_composite)
         pieces, starts, rows, specials = self._windows(texts)
         counts = [len(s) for s in starts]
