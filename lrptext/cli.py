@@ -518,7 +518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
         return args.run(args)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError, UnsupportedLayerError) as error:
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError, ImportError, UnsupportedLayerError) as error:
         print(f"lrptext: error: {error}", file=sys.stderr)
         return 1
 

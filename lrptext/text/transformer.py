@@ -87,8 +87,11 @@ class TransformerClassifier(TextClassifier):
     # -- files -----------------------------------------------------------------------------------------------
     @classmethod
     def from_folder(cls, path: str | Path, **options: Any) -> TransformerClassifier:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
+        try:
+            from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        except ImportError:
+            raise ImportError("Hugging Face model folders need the extra 'transformers': pip install "
+                              "'lrptext[transformers]'") from None
         folder = Path(path)
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"{folder} is not a Hugging Face model folder (no config.json); lrptext reads "
