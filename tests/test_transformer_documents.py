@@ -271,3 +271,17 @@ def test_cli_train_minilm_writes_a_folder(tmp_path, monkeypatch, capsys):
     assert f"test accuracy {record['test_accuracy']:.4f}" in said and f"--model {out}" in said
     assert main(["explain-text", "--samples", "2", "--model", str(out), "--format", "json"]) == 0
     assert [json.loads(x)["windows"] >= 1 for x in capsys.readouterr().out.splitlines()] == [True, True]
+
+
+def test_ray_batches_read_a_model_folder(folder):
+    pytest.importorskip("ray")
+    import numpy as np
+
+    from lrptext.integrations.ray import ExplainTexts
+
+    texts = [TWELVE, "", "the meeting"]
+    out = ExplainTexts(str(folder))({"text": np.array(texts, dtype=object)})
+    expected = TextClassifier.from_pretrained(folder).explain([TWELVE, "the meeting"])
+    assert list(out["prediction"]) == [expected[0].prediction, None, expected[1].prediction]
+    assert list(out["relevance"][0]) == pytest.approx([w.relevance for w in expected[0].words])
+    assert out["error"][1] and out["error"][0] is None
