@@ -295,9 +295,9 @@ def _train_minilm(args: argparse.Namespace) -> int:
     config = FineTuneConfig(seed=args.seed, train_limit=args.train_limit, progress=False if args.quiet else None,
                             **_given(args))
     m = fine_tune_minilm(load(args.dataset), args.out, config)
-    print(f"minilm on {args.dataset}: test accuracy {m['test_accuracy']:.4f} (validation "
-          f"{m['validation_accuracy']:.4f}), {m['train_seconds']} s on {m['train_documents']} documents; model "
-          f"folder written to {args.out} (explain with --model {args.out})")
+    validation = "" if m["validation_accuracy"] is None else f" (validation {m['validation_accuracy']:.4f})"
+    print(f"minilm on {args.dataset}: test accuracy {m['test_accuracy']:.4f}{validation}, {m['train_seconds']} s on "
+          f"{m['train_documents']} documents; model folder written to {args.out} (explain with --model {args.out})")
     return 0
 
 

@@ -33,7 +33,7 @@ class FineTuneConfig:
     weight_decay: float = 0.01
     warmup: float = 0.06          # fraction of the steps with a linearly rising learning rate
     max_tokens: int = 128         # tokens per document, special tokens included (the model's window afterwards)
-    train_limit: int | None = None  # train on this many documents (a seeded, stratified-by-order sample)
+    train_limit: int | None = None  # train on this many documents (a seeded random sample)
     seed: int = 0
     progress: bool | None = None  # None: a progress bar when stderr is a terminal
 
@@ -93,7 +93,7 @@ def fine_tune_minilm(dataset: TextDataset, out: str | Path, config: FineTuneConf
         train_idx = sorted(train_idx[: config.train_limit])
     train_rows = _encode(tokenizer, [dataset.train.texts[i] for i in train_idx], config.max_tokens)
     train_labels = [dataset.train.labels[i] for i in train_idx]
-    val_rows = _encode(tokenizer, dataset.validation.texts, config.max_tokens)
+    val_rows = _encode(tokenizer, dataset.validation.texts, config.max_tokens) if config.epochs > 1 else []
     steps_per_epoch = -(-len(train_rows) // config.batch_size)
     total = steps_per_epoch * config.epochs
     warmup = max(1, int(config.warmup * total))
@@ -104,7 +104,7 @@ def fine_tune_minilm(dataset: TextDataset, out: str | Path, config: FineTuneConf
                                    {"params": no_decay, "weight_decay": 0.0}], lr=config.learning_rate)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup))))
-    stopping = EarlyStopping(patience=config.epochs)
+    stopping = EarlyStopping(patience=config.epochs)  # never stops early: keeps the best epoch
     show = sys.stderr.isatty() if config.progress is None else config.progress
     for epoch in range(config.epochs):
         model.train()
@@ -129,8 +129,11 @@ def fine_tune_minilm(dataset: TextDataset, out: str | Path, config: FineTuneConf
                 logger.info("epoch %d: %d/%d batches, loss %.4f, %.0f s", epoch + 1, step + 1, steps_per_epoch,
                             running, time.perf_counter() - started)
         bar.close()
-        stopping.update(model, _accuracy(model, val_rows, dataset.validation.labels, pad_id, 64), epoch)
-    stopping.restore(model)
+        if config.epochs > 1:  # the validation split chooses among epochs; one epoch has nothing to choose
+            stopping.update(model, _accuracy(model, val_rows, dataset.validation.labels, pad_id, 64), epoch)
+    if config.epochs > 1:
+        stopping.restore(model)
+    model.eval()
     train_seconds = time.perf_counter() - started
     test_accuracy = _accuracy(model, _encode(tokenizer, dataset.test.texts, config.max_tokens), dataset.test.labels,
                               pad_id, 64)
@@ -139,7 +142,8 @@ def fine_tune_minilm(dataset: TextDataset, out: str | Path, config: FineTuneConf
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     record = {"dataset": dataset.name, "arch": "minilm" if base is None else str(base), "test_accuracy": test_accuracy,
-              "validation_accuracy": stopping.best, "validation_history": stopping.history,
+              "validation_accuracy": stopping.best if config.epochs > 1 else None,
+              "validation_history": stopping.history,
               "train_seconds": round(train_seconds, 1), "train_documents": len(train_rows),
               "test_documents": len(dataset.test), "threads": torch.get_num_threads(),
               "config": {**asdict(config), "progress": None}, "torch": str(torch.__version__)}
