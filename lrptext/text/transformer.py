@@ -64,6 +64,7 @@ class TransformerClassifier(TextClassifier):
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, labels: Sequence[str] | None = None, *,
                  max_length: int | None = None, stride: int | None = None, metadata: dict[str, Any] | None = None):
+        # No vocabulary nor spaCy tokenizer as the CNN's: the model's own tokenizer reads the text.
         require_fast(tokenizer)
         if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
             raise TypeError(f"'model' must be a Hugging Face sequence classifier (a torch module with a config), "
@@ -82,7 +83,6 @@ class TransformerClassifier(TextClassifier):
         self.stride = stride or max(1, self.window // 2)
         if not 1 <= self.stride <= self.window:
             raise ValueError(f"'stride' must be between 1 and the {self.window} pieces of a window, got {stride}")
-        self.max_tokens = self.max_length
 
     # -- files -----------------------------------------------------------------------------------------------
     @classmethod
@@ -172,38 +172,28 @@ class TransformerClassifier(TextClassifier):
         explainer = self.explainer(composite or self.default_composite)
         pieces, starts, rows, specials = self._windows(texts)
         counts = [len(s) for s in starts]
-        if target is None and any(c > 1 for c in counts):  # a document's class comes from all its windows
+        if target is not None:
+            targets = torch.full((len(texts),), target, dtype=torch.long)
+        elif any(c > 1 for c in counts):  # a document's class comes from all its windows: one forward pass first
             targets = mean_logits(self._logits(rows, window_batch), counts).argmax(dim=1)
         else:
-            targets = None if target is None else torch.full((len(texts),), target, dtype=torch.long)
+            targets = None  # one window each: its own prediction is the document's
         per_window = None if targets is None else targets.repeat_interleave(torch.tensor(counts))
         relevance, logits = [], []
         for s in range(0, len(rows), window_batch):
-            chunk = slice(s, s + window_batch)
-            goal: Any = None if per_window is None else per_window[chunk]
+            goal: Any = None if per_window is None else per_window[s: s + window_batch]
             if contrast is not None:
                 goal = Contrast(goal, torch.full_like(goal, contrast))
-            e = explainer.explain(self._batch(rows[chunk]), target=goal)
+            e = explainer.explain(self._batch(rows[s: s + window_batch]), target=goal)
             relevance.extend(e.relevance.detach().double())
             logits.append(e.prediction.detach().float())
         probs = mean_logits(torch.cat(logits), counts).softmax(dim=1)
-        if targets is None:
-            targets = probs.argmax(dim=1)
+        targets = probs.argmax(dim=1) if targets is None else targets
         docs, w = [], 0
         for i, text in enumerate(texts):
-            window_r, special = [], {}
-            for _ in starts[i]:
-                r, mask = relevance[w], specials[w]
-                content = [j for j, m in enumerate(mask) if not m]
-                window_r.append(r[content])
-                for j, m in enumerate(mask):
-                    if m:
-                        name = self.tokenizer.convert_ids_to_tokens(rows[w][j])
-                        special[name] = special.get(name, 0.0) + float(r[j]) / counts[i]
-                w += 1
-            piece_r = combine(len(pieces[i]), starts[i], window_r).tolist()
-            words_, outside = sum_into([(m.start(), m.end()) for m in WORD.finditer(text)], pieces[i].tokens,
-                                       piece_r)
+            window = slice(w, w + counts[i])
+            piece_r, special = self._combine(pieces[i], starts[i], rows[window], specials[window], relevance[window])
+            words, outside = sum_into([(m.start(), m.end()) for m in WORD.finditer(text)], pieces[i].tokens, piece_r)
             if any(not t.text for t in pieces[i].tokens):
                 special[WHITESPACE] = outside
             units = list(tokens[i])
@@ -212,8 +202,21 @@ class TransformerClassifier(TextClassifier):
             docs.append(DocumentExplanation(
                 text=text, labels=self.labels, prediction=self.labels[predicted], score=float(probs[i, predicted]),
                 target=self.labels[explained], target_score=float(probs[i, explained]),
-                words=[Word(m.group(), m.start(), m.end(), words_[k]) for k, m in enumerate(WORD.finditer(text))],
+                words=[Word(m.group(), m.start(), m.end(), r) for m, r in zip(WORD.finditer(text), words)],
                 token_relevance=list(zip(units, unit_r)), truncated=False,
                 contrast=None if contrast is None else self.labels[contrast], probabilities=tuple(probs[i].tolist()),
                 windows=counts[i], special=special))
+            w += counts[i]
         return docs
+
+    def _combine(self, pieces: Pieces, starts: list[int], rows: list[list[int]], specials: list[list[bool]],
+                 relevance: list[torch.Tensor]) -> tuple[list[float], dict[str, float]]:
+        """(relevance per piece, relevance per special token name) of one document from its windows'
+        (lrptext.text.windows: summed over the windows, divided by their number)."""
+        content, special = [], {}
+        for ids, mask, r in zip(rows, specials, relevance):
+            content.append(r[[j for j, m in enumerate(mask) if not m]])
+            for j in (j for j, m in enumerate(mask) if m):
+                name = self.tokenizer.convert_ids_to_tokens(ids[j])
+                special[name] = special.get(name, 0.0) + float(r[j]) / len(starts)
+        return combine(len(pieces), starts, content).tolist(), special
