@@ -56,7 +56,7 @@ def picture(classifier: TextClassifier, out: Path) -> None:
                         f"--user-data-dir={tmp}/profile", "--hide-scrollbars", "--window-size=1200,1600",
                         f"--screenshot={out}", page.as_uri()], check=True, capture_output=True, timeout=180)
     for d in docs:
-        print(f"{d.prediction} ({d.score:.3f}), {d.windows} windows, top words "
+        print(f"{d.prediction} ({d.score:.3f}), windows: {d.windows}, top words "
               + ", ".join(f"{w.text} {w.relevance:+.3g}" for w in d.top_words(5)))
 
 
