@@ -161,6 +161,10 @@ def test_from_pretrained_reads_a_folder_with_its_labels_and_refuses_what_it_cann
         TextClassifier.from_pretrained(roberta(tokenizer))
     with pytest.raises(ValueError, match="stride"):
         TextClassifier.from_pretrained(folder, stride=1000)
+    with pytest.raises(ValueError, match="max_length"):
+        TextClassifier.from_pretrained(folder, max_length=129)
+    with pytest.raises(ValueError, match="labels"):
+        TextClassifier.from_pretrained(folder, labels=["a", "b", "c"])
     with pytest.raises(ValueError, match="empty"):
         classifier.explain(["   "])
 

@@ -5,6 +5,7 @@ never truncated."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -72,9 +73,15 @@ class TransformerClassifier(TextClassifier):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.labels = list(labels) if labels is not None else labels_of(model.config)
+        outputs = getattr(model.config, "num_labels", len(self.labels))
+        if len(self.labels) != outputs:
+            raise ValueError(f"'labels' names {len(self.labels)} classes but the model has {outputs} outputs")
         self.metadata = dict(metadata or {})
         self._explainers: dict[str, Explainer] = {}
-        self.max_length = max_length or model_window(tokenizer, model.config)
+        limit = model_window(tokenizer, model.config)
+        if max_length is not None and not 0 < max_length <= limit:
+            raise ValueError(f"'max_length' must be between 1 and the model's {limit} tokens, got {max_length}")
+        self.max_length = max_length or limit
         self.prefix, self.suffix = special_template(tokenizer)
         specials = len(self.prefix) + len(self.suffix)
         self.window = self.max_length - specials  # document pieces per window
@@ -101,8 +108,6 @@ class TransformerClassifier(TextClassifier):
         metadata = {}
         record = folder / "lrptext-training.json"
         if record.is_file():
-            import json
-
             metadata = json.loads(record.read_text(encoding="utf-8"))
         return cls(model, tokenizer, metadata=metadata, **options)
 
