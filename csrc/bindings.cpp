@@ -891,6 +891,8 @@ void attention_relevance(py::handle query, py::handle key, py::handle value, py:
 #endif
   (void)cuda;
   cpu::attention_relevance(p);
+}
+
 void recurrent_sweep(py::handle decay, py::handle fresh, py::handle pre, py::handle hidden, py::handle weight,
                      py::handle relevance, py::handle last, py::handle lengths, py::handle out, py::handle scale,
                      py::handle bias, double epsilon, double bias_factor, int64_t inputs, bool reverse,

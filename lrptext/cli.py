@@ -110,7 +110,7 @@ def explain_corpus(args: argparse.Namespace, format: str) -> int:
         shown -= 1
 
     try:
-        report = stream_corpus(classifier, reader, args.out, composite=args.composite or "epsilon_gamma",
+        report = stream_corpus(classifier, reader, args.out, composite=args.composite,
                                target=target, contrast=contrast, batch_size=args.batch_size, resume=args.resume,
                                strict=args.strict, rejects=args.rejects,
                                on_invalid=None if args.strict else report_invalid,
@@ -144,7 +144,7 @@ def explain_text(args: argparse.Namespace) -> int:
     else:
         classifier = TextClassifier.load(args.model)
         docs = classifier.explain(texts, target=args.target, contrast=args.contrast,
-                                  composite=args.composite or "epsilon_gamma")
+                                  composite=args.composite)
     if args.format == "parquet":  # one row per word; the documents' ids are their places in the order given
         from lrptext.text.parquet import write_documents
 
@@ -249,9 +249,10 @@ def train(args: argparse.Namespace) -> int:
 
     if args.dataset in IMAGE_DATASETS:
         return _train_images(args)
-    config = TrainConfig(arch=args.arch, epochs=args.epochs, seed=args.seed, max_tokens=args.max_tokens,
-                         vocab_size=args.vocab_size, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                         progress=False if args.quiet else None, vectors=args.vectors)
+    if args.arch == "minilm":
+        return _train_minilm(args)
+    config = TrainConfig(arch=args.arch, seed=args.seed, vocab_size=args.vocab_size,
+                         progress=False if args.quiet else None, vectors=args.vectors, **_given(args))
     options = {k: v for k, v in (("dim", args.dim), ("channels", args.channels), ("hidden", args.hidden))
                if v is not None}
     classifier = train_model(load(args.dataset), config, **options)
@@ -263,11 +264,30 @@ def _train_images(args: argparse.Namespace) -> int:
     from lrptext.training import TrainConfig, train_images
 
     arch = args.arch if args.arch in ("digits", "vgg", "resnet") else "vgg"
-    config = TrainConfig(arch=arch, epochs=args.epochs, seed=args.seed, batch_size=args.batch_size,
-                         learning_rate=args.learning_rate, progress=False if args.quiet else None)
+    config = TrainConfig(arch=arch, seed=args.seed, progress=False if args.quiet else None,
+                         **_given(args, ("epochs", "batch_size", "learning_rate")))
     options = {"width": args.width} if args.width else {}
     classifier = train_images(load_images(args.dataset), config, **options)
     return _save_and_report(classifier, args, arch)
+
+
+def _given(args: argparse.Namespace,
+           names: Sequence[str] = ("epochs", "batch_size", "learning_rate", "max_tokens")) -> dict:
+    """The training settings given on the command line; the others keep the architecture's defaults."""
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def _train_minilm(args: argparse.Namespace) -> int:
+    from lrptext.datasets import load
+    from lrptext.training.minilm import FineTuneConfig, fine_tune_minilm
+
+    config = FineTuneConfig(seed=args.seed, train_limit=args.train_limit, progress=False if args.quiet else None,
+                            **_given(args))
+    m = fine_tune_minilm(load(args.dataset), args.out, config)
+    validation = "" if m["validation_accuracy"] is None else f" (validation {m['validation_accuracy']:.4f})"
+    print(f"minilm on {args.dataset}: test accuracy {m['test_accuracy']:.4f}{validation}, {m['train_seconds']} s on "
+          f"{m['train_documents']} documents; model folder written to {args.out} (explain with --model {args.out})")
+    return 0
 
 
 def _save_and_report(classifier, args: argparse.Namespace, arch: str) -> int:
@@ -285,6 +305,9 @@ def evaluate(args: argparse.Namespace) -> int:
 
     if importlib.util.find_spec("matplotlib") is None:  # found out before the evaluation, not after it
         raise RuntimeError("lrptext evaluate draws its curves with matplotlib: pip install 'lrptext[evaluate]'")
+    if Path(args.model).is_dir():
+        raise ValueError(f"{args.model} is a model folder; lrptext evaluate takes model files from 'lrptext train' "
+                         "and scikit-learn pipelines (.joblib), not yet Hugging Face models")
     methods = [m for m in args.methods.split(",") if m]
     progress = False if args.quiet else None
     if args.dataset in IMAGE_DATASETS:
@@ -374,10 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=0, metavar="N",
                    help="also explain N e-mails of the bundled test split (a fixed, documented choice first)")
     p.add_argument("--model", default="default", help="a model file from 'lrptext train' (default: the bundled "
-                                                      "SpamAssassin CNN), or a scikit-learn pipeline saved with "
-                                                      "joblib (.joblib; trusted files only: unpickling runs code)")
+                                                      "SpamAssassin CNN), a Hugging Face model folder (config.json, "
+                                                      "model.safetensors, tokenizer.json), or a scikit-learn "
+                                                      "pipeline saved with joblib (.joblib; trusted files only: "
+                                                      "unpickling runs code)")
     p.add_argument("--composite", choices=sorted(COMPOSITES),
-                   help="default: epsilon_gamma (LRP-0 for linear scikit-learn models)")
+                   help="default: epsilon_gamma (attnlrp for a Hugging Face model, LRP-0 for linear scikit-learn "
+                        "models)")
     p.add_argument("--target", help="the label to explain (default: the predicted one)")
     p.add_argument("--contrast", help="explain --target against this label")
     p.add_argument("--format", choices=["terminal", "html", "jsonl", "json", "parquet"], default="terminal",
@@ -410,16 +436,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("train", help="train a document or image classifier")
     p.add_argument("--dataset", required=True, help="spam-assassin, 20newsgroups, reuters-r8 (text) or "
                                                     "fashion-mnist, digits (images)")
-    p.add_argument("--arch", choices=["cnn", "bag", "mlp", "lstm", "gru", "digits", "vgg", "resnet"], default="cnn",
-                   help="text: cnn, bag, mlp, lstm, gru (bidirectional); images: digits, vgg, resnet")
+    p.add_argument("--arch", choices=["cnn", "bag", "mlp", "lstm", "gru", "minilm", "digits", "vgg", "resnet"],
+                   default="cnn", help="text: cnn, bag, mlp, lstm, gru (bidirectional), minilm (fine-tunes MiniLM-L6, "
+                                       "extra 'minilm'; --out is a folder); images: digits, vgg, resnet")
     p.add_argument("--width", type=int, help="channels of the first convolutions (vgg, resnet)")
     p.add_argument("--out", required=True, metavar="PATH")
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=int, help="default 20 (minilm: 2)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-tokens", type=int, default=400)
+    p.add_argument("--max-tokens", type=int, help="tokens per document (default 400; minilm: 128, its window)")
     p.add_argument("--vocab-size", type=int, default=20_000)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, help="default 64 (minilm: 16)")
+    p.add_argument("--learning-rate", type=float, help="default 1e-3 (minilm: 1e-4, AdamW with warm-up)")
+    p.add_argument("--train-limit", type=int, metavar="N", help="minilm: fine-tune on N training documents "
+                                                               "(a seeded sample)")
     p.add_argument("--dim", type=int, help="embedding size (cnn, bag, lstm, gru)")
     p.add_argument("--channels", type=int, help="filters per width (cnn)")
     p.add_argument("--hidden", type=int, help="hidden units (mlp; per direction for lstm, gru)")
@@ -483,7 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
         return args.run(args)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError, UnsupportedLayerError) as error:
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError, ImportError, UnsupportedLayerError) as error:
         print(f"lrptext: error: {error}", file=sys.stderr)
         return 1
 

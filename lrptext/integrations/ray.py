@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from lrptext.text.classifier import DEFAULT_COMPOSITE, TextClassifier
+from lrptext.text.classifier import TextClassifier
 from lrptext.text.records import checked
 from lrptext.text.streaming import explain_records
 
@@ -31,10 +31,11 @@ COLUMNS = ("prediction", "target", "score", "words", "relevance", "error")
 
 
 class ExplainTexts:
-    """model: a file from ``lrptext train`` (or "default", the bundled SpamAssassin CNN); it must be readable on
-    every worker. threads: CPU threads per worker for torch and lrptext (default: leave both as they are)."""
+    """model: a file from ``lrptext train`` (or "default", the bundled SpamAssassin CNN), or a Hugging Face model
+    folder; it must be readable on every worker. composite: default the model's (epsilon_gamma; attnlrp for a
+    transformer). threads: CPU threads per worker for torch and lrptext (default: leave both as they are)."""
 
-    def __init__(self, model: str = "default", *, text_column: str = "text", composite: str = DEFAULT_COMPOSITE,
+    def __init__(self, model: str = "default", *, text_column: str = "text", composite: str | None = None,
                  target: str | None = None, contrast: str | None = None, threads: int | None = None):
         import torch
 

@@ -2,6 +2,8 @@
 
     nlp = spacy.blank("en")
     nlp.add_pipe("lrptext", config={"model": "default", "composite": "epsilon_gamma", "target": None})
+    # "model": a file from 'lrptext train' or a Hugging Face model folder; "composite": None takes the
+    # model's default (epsilon_gamma, or attnlrp for a transformer)
     doc = nlp("FREE money!!! Click here")
     doc.cats                  # {"ham": 0.01, "spam": 0.99}
     doc._.relevance           # one value per token (whitespace tokens: 0.0)
@@ -22,12 +24,13 @@ from spacy.language import Language
 from spacy.tokens import Doc, Span, Token as SpacyToken
 from spacy.util import minibatch
 
-from lrptext.text.classifier import DEFAULT_COMPOSITE, TextClassifier
+from lrptext.text.classifier import TextClassifier
 from lrptext.text.document import DocumentExplanation, words_of
 from lrptext.text.render import html_report
 from lrptext.text.tokens import Token
 
 MODEL_FILE = "model.pt"
+MODEL_FOLDER = "model"  # a Hugging Face model travels as a folder
 
 
 def install_extensions() -> None:
@@ -46,7 +49,7 @@ def install_extensions() -> None:
 
 
 class RelevanceComponent:
-    def __init__(self, nlp: Language, name: str, *, model: str, composite: str, target: str | None,
+    def __init__(self, nlp: Language, name: str, *, model: str, composite: str | None, target: str | None,
                  batch_size: int):
         install_extensions()
         self.name = name
@@ -74,7 +77,7 @@ class RelevanceComponent:
         positions = [[t.i for t in doc if not t.is_space] for doc in docs]
         target = None if self.target is None else self.classifier.label_index(self.target)
         explained = self.classifier.explain_tokens([d.text for d in docs], tokens, target=target,
-                                                   composite=self.composite)
+                                                   composite=self.composite or self.classifier.default_composite)
         for doc, where, result in zip(docs, positions, explained):
             values = [0.0] * len(doc)  # whitespace tokens, and tokens past the model's window, get none
             for i, (_, r) in zip(where, result.token_relevance):
@@ -89,10 +92,11 @@ class RelevanceComponent:
     def to_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> None:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.classifier.save(path / MODEL_FILE)
+        self.classifier.save(path / (MODEL_FOLDER if self.classifier.windowed else MODEL_FILE))
 
     def from_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> RelevanceComponent:
-        self.classifier = TextClassifier.load(Path(path) / MODEL_FILE)
+        folder = Path(path) / MODEL_FOLDER
+        self.classifier = TextClassifier.load(folder if folder.is_dir() else Path(path) / MODEL_FILE)
         return self
 
 
@@ -100,9 +104,9 @@ class RelevanceComponent:
     "lrptext",
     assigns=["doc.cats", "doc._.relevance", "doc._.relevance_target", "doc._.relevance_truncated",
              "token._.relevance", "span._.relevance"],
-    default_config={"model": "default", "composite": DEFAULT_COMPOSITE, "target": None, "batch_size": 32},
+    default_config={"model": "default", "composite": None, "target": None, "batch_size": 32},
 )
-def make_component(nlp: Language, name: str, model: str, composite: str, target: str | None,
+def make_component(nlp: Language, name: str, model: str, composite: str | None, target: str | None,
                    batch_size: int) -> RelevanceComponent:
     return RelevanceComponent(nlp, name, model=model, composite=composite, target=target, batch_size=batch_size)
 

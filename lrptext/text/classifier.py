@@ -19,6 +19,9 @@ DEFAULT_COMPOSITE = "epsilon_gamma"  # ε on dense layers, γ on convolutions (d
 
 
 class TextClassifier:
+    default_composite = DEFAULT_COMPOSITE
+    windowed = False  # True for transformers: long documents are read in windows, never truncated
+
     def __init__(self, model: torch.nn.Module, vocab: Vocabulary, labels: Sequence[str], *, max_tokens: int = 400,
                  tokenizer: Tokenizer | None = None, metadata: dict[str, Any] | None = None):
         self.model = model.eval()
@@ -32,6 +35,9 @@ class TextClassifier:
     # -- files -----------------------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path = "default", *, tokenizer: Tokenizer | None = None) -> TextClassifier:
+        """A model file from 'lrptext train', "default" (the bundled CNN), or a Hugging Face model folder."""
+        if Path(path).is_dir():
+            return cls.from_pretrained(path)
         payload = store.read(path)
         arch = ARCHS.get(payload["arch"])
         if arch is None:
@@ -40,6 +46,22 @@ class TextClassifier:
         model.load_state_dict({k: v.float() for k, v in payload["state_dict"].items()})
         return cls(model, Vocabulary(payload["vocab"]), payload["labels"], max_tokens=payload["max_tokens"],
                    tokenizer=tokenizer, metadata=payload.get("metadata"))
+
+    @staticmethod
+    def from_pretrained(model: str | Path | torch.nn.Module, tokenizer: Any = None, **options: Any) -> TextClassifier:
+        """A Hugging Face sequence classifier: a local folder (config.json with id2label, model.safetensors,
+        tokenizer.json; nothing is downloaded), or a model object with its fast tokenizer. Options: labels=,
+        max_length= (tokens per window), stride= (lrptext.text.transformer.TransformerClassifier)."""
+        from lrptext.text.transformer import TransformerClassifier
+
+        if isinstance(model, (str, Path)):
+            if tokenizer is not None:
+                raise ValueError("a model folder brings its own tokenizer; pass tokenizer= with a model object only")
+            return TransformerClassifier.from_folder(model, **options)
+        if tokenizer is None:
+            raise ValueError("from_pretrained(model) with a model object needs its tokenizer: "
+                             "from_pretrained(model, tokenizer)")
+        return TransformerClassifier(model, tokenizer, **options)
 
     def save(self, path: str | Path, *, half: bool = False) -> None:
         state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in self.model.state_dict().items()}
@@ -97,9 +119,9 @@ class TextClassifier:
         return self._explainers[composite]
 
     def explain(self, texts: Sequence[str], *, target: str | int | None = None, contrast: str | int | None = None,
-                composite: str = DEFAULT_COMPOSITE, batch_size: int = 32) -> list[DocumentExplanation]:
+                composite: str | None = None, batch_size: int = 32) -> list[DocumentExplanation]:
         """Word-level relevance for each document: for `target` (default: the predicted label), optionally
-        against `contrast`."""
+        against `contrast`; composite default: `default_composite`."""
         target_index, contrast_index = self.goal_indices(target, contrast)
         out: list[DocumentExplanation] = []
         for start in range(0, len(texts), batch_size):
@@ -109,11 +131,11 @@ class TextClassifier:
         return out
 
     def explain_tokens(self, texts: Sequence[str], tokens: Sequence[Sequence[Token]], *, target: int | None = None,
-                       contrast: int | None = None, composite: str = DEFAULT_COMPOSITE) -> list[DocumentExplanation]:
+                       contrast: int | None = None, composite: str | None = None) -> list[DocumentExplanation]:
         """Explains documents that are already tokenised (e.g. spaCy Docs), in one pass through the kernels."""
         tokens, rows, truncated = self.rows(tokens)
         goal: Any = Contrast(target, contrast) if contrast is not None else target
-        e = self.explainer(composite).explain(self.model.inputs(rows), target=goal)
+        e = self.explainer(composite or self.default_composite).explain(self.model.inputs(rows), target=goal)
         relevance = self.model.token_relevance(e.relevance, rows)
         probs = e.prediction.softmax(dim=1)
         docs = []

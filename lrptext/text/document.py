@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from lrptext.text.tokens import Token
 
@@ -34,6 +34,8 @@ class DocumentExplanation:
     truncated: bool        # the document was longer than the model's window; later words got no relevance
     contrast: str | None = None
     probabilities: tuple[float, ...] = ()  # per label, in the order of `labels`
+    windows: int | None = None  # transformers: the windows the document was read in (never truncated)
+    special: dict[str, float] = field(default_factory=dict)  # relevance of tokens in no word ([CLS], [SEP], ...)
 
     def to_dict(self) -> dict:
         return {
@@ -42,6 +44,7 @@ class DocumentExplanation:
             "score": self.score,
             **({"contrast": self.contrast} if self.contrast else {}),
             "truncated": self.truncated,
+            **({"windows": self.windows, "special": self.special} if self.windows is not None else {}),
             "words": [asdict(w) for w in self.words],
         }
 

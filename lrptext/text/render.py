@@ -79,6 +79,9 @@ def html_document(doc: DocumentExplanation, index: int = 0, *, excerpt: tuple[in
     scale = _scale(doc)
     note = ('<div class="note">The document is longer than the model\'s window: words after it were not read and '
             "have no relevance.</div>") if doc.truncated else ""
+    if doc.windows is not None:
+        note += f'<div class="note">{html.escape(_read_in(doc))}</div>'
+
     if excerpt is None:
         text = f'<div class="text">{html_text(doc)}</div>'
     else:
@@ -107,6 +110,13 @@ def html_report(docs: Sequence[DocumentExplanation], *, title: str = "lrptext: w
             '<p>Red words speak for the explained label, blue words against it; colours are scaled per document. '
             "Hover a word for its relevance.</p>\n"
             f'<main class="lrptext">\n{body}\n</main>\n</body>\n</html>\n')
+
+
+def _read_in(doc: DocumentExplanation) -> str:
+    """How a transformer read the document, and the relevance of its tokens that are in no word."""
+    windows = f"read in {doc.windows} window{'s' if doc.windows != 1 else ''}"
+    apart = ", ".join(f"{name} {r:+.3g}" for name, r in doc.special.items())
+    return f"{windows}; tokens in no word: {apart}" if apart else windows
 
 
 def use_colour(stream: TextIO) -> bool:
@@ -138,6 +148,8 @@ def terminal(doc: DocumentExplanation, *, colour: bool | None = None, max_charac
         lines.append(f"... ({len(doc.text) - max_characters:,} more characters)")
     if doc.truncated:
         lines.append("(longer than the model's window: the words after it have no relevance)")
+    if doc.windows is not None:
+        lines.append(f"({_read_in(doc)})")
     for negative, heading in ((False, f"for {doc.target}"), (True, f"against {doc.target}")):
         words = doc.top_words(top, negative=negative)
         lines.append(f"top words {heading}: " + (", ".join(f"{w.text} ({w.relevance:+.3g})" for w in words) or "-"))

@@ -16,7 +16,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from lrptext.text.classifier import DEFAULT_COMPOSITE, TextClassifier
+from lrptext.text.classifier import TextClassifier
 from lrptext.text.document import DocumentExplanation
 from lrptext.text.records import CorpusReader, Record
 
@@ -25,13 +25,13 @@ class InvalidRecordError(ValueError):
     """A record cannot be explained and the run was asked to stop at the first one (strict mode)."""
 
 
-def explain_records(classifier: TextClassifier, records: Sequence[Record], *, composite: str = DEFAULT_COMPOSITE,
+def explain_records(classifier: TextClassifier, records: Sequence[Record], *, composite: str | None = None,
                     target: int | None = None, contrast: int | None = None) -> list[DocumentExplanation | str]:
     """Each record's explanation, or the reason it has none (invalid text, no known word), in one kernel pass for
     the batch: a bad document never fails its neighbours."""
     results: list[DocumentExplanation | str] = [r.error or "" for r in records]
     valid = [i for i, r in enumerate(records) if r.valid]
-    tokens = list(classifier.tokenizer.pipe([records[i].text for i in valid]))
+    tokens = classifier.tokenize([records[i].text for i in valid]) if valid else []
     explainable = []
     for i, toks in zip(valid, tokens):
         if classifier.knows_a_word(toks):
@@ -113,7 +113,7 @@ def _keep_rejects_up_to(rejects: Path, line: int) -> None:
 
 
 def stream_corpus(classifier: TextClassifier, reader: CorpusReader | Iterable[Record], out: str | Path, *,
-                  composite: str = DEFAULT_COMPOSITE, target: int | None = None, contrast: int | None = None,
+                  composite: str | None = None, target: int | None = None, contrast: int | None = None,
                   batch_size: int = 64, resume: bool = False, strict: bool = False,
                   rejects: str | Path | None = None, progress: bool | None = None,
                   on_invalid: Callable[[int, str], None] | None = None, format: str = "jsonl") -> StreamReport:

@@ -1,0 +1,82 @@
+"""Tiny Hugging Face sequence classifiers with tokenizers trained here from a few sentences (WordPiece for BERT,
+byte-level BPE for RoBERTa), saved as model folders: config.json with id2label, model.safetensors, tokenizer.json.
+Nothing is downloaded."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import torch  # noqa: E402
+
+CORPUS = [
+    "free money click here to claim your prize now",
+    "the meeting is at noon, bring the quarterly report",
+    "unbelievable offer!!! act now, limited time",
+    "naive cafe resume uber deja vu",
+    "please review the attached draft before friday",
+    "winner winner you have been selected for a cash reward",
+]
+LABELS = {0: "ham", 1: "spam"}
+
+
+def wordpiece_tokenizer(max_length: int | None = None):
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(CORPUS, trainers.WordPieceTrainer(
+        vocab_size=120, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]"], show_progress=False))
+    specials = [(name, tok.token_to_id(name)) for name in ("[CLS]", "[SEP]")]
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=specials)
+    options = {"model_max_length": max_length} if max_length else {}
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", **options)
+
+
+def byte_bpe_tokenizer(max_length: int | None = None):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(
+        vocab_size=320, special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), trim_offsets=True,
+                                                      add_prefix_space=False)
+    options = {"model_max_length": max_length} if max_length else {}
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="<pad>", cls_token="<s>", sep_token="</s>", **options)
+
+
+def bert(tokenizer, positions: int = 64, seed: int = 0):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=positions, id2label=LABELS,
+                        label2id={v: k for k, v in LABELS.items()}, pad_token_id=tokenizer.pad_token_id)
+    return BertForSequenceClassification(config).eval()
+
+
+def roberta(tokenizer, positions: int = 130, seed: int = 0):
+    from transformers import RobertaConfig, RobertaForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = RobertaConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=32, max_position_embeddings=positions, id2label=LABELS,
+                           label2id={v: k for k, v in LABELS.items()}, pad_token_id=tokenizer.pad_token_id,
+                           bos_token_id=0, eos_token_id=2)
+    return RobertaForSequenceClassification(config).eval()
+
+
+def save_folder(model, tokenizer, folder: Path) -> Path:
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
