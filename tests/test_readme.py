@@ -49,6 +49,15 @@ x = token_ids
     "import torch, lrptext / from transformers import BertConfig, BertForSequenceClassification": "",
     "from lrptext.integrations.transformers import SentenceClassifier, load_minilm / ": "import lrptext\n",
     "import lrptext / from lrptext.text.classifier import TextClassifier": "",
+    # a tiny random BERT folder stands in for the fine-tuned MiniLM (tests/hf_folders.py)
+    "from lrptext.text.classifier import TextClassifier   # the folder written by `lrptext train` above / ": '''
+from pathlib import Path
+import hf_folders
+
+tokenizer = hf_folders.wordpiece_tokenizer()
+hf_folders.save_folder(hf_folders.bert(tokenizer), tokenizer, Path("minilm-spam"))
+text = "free money click here to claim your prize now"
+''',
 }
 OPT_IN = {"from lrptext.integrations.transformers import SentenceClassifier, load_minilm / ": "all_minilm_l6_v2"}
 
