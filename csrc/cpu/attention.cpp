@@ -19,13 +19,7 @@ int64_t block_rows(int64_t nq, int64_t nk) { return std::min<int64_t>(nq, std::m
 template <class T>
 void head_relevance(const AttentionProblem& p, int64_t t, T* work) {
   const int64_t nq = p.queries, nk = p.keys, d = p.dim, dv = p.value_dim, rows = block_rows(nq, nk);
-  const T* q = static_cast<const T*>(p.query) + t * nq * d;
-  const T* k = static_cast<const T*>(p.key) + t * nk * d;
-  const T* v = static_cast<const T*>(p.value) + t * nk * dv;
-  const T* r = static_cast<const T*>(p.relevance) + t * nq * dv;
-  T* rq = static_cast<T*>(p.out_query) + t * nq * d;
-  T* rk = static_cast<T*>(p.out_key) + t * nk * d;
-  T* rv = static_cast<T*>(p.out_value) + t * nk * dv;
+  const auto [q, k, v, r, rq, rk, rv] = attention_heads<T>(p, t);
   T* s = work;           // scaled scores of the block's queries
   T* a = s + rows * nk;  // their probabilities
   T* m = a + rows * nk;  // G Vᵀ, then the factor H of the uniform rule at Q Kᵀ

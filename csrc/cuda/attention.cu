@@ -25,13 +25,9 @@ void run(const Exec& ex, const AttentionProblem& p) {
     T* a = s + count * nq * nk;
     T* m = a + count * nq * nk;
     T* g = m + count * nq * nk;
-    const T* q = static_cast<const T*>(p.query) + first * nq * d;
-    const T* k = static_cast<const T*>(p.key) + first * nk * d;
-    const T* v = static_cast<const T*>(p.value) + first * nk * dv;
-    const T* r = static_cast<const T*>(p.relevance) + first * nq * dv;
-    T* rq = static_cast<T*>(p.out_query) + first * nq * d;
-    T* rk = static_cast<T*>(p.out_key) + first * nk * d;
-    T* rv = static_cast<T*>(p.out_value) + first * nk * dv;
+    const AttentionHeads<T> heads_of = attention_heads<T>(p, first);
+    const T *q = heads_of.q, *k = heads_of.k, *v = heads_of.v, *r = heads_of.r;
+    T *rq = heads_of.rq, *rk = heads_of.rk, *rv = heads_of.rv;
     ex.gemm_batched<T>(false, true, nq, nk, d, q, d, nq * d, k, d, nk * d, T(0), s, nk, nq * nk, count);
     ex.map(count * nq, LRPT_LAMBDA(int64_t row) {
       const int64_t i = row % nq;

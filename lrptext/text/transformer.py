@@ -53,6 +53,17 @@ def model_window(tokenizer: Any, config: Any) -> int:
     return min(limits)
 
 
+
+def padded_batch(rows: Sequence[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Token id rows right-padded with pad_id into input_ids, with the attention_mask marking the real tokens."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
 class TransformerClassifier(TextClassifier):
     """`TextClassifier.from_pretrained(folder)` or `TransformerClassifier(model, tokenizer)`; explains as the
     other text classifiers do, with `composite="attnlrp"` (default) or `"cp_lrp"`.
@@ -144,14 +155,8 @@ class TransformerClassifier(TextClassifier):
         return pieces, starts, rows, specials
 
     def _batch(self, rows: Sequence[list[int]]) -> dict[str, torch.Tensor]:
-        width = max(len(r) for r in rows)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r)
-            mask[i, : len(r)] = 1
-        return {"input_ids": ids, "attention_mask": mask}
+        return padded_batch(rows, pad)
 
     def _logits(self, rows: Sequence[list[int]], batch_size: int = 32) -> torch.Tensor:
         parts = []

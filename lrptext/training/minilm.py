@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from lrptext.datasets import TextDataset
+from lrptext.text.transformer import padded_batch
 from lrptext.training.stopping import EarlyStopping
 
 logger = logging.getLogger("lrptext")
@@ -42,16 +43,6 @@ def _encode(tokenizer: Any, texts: list[str], max_tokens: int) -> list[list[int]
     return tokenizer(texts, truncation=True, max_length=max_tokens)["input_ids"]
 
 
-def _batch(rows: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r)
-        mask[i, : len(r)] = 1
-    return {"input_ids": ids, "attention_mask": mask}
-
-
 def _accuracy(model: torch.nn.Module, rows: list[list[int]], labels: list[int], pad_id: int, batch_size: int) -> float:
     model.eval()
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # similar lengths together: less padding
@@ -59,7 +50,7 @@ def _accuracy(model: torch.nn.Module, rows: list[list[int]], labels: list[int], 
     with torch.no_grad():
         for s in range(0, len(order), batch_size):
             chunk = order[s: s + batch_size]
-            logits = model(**_batch([rows[i] for i in chunk], pad_id)).logits
+            logits = model(**padded_batch([rows[i] for i in chunk], pad_id)).logits
             hits += int((logits.argmax(1) == torch.tensor([labels[i] for i in chunk])).sum())
     return hits / max(len(rows), 1)
 
@@ -115,7 +106,7 @@ def fine_tune_minilm(dataset: TextDataset, out: str | Path, config: FineTuneConf
         running = None
         for step, s in enumerate(bar):
             chunk = order[s: s + config.batch_size]
-            out_ = model(**_batch([train_rows[i] for i in chunk], pad_id),
+            out_ = model(**padded_batch([train_rows[i] for i in chunk], pad_id),
                          labels=torch.tensor([train_labels[i] for i in chunk]))
             optimizer.zero_grad()
             out_.loss.backward()

@@ -104,6 +104,22 @@ LRPT_HD inline T attention_output_share(T r, T o) {
   return r == T(0) || o == T(0) ? T(0) : r / o;
 }
 
+// The operands and outputs of heads first, first + 1, ... (flat over batch and heads, each head contiguous).
+template <class T>
+struct AttentionHeads {
+  const T *q, *k, *v, *r;
+  T *rq, *rk, *rv;
+};
+
+template <class T>
+inline AttentionHeads<T> attention_heads(const AttentionProblem& p, int64_t first) {
+  const int64_t nq = p.queries, nk = p.keys, d = p.dim, dv = p.value_dim;
+  return {static_cast<const T*>(p.query) + first * nq * d,      static_cast<const T*>(p.key) + first * nk * d,
+          static_cast<const T*>(p.value) + first * nk * dv,     static_cast<const T*>(p.relevance) + first * nq * dv,
+          static_cast<T*>(p.out_query) + first * nq * d,        static_cast<T*>(p.out_key) + first * nk * d,
+          static_cast<T*>(p.out_value) + first * nk * dv};
+}
+
 // Where a query's mask row starts (or null): the mask's strides are 0 along its broadcast axes.
 inline LRPT_HD const uint8_t* attention_mask_row(const AttentionProblem& p, int64_t head, int64_t query) {
   if (!p.mask) return nullptr;
