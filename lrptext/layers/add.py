@@ -55,17 +55,8 @@ class Add(LayerKind):
         for summand, value, factor in zip(node.args, (a, b), factors):
             if isinstance(summand, Node) and summand.name in carrying:
                 part = value * share if factor == 1 else (factor * value) * share
-                out.append((summand, _sum_to(part, value.shape)))
+                out.append((summand, part.sum_to_size(value.shape)))  # undo broadcasting
         return out
-
-
-def _sum_to(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """t summed over the axes along which a tensor of `shape` was broadcast to t's shape."""
-    if t.shape == shape:
-        return t
-    lead = t.dim() - len(shape)
-    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and t.shape[lead + i] != 1)
-    return t.sum(axes, keepdim=True).reshape(shape) if axes else t
 
 
 ADD = Add()

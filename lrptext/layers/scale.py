@@ -33,17 +33,7 @@ class Scale(LayerKind):
             raise UnsupportedLayerError(
                 f"{node.op} at '{node.qualified_name}' multiplies or divides relevance-carrying tensors; lrptext "
                 "passes relevance through multiplication by constants only (gating and attention need their own rule)")
-        return [(carrying[0], _sum_to(r, state.shape(carrying[0])))]
-
-
-def _sum_to(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """Undo broadcasting: sum a tensor down to `shape`."""
-    while t.dim() > len(shape):
-        t = t.sum(0)
-    for i, n in enumerate(shape):
-        if n == 1 and t.shape[i] != 1:
-            t = t.sum(i, keepdim=True)
-    return t
+        return [(carrying[0], r.sum_to_size(state.shape(carrying[0])))]  # undo broadcasting
 
 
 SCALE = Scale()
