@@ -326,7 +326,6 @@ LinearProblem linear_problem(Call& c, LinearArgs& a, const RuleParams& rule, boo
     if (!rule_traits(rule.kind).reads_relu_input)
       fail(c.fn(), "'relu_input' applies to the rules that read the input (epsilon, gamma, alpha_beta), got '" +
                        std::string(rule_traits(rule.kind).name) + "'; pass relu(input) itself");
-    if (c.on_cuda()) fail(c.fn(), "'relu_input' runs on the CPU only; pass relu(input) itself on CUDA");
     p.relu_input = true;
   }
   p.rule = rule;
@@ -734,7 +733,6 @@ void pool_relevance(py::handle input, py::handle relevance, py::handle out, cons
     if (!plain)
       fail(c.fn(), "'relu_input' needs max pooling without padding, dilation or adaptive sizes; pool relu(input) "
                    "itself otherwise");
-    if (c.on_cuda()) fail(c.fn(), "'relu_input' runs on the CPU only; pool relu(input) itself on CUDA");
     p.relu_input = true;
   }
   if (check_finite) {
@@ -964,10 +962,13 @@ py::dict build_info() {
   d["cuda"] = true;
   d["cuda_version"] = LRPTEXT_CUDA_VERSION;
   d["cuda_devices"] = cuda::device_count();
+  const size_t cudnn = cuda::cudnn_version();
+  d["cudnn"] = cudnn ? py::object(py::int_(cudnn)) : py::object(py::none());
 #else
   d["cuda"] = false;
   d["cuda_version"] = py::none();
   d["cuda_devices"] = 0;
+  d["cudnn"] = py::none();
 #endif
   d["dlpack"] = std::to_string(DLPACK_MAJOR_VERSION) + "." + std::to_string(DLPACK_MINOR_VERSION);
   return d;

@@ -23,15 +23,25 @@ def cuda_unavailable_reason() -> str | None:
     return None
 
 
+def require_cuda() -> str:
+    """"cuda", or the case skipped visibly (failed under LRPTEXT_REQUIRE_CUDA=1) where it cannot run."""
+    reason = cuda_unavailable_reason()
+    if reason:
+        if os.environ.get("LRPTEXT_REQUIRE_CUDA") == "1":
+            pytest.fail(f"LRPTEXT_REQUIRE_CUDA=1 but {reason}")
+        pytest.skip(f"CUDA case: {reason}")
+    return "cuda"
+
+
 @pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 def device(request) -> str:
-    if request.param == "cuda":
-        reason = cuda_unavailable_reason()
-        if reason:
-            if os.environ.get("LRPTEXT_REQUIRE_CUDA") == "1":
-                pytest.fail(f"LRPTEXT_REQUIRE_CUDA=1 but {reason}")
-            pytest.skip(f"CUDA case: {reason}")
-    return request.param
+    return require_cuda() if request.param == "cuda" else request.param
+
+
+@pytest.fixture
+def cuda_device() -> str:
+    """For CUDA-only cases."""
+    return require_cuda()
 
 
 @pytest.fixture(params=["cpp", "torch"])

@@ -219,7 +219,7 @@ RELU_POOLS = [((2, 3, 8, 6), (2, 2), (2, 2)), ((2, 3, 9, 7), (3, 3), (3, 3)), ((
 
 @pytest.mark.parametrize("case", RELU_POOLS, ids=["2x2", "3x3-remainder", "overlapping"])
 @pytest.mark.parametrize("impl", ["native", "torch_backend"])
-def test_max_pooling_of_relu_from_the_pre_activation(case, impl, dtype):
+def test_max_pooling_of_relu_from_the_pre_activation(case, impl, dtype, device):
     """relu_input (the engine's conv -> ReLU -> max pool, the ReLU not kept): pooling z with relu_input gives the
     relevance of pooling relu(z), ties included: windows of z <= 0 pool zeros, and their first position wins."""
     from lrptext.kernels import dispatch, native, torch_backend
@@ -233,10 +233,10 @@ def test_max_pooling_of_relu_from_the_pre_activation(case, impl, dtype):
     spec = dict(mode="max", kernel=kernel, stride=stride, padding=(0, 0), dilation=(1, 1), adaptive=False,
                 count_include_pad=True, divisor_override=0, stabilizer=0.0, check_finite=True)
     module = native if impl == "native" else torch_backend
-    out = dispatch.pool(module, z, r, relu_input=True, **spec)
+    out = dispatch.pool(module, z.to(device), r.to(device), relu_input=True, **spec).cpu()
     expected, _ = reference.pool2d(z.relu().numpy(), r.numpy(), mode="max", kernel=kernel, stride=stride)
     assert_matches(out, expected, dtype)
-    assert not torch.equal(out, dispatch.pool(module, z, r, **spec))  # pooling z itself routes elsewhere
+    assert not torch.equal(out, dispatch.pool(module, z.to(device), r.to(device), **spec).cpu())  # z itself: elsewhere
 
 
 def test_relu_input_needs_plain_max_windows():

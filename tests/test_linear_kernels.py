@@ -116,6 +116,22 @@ def test_conv2d_matches_oracle(rule_name, case, strided, dtype, backend, device)
     check_conv2d(rule_name, case, strided, dtype, backend, device)
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("path", ["cudnn", "columns"])
+@pytest.mark.parametrize("case", CONV_CASES, ids=conv_id)
+@pytest.mark.parametrize("rule_name", ["epsilon", "zplus", "alpha2beta1", "zbox"])
+def test_cuda_transposed_pass_by_cudnn_and_by_columns(rule_name, case, path, dtype, cuda_device, monkeypatch):
+    """CUDA's transposed pass G runs through cuDNN's backward-data where torch has loaded cuDNN, else (or with
+    LRPTEXT_CUDNN=0) as GEMMs into columns and a gathering col2im: both against the oracle."""
+    import lrptext
+
+    if path == "columns":
+        monkeypatch.setenv("LRPTEXT_CUDNN", "0")
+    elif torch.backends.cudnn.is_available():
+        assert lrptext.build_info()["cudnn"], "torch has cuDNN but lrptext's kernels could not load it"
+    check_conv2d(rule_name, case, False, dtype, "cpp", cuda_device)
+
+
 @pytest.mark.parametrize("case", WINOGRAD_CASES, ids=conv_id)
 @pytest.mark.parametrize("rule_name", RULES)
 def test_winograd_conv2d_matches_oracle(rule_name, case, dtype):
@@ -415,21 +431,23 @@ RELU_INPUT_LAYERS = {
 @pytest.mark.parametrize("reduce", [False, True])
 @pytest.mark.parametrize("layer", list(RELU_INPUT_LAYERS))
 @pytest.mark.parametrize("rule_name", ["epsilon", "gamma", "zplus", "alpha2beta1"])
-def test_rules_read_relu_of_a_pre_activation(rule_name, layer, reduce, threads):
+def test_rules_read_relu_of_a_pre_activation(rule_name, layer, reduce, threads, device):
     """relu_input (the engine's conv -> ReLU -> conv with the ReLU not kept): a rule on a pre-activation with
     relu_input is the rule on relu(pre-activation), with and without the sum over input channels, with z given
     and computed by the kernel."""
     from lrptext.kernels import native
 
+    if device == "cuda" and (threads == 2 or layer == "winograd"):
+        pytest.skip("threads and Winograd are CPU settings; CUDA runs each case once, at threads=1, 'conv'")
     rule, _ = RULES[rule_name]
     x_shape, w_shape, spec = RELU_INPUT_LAYERS[layer]
-    a, w = make(x_shape, torch.float64, "cpu", 120), make(w_shape, torch.float64, "cpu", 121)
+    a, w = make(x_shape, torch.float64, device, 120), make(w_shape, torch.float64, device, 121)
     if spec is None:
         b, kernel, z = None, native.dense, a.relu() @ w.T
     else:
-        b, kernel = make(w_shape[:1], torch.float64, "cpu", 122), native.conv2d
+        b, kernel = make(w_shape[:1], torch.float64, device, 122), native.conv2d
         z = F.conv2d(a.relu(), w, b, **spec)
-    r = make(tuple(z.shape), torch.float64, "cpu", 123)
+    r = make(tuple(z.shape), torch.float64, device, 123)
     prepared = prepare_weights(rule, w, backend="cpp")
     common = {"rule": rule, "reduce_channels": reduce, "check_finite": True,
               "prepared": (prepared.weight_a, prepared.weight_b), **(spec or {})}

@@ -424,6 +424,23 @@ def test_relevance_matches_the_oracle(kind, composite):
     assert_relevance(e.relevance, relevance)
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("composite", COMPOSITES)
+@pytest.mark.parametrize("kind", ["bert", "distilbert"])
+def test_relevance_on_cuda_matches_the_oracle(kind, composite, cuda_device):
+    """The model and its padded batch on the GPU: the CUDA kernels (attention, LayerNorm, dense) against the
+    float64 oracle computed on the CPU."""
+    import copy
+
+    model, ids, mask = setup(kind)
+    e = Explainer(copy.deepcopy(model).to(cuda_device), composite=composite).explain(
+        {"input_ids": ids.to(cuda_device), "attention_mask": mask.to(cuda_device)})
+    relevance, logits, _ = expected(kind, composite)
+    assert e.relevance.is_cuda
+    torch.testing.assert_close(e.prediction.cpu(), logits, rtol=0, atol=1e-10)
+    assert_relevance(e.relevance.cpu(), relevance)
+
+
 def test_relevance_with_token_type_ids_and_a_given_target():
     model = make_model("bert", seed=7)
     ids, mask = batch("bert", seed=3)

@@ -1,4 +1,6 @@
-// Convolution relevance on CUDA: im2col + strided-batched cuBLAS for F, the same + a gathering col2im for G.
+// Convolution relevance on CUDA: im2col + strided-batched cuBLAS for F; cuDNN's backward-data for G, or where
+// cuDNN cannot take it, the same GEMMs + a gathering col2im.
+#include "cudnn.cuh"
 #include "exec.cuh"
 #include "lrptext/kernels.h"
 #include "lrptext/linear_rules.h"
@@ -134,6 +136,7 @@ struct ConvOp {
   }
 
   void backward(const Exec& ex, const T* r, int64_t n, const T* w, T* c, T beta) const {
+    if (cudnn_conv_transpose<T>(ex.stream, s, n, w, r, c, beta)) return;
     const int64_t nb = chunk(n, !direct);
     auto col = ex.alloc<T>(direct ? 0 : nb * K * HW);
     for (int64_t b0 = 0; b0 < n; b0 += nb) {

@@ -1,5 +1,6 @@
 // Pooling relevance on CUDA: one thread per output position, scattered with atomicAdd (overlapping windows
-// make the summation order, and so the last bits, vary between runs). Same rules as csrc/cpu/pooling.cpp.
+// make the summation order, and so the last bits, vary between runs). Same rules as csrc/cpu/pooling.cpp; max
+// windows of a dropped ReLU compare relu(z) (PoolProblem::relu_input), NaN kept as in torch.relu.
 #include "exec.cuh"
 #include "lrptext/kernels.h"
 #include "lrptext/pool_window.h"
@@ -20,12 +21,15 @@ __global__ void pool_kernel(PoolProblem p) {
     const Taps th = window_taps(p.wh, oh, p.h, p.ho), tw = window_taps(p.ww, ow, p.w, p.wo);
     if (p.mode == PoolMode::Max) {
       int64_t best = -1;
+      T top = T(0);
       for (int64_t a = 0; a < th.count; ++a) {
         const int64_t ih = th.first + a * th.step;
         if (!inside(ih, p.h)) continue;
         for (int64_t b = 0; b < tw.count; ++b) {
           const int64_t iw = tw.first + b * tw.step;
-          if (inside(iw, p.w) && (best < 0 || xp[ih * p.w + iw] > xp[best])) best = ih * p.w + iw;
+          if (!inside(iw, p.w)) continue;
+          const T v = p.relu_input && xp[ih * p.w + iw] < T(0) ? T(0) : xp[ih * p.w + iw];
+          if (best < 0 || v > top) best = ih * p.w + iw, top = v;
         }
       }
       if (best >= 0) atomicAdd(op + best, r[i]);

@@ -48,7 +48,7 @@ def dense(x: Array, weight: Array, bias: Array | None, relevance: Array, *, rule
           prepared: tuple[Array | None, Array | None], reduce_channels: bool, check_finite: bool,
           relevance_writable: bool = False, relu_input: bool = False) -> Array:
     """relevance_writable: the kernel may overwrite `relevance` (the engine's own, dead after the layer).
-    relu_input (epsilon, gamma, alpha-beta; CPU): `x` is a ReLU's pre-activation and the rule reads relu(x)."""
+    relu_input (epsilon, gamma, alpha-beta): `x` is a ReLU's pre-activation and the rule reads relu(x)."""
     out = empty(x, (x.shape[0],) if reduce_channels else tuple(x.shape))
     _call(
         "dense_relevance", x, weight, bias, relevance, out, z=z, weight_a=prepared[0], weight_b=prepared[1],
@@ -124,7 +124,7 @@ def embedding_bag(ids: Array, offsets: Array, weight: Array, relevance: Array, *
 def pool(planes: Array, relevance: Array, *, mode: str, kernel: tuple[int, int], stride: tuple[int, int],
          padding: tuple[int, int], dilation: tuple[int, int], adaptive: bool, count_include_pad: bool,
          divisor_override: int, stabilizer: float, check_finite: bool, relu_input: bool = False) -> Array:
-    """relu_input: `planes` holds z and the windows pool relu(z) (CPU, plain max windows)."""
+    """relu_input: `planes` holds z and the windows pool relu(z) (plain max windows)."""
     out = empty(planes, tuple(planes.shape))
     _call(
         "pool_relevance", planes, relevance, out, mode=mode, kernel=kernel, stride=stride, padding=padding,

@@ -31,13 +31,13 @@ def is_relu(node: Node) -> bool:
 
 
 def dropped_relu(state: Any, source: Any) -> Node | None:
-    """`source` when it is a ReLU whose output the forward pass dropped and whose kept input z is on the CPU,
-    where the C++ kernels can read relu(z) themselves: the activation is then not computed again."""
+    """`source` when it is a ReLU whose output the forward pass dropped and whose kept input z is a tensor the C++
+    kernels read (CPU or CUDA): they read relu(z) themselves, so the activation is not computed again."""
     if (state.implementation is not native or not isinstance(source, Node) or source.name not in state.values.dropped
             or not is_relu(source)):
         return None
     z = state.values[source.args[0].name]
-    return source if isinstance(z, torch.Tensor) and z.is_cpu else None
+    return source if isinstance(z, torch.Tensor) else None
 
 
 class Activation(LayerKind):

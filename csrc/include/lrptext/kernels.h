@@ -49,6 +49,7 @@ int64_t first_invalid_id(IdType t, const void* ids, int64_t n, int64_t num_embed
 int64_t first_invalid_offset(IdType t, const void* offsets, int64_t bags, int64_t tokens, void* stream);
 int64_t first_nonfinite(DType t, const void* data, int64_t n, void* stream);
 int device_count();
+size_t cudnn_version();  // of the cuDNN the convolution rules use; 0 when none could be loaded
 }  // namespace cuda
 #endif
 
