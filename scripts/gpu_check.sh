@@ -62,6 +62,9 @@ fi
 cd "$root"
 stage benchmark 240 "$out/benchmark.log" python3 benchmarks/workloads.py --device cuda --only W1,W3,W4 \
   --batches 32 --rounds 20 --out "$out"
+# cuDNN's algorithms timed on the first call (LRPTEXT_CUDNN=find) against its heuristics' first (the run above)
+stage W3-timed-cudnn 150 "$out/benchmark-find.log" env LRPTEXT_CUDNN=find python3 benchmarks/workloads.py \
+  --device cuda --only W3 --batches 32 --rounds 10 --out "$out/cudnn-find"
 stage W6 240 "$out/w6.log" python3 benchmarks/encoders.py --device cuda --weights random \
   --minilm-config "$root/.minilm" --rounds 20 --out "$out"
 for case in "W3 VGG-16:32" "W4 digits CNN:1024"; do  # where the time goes, for the speed work
@@ -70,6 +73,6 @@ for case in "W3 VGG-16:32" "W4 digits CNN:1024"; do  # where the time goes, for 
 done
 cat "$out"/profile-*.log > "$out/profile.txt" && rm "$out"/profile-*.log
 if [ -n "${OUT:-}" ]; then  # the device tool's limit on files: the logs as one archive
-  (cd "$out" && tar czf logs.tgz ./*.log && rm ./*.log)
+  (cd "$out" && tar czf logs.tgz ./*.log cudnn-find && rm -r ./*.log cudnn-find)
 fi
 exit $status

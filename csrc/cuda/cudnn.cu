@@ -48,6 +48,7 @@ struct Cudnn {
   int (*set_groups)(ConvDesc, int) = nullptr;
   int (*set_math)(ConvDesc, int) = nullptr;
   int (*algorithms)(Handle, FilterDesc, TensorDesc, ConvDesc, TensorDesc, int, int*, AlgoPerf*) = nullptr;
+  int (*find)(Handle, FilterDesc, TensorDesc, ConvDesc, TensorDesc, int, int*, AlgoPerf*) = nullptr;
   int (*workspace)(Handle, FilterDesc, TensorDesc, ConvDesc, TensorDesc, int, size_t*) = nullptr;
   int (*backward_data)(Handle, const void*, FilterDesc, const void*, TensorDesc, const void*, ConvDesc, int, void*,
                        size_t, const void*, TensorDesc, void*) = nullptr;
@@ -79,6 +80,7 @@ Cudnn load() {
   bind(lib, c.set_groups, "cudnnSetConvolutionGroupCount", ok);
   bind(lib, c.set_math, "cudnnSetConvolutionMathType", ok);
   bind(lib, c.algorithms, "cudnnGetConvolutionBackwardDataAlgorithm_v7", ok);
+  bind(lib, c.find, "cudnnFindConvolutionBackwardDataAlgorithm", ok);
   bind(lib, c.workspace, "cudnnGetConvolutionBackwardDataWorkspaceSize", ok);
   bind(lib, c.backward_data, "cudnnConvolutionBackwardData", ok);
   c.loaded = ok && c.version() >= 8000;
@@ -122,7 +124,7 @@ bool fits_int(const ConvShape& s, int64_t n) {
   return big < (int64_t(1) << 31);  // the legacy API's 4-d descriptors and tensors are int-indexed
 }
 
-Plan make_plan(Handle h, const ConvShape& s, int64_t n, int type) {
+Plan make_plan(Handle h, const ConvShape& s, int64_t n, int type, bool timed) {
   const Cudnn& d = cudnn();
   Plan p;
   const auto ok = [](int status) { return status == kSuccess; };
@@ -138,7 +140,7 @@ Plan make_plan(Handle h, const ConvShape& s, int64_t n, int type) {
     return p;
   AlgoPerf perf[kAlgorithms];
   int found = 0;
-  if (!ok(d.algorithms(h, p.w, p.dy, p.conv, p.dx, kAlgorithms, &found, perf))) return p;
+  if (!ok((timed ? d.find : d.algorithms)(h, p.w, p.dy, p.conv, p.dx, kAlgorithms, &found, perf))) return p;
   for (int i = 0; i < found && i < kAlgorithms; ++i) {
     size_t bytes = 0;
     if (perf[i].status != kSuccess) continue;
@@ -151,17 +153,17 @@ Plan make_plan(Handle h, const ConvShape& s, int64_t n, int type) {
   return p;
 }
 
-using PlanKey = std::tuple<int, int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+using PlanKey = std::tuple<int, int, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
                            int64_t, int64_t, int64_t, int64_t, int64_t>;
 
-const Plan& plan(Handle h, const ConvShape& s, int64_t n, int type) {
+const Plan& plan(Handle h, const ConvShape& s, int64_t n, int type, bool timed) {
   thread_local std::map<PlanKey, Plan> plans;
   int device = 0;
   check(cudaGetDevice(&device), "cudaGetDevice");
-  const PlanKey key{device, type, n, s.cin, s.h, s.w, s.cout, s.kh, s.kw, s.sh, s.sw, s.ph, s.pw, s.dh, s.dw,
+  const PlanKey key{device, type, timed, n, s.cin, s.h, s.w, s.cout, s.kh, s.kw, s.sh, s.sw, s.ph, s.pw, s.dh, s.dw,
                     s.groups};
   auto it = plans.find(key);
-  if (it == plans.end()) it = plans.emplace(key, make_plan(h, s, n, type)).first;
+  if (it == plans.end()) it = plans.emplace(key, make_plan(h, s, n, type, timed)).first;
   return it->second;
 }
 
@@ -169,19 +171,22 @@ const Plan& plan(Handle h, const ConvShape& s, int64_t n, int type) {
 
 size_t cudnn_version() { return cudnn().loaded ? cudnn().version() : 0; }
 
-// Read at every call, so that a test can compare both paths in one process.
-bool disabled() {
+// LRPTEXT_CUDNN: "0" gathers columns instead; "find" times cuDNN's algorithms on the first call of each shape and
+// batch size (cudnnFind..., as torch.backends.cudnn.benchmark) instead of taking its heuristics' first. Read at
+// every call, so that a test can compare the paths in one process.
+bool mode_is(const char* value) {
   const char* env = std::getenv("LRPTEXT_CUDNN");
-  return env && std::strcmp(env, "0") == 0;
+  return env && std::strcmp(env, value) == 0;
 }
 
 template <class T>
 bool cudnn_conv_transpose(cudaStream_t stream, const ConvShape& s, int64_t n, const T* w, const T* r, T* c, T beta) {
-  if (disabled() || !cudnn().loaded || n == 0 || !fits_int(s, n)) return false;
+  if (mode_is("0") || !cudnn().loaded || n == 0 || !fits_int(s, n)) return false;
   const Handle h = handle();
   if (!h) return false;
-  const Plan& p = plan(h, s, n, sizeof(T) == 4 ? kFloat : kDouble);
-  if (!p.usable || cudnn().set_stream(h, stream) != kSuccess) return false;
+  if (cudnn().set_stream(h, stream) != kSuccess) return false;  // before the plan: timing runs on the stream
+  const Plan& p = plan(h, s, n, sizeof(T) == 4 ? kFloat : kDouble, mode_is("find"));
+  if (!p.usable) return false;
   void* workspace = nullptr;
   if (p.workspace) check(cudaMallocAsync(&workspace, p.workspace, stream), "cudaMallocAsync");
   const T one = T(1);
