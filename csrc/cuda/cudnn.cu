@@ -153,8 +153,8 @@ Plan make_plan(Handle h, const ConvShape& s, int64_t n, int type, bool timed) {
   return p;
 }
 
-using PlanKey = std::tuple<int, int, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                           int64_t, int64_t, int64_t, int64_t, int64_t>;
+using PlanKey = std::tuple<int, int, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                           int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>;
 
 const Plan& plan(Handle h, const ConvShape& s, int64_t n, int type, bool timed) {
   thread_local std::map<PlanKey, Plan> plans;
