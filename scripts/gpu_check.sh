@@ -66,7 +66,7 @@ stage benchmark 240 "$out/benchmark.log" python3 benchmarks/workloads.py --devic
 stage W3-timed-cudnn 150 "$out/benchmark-find.log" env LRPTEXT_CUDNN=find python3 benchmarks/workloads.py \
   --device cuda --only W3 --batches 32 --rounds 10 --out "$out/cudnn-find"
 stage W6 240 "$out/w6.log" python3 benchmarks/encoders.py --device cuda --weights random \
-  --minilm-config "$root/.minilm" --rounds 20 --out "$out"
+  --minilm-config "$root/.minilm" --rounds 10 --out "$out"
 for case in "W3 VGG-16:32" "W4 digits CNN:1024"; do  # where the time goes, for the speed work
   stage "profile ${case}" 60 "$out/profile-$((++n)).log" python3 benchmarks/time_profile.py --device cuda \
     --workload "${case%:*}" --batch "${case#*:}"
