@@ -60,8 +60,9 @@ if [ "$status" -ge 128 ]; then  # killed by a signal: rerun under cuda-gdb (no g
     --rootdir "$root" "$root"/tests/test_{linear_kernels,embedding_pooling,rule_vectors,bad_input}.py
 fi
 cd "$root"
-stage benchmark 240 "$out/benchmark.log" python3 benchmarks/workloads.py --device cuda --only W1,W3,W4 \
-  --batches 32 --rounds 20 --out "$out"
+# cuDNN's backward-data for the convolutions' transposed pass (opt-in until this check has passed with it)
+stage benchmark 240 "$out/benchmark.log" env LRPTEXT_CUDNN=1 python3 benchmarks/workloads.py --device cuda \
+  --only W1,W3,W4 --batches 32 --rounds 20 --out "$out"
 # cuDNN's algorithms timed on the first call (LRPTEXT_CUDNN=find) against its heuristics' first (the run above)
 stage W3-timed-cudnn 150 "$out/benchmark-find.log" env LRPTEXT_CUDNN=find python3 benchmarks/workloads.py \
   --device cuda --only W3 --batches 32 --rounds 10 --out "$out/cudnn-find"

@@ -121,14 +121,13 @@ def test_conv2d_matches_oracle(rule_name, case, strided, dtype, backend, device)
 @pytest.mark.parametrize("case", CONV_CASES, ids=conv_id)
 @pytest.mark.parametrize("rule_name", ["epsilon", "zplus", "alpha2beta1", "zbox"])
 def test_cuda_transposed_pass_by_cudnn_and_by_columns(rule_name, case, path, dtype, cuda_device, monkeypatch):
-    """CUDA's transposed pass G runs through cuDNN's backward-data where torch has loaded cuDNN (the algorithm of
-    its heuristics, or with LRPTEXT_CUDNN=find the fastest it times), else (or with LRPTEXT_CUDNN=0) as GEMMs into
-    columns and a gathering col2im: each against the oracle."""
+    """CUDA's transposed pass G runs through cuDNN's backward-data with LRPTEXT_CUDNN=1 (its heuristics' first
+    algorithm) or =find (the fastest it times) where torch has loaded cuDNN, else as GEMMs into columns and a
+    gathering col2im: each against the oracle."""
     import lrptext
 
-    if path != "cudnn":
-        monkeypatch.setenv("LRPTEXT_CUDNN", "0" if path == "columns" else "find")
-    elif torch.backends.cudnn.is_available():
+    monkeypatch.setenv("LRPTEXT_CUDNN", {"cudnn": "1", "cudnn timed": "find", "columns": "0"}[path])
+    if path != "columns" and torch.backends.cudnn.is_available():
         assert lrptext.build_info()["cudnn"], "torch has cuDNN but lrptext's kernels could not load it"
     check_conv2d(rule_name, case, False, dtype, "cpp", cuda_device)
 
