@@ -410,3 +410,17 @@ def test_the_core_checks_its_own_arguments():
         core.recurrent_sweep(*args, torch.tensor([3, 1]), t, inputs=5)
     with pytest.raises(ValueError, match="pass the map's 'bias'"):
         core.recurrent_sweep(*args, torch.tensor([3, 1]), torch.empty(2, 3, 4), inputs=5, bias_factor=1.0)
+
+
+@pytest.mark.parametrize("name", ["epsilon", "epsilon_plus", "epsilon_gamma", "epsilon_alpha2_beta1"])
+def test_a_named_composites_epsilon_reaches_recurrent_layers(name):
+    """composite="epsilon", epsilon=0.1 gives the recurrent layer's linear parts Epsilon(0.1), as its dense layers:
+    the same relevance as that rule named for the LSTM, and another than the default epsilon's."""
+    torch.manual_seed(5)
+    model = Classifier("LSTM", bidirectional=True).double()
+    ids = torch.randint(1, 30, (2, 7))
+    named = lrptext.explain(model, ids, composite=name, epsilon=0.1).relevance
+    mapped = lrptext.explain(model, ids, composite=name, epsilon=0.1, layer_map={nn.LSTM: Epsilon(0.1)}).relevance
+    default = lrptext.explain(model, ids, composite=name, epsilon=0.1, layer_map={nn.LSTM: Epsilon(1e-6)}).relevance
+    torch.testing.assert_close(named, mapped, rtol=0, atol=0)
+    assert not torch.allclose(named, default)

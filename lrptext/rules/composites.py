@@ -55,6 +55,12 @@ class Composite:
         return f"Composite({self.name!r}, {slots}, first={self.first!r})"
 
 
+def _epsilon(epsilon: float) -> dict[str, Rule]:
+    """The composite's epsilon for dense layers and for the linear parts of recurrent ones (Arras et al. 2017),
+    which have no other rule."""
+    return {"dense": Epsilon(epsilon), "recurrent": Epsilon(epsilon)}
+
+
 def _box(name: str, low: Any = None, high: Any = None, gamma: float = 0.25, epsilon: float = 1e-6) -> Composite:
     if low is None or high is None:
         raise ValueError(
@@ -62,7 +68,7 @@ def _box(name: str, low: Any = None, high: Any = None, gamma: float = 0.25, epsi
             "for inputs normalised as (x - mean) / std over [0, 1] pixels: low=-mean/std, high=(1-mean)/std)"
         )
     # z^B for first convolutions only, as zennit: a first dense layer keeps the dense rule.
-    return Composite(name, dense=Epsilon(epsilon), conv=Gamma(gamma), first={"conv": ZBox(low, high)})
+    return Composite(name, **_epsilon(epsilon), conv=Gamma(gamma), first={"conv": ZBox(low, high)})
 
 
 def _transformer(name: str, attention: Rule, epsilon: float, gamma: float | None) -> Composite:
@@ -72,23 +78,23 @@ def _transformer(name: str, attention: Rule, epsilon: float, gamma: float | None
     # additions (residuals, the embeddings' sum, an attention mask's) and sums (pooling) split exactly, without a
     # stabiliser
     return Composite(name, dense=linear, conv=linear, attention=attention, layer_norm=Epsilon(epsilon), add=Norm(0.0),
-                     reduce=Norm(0.0))
+                     reduce=Norm(0.0), recurrent=Epsilon(epsilon))
 
 
 COMPOSITES: dict[str, Callable[..., Composite]] = {
-    "epsilon": lambda epsilon=1e-6: Composite("epsilon", dense=Epsilon(epsilon), conv=Epsilon(epsilon)),
-    "epsilon_plus": lambda epsilon=1e-6: Composite("epsilon_plus", dense=Epsilon(epsilon), conv=ZPlus()),
-    "epsilon_plus_flat": lambda epsilon=1e-6: Composite("epsilon_plus_flat", dense=Epsilon(epsilon), conv=ZPlus(),
+    "epsilon": lambda epsilon=1e-6: Composite("epsilon", **_epsilon(epsilon), conv=Epsilon(epsilon)),
+    "epsilon_plus": lambda epsilon=1e-6: Composite("epsilon_plus", **_epsilon(epsilon), conv=ZPlus()),
+    "epsilon_plus_flat": lambda epsilon=1e-6: Composite("epsilon_plus_flat", **_epsilon(epsilon), conv=ZPlus(),
                                                         first=Flat()),
-    "epsilon_gamma": lambda gamma=0.25, epsilon=1e-6: Composite("epsilon_gamma", dense=Epsilon(epsilon),
+    "epsilon_gamma": lambda gamma=0.25, epsilon=1e-6: Composite("epsilon_gamma", **_epsilon(epsilon),
                                                                 conv=Gamma(gamma)),
     "epsilon_gamma_box": lambda **kw: _box("epsilon_gamma_box", **kw),
-    "epsilon_alpha2_beta1": lambda epsilon=1e-6: Composite("epsilon_alpha2_beta1", dense=Epsilon(epsilon),
+    "epsilon_alpha2_beta1": lambda epsilon=1e-6: Composite("epsilon_alpha2_beta1", **_epsilon(epsilon),
                                                            conv=AlphaBeta(2.0, 1.0)),
-    "epsilon_alpha2_beta1_flat": lambda epsilon=1e-6: Composite("epsilon_alpha2_beta1_flat", dense=Epsilon(epsilon),
+    "epsilon_alpha2_beta1_flat": lambda epsilon=1e-6: Composite("epsilon_alpha2_beta1_flat", **_epsilon(epsilon),
                                                                 conv=AlphaBeta(2.0, 1.0), first=Flat()),
     # LRP-0: ε = 0 everywhere; a z of exactly 0 divides by 0, and explain() then names the node
-    "lrp0": lambda: Composite("lrp0", dense=Epsilon(0.0), conv=Epsilon(0.0)),
+    "lrp0": lambda: Composite("lrp0", **_epsilon(0.0), conv=Epsilon(0.0)),
     "attnlrp": lambda epsilon=1e-6, gamma=None: _transformer("attnlrp", AttnLRP(), epsilon, gamma),
     "cp_lrp": lambda epsilon=1e-6, gamma=None: _transformer("cp_lrp", CPLRP(), epsilon, gamma),
 }
