@@ -192,6 +192,8 @@ def _explain_with_sklearn(args: argparse.Namespace, texts: list[str]) -> list:
 
 
 IMAGE_DATASETS = ("fashion-mnist", "digits")
+TEXT_ARCHS = ["cnn", "bag", "mlp", "lstm", "gru", "minilm"]  # the first is the default
+IMAGE_ARCHS = ["vgg", "digits", "resnet"]
 
 
 def _read_image(path: str, channels: int, size: int) -> np.ndarray:
@@ -247,7 +249,13 @@ def train(args: argparse.Namespace) -> int:
     from lrptext.datasets import load
     from lrptext.training import TrainConfig, train as train_model
 
-    if args.dataset in IMAGE_DATASETS:
+    images = args.dataset in IMAGE_DATASETS
+    kinds = IMAGE_ARCHS if images else TEXT_ARCHS
+    args.arch = args.arch or kinds[0]
+    if args.arch not in kinds:
+        raise ValueError(f"--arch {args.arch} does not train on {args.dataset}, a{'n image' if images else ' text'} "
+                         f"dataset; its architectures: {', '.join(kinds)}")
+    if images:
         return _train_images(args)
     if args.arch == "minilm":
         return _train_minilm(args)
@@ -263,7 +271,7 @@ def _train_images(args: argparse.Namespace) -> int:
     from lrptext.datasets.images import load_images
     from lrptext.training import TrainConfig, train_images
 
-    arch = args.arch if args.arch in ("digits", "vgg", "resnet") else "vgg"
+    arch = args.arch
     config = TrainConfig(arch=arch, seed=args.seed, progress=False if args.quiet else None,
                          **_given(args, ("epochs", "batch_size", "learning_rate")))
     options = {"width": args.width} if args.width else {}
@@ -436,9 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("train", help="train a document or image classifier")
     p.add_argument("--dataset", required=True, help="spam-assassin, 20newsgroups, reuters-r8 (text) or "
                                                     "fashion-mnist, digits (images)")
-    p.add_argument("--arch", choices=["cnn", "bag", "mlp", "lstm", "gru", "minilm", "digits", "vgg", "resnet"],
-                   default="cnn", help="text: cnn, bag, mlp, lstm, gru (bidirectional), minilm (fine-tunes MiniLM-L6, "
-                                       "extra 'minilm'; --out is a folder); images: digits, vgg, resnet")
+    p.add_argument("--arch", choices=TEXT_ARCHS + IMAGE_ARCHS,
+                   help="text: cnn (the default), bag, mlp, lstm, gru (bidirectional), minilm (fine-tunes MiniLM-L6, "
+                        "extra 'minilm'; --out is a folder); images: vgg (the default), digits, resnet")
     p.add_argument("--width", type=int, help="channels of the first convolutions (vgg, resnet)")
     p.add_argument("--out", required=True, metavar="PATH")
     p.add_argument("--epochs", type=int, help="default 20 (minilm: 2)")

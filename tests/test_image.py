@@ -58,6 +58,16 @@ def test_the_digits_cnn_trains_on_digits_through_the_cli(tmp_path, capsys):
     assert "test accuracy" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("dataset, arch, kind", [("digits", "minilm", "an image"), ("digits", "cnn", "an image"),
+                                                  ("spam-assassin", "vgg", "a text")])
+def test_train_refuses_an_architecture_of_the_other_kind(tmp_path, capsys, dataset, arch, kind):
+    """Not a silent substitute (an image dataset once trained its default VGG for --arch minilm)."""
+    out = tmp_path / "model.pt"
+    assert main(["train", "--dataset", dataset, "--arch", arch, "--quiet", "--out", str(out)]) == 1
+    assert f"--arch {arch} does not train on {dataset}, {kind} dataset" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_resnet_style_with_batchnorm_trains_and_explains_on_digits():
     classifier = train_images(load_digits(), TrainConfig(arch="resnet", epochs=3, progress=False), width=8)
     assert classifier.metadata["test_accuracy"] > 0.5
