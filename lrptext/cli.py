@@ -309,14 +309,26 @@ def _save_and_report(classifier, args: argparse.Namespace, arch: str) -> int:
 def evaluate(args: argparse.Namespace) -> int:
     import importlib.util
 
-    from lrptext.evaluation.experiment import IMAGE_DATASETS, evaluate_images, evaluate_text, write_results
+    from lrptext.evaluation.experiment import (
+        IMAGE_DATASETS,
+        evaluate_images,
+        evaluate_text,
+        evaluate_transformer,
+        write_results,
+    )
 
     if importlib.util.find_spec("matplotlib") is None:  # found out before the evaluation, not after it
         raise RuntimeError("lrptext evaluate draws its curves with matplotlib: pip install 'lrptext[evaluate]'")
-    if Path(args.model).is_dir():
-        raise ValueError(f"{args.model} is a model folder; lrptext evaluate takes model files from 'lrptext train' "
-                         "and scikit-learn pipelines (.joblib), not yet Hugging Face models")
+    folder = Path(args.model).is_dir()
+    if args.protocol == "ali" and not folder:
+        raise ValueError("--protocol ali (Ali et al. 2022: generate and prune over fractions of the tokens) is for "
+                         "Hugging Face model folders; pass --model FOLDER, or --protocol deletion for this model")
+    if folder and args.dataset in IMAGE_DATASETS:
+        raise ValueError(f"{args.model} is a Hugging Face text model folder; evaluate it on a text data set "
+                         "(spam-assassin, 20newsgroups, reuters-r8)")
     methods = [m for m in args.methods.split(",") if m]
+    orders = [o for o in (args.orders or ("generate,prune" if args.protocol == "ali" else "morf,lerf")).split(",")
+              if o]
     progress = False if args.quiet else None
     if args.dataset in IMAGE_DATASETS:
         curves, context = evaluate_images(args.dataset, args.model, methods=methods,
@@ -324,17 +336,27 @@ def evaluate(args: argparse.Namespace) -> int:
                                           steps=args.steps or 50, region=args.region, fill=args.fill,
                                           limit=args.limit, seeds=args.seeds, progress=progress)
         unit = f"{args.region}x{args.region} regions"
+    elif folder:
+        curves, context = evaluate_transformer(args.dataset, args.model, protocol=args.protocol, methods=methods,
+                                               orders=orders, steps=args.steps or 25, deletion=args.deletion,
+                                               limit=args.limit, composite=args.composite, seeds=args.seeds,
+                                               progress=progress)
+        unit = "subword pieces"
     else:
-        curves, context = evaluate_text(args.dataset, args.model, methods=methods,
-                                        orders=[o for o in args.orders.split(",") if o], steps=args.steps or 25,
-                                        deletion=args.deletion, limit=args.limit, composite=args.composite,
-                                        seeds=args.seeds, progress=progress)
+        curves, context = evaluate_text(args.dataset, args.model, methods=methods, orders=orders,
+                                        steps=args.steps or 25, deletion=args.deletion, limit=args.limit,
+                                        composite=args.composite, seeds=args.seeds, progress=progress)
         unit = "words"
     out = write_results(curves, context, args.out, unit=unit)
     for c in curves:
-        print(f"{c.order:>4} {c.method:>24}: AOPC {c.aopc:8.3f} ({c.better['aopc']} is better), accuracy "
-              f"{c.accuracy[0]:.3f} -> {c.accuracy[-1]:.3f}, {c.evaluations} evaluations and "
-              f"{1e3 * c.seconds_per_explanation:.1f} ms per explanation")
+        cost = (f"{c.evaluations} evaluations and {1e3 * c.seconds_per_explanation:.1f} ms per explanation"
+                if c.method != "random" else f"random orders averaged over {c.seeds} seeds")
+        if hasattr(c, "fractions"):  # Ali et al.'s protocol
+            print(f"{c.case:>8} {c.method:>16}: AUAC {c.auac:.3f}, AUPC {c.aupc:.3f} (higher is better), AU-MSE "
+                  f"{c.au_mse:.4f} (lower is better); {cost}")
+        else:
+            print(f"{c.order:>4} {c.method:>24}: AOPC {c.aopc:8.3f} ({c.better['aopc']} is better), accuracy "
+                  f"{c.accuracy[0]:.3f} -> {c.accuracy[-1]:.3f}, {cost}")
     print(f"{out / 'evaluation.json'}, {out / 'curves.png'}", file=sys.stderr)
     return 0
 
@@ -466,26 +488,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=train)
 
-    p = commands.add_parser("evaluate", help="how faithful explanations are: word deletion, pixel flipping")
+    p = commands.add_parser("evaluate", help="how faithful explanations are: word deletion, pixel flipping, Ali et "
+                                             "al.'s generate and prune")
     p.add_argument("--dataset", required=True, help="a text dataset (spam-assassin, 20newsgroups, ...) or an image "
                                                     "dataset (fashion-mnist, digits); its test split is used")
     p.add_argument("--model", default="default", help="a model file from 'lrptext train' (default: the bundled one "
-                                                      "for the data), or a scikit-learn pipeline (.joblib, text)")
+                                                      "for the data), a scikit-learn pipeline (.joblib, text), or a "
+                                                      "Hugging Face model folder (text; each document's first window)")
+    p.add_argument("--protocol", choices=["deletion", "ali"], default="deletion",
+                   help="deletion: MoRF/LeRF word (or piece) deletion; ali: Ali et al. (2022)'s generate and prune "
+                        "over fractions 0, 0.1, ..., 1 of the tokens (AUAC, AUPC, AU-MSE; model folders)")
     p.add_argument("--methods", default="lrp,sa,random",
-                   help="comma-separated: lrp, sa, gi, ig, occlusion, random (default lrp,sa,random); images also "
+                   help="comma-separated: lrp, sa, gi, ig, occlusion, random (default lrp,sa,random); model folders "
+                        "also rollout (attention rollout) and chefer (gradient-weighted rollout); images also "
                         "gradcam, and cam for a model ending in global average pooling")
-    p.add_argument("--orders", default="morf,lerf", help="text: morf (correctly classified documents), lerf "
-                                                         "(misclassified ones), or both")
+    p.add_argument("--orders", help="text: morf (correctly classified documents), lerf (misclassified ones), or both "
+                                    "(default); --protocol ali: generate, prune, or both (default)")
     p.add_argument("--steps", type=int, help="features deleted (default: 25 words, 50 regions)")
     p.add_argument("--deletion", choices=["zero", "unk", "remove"], default="zero",
                    help="text: zero the word's embedding, replace it with the unknown token, or remove it")
-    p.add_argument("--composite", choices=sorted(COMPOSITES), help="text: the LRP composite (default epsilon_gamma)")
+    p.add_argument("--composite", choices=sorted(COMPOSITES),
+                   help="text: the LRP composite (default epsilon_gamma; model folders: both attnlrp and cp_lrp)")
     p.add_argument("--composites", default="epsilon,epsilon_plus_flat,epsilon_gamma_box",
                    help="images: LRP composites to compare, comma-separated (lrp0 too)")
     p.add_argument("--region", type=int, default=2, help="images: side of the square regions flipped together")
     p.add_argument("--fill", choices=["noise", "zero", "mean"], default="noise",
                    help="images: what a flipped region becomes")
-    p.add_argument("--limit", type=int, default=200, help="examples per order, drawn at random (seeded)")
+    p.add_argument("--limit", type=int, default=200, help="examples per order (--protocol ali: documents), drawn "
+                                                             "at random (seeded)")
     p.add_argument("--seeds", type=int, default=5, help="random orders averaged for the random baseline")
     p.add_argument("--out", required=True, metavar="DIR", help="writes evaluation.json and curves.png here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -113,7 +113,7 @@ def bow_word_deletion(pipeline: Any, texts: Sequence[str], labels: Sequence[Any]
         return [[v[j] for j in rng.permutation(len(v))] for v in vocabulary]
 
     return perturbation_curves(methods, orders, len(texts), scores_of=scores_of, ranked=ranked, shuffled=shuffled,
-                               curve_of=lambda order, seed: _curve(model, words, order, truth, steps),
+                               curve_of=lambda order, seed, _: _curve(model, words, order, truth, steps),
                                seeds=seeds, progress=progress, desc="word deletion")
 
 

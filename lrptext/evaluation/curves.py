@@ -74,26 +74,31 @@ def check_choices(orders: Sequence[str], given: Sequence[str], allowed: Sequence
 
 def perturbation_curves(methods: Sequence[str], orders: Sequence[str], examples: int, *,
                         scores_of: Callable[[str], tuple[Any, int]], ranked: Callable[[Any, str], Any],
-                        shuffled: Callable[[int], Any], curve_of: Callable[[Any, int], tuple[np.ndarray, np.ndarray]],
-                        seeds: int, progress: bool | None, desc: str) -> list[Curve]:
+                        shuffled: Callable[[int], Any], curve_of: Callable[[Any, int, str], tuple[np.ndarray, ...]],
+                        seeds: int, progress: bool | None, desc: str, summary: Callable[..., Any] = summarise,
+                        warm_up: Callable[[str], None] | None = None) -> list[Any]:
     """The loop every evaluation shares. scores_of(method) -> (scores, evaluations per example), timed, with
     scores None for the random baseline; ranked(scores, order) and shuffled(seed) -> each example's deletion
-    order; curve_of(order, seed) -> (scores, correct) after k = 0..K deletions. Random orders are averaged over
-    `seeds`."""
+    order; curve_of(orders, seed, order) -> arrays [examples, steps] (by default (scores, correct) after
+    k = 0..K deletions), averaged over the `seeds` random orders and handed to summary(method, order, *arrays,
+    evaluations=, seconds_per_explanation=, seeds=) (default: summarise). warm_up(method), untimed, runs first:
+    what a method builds once (a captured graph, a model copy) is not charged to its explanations."""
     from tqdm import tqdm
 
     bar = tqdm(total=len(methods) * len(orders), desc=desc, disable=None if progress is None else not progress)
     curves = []
     for method in methods:
+        if warm_up is not None:
+            warm_up(method)
         began = time.perf_counter()
         scores, evaluations = scores_of(method)
         seconds = (time.perf_counter() - began) / examples
         for order in orders:
-            runs = ([curve_of(ranked(scores, order), 0)] if scores is not None
-                    else [curve_of(shuffled(seed), seed) for seed in range(seeds)])
-            s, c = np.mean([r[0] for r in runs], axis=0), np.mean([r[1] for r in runs], axis=0)
-            curves.append(summarise(method, order, s, c, evaluations=evaluations, seconds_per_explanation=seconds,
-                                    seeds=len(runs)))
+            runs = ([curve_of(ranked(scores, order), 0, order)] if scores is not None
+                    else [curve_of(shuffled(seed), seed, order) for seed in range(seeds)])
+            averaged = [np.mean([r[i] for r in runs], axis=0) for i in range(len(runs[0]))]
+            curves.append(summary(method, order, *averaged, evaluations=evaluations,
+                                  seconds_per_explanation=seconds, seeds=len(runs)))
             bar.update(1)
     bar.close()
     return curves

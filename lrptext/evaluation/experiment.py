@@ -1,7 +1,9 @@
 """`lrptext evaluate`: a dataset's test split, a model and a list of methods in; JSON and a figure out.
 
 Text follows Arras et al. (2017): MoRF deletion on test documents the model classifies correctly (accuracy should
-fall), LeRF deletion on those it misclassifies (accuracy should rise), relevance for the true label. Images:
+fall), LeRF deletion on those it misclassifies (accuracy should rise), relevance for the true label. A Hugging Face
+model folder is evaluated on each document's first window, with that deletion (protocol "deletion") or with Ali
+et al. (2022)'s generate and prune protocol (protocol "ali") on a random sample of test documents. Images:
 pixel flipping (region perturbation) on correctly classified test images, MoRF, LRP composites against the
 baselines."""
 
@@ -88,6 +90,102 @@ def evaluate_text(dataset: str, model: str, *, methods: Sequence[str], orders: S
     return curves, context
 
 
+PROTOCOLS = ("deletion", "ali")
+
+
+def _model_classes(model_labels: list[str], dataset_labels: list[str]) -> tuple[list[int], str]:
+    """The model's output index for each of the data set's labels, and how they were matched."""
+    if set(dataset_labels) <= set(model_labels):
+        return [model_labels.index(name) for name in dataset_labels], "by name"
+    if len(model_labels) == len(dataset_labels):
+        return list(range(len(dataset_labels))), (f"by position: the model's labels {model_labels} are not the data "
+                                                  f"set's {dataset_labels}")
+    raise ValueError(f"the model's {len(model_labels)} labels {model_labels} do not match the data set's "
+                     f"{len(dataset_labels)} labels {dataset_labels}; evaluate it on the data it was trained for")
+
+
+def _cost(curves: Sequence[Any]) -> dict[str, dict[str, float]]:
+    """Each method's model evaluations and seconds per explanation, averaged over its curves weighted by their
+    documents (MoRF and LeRF explain different documents; generate and prune share one explanation each)."""
+    cost: dict[str, dict[str, float]] = {}
+    for method in dict.fromkeys(c.method for c in curves):
+        mine = [c for c in curves if c.method == method]
+        n = sum(c.examples for c in mine)
+        cost[method] = {"evaluations": round(sum(c.evaluations * c.examples for c in mine) / n, 1),
+                        "seconds_per_explanation": sum(c.seconds_per_explanation * c.examples for c in mine) / n}
+    return cost
+
+
+def evaluate_transformer(dataset: str, model: str, *, protocol: str, methods: Sequence[str], orders: Sequence[str],
+                         steps: int, deletion: str, limit: int, composite: str | None, seeds: int, seed: int = 0,
+                         progress: bool | None = None) -> tuple[list[Any], dict[str, Any]]:
+    """A Hugging Face model folder on a text data set's test split, each document read in its first window."""
+    from lrptext.datasets import load
+    from lrptext.evaluation.curves import ORDERS
+    from lrptext.evaluation.fractions import CASES
+    from lrptext.evaluation.transformer_tokens import (
+        LRP_COMPOSITES,
+        Perturbed,
+        expand_methods,
+        first_windows,
+        generate_and_prune,
+        token_deletion,
+    )
+    from lrptext.text.classifier import TextClassifier
+    from lrptext.text.records import checked
+    from lrptext.text.subwords import pieces_of
+
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    # orders and methods are checked before the test split is read and predicted
+    allowed = CASES if protocol == "ali" else ORDERS
+    if not orders or any(o not in allowed for o in orders):
+        raise ValueError(f"protocol {protocol!r} takes orders {', '.join(allowed)}, got {', '.join(orders) or 'none'}")
+    expand_methods(methods, None)
+    data = load(dataset)
+    classifier = TextClassifier.load(model)
+    began = time.perf_counter()
+    classes, matched = _model_classes(classifier.labels, list(data.label_names))
+    texts = list(data.test.texts)
+    valid = [i for i, t in enumerate(texts) if checked(i, t).valid]
+    pieces = pieces_of(classifier.tokenizer, [texts[i] for i in valid])
+    keep = [i for i, p in zip(valid, pieces) if p.ids]  # a document without a token has nothing to perturb
+    excluded = len(texts) - len(keep)
+    texts, truth = [texts[i] for i in keep], np.asarray([classes[y] for y in np.asarray(data.test.labels)[keep]])
+    windows = first_windows(classifier, texts)
+    predicted = Perturbed(classifier, "remove").logits(windows.rows).argmax(1).numpy()  # nothing removed
+    composites = [composite] if composite else list(LRP_COMPOSITES)
+    options = {"methods": methods, "composites": composites, "seeds": seeds, "progress": progress}
+    if protocol == "deletion":
+        chosen = _split_by_correctness(predicted, truth, limit, seed)
+        curves: list[Any] = [c for order in orders if len(chosen[order]) for c in token_deletion(
+            classifier, [texts[i] for i in chosen[order]], [int(truth[i]) for i in chosen[order]], orders=(order,),
+            steps=steps, deletion=deletion, **options)]
+        examples = {order: len(chosen[order]) for order in orders}
+        setting = {"steps": steps, "deletion": deletion, "score": "the true label's logit"}
+    else:
+        idx = np.random.default_rng(seed).permutation(len(texts))[:limit]
+        curves = generate_and_prune(classifier, [texts[i] for i in idx], [int(truth[i]) for i in idx], cases=orders,
+                                    **options)
+        examples = {case: len(idx) for case in orders}
+        setting = {"fractions": curves[0].fractions if curves else [],
+                   "replacement": f"the unknown token {classifier.tokenizer.unk_token}",
+                   "score": "accuracy, the true label's probability and logit, the probabilities' MSE"}
+    config = classifier.model.config
+    context = {"dataset": dataset, "model": str(model), "protocol": protocol,
+               "model_kind": f"{type(classifier.model).__name__} ({config.model_type}), LRP composites "
+                             f"{', '.join(composites)}",
+               "window": f"the first window of each document: {classifier.max_length} tokens with the special "
+                         f"tokens ({classifier.window} pieces); explanations and perturbations on it alone",
+               "test_documents": len(texts), "documents_longer_than_the_window": int(sum(windows.longer)),
+               "excluded_without_tokens": excluded, "labels_matched": matched,
+               "test_accuracy": float((predicted == truth).mean()), "examples": examples, **setting,
+               "relevance_for": "the true label",
+               "cost": _cost(curves),
+               "seconds": round(time.perf_counter() - began, 1)}
+    return curves, context
+
+
 def evaluate_images(dataset: str, model: str, *, methods: Sequence[str], composites: Sequence[str], steps: int,
                     region: int, fill: str, limit: int, seeds: int, seed: int = 0,
                     progress: bool | None = None) -> tuple[list[Curve], dict[str, Any]]:
@@ -112,7 +210,7 @@ def evaluate_images(dataset: str, model: str, *, methods: Sequence[str], composi
     return curves, context
 
 
-def write_results(curves: Sequence[Curve], context: dict[str, Any], out: str | Path, *, unit: str) -> Path:
+def write_results(curves: Sequence[Any], context: dict[str, Any], out: str | Path, *, unit: str) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(curves, out / "evaluation.json", **context)

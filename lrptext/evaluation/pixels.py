@@ -141,5 +141,5 @@ def pixel_flipping(classifier: ImageClassifier, images: np.ndarray | torch.Tenso
         [f"lrp:{c}" for c in composites] + list(baselines), orders, images.shape[0], scores_of=scores_of,
         ranked=lambda scores, order: torch.argsort(-scores if order == "morf" else scores, dim=1, stable=True),
         shuffled=shuffled, seeds=seeds, progress=progress, desc="pixel flipping",
-        curve_of=lambda order, seed: _flip_curve(classifier, images, truth, _fill(images, fill, seed), regions,
+        curve_of=lambda order, seed, _: _flip_curve(classifier, images, truth, _fill(images, fill, seed), regions,
                                                  order, steps, batch_size))

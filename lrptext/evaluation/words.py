@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
@@ -120,9 +121,11 @@ def _scores(method: str, classifier: TextClassifier, model: _Model, rows: list[l
     return scores, evaluations
 
 
-def _deletion_curve(model: _Model, rows: list[list[int]], truth: torch.Tensor, orders: list[np.ndarray],
-                    steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """Score of the true class and correctness after k = 0..steps deletions, [docs, steps + 1] each."""
+def deletion_curve(model: Any, rows: list[list[int]], truth: torch.Tensor, orders: list[np.ndarray],
+                   steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Score of the true class and correctness after k = 0..steps deletions, [docs, steps + 1] each; `orders`
+    holds row positions, and model.logits(rows, deleted positions) gives the logits (_Model here, the
+    transformer's in transformer_tokens.py)."""
     scores = np.zeros((len(rows), steps + 1))
     correct = np.zeros((len(rows), steps + 1))
     for k in range(steps + 1):
@@ -159,5 +162,5 @@ def word_deletion(classifier: TextClassifier, texts: Sequence[str], labels: Sequ
         return [rng.permutation(len(r)) for r in rows]
 
     return perturbation_curves(methods, orders, len(rows), scores_of=scores_of, ranked=ranked, shuffled=shuffled,
-                               curve_of=lambda order, seed: _deletion_curve(model, rows, truth, order, steps),
+                               curve_of=lambda order, seed, _: deletion_curve(model, rows, truth, order, steps),
                                seeds=seeds, progress=progress, desc="word deletion")
