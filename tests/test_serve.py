@@ -75,6 +75,7 @@ def test_with_no_model_the_bundled_text_and_image_models_are_served(client):
     assert set(by_name) == {"spam-cnn", "fashion-cnn"}
     assert by_name["spam-cnn"]["kind"] == "text" and by_name["spam-cnn"]["labels"] == ["ham", "spam"]
     assert by_name["fashion-cnn"]["kind"] == "image" and len(by_name["fashion-cnn"]["labels"]) == 10
+    assert (by_name["spam-cnn"]["architecture"], by_name["fashion-cnn"]["architecture"]) == ("cnn", "vgg")
     assert client.get("/healthz").json()["status"] == "ok"
 
 
@@ -86,7 +87,7 @@ def test_only_named_files_load_and_pickles_only_when_allowed(tmp_path):
         load_model(str(path))
     assert cli.main(["serve", "--model", str(path)]) == 1  # refused before anything listens
     (tmp_path / "hf").mkdir()
-    with pytest.raises(ValueError, match="Hugging Face model folder"):
+    with pytest.raises(ValueError, match="folder without config.json; .* Hugging Face sequence classifiers"):
         load_model(str(tmp_path / "hf"))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_model(str(tmp_path / "missing.pt"))
@@ -318,7 +319,8 @@ def test_the_openapi_description_names_every_route_with_its_schemas(client):
                 == "#/components/schemas/ErrorResponse"
     assert set(spec["paths"]) >= {"/healthz", "/v1/models"}
     document = spec["components"]["schemas"]["Document"]
-    assert set(document["properties"]) == {"prediction", "target", "score", "contrast", "truncated", "words"}
+    assert set(document["properties"]) == {"prediction", "target", "score", "contrast", "truncated", "windows",
+                                            "special", "words"}
     assert client.get("/docs").status_code == 404  # its page would load scripts from a CDN
 
 

@@ -21,6 +21,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -42,10 +43,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server():
+@contextmanager
+def serving(*options: str):
+    """`lrptext serve` with these options on a free port, as a user starts it; its URL once it answers."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "lrptext.cli", "serve", "--port", str(port)],
+    process = subprocess.Popen([sys.executable, "-m", "lrptext.cli", "serve", "--port", str(port), *options],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -66,6 +68,12 @@ def server():
 
 
 @pytest.fixture(scope="module")
+def server():
+    with serving() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
 def browser():
     if CHROMIUM is None:
         if os.environ.get("LRPTEXT_REQUIRE_CHROMIUM") == "1":
@@ -79,8 +87,9 @@ def browser():
         browser.close()
 
 
-@pytest.fixture
-def page(browser, server):
+@contextmanager
+def opened(browser, server: str):
+    """The explorer page of `server`, ready; no script error, failed request or request elsewhere on the way."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     errors: list[str] = []
@@ -93,6 +102,12 @@ def page(browser, server):
     yield page
     context.close()
     assert not errors, errors
+
+
+@pytest.fixture
+def page(browser, server):
+    with opened(browser, server) as page:
+        yield page
 
 
 def explained(page) -> None:
@@ -305,3 +320,70 @@ def test_an_opened_text_file_is_explained(page):
     explained(page)
     assert page.input_value("#text") == text
     assert [w["text"] for w in words(page, "#pane-a")] == text.split()
+
+
+# -- a Hugging Face model folder ------------------------------------------------------------------------------------
+LONG = "f r e e m o n e y n o w"  # twelve WordPiece pieces: three windows of six
+
+
+@pytest.fixture(scope="module")
+def transformer_server(tmp_path_factory):
+    pytest.importorskip("transformers")
+    from hf_folders import bert, save_folder, wordpiece_tokenizer
+
+    tokenizer = wordpiece_tokenizer(max_length=8)  # six pieces per window beside [CLS] and [SEP]
+    folder = save_folder(bert(tokenizer), tokenizer, tmp_path_factory.mktemp("models") / "tiny-bert")
+    with serving("--model", str(folder)) as url:
+        yield url
+
+
+def shown_layers(page) -> list[tuple[str, float]]:
+    rows = page.eval_on_selector_all("#layers tbody tr", "rows => rows.map(r => [r.cells[0].textContent, "
+                                                         "r.cells[1].textContent])")
+    return [(name, float(value)) for name, value in rows]
+
+
+def test_a_transformer_folder_offers_its_composites_and_shows_its_layer_totals(browser, transformer_server):
+    with opened(browser, transformer_server) as page:
+        def values(select: str) -> list[str]:
+            return page.eval_on_selector_all(f"{select} option", "os => os.map(o => o.value)")
+
+        assert page.input_value("#model") == "tiny-bert" and "bert" in page.inner_text("#model")
+        assert values("#composite") == ["attnlrp", "cp_lrp"] and page.input_value("#composite") == "attnlrp"
+        assert values("#compare") == ["", "composite:cp_lrp"]  # no gradient baselines for a transformer
+        room = page.locator("#layers").bounding_box()
+        assert page.is_visible("#layers") and room["height"] > 0  # its room is kept before the first explanation
+
+        for composite in ("attnlrp", "cp_lrp"):
+            if composite != "attnlrp":
+                page.select_option("#composite", composite)
+            else:
+                page.fill("#text", LONG)
+                page.click("#explain")
+            explained(page)
+            answer = api(transformer_server, "/v1/explain", {"texts": [LONG], "composite": composite,
+                                                             "layers": True})
+            doc, totals = answer["documents"][0], answer["layers"][0]
+            assert [w["text"] for w in words(page, "#pane-a")] == LONG.split()
+            assert [w["relevance"] for w in words(page, "#pane-a")] == \
+                pytest.approx([w["relevance"] for w in doc["words"]], rel=1e-6)
+            assert "read in 3 windows" in page.inner_text("#pane-a .scale") and "[CLS]" in page.inner_text(
+                "#pane-a .scale")
+            shown = shown_layers(page)
+            assert [name for name, _ in shown] == [t["layer"] for t in totals] and shown[0][0] == "classifier"
+            # as the page writes them: 4 decimals, or 4 significant digits below 1e-3
+            assert [value for _, value in shown] == [pytest.approx(t["relevance"], rel=1e-3, abs=5.1e-5)
+                                                     for t in totals]
+            assert page.locator("#layers").bounding_box() == room  # nothing moved, however many layers
+
+        # a transformer has many layers: the table scrolls in its own region, which the keyboard reaches and moves
+        region = page.locator("#layers .layer-table")
+        assert region.evaluate("r => r.scrollHeight > r.clientHeight && r.scrollTop === 0")
+        region.focus()
+        assert page.evaluate("document.activeElement.getAttribute('role')") == "region"
+        page.keyboard.press("End")
+        at_end = "r => r.scrollTop > 0 && r.scrollTop + r.clientHeight >= r.scrollHeight - 1"
+        deadline = time.monotonic() + 5  # Chromium scrolls smoothly
+        while not region.evaluate(at_end) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert region.evaluate(at_end), region.evaluate("r => [r.scrollTop, r.clientHeight, r.scrollHeight]")

@@ -1,8 +1,8 @@
 """``lrptext serve``: a local web page to explore explanations and an HTTP JSON API on the same code (extra
 ``serve``: FastAPI and uvicorn). Only the models named when the server starts can be explained.
 
-- ``models``: the served models (document classifiers, scikit-learn pipelines, image classifiers) and what each
-  request may ask of them,
+- ``models``: the served models (document classifiers, Hugging Face transformers, scikit-learn pipelines, image
+  classifiers) and what each request may ask of them,
 - ``batching``: concurrent requests merged into one pass through the kernels,
 - ``corpus``: the words with the largest summed relevance per class over an uploaded corpus,
 - ``app``: the routes, limits and errors; ``server``: the command line's entry point."""

@@ -2,7 +2,8 @@
 occurs in: the corpus-level view of docs/top-words.md, for a JSON-lines or CSV file sent to the server.
 
 With a label field, each document is explained for its own label and counted under it (as docs/top-words.md does
-for the test split); without one, for its predicted label. Words are the model's tokens, lower-cased."""
+for the test split); without one, for its predicted label. Words are the model's tokens, lower-cased (for a
+transformer, spaCy's words, each the sum of the subword pieces starting in it)."""
 
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ def top_words(model: TextModel, documents: list[dict[str, Any]], composite: str,
     for label, group in groups.items():
         for start in range(0, len(group), 32):
             batch = group[start: start + 32]
-            tokens = classifier.tokenize([d["text"] for d in batch])
+            tokens = model.units([d["text"] for d in batch])
             keep = [i for i, t in enumerate(tokens) if classifier.knows_a_word(t)]
             docs = classifier.explain_tokens([batch[i]["text"] for i in keep], [tokens[i] for i in keep],
                                              target=None if label is None else classifier.label_index(label),

@@ -18,10 +18,12 @@ from lrptext.engine import Contrast
 from lrptext.rules import COMPOSITES
 from lrptext.text.checks import check_text
 from lrptext.text.document import DocumentExplanation, words_of
+from lrptext.text.tokens import Tokenizer
 
-# The composites of text CNNs and image CNNs; attnlrp and cp_lrp are for transformers, epsilon_gamma_box needs
-# input bounds (pixels have them, token embeddings do not).
-CNN_COMPOSITES = [c for c in COMPOSITES if c not in ("attnlrp", "cp_lrp", "epsilon_gamma_box")]
+# The composites of transformers; text CNNs take the others but epsilon_gamma_box, which needs input bounds
+# (pixels have them, token embeddings do not).
+TRANSFORMER_COMPOSITES = ["attnlrp", "cp_lrp"]
+CNN_COMPOSITES = [c for c in COMPOSITES if c not in (*TRANSFORMER_COMPOSITES, "epsilon_gamma_box")]
 GRADIENT_METHODS = {"gi": "gradient × input", "ig": "integrated gradients"}
 PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
 
@@ -66,18 +68,19 @@ class Goal:
 @dataclass
 class ServedModel:
     name: str
-    kind: str                           # "text" or "image"
+    kind: str                           # "text" or "image": what it reads, so which route explains it
     labels: list[str]
     composites: list[str]
     default_composite: str
     methods: list[str] = field(default_factory=lambda: ["lrp"])
     contrast: bool = True               # whether a contrast label can be asked for
     layers: bool = False                # whether per-layer relevance totals can be asked for
+    architecture: str = ""              # "cnn", "lstm", ... of lrptext train; "bert", "roberta", ... (transformers)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "labels": self.labels, "composites": self.composites,
-                "default_composite": self.default_composite, "methods": self.methods, "contrast": self.contrast,
-                "layers": self.layers}
+        return {"name": self.name, "kind": self.kind, "architecture": self.architecture, "labels": self.labels,
+                "composites": self.composites, "default_composite": self.default_composite, "methods": self.methods,
+                "contrast": self.contrast, "layers": self.layers}
 
     def goal(self, composite: str | None, method: str | None, target: str | None, contrast: str | None,
              layers: bool) -> Goal:
@@ -121,7 +124,8 @@ class TextModel(ServedModel):
         self.classifier = classifier
         has_embedding = isinstance(getattr(classifier.model, "embedding", None), torch.nn.Embedding)
         super().__init__(name, "text", list(classifier.labels), list(CNN_COMPOSITES), "epsilon_gamma",
-                         methods=["lrp", *GRADIENT_METHODS] if has_embedding else ["lrp"], layers=True)
+                         methods=["lrp", *GRADIENT_METHODS] if has_embedding else ["lrp"], layers=True,
+                         architecture=str(getattr(classifier.model, "arch", type(classifier.model).__name__)))
 
     def prepare(self, texts: list[str], limit: int) -> list[tuple[str, list]]:
         """(text, tokens) per document; a document that cannot be explained is refused, with its index."""
@@ -130,15 +134,26 @@ class TextModel(ServedModel):
             _check_document(text, i, limit)
             tokens = self.classifier.tokenize([text])[0]
             if not self.classifier.knows_a_word(tokens):
-                raise RequestError(f"document {i} has no word in the vocabulary of model {self.name!r}; nothing in "
-                                   "it can be explained")
+                raise RequestError(f"document {i} {self.unreadable}; nothing in it can be explained")
             prepared.append((text, tokens))
         return prepared
+
+    @property
+    def unreadable(self) -> str:
+        return f"has no word in the vocabulary of model {self.name!r}"
+
+    def read_length(self, tokens: list) -> int:
+        """The tokens of a document one pass reads: what a merged pass pads to."""
+        return min(len(tokens), self.classifier.max_tokens)
+
+    def units(self, texts: list[str]) -> list[list]:
+        """The tokens whose relevance the corpus view sums per class: the model's own."""
+        return self.classifier.tokenize(texts)
 
     def run(self, prepared: list[tuple[str, list]], goal: Goal) -> list[dict[str, Any]]:
         """One pass per group of documents of similar length (a pass pads every document to its longest)."""
         results: list[dict[str, Any]] = [{} for _ in prepared]
-        for group in length_groups([min(len(tokens), self.classifier.max_tokens) for _, tokens in prepared]):
+        for group in length_groups([self.read_length(tokens) for _, tokens in prepared]):
             for i, result in zip(group, self._run([prepared[i] for i in group], goal)):
                 results[i] = result
         return results
@@ -154,8 +169,8 @@ class TextModel(ServedModel):
             docs = self._gradient(texts, tokens, target, contrast, goal.method)
         results = [_text_result(d) for d in docs]
         if goal.layers:
-            for result, totals in zip(results, self._layer_totals(tokens, target, contrast, goal.composite)):
-                result["layers"] = totals
+            for result, totals in zip(results, self._layer_totals(texts, tokens, docs, contrast, goal.composite)):
+                result["layers"] = [{"layer": name, "relevance": total} for name, total in totals.items()]
         return results
 
     def _gradient(self, texts: list[str], tokens: list[list], target: int | None, contrast: int | None,
@@ -182,15 +197,48 @@ class TextModel(ServedModel):
                 probabilities=tuple(probs[i].tolist())))
         return docs
 
-    def _layer_totals(self, tokens: list[list], target: int | None, contrast: int | None,
-                      composite: str) -> list[list[dict[str, Any]]]:
-        """Per document, Σ relevance at each layer's output from the model's output down to its input."""
+    def _layer_totals(self, texts: list[str], tokens: list[list], docs: list[DocumentExplanation],
+                      contrast: int | None, composite: str) -> list[dict[str, float]]:
+        """Per document, Σ relevance at each layer's output from the model's output down to its input, for the
+        label its words were explained for."""
         c = self.classifier
         _, rows, _ = c.rows(tokens)
-        goal: Any = Contrast(target, contrast) if contrast is not None else target
+        target = torch.tensor([c.labels.index(d.target) for d in docs])
+        goal: Any = Contrast(target, torch.full_like(target, contrast)) if contrast is not None else target
         e = c.explainer(composite).explain(c.model.inputs(rows), target=goal, layers=True)
-        return [[{"layer": name, "relevance": float(total[i])} for name, total in e.layer_relevance.items()]
-                for i in range(len(rows))]
+        return [{name: float(total[i]) for name, total in e.layer_relevance.items()} for i in range(len(rows))]
+
+
+class TransformerModel(TextModel):
+    """A Hugging Face sequence classifier in a local model folder (TextClassifier.from_pretrained, as
+    `explain-text --model FOLDER` reads it), explained with AttnLRP or CP-LRP; long documents are read in windows,
+    never truncated. Its words for the corpus view are spaCy's, each the sum of the subword pieces starting in it."""
+
+    def __init__(self, name: str, classifier: Any):
+        self.classifier = classifier
+        self.words = Tokenizer()
+        ServedModel.__init__(self, name, "text", list(classifier.labels), list(TRANSFORMER_COMPOSITES),
+                             classifier.default_composite, layers=True,
+                             architecture=str(getattr(classifier.model.config, "model_type", "transformer")))
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "max_length": self.classifier.max_length}
+
+    @property
+    def unreadable(self) -> str:
+        return f"gives the tokenizer of model {self.name!r} no token"
+
+    def read_length(self, tokens: list) -> int:
+        return min(len(tokens), self.classifier.window)
+
+    def units(self, texts: list[str]) -> list[list]:
+        return list(self.words.pipe(texts))
+
+    def _layer_totals(self, texts: list[str], tokens: list[list], docs: list[DocumentExplanation],
+                      contrast: int | None, composite: str) -> list[dict[str, float]]:
+        c = self.classifier
+        return c.layer_relevance(texts, [c.labels.index(d.target) for d in docs], contrast=contrast,
+                                 composite=composite)
 
 
 class PipelineModel(ServedModel):
@@ -208,7 +256,7 @@ class PipelineModel(ServedModel):
         self.classes = list(classifier.classes_)
         linear = type(classifier).__name__ in LINEAR_NAMES
         super().__init__(name, "text", [str(c) for c in self.classes], ["lrp0", "epsilon"],
-                         "lrp0" if linear else "epsilon", contrast=False)
+                         "lrp0" if linear else "epsilon", contrast=False, architecture=type(classifier).__name__)
 
     def prepare(self, texts: list[str], limit: int) -> list[str]:
         for i, text in enumerate(texts):
@@ -229,8 +277,9 @@ class ImageModel(ServedModel):
         from lrptext.image.classifier import composite_names
 
         self.classifier = classifier
-        composites = [c for c in composite_names() if c not in ("attnlrp", "cp_lrp")]
-        super().__init__(name, "image", list(classifier.labels), composites, "epsilon_gamma_box")
+        composites = [c for c in composite_names() if c not in TRANSFORMER_COMPOSITES]
+        super().__init__(name, "image", list(classifier.labels), composites, "epsilon_gamma_box",
+                         architecture=str(getattr(classifier.model, "arch", type(classifier.model).__name__)))
         self.size, self.channels = classifier.size, classifier.channels
 
     def describe(self) -> dict[str, Any]:
@@ -275,8 +324,9 @@ def _text_result(doc: DocumentExplanation) -> dict[str, Any]:
 
 
 def load_model(spec: str, *, allow_pickle: bool = False) -> ServedModel:
-    """A model named on the command line: ``PATH`` or ``NAME=PATH``; PATH may be ``default`` (the bundled text model)
-    or ``default-image`` (the bundled image model). The name defaults to the file's stem."""
+    """A model named on the command line: ``PATH`` or ``NAME=PATH``; PATH may be ``default`` (the bundled text model),
+    ``default-image`` (the bundled image model) or a Hugging Face model folder. The name defaults to the file's
+    stem, or the folder's name."""
     name, _, path = spec.rpartition("=")
     if path in ("default", "default-image"):
         from lrptext.models.store import DEFAULTS
@@ -284,13 +334,18 @@ def load_model(spec: str, *, allow_pickle: bool = False) -> ServedModel:
         file = DEFAULTS["image" if path == "default-image" else "text"]
     else:
         file = Path(path)
-    name = name or file.stem
     if not file.exists():
         raise FileNotFoundError(f"--model {spec}: {file} does not exist")
+    name = name or (file.resolve().name if file.is_dir() else file.stem)
     if file.is_dir():
-        raise ValueError(f"--model {spec}: {file} is a folder; lrptext serve loads model files of 'lrptext train' "
-                         "(.pt) and scikit-learn pipelines (.joblib, with --allow-pickle); it cannot load a Hugging "
-                         "Face model folder yet")
+        if not (file / "config.json").is_file():
+            raise ValueError(f"--model {spec}: {file} is a folder without config.json; the folders lrptext serve "
+                             "loads are Hugging Face sequence classifiers (config.json, model.safetensors, "
+                             "tokenizer.json), as 'lrptext explain-text --model FOLDER' does")
+        from lrptext.text.classifier import TextClassifier
+
+        # local files only, and no code from the folder: transformers' trust_remote_code stays off
+        return TransformerModel(name, TextClassifier.from_pretrained(file))
     if file.suffix in PICKLE_SUFFIXES:
         if not allow_pickle:
             raise ValueError(f"--model {spec}: {file.suffix} files are unpickled, which runs any code they hold; "

@@ -21,7 +21,8 @@ class ExplainRequest(Request):
         "lrp", description="lrp, or a baseline: gi (gradient × input), ig (integrated gradients, 32 steps)")
     target: str | None = Field(None, description="the label to explain (default: the predicted one)")
     contrast: str | None = Field(None, description="explain target rather than this label (needs target)")
-    layers: bool = Field(False, description="also return Σ relevance at each layer's output (LRP only)")
+    layers: bool = Field(False, description="also return Σ relevance at each layer's output (LRP only; for a "
+                                            "transformer, the mean over the document's windows)")
 
 
 class ImageRequest(Request):
@@ -60,6 +61,9 @@ class Document(BaseModel):
     score: float
     contrast: str | None = None
     truncated: bool
+    windows: int | None = Field(None, description="transformers: the windows the document was read in")
+    special: dict[str, float] | None = Field(None, description="transformers: the relevance of the tokens in no "
+                                                               "word ([CLS], [SEP], whitespace pieces)")
     words: list[Word]
 
 
@@ -136,7 +140,10 @@ class CorpusResponse(BaseModel):
 
 class ModelInfo(BaseModel):
     name: str
-    kind: Literal["text", "image"]
+    kind: Literal["text", "image"] = Field(description="what it explains: text at POST /v1/explain, images at "
+                                                       "POST /v1/explain-image")
+    architecture: str = Field(description="cnn, lstm, vgg, ... (lrptext train's --arch), a scikit-learn "
+                                          "estimator's class, or a Hugging Face model type (bert, roberta, ...)")
     labels: list[str]
     composites: list[str]
     default_composite: str
@@ -145,6 +152,8 @@ class ModelInfo(BaseModel):
     layers: bool
     size: int | None = None
     channels: int | None = None
+    max_length: int | None = Field(None, description="transformers: tokens per window, special tokens included; "
+                                                     "longer documents are read in overlapping windows")
 
 
 class ModelsResponse(BaseModel):

@@ -17,9 +17,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     defaults = Limits()
     p.add_argument("--model", action="append", default=[], metavar="[NAME=]PATH",
                    help="a model to serve (repeatable): a file of 'lrptext train', 'default' (the bundled SpamAssassin "
-                        "CNN), 'default-image' (the bundled Fashion-MNIST CNN), or a scikit-learn pipeline (.joblib, "
-                        "with --allow-pickle); named after the file unless NAME= is given. Default: both bundled "
-                        "models. Nothing else can be loaded while the server runs")
+                        "CNN), 'default-image' (the bundled Fashion-MNIST CNN), a Hugging Face model folder "
+                        "(config.json, model.safetensors, tokenizer.json; explained with attnlrp or cp_lrp), or a "
+                        "scikit-learn pipeline (.joblib, with --allow-pickle); named after the file or folder unless "
+                        "NAME= is given. Default: both bundled models. Nothing else can be loaded while the server "
+                        "runs")
     p.add_argument("--allow-pickle", action="store_true",
                    help="allow --model .joblib/.pkl files: unpickling runs any code they hold; trusted files only")
     p.add_argument("--host", default="127.0.0.1",

@@ -114,8 +114,16 @@ class TransformerClassifier(TextClassifier):
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"{folder} is not a Hugging Face model folder (no config.json); lrptext reads "
                                     "local folders only (config.json, model.safetensors, tokenizer.json)")
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        model = AutoModelForSequenceClassification.from_pretrained(folder, local_files_only=True)
+        if not (folder / "tokenizer.json").is_file():
+            # without it transformers builds a default tokenizer that reads every word as [UNK]: refused, not guessed
+            raise FileNotFoundError(f"{folder} has no tokenizer.json, the fast tokenizer lrptext maps words with; "
+                                    "write it beside the model with tokenizer.save_pretrained(folder)")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+            model = AutoModelForSequenceClassification.from_pretrained(folder, local_files_only=True)
+        except OSError as error:  # e.g. no weights: transformers' message names the files it looked for
+            raise FileNotFoundError(f"{folder} is not a complete model folder ({error}); model.save_pretrained(folder) "
+                                    "writes config.json and model.safetensors") from None
         metadata = {}
         record = folder / "lrptext-training.json"
         if record.is_file():
@@ -218,6 +226,30 @@ class TransformerClassifier(TextClassifier):
                 windows=counts[i], special=special))
             w += counts[i]
         return docs
+
+    def layer_relevance(self, texts: Sequence[str], targets: Sequence[int], *, contrast: int | None = None,
+                        composite: str | None = None) -> list[dict[str, float]]:
+        """Per document, Σ relevance at each node's output (Explanation.layer_relevance: the same names, from the
+        output down to the embeddings) for its target label index (against `contrast`), averaged over the
+        document's windows as its word relevance is (lrptext.text.windows): one window gives that window's totals.
+
+        One window per pass: a node the windows of a batch share (the position embeddings, broadcast over the
+        batch) has one total for the whole batch, which no window could be given its share of."""
+        if len(targets) != len(texts):
+            raise ValueError(f"'targets' must hold one label index per document ({len(texts)}), got {len(targets)}")
+        explainer = self.explainer(composite or self.default_composite)
+        _, starts, rows, _ = self._windows([check_text(t, i) for i, t in enumerate(texts)])
+        out = []
+        windows = iter(rows)
+        for target, document_starts in zip(targets, starts):
+            goal: Any = Contrast(target, contrast) if contrast is not None else target
+            totals: dict[str, float] = {}
+            for _ in document_starts:
+                e = explainer.explain(self._batch([next(windows)]), target=goal, layers=True)
+                for name, total in e.layer_relevance.items():
+                    totals[name] = totals.get(name, 0.0) + float(total[0]) / len(document_starts)
+            out.append(totals)
+        return out
 
     def _combine(self, pieces: Pieces, starts: list[int], rows: list[list[int]], specials: list[list[bool]],
                  relevance: list[torch.Tensor]) -> tuple[list[float], dict[str, float]]:

@@ -78,7 +78,8 @@ function chooseModel(name) {
   if (image) $("#image-hint").textContent =
     `${model.size}×${model.size} pixels, ${model.channels === 1 ? "grayscale" : "RGB"}; never resized.`;
   state.lastInput = null;
-  $("#layers").hidden = true;
+  $("#layers").hidden = !model.layers;
+  drawLayers(null);
 }
 
 function updateContrast() {
@@ -185,7 +186,7 @@ function drawPane(pane, model, body, answer, input) {
 function drawWords(pane, doc, text) {
   const scale = Math.max(0, ...doc.words.map((w) => Math.abs(w.relevance)));
   $(".scale", pane).textContent = `colour scale: ±${format(scale).replace("+", "")}` +
-    (doc.truncated ? " · longer than the model's window: later words were not read" : "");
+    (doc.truncated ? " · longer than the model's window: later words were not read" : "") + readIn(doc);
   // offsets count code points (Python), JavaScript strings count UTF-16 units
   const chars = Array.from(text);
   const pieces = [];
@@ -205,6 +206,14 @@ function drawWords(pane, doc, text) {
   const container = $(".doc", pane);
   container.replaceChildren(...pieces);
   container.dataset.target = doc.target;
+}
+
+// How a transformer read the document, and the relevance of its tokens in no word (as the HTML report says it).
+function readIn(doc) {
+  if (doc.windows === undefined) return "";
+  const apart = Object.entries(doc.special).map(([name, r]) => `${name} ${format(r)}`).join(", ");
+  return ` · read in ${doc.windows} window${doc.windows === 1 ? "" : "s"}` +
+    (apart ? `; tokens in no word: ${apart}` : "");
 }
 
 function inspect(pane, span) {
@@ -237,7 +246,11 @@ function drawImage(pane, result, imageBase64) {
 
 function drawLayers(totals) {
   const section = $("#layers");
-  if (!totals) { section.hidden = true; return; }
+  if (!totals) {
+    $("tbody", section).replaceChildren(element("tr", {}, [element("td", {
+      colspan: "3", className: "hint", text: "Explain a document to see the relevance at each layer." })]));
+    return;
+  }
   const largest = Math.max(0, ...totals.map((t) => Math.abs(t.relevance)));
   $("tbody", section).replaceChildren(...totals.map((t) => {
     const bar = element("span", { className: "layer-bar" });
@@ -247,7 +260,6 @@ function drawLayers(totals) {
                                                                             text: format(t.relevance) }),
                               element("td", {}, [bar])]);
   }));
-  section.hidden = false;
 }
 
 // -- the corpus ---------------------------------------------------------------------------------------------------
@@ -370,7 +382,7 @@ async function start() {
     "characters.");
   try {
     state.models = (await api("/v1/models")).models;
-    fillSelect($("#model"), state.models.map((m) => [m.name, `${m.name} (${m.kind})`]));
+    fillSelect($("#model"), state.models.map((m) => [m.name, `${m.name} (${m.kind}, ${m.architecture})`]));
     chooseModel(state.models[0].name);
     setStatus($("#status"), "Ready.");
   } catch (error) {
