@@ -7,9 +7,15 @@ forward + input gradient), zennit and captum on the same seeded models and input
 
 Writes workloads.json and workloads.md (workloads-cuda.* on a GPU) to benchmarks/results/. zennit joins where it imports
 (benchmarks/anchors/install_zennit.sh); captum where it can run the model (epsilon only: its other rules are set
-by mutating the model's modules). For token-id models (W1, W5) the floor, zennit and captum start at the embedding
-output, which is the furthest they can go; lrptext starts at the token ids. Each lrptext result is checked against
-zennit where it ran, else against lrptext's torch backend: same relevance to 1e-4 relative (float32).
+by mutating the model's modules). For token-id models (W1, W5) the floor, zennit and captum start at the looked-up
+embedding rows [B, T, D], which is the furthest they can go (for W5: the EmbeddingBag's mean written out as a module
+over those rows, then the linear layer); lrptext starts at the token ids. Each lrptext result is checked against
+zennit where it ran (for W1 and W5 zennit's relevance summed over D, per token), else against lrptext's torch
+backend: same relevance to 1e-4 relative (float32). W5 also times reads of its rows' bytes (B*T*D floats): as one
+contiguous buffer, as the rows gathered by torch, and by lrptext's bag kernel alone; its row reports the bytes
+lrptext reads per explanation against them.
+
+    python benchmarks/workloads.py --only W5 --rounds 20   (updates only the rows run in workloads.json/.md)
 """
 
 from __future__ import annotations
@@ -71,6 +77,25 @@ class Bag(nn.Module):
         return self.fc(self.bag(ids))
 
 
+class MeanOfTokens(nn.Module):
+    """[B, T, D] -> [B, D]: an EmbeddingBag's mean, over rows already looked up (zennit gives it its Norm rule)."""
+
+    def forward(self, rows):
+        return rows.mean(1)
+
+
+class BagFromRows(nn.Module):
+    """W5 from the looked-up rows: the furthest back the anchors can start (they cannot take token ids)."""
+
+    def __init__(self, fc: nn.Linear):
+        super().__init__()
+        self.mean = MeanOfTokens()
+        self.fc = fc
+
+    def forward(self, rows):
+        return self.fc(self.mean(rows))
+
+
 def vgg16():
     layers, cin = [], 3
     for v in [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]:
@@ -110,16 +135,20 @@ def workloads(device: str = "cpu", extra_batches: tuple[int, ...] = ()):
         x = torch.rand(b, 1, 8, 8, generator=g).to(device)
         out.append(("W4 digits CNN", b, dig, x, (dig, x), ["epsilon", "epsilon_plus_flat", "epsilon_gamma_box"]))
     ids = torch.randint(0, 20000, (64, 400), generator=g).to(device)
-    out.append(("W5 bag of embeddings", 64, bag, ids, (bag.fc, bag.bag(ids).detach()), ["epsilon"]))
+    rows = F.embedding(ids, bag.bag.weight).detach()  # [64, 400, 300]
+    out.append(("W5 bag of embeddings", 64, bag, ids, (BagFromRows(bag.fc), rows), ["epsilon"]))
     return out
 
 
 BOX = {"low": -3.0, "high": 3.0}
 NOTES = {
-    "cpu": "W1 and W5 take token ids: the floor, zennit and captum start at the embedding (bag) output, the furthest "
-           "they reach, while lrptext starts at the ids; for W5 the floor is then only the final linear layer, so W5's"
-           " ratios measure different work and are not comparable. captum ran only on the MLP (it has no rule for "
-           "several layers of the others); zennit and captum work on their own copies of each model (their in-place "
+    "cpu": "W1 and W5 take token ids, which the floor, zennit and captum cannot: they start at the looked-up "
+           "embedding rows [B, T, D] (for W5 the bag's mean over them as a module of its own, then the linear layer), "
+           "the furthest back they reach, while lrptext starts at the ids and its time includes the lookup (for W5 the"
+           " EmbeddingBag's forward pass); their relevance summed over D is checked against lrptext's per token. The "
+           "floor takes its input as an alias, not a copy (31 MB for W1 and W5). captum ran on the MLP and on W5 (it "
+           "has no rule for several layers of the others; W5's mean gets captum's epsilon rule, which without weights "
+           "is the Norm rule); zennit and captum work on their own copies of each model (their in-place "
            "parameter rewrites would make lrptext prepare its weights again on every call). This shared 2-core machine"
            " is noisy: the same row moves by up to 0.1 between runs (the digits CNN at batch 1 is Python-bound and "
            "moves most). Peak memory, measured with malloc's mmap threshold fixed (see the memory table), repeats to "
@@ -130,8 +159,8 @@ NOTES = {
            "2.09x). Peak memory is at or below the floor's and at most half of zennit's on every row but two of the "
            "digits CNN at batch 1, within that spread: box 148 vs 136 KiB (medians of three), flat 148 vs 143 KiB "
            "(half of zennit's 286); five more runs of each (--peak-memory-of) read box 136-164 KiB (median 144) "
-           "against the floor's 140-176 (164), flat 156-172 (156) against zennit's 364-512 (460). W5 is not "
-           "comparable (0.3 vs 0.1 MiB). Where the time and memory go (perf, "
+           "against the floor's 140-176 (164), flat 156-172 (156) against zennit's 364-512 (460). W5: 0.3 MiB "
+           "against the floor's 29.4 (the gradient of the rows) and zennit's 147. Where the time and memory go (perf, "
            "benchmarks/time_profile.py): (1) convolutions - VGG-16's 3x3 layers of 64+ channels take Winograd's "
            "F(2x2, 3x3) in the relevance passes of epsilon, gamma and z+ (16 multiplications per 2x2 outputs and "
            "channel pair instead of 36; per layer at batch 4, 0.45-0.75x the time of GEMMs over gathered columns and "
@@ -151,9 +180,22 @@ NOTES = {
            "ReLU's output; a ReLU dropped after the forward pass is read as relu(z) inside the epsilon, gamma, "
            "alpha-beta and max-pooling kernels, epsilon and w^2/flat divide the relevance in place, gamma takes the "
            "samples in chunks of 2^20 outputs, and an embedding lookup read through a transpose is dropped once the "
-           "convolutions have their contiguous copy (the text CNN: 98 MiB at batch 64 against the floor's 166). "
-           "W5's embedding-bag kernel splits its bags over the threads and fetches table rows ahead: 14x its "
-           "(smaller) floor.",
+           "convolutions have their contiguous copy (the text CNN: 110 MiB at batch 64 against the floor's 137). "
+           "(4) W5 (the bytes line under the table): the engine hands the bag kernel the bag output it keeps from "
+           "the forward pass, so the kernel reads each token's row once (it summed the bags again before: 1.34 -> "
+           "0.74 ms, warm, back to back) and takes it four rows at a time against R / st(y) in AVX2 (GCC's "
+           "x86-64-v3 clones), bags split over the threads; an explanation reads the rows twice, in torch's "
+           "EmbeddingBag forward and in the kernel. lrptext and zennit differ by 5.3e-5 there: one bag's mean in one "
+           "dimension is 8.7e-7, next to the 1e-6 stabiliser, and float32 rounding moves both (from float64: "
+           "lrptext 3.2e-5, zennit 8.5e-5). Warm and back to back on a quiet machine an explanation takes "
+           "2.1 ms: forward 0.7, kernel 0.6-0.9, the engine, the linear layer and the checks the rest; in the "
+           "benchmark's rotation the other methods evict the 24 MB table from the 32 MiB L3 between calls. "
+           "Fetching 0-64 rows ahead in software made no difference, warm or cold; torch's own gather of the rows "
+           "is still 1.2-1.6x faster than the kernel from a cold cache. Six runs of W5 in a row (this one among "
+           "them; the first two under other load): lrptext "
+           "3.3-5.4 ms, zennit 7.4-10.8x slower in each run; the floor itself moves between 3.8 and 8.8 ms (its "
+           "31 MB gradient comes from fresh pages or from malloc's heap, by the run's history), and W5's ratios to "
+           "it with it (lrptext 0.41-0.95).",
     "cuda": "W1 takes token ids: the floor and zennit start at the embedding output, lrptext at the ids. Below batch "
             "32 every method is bound by kernel launches and Python (the floor takes 1-13 ms). The CUDA issue's "
             "target (epsilon <= 1.1 and 2x faster than zennit at VGG-16 batch 32) is not met: per explanation there, "
@@ -173,22 +215,26 @@ def zennit_composite(zennit, composite: str):
 
     if composite == "epsilon":
         return zc.LayerMapComposite([(nn.Linear, zennit.rules.Epsilon()), (nn.Conv1d, zennit.rules.Epsilon()),
-                                     (nn.Conv2d, zennit.rules.Epsilon()), (nn.ReLU, zennit.rules.Pass())])
+                                     (nn.Conv2d, zennit.rules.Epsilon()), (nn.ReLU, zennit.rules.Pass()),
+                                     (MeanOfTokens, zennit.rules.Norm())])
     return zc.EpsilonPlusFlat() if composite == "epsilon_plus_flat" else zc.EpsilonGammaBox(**BOX)
 
 
 def captum_method(captum, name: str, anchor_model: nn.Module, anchor_x: torch.Tensor, target: torch.Tensor):
     """captum's LRP where it can run the model, else None (it refuses several layers, and token ids)."""
-    from captum.attr._utils.lrp_rules import IdentityRule
+    from captum.attr._utils.lrp_rules import EpsilonRule, IdentityRule
 
     # captum also rewrites parameters in place (bumping their version counters), so it gets a copy like zennit
     anchor_model = copy.deepcopy(anchor_model)
-    for module in anchor_model.modules():  # captum has no rule for Flatten; it passes relevance
-        if isinstance(module, nn.Flatten) and not hasattr(module, "rule"):
-            module.rule = IdentityRule()
+    # captum has no rule for Flatten (it passes relevance) nor for our mean (epsilon without weights: the Norm
+    # rule), and deletes every module's rule after each call: they are given again before each.
+    own_rules = [(m, IdentityRule if isinstance(m, nn.Flatten) else lambda: EpsilonRule(epsilon=1e-6))
+                 for m in anchor_model.modules() if isinstance(m, (nn.Flatten, MeanOfTokens))]
     lrp = captum.LRP(anchor_model)
 
     def run_captum():
+        for module, rule in own_rules:
+            module.rule = rule()
         return lrp.attribute(anchor_x, target=target)
 
     try:
@@ -207,7 +253,7 @@ def methods_for(name: str, batch: int, model: nn.Module, x: torch.Tensor, anchor
     onehot = F.one_hot(target, anchor_model(anchor_x).shape[1]).float()
 
     def floor():
-        v = anchor_x.clone().requires_grad_(True)
+        v = anchor_x.detach().requires_grad_(True)  # no copy: for W1 and W5 that would be 31 MB more to move
         (g,) = torch.autograd.grad(anchor_model(v), v, onehot)
         return g
 
@@ -245,14 +291,17 @@ def measure(name: str, batch: int, model: nn.Module, x: torch.Tensor, anchor_mod
     """One table row: every method timed in interleaved rounds, lrptext checked against zennit or its torch backend."""
     methods, target = methods_for(name, batch, model, x, anchor_model, anchor_x, composite, zennit, captum)
     check = methods["lrptext cpp"]()
-    if "zennit" in methods and name.startswith(("W2", "W3", "W4")):
+    if "zennit" in methods:
         reference, against = methods["zennit"](), "zennit"
+        if reference.dim() == check.dim() + 1:  # token ids: zennit's relevance per embedding row element
+            reference, against = reference.sum(-1), "zennit (summed over D)"
     else:
         reference, against = methods["lrptext torch"](), "torch backend"
     error = float((check - reference).abs().max() / reference.abs().max().clamp(min=1e-30))
     synchronize = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
-    times = interleaved(methods, rounds=args.rounds, warmup=1, synchronize=synchronize, min_seconds=MIN_SECONDS,
-                        max_rounds=MAX_ROUNDS)
+    probes = read_probes(model, x) if isinstance(model, Bag) and args.device == "cpu" else {}
+    times = interleaved({**methods, **probes}, rounds=args.rounds, warmup=1, synchronize=synchronize,
+                        min_seconds=MIN_SECONDS, max_rounds=MAX_ROUNDS)
     base = times["forward+gradient"]["median_s"]
     row = {"workload": name, "batch": batch, "composite": composite, "checked_against": against,
            "max_relative_difference": error,
@@ -260,11 +309,56 @@ def measure(name: str, batch: int, model: nn.Module, x: torch.Tensor, anchor_mod
            "ms_p10_p90": {k: [1e3 * v["p10_s"], 1e3 * v["p90_s"]] for k, v in times.items()},
            "rounds": times["forward+gradient"]["rounds"],
            "ratio_to_floor": {k: v["median_s"] / base for k, v in times.items()}}
+    if probes:
+        row["bandwidth"] = bandwidth(times, x.numel(), x.numel() * model.bag.embedding_dim * 4)  # float32
     if args.device.startswith("cuda"):
         peaks = {k: cuda_peak_extra_bytes(fn) for k, fn in methods.items()}
         row["peak_extra_mib"] = {k: b / 2**20 for k, (b, _) in peaks.items()}
         row["peak_counts_lrptext_scratch"] = all(counted for _, counted in peaks.values())
     return row
+
+
+# W5's reads, timed with the methods: the same bytes as the rows read as one contiguous buffer and as the rows
+# themselves by torch, and lrptext's relevance kernel alone (one read of the rows). Timed in this order after the
+# methods, so that the kernel and the gather each follow a method that moved 31 MB of other data (captum or
+# zennit; the contiguous sum) and find the table as much in the cache as the other.
+KERNEL, STREAM, GATHER = "lrptext bag kernel", "read: contiguous sum", "read: rows gathered"
+
+
+def read_probes(model: Bag, ids: torch.Tensor) -> dict:
+    """A contiguous buffer of as many floats as the bag's rows, summed; the rows themselves gathered and summed per
+    bag by torch (its EmbeddingBag forward in mode sum: one read of each row, in the same order); and lrptext's
+    bag relevance kernel given the bag output, as the engine calls it."""
+    weight = model.bag.weight.detach()
+    buffer = torch.randn(ids.numel() * weight.shape[1], generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        bags = model.bag(ids)
+    relevance = torch.randn(bags.shape, generator=torch.Generator().manual_seed(2))
+
+    def stream():
+        return buffer.sum()
+
+    def gather():
+        return F.embedding_bag(ids, weight, mode="sum")
+
+    def kernel():
+        return lrptext.kernels.embedding_bag_relevance(ids, weight, relevance, mode="mean", output=bags,
+                                                       check_finite=False, backend="cpp")
+
+    return {KERNEL: kernel, STREAM: stream, GATHER: gather}
+
+
+def bandwidth(times: dict, tokens: int, row_bytes: int) -> dict:
+    """W5's reads against the probes: lrptext's forward (torch's EmbeddingBag) reads each token's row once and its
+    relevance kernel once more; everything else (ids, [B, D] tensors, the linear layer's 6,000 weights) is under
+    1 % of that."""
+    gb_s = {k: row_bytes / times[k]["median_s"] / 1e9 for k in (STREAM, GATHER, KERNEL)}
+    explain_gb_s = 2 * row_bytes / times["lrptext cpp"]["median_s"] / 1e9
+    return {"tokens": tokens, "row_bytes": row_bytes, "bytes_per_explanation": 2 * row_bytes,
+            "lrptext_gb_s": explain_gb_s, "stream_gb_s": gb_s[STREAM], "gather_gb_s": gb_s[GATHER],
+            "kernel_gb_s": gb_s[KERNEL],
+            "lrptext_vs_stream": explain_gb_s / gb_s[STREAM], "kernel_vs_stream": gb_s[KERNEL] / gb_s[STREAM],
+            "kernel_vs_gather": gb_s[KERNEL] / gb_s[GATHER]}
 
 
 def peak_memory_child(name: str, batch: int, composite: str, method: str) -> None:
@@ -295,9 +389,9 @@ MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
 def cpu_peaks(row: dict) -> tuple[dict[str, float], dict[str, list[float]]]:
     """Peak extra MiB of each method of a timed row, each in a fresh process: the median of MEMORY_REPEATS
     processes, the methods taking turns, under MEMORY_ENV, and every measurement."""
-    runs: dict[str, list[float]] = {method: [] for method in row["ms"]}
+    runs: dict[str, list[float]] = {method: [] for method in row["ms"] if method not in (STREAM, GATHER, KERNEL)}
     for _ in range(MEMORY_REPEATS):
-        for method in row["ms"]:
+        for method in runs:
             child = subprocess.run([sys.executable, __file__, "--peak-memory-of",
                                     json.dumps([row["workload"], row["batch"], row["composite"], method])],
                                    capture_output=True, text=True, env={**os.environ, **MEMORY_ENV})
@@ -325,6 +419,19 @@ def render(env: dict, rows: list[dict], device: str, rounds: int) -> str:
         cells = [f"{r['ratio_to_floor'][m]:.2f}" if m in r["ratio_to_floor"] else "-" for m in METHODS]
         lines.append(f"| {r['workload']} | {r['batch']} | {r['composite']} | {r['ms']['forward+gradient']:.1f} | "
                      + " | ".join(cells) + f" | {r['checked_against']} | {r['max_relative_difference']:.1e} |")
+    for r in rows:
+        if "bandwidth" in r:
+            b, ms = r["bandwidth"], r["ms"]
+            lines += ["", f"{r['workload']} (batch {r['batch']}), bytes read (medians of the same interleaved rounds): "
+                      f"the rows of its {b['tokens']:,} tokens are {b['row_bytes'] / 1e6:.1f} MB. Read as "
+                      f"one contiguous buffer (a torch sum) they took {ms[STREAM]:.2f} ms, {b['stream_gb_s']:.1f} "
+                      f"GB/s, the machine's read bandwidth here; gathered and summed per bag by torch "
+                      f"{ms[GATHER]:.2f} ms, {b['gather_gb_s']:.1f} GB/s. lrptext's relevance kernel reads each row "
+                      f"once: {ms[KERNEL]:.2f} ms, {b['kernel_gb_s']:.1f} GB/s ({b['kernel_vs_stream']:.2f}x the "
+                      f"contiguous read's rate, {b['kernel_vs_gather']:.2f}x the gather's). An explanation reads "
+                      f"them twice (torch's EmbeddingBag forward, then that kernel), "
+                      f"{b['bytes_per_explanation'] / 1e6:.1f} MB in {ms['lrptext cpp']:.2f} ms: "
+                      f"{b['lrptext_gb_s']:.1f} GB/s, {b['lrptext_vs_stream']:.2f}x the contiguous read's rate."]
     if any("peak_extra_mib" in r for r in rows):
         if device == "cpu":
             caption = ("Peak extra memory of one call, MiB: resident memory above the level before the call, each "
@@ -345,6 +452,17 @@ def render(env: dict, rows: list[dict], device: str, rounds: int) -> str:
             cells = [f"{peak[m]:.1f}" if m in peak else "-" for m in ["forward+gradient"] + METHODS]
             lines.append(f"| {r['workload']} | {r['batch']} | {r['composite']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def merged(earlier: dict, run: dict) -> dict:
+    """The rows of `run` (--only) in place of the same rows of an earlier run's results, the others kept: the
+    header's round count becomes the smaller of the two (every row has at least that many)."""
+    if earlier["device"] != run["device"]:
+        raise SystemExit(f"cannot merge a {run['device']} run into results of a {earlier['device']} run")
+    key = lambda r: (r["workload"], r["batch"], r["composite"])  # noqa: E731
+    new = {key(r): r for r in run["results"]}
+    rows = [new.pop(key(r), r) for r in earlier["results"]] + list(new.values())
+    return {**run, "rounds": min(earlier["rounds"], run["rounds"]), "results": rows}
 
 
 def main() -> None:
@@ -410,8 +528,11 @@ def main() -> None:
     if args.device != "cpu":
         env["gpu"] = torch.cuda.get_device_name()
     run = {"environment": env, "device": args.device, "rounds": args.rounds, "results": rows}
-    (args.out / f"{stem}.json").write_text(json.dumps(run, indent=2) + "\n")
-    table = render(env, rows, args.device, args.rounds)
+    path = args.out / f"{stem}.json"
+    if args.only and path.exists():
+        run = merged(json.loads(path.read_text()), run)
+    path.write_text(json.dumps(run, indent=2) + "\n")
+    table = render(run["environment"], run["results"], args.device, run["rounds"])
     (args.out / f"{stem}.md").write_text(table)
     print(table)
     if failures:

@@ -586,13 +586,14 @@ void embedding_relevance(py::handle ids, py::handle relevance, py::handle out, i
 }
 
 void embedding_bag_relevance(py::handle ids, py::handle offsets, py::handle weight, py::handle relevance,
-                             py::handle out, py::handle per_sample_weights, const std::string& mode,
-                             std::optional<int64_t> padding_idx, double stabilizer, bool check_finite,
-                             py::object stream) {
+                             py::handle out, py::handle per_sample_weights, py::handle output,
+                             const std::string& mode, std::optional<int64_t> padding_idx, double stabilizer,
+                             bool check_finite, py::object stream) {
   Call c("embedding_bag_relevance", stream);
   Tensor i = c.arg(ids, "ids"), off = c.arg(offsets, "offsets"), w = c.arg(weight, "weight"),
          r = c.arg(relevance, "relevance"), o = c.arg(out, "out");
   std::optional<Tensor> psw = c.optional_arg(per_sample_weights, "per_sample_weights");
+  std::optional<Tensor> y = c.optional_arg(output, "output");
   EmbeddingBagProblem p;
   p.id_type = c.id_dtype(i);
   if (c.id_dtype(off) != p.id_type) fail(c.fn(), "'offsets' and 'ids' must have the same integer dtype");
@@ -607,6 +608,10 @@ void embedding_bag_relevance(py::handle ids, py::handle offsets, py::handle weig
   p.num_embeddings = w.size(0);
   p.dim = w.size(1);
   c.shape(r, {p.bags, p.dim}, "(bags, embedding_dim)");
+  if (y) {
+    c.float_dtype(*y);
+    c.shape(*y, {p.bags, p.dim}, "(bags, embedding_dim)");
+  }
   c.shape(o, {p.tokens}, "(tokens,)");
   c.writable(o);
   if (mode != "sum" && mode != "mean") fail(c.fn(), "'mode' must be 'sum' or 'mean', got '" + mode + "'");
@@ -636,6 +641,7 @@ void embedding_bag_relevance(py::handle ids, py::handle offsets, py::handle weig
   p.weight = w.data();
   p.per_sample_weights = psw ? psw->data() : nullptr;
   p.relevance = r.data();
+  p.output = y ? y->data() : nullptr;
   p.out = o.data();
   p.stabilizer = stabilizer;
   p.stream = c.stream();
@@ -1017,8 +1023,8 @@ PYBIND11_MODULE(_core, m) {
         "Per-token relevance from the relevance at an embedding's output: out [tokens] (summed) or [tokens, dim].");
   m.def("embedding_bag_relevance", &embedding_bag_relevance, "ids"_a.noconvert(), "offsets"_a.noconvert(),
         "weight"_a.noconvert(), "relevance"_a.noconvert(), "out"_a.noconvert(), py::kw_only(),
-        "per_sample_weights"_a.none() = py::none(), "mode"_a = "mean", "padding_idx"_a = py::none(),
-        "stabilizer"_a = 1e-6, "check_finite"_a = true, "stream"_a = py::none(),
+        "per_sample_weights"_a.none() = py::none(), "output"_a.none() = py::none(), "mode"_a = "mean",
+        "padding_idx"_a = py::none(), "stabilizer"_a = 1e-6, "check_finite"_a = true, "stream"_a = py::none(),
         "Per-token relevance of an EmbeddingBag: each bag's relevance split over its tokens by contribution.");
   m.def("pool_relevance", &pool_relevance, "input"_a.noconvert(), "relevance"_a.noconvert(), "out"_a.noconvert(),
         py::kw_only(), "mode"_a, "kernel"_a, "stride"_a, "padding"_a, "dilation"_a, "adaptive"_a = false,

@@ -119,8 +119,9 @@ def embedding(ids, r, padding_idx=None):
     return out
 
 
-def embedding_bag(ids, offsets, weight, r, *, mode, per_sample_weights=None, padding_idx=None, stabilizer=1e-6):
-    """y_b = Σ_t f_t E[id_t]; R_t = Σ_d f_t E[id_t, d] R_bd / st(y_bd)."""
+def embedding_bag(ids, offsets, weight, r, *, mode, per_sample_weights=None, padding_idx=None, stabilizer=1e-6,
+                  output=None):
+    """y_b = Σ_t f_t E[id_t] (or output[b] where given); R_t = Σ_d f_t E[id_t, d] R_bd / st(y_bd)."""
     ids, weight, r = np.asarray(ids), np.asarray(weight, dtype=np.float64), np.asarray(r, dtype=np.float64)
     ends = list(offsets[1:]) + [len(ids)]
     out = np.zeros(len(ids))
@@ -133,6 +134,8 @@ def embedding_bag(ids, offsets, weight, r, *, mode, per_sample_weights=None, pad
             else:
                 factor[t] = 1.0 if per_sample_weights is None else float(per_sample_weights[t])
         y = sum((factor[t] * weight[ids[t]] for t in members), np.zeros(weight.shape[1]))
+        if output is not None:
+            y = np.asarray(output[bag], dtype=np.float64)
         for t in members:
             out[t] = sum(factor[t] * weight[ids[t], d] * r[bag, d] / st(y[d], stabilizer)
                          for d in range(weight.shape[1]))

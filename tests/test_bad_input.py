@@ -88,6 +88,15 @@ def test_bad_offsets(offsets, backend):
                                   backend=backend)
 
 
+@pytest.mark.parametrize("output, got", [(f64(3, 4), r"\(3, 4\) torch.float64"),
+                                         (f64(2, 4).float(), r"\(2, 4\) torch.float32")])
+def test_embedding_bag_output_of_another_shape_or_dtype(output, got, backend):
+    with pytest.raises(ValueError, match=r"'output' \(the bag output\) must have the shape and dtype of 'relevance', "
+                                         r"\(2, 4\) torch.float64, got " + got):
+        K.embedding_bag_relevance(torch.tensor([[1, 2], [3, 4]]), f64(10, 4), f64(2, 4), output=output,
+                                  backend=backend)
+
+
 def test_the_boundary_refuses_non_contiguous_and_read_only_arrays():
     x = f64(4, 6)[:, ::2]
     with pytest.raises(ValueError, match="'input' must be C-contiguous .* call .contiguous"):

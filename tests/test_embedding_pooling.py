@@ -62,11 +62,51 @@ def test_embedding_bag(bag, mode, padding_idx, dtype, backend, device):
     assert_matches(out, expected, dtype)
 
 
+@pytest.mark.parametrize("mode", ["mean", "sum"])
+@pytest.mark.parametrize("padding_idx", [None, 7])
+@pytest.mark.parametrize("bag", BAGS, ids=["empty-bag", "weighted"])
+def test_embedding_bag_given_the_forward_output(bag, mode, padding_idx, dtype, backend, device):
+    """With the bag output y of torch's forward pass given (as the engine does), the denominators come from it and
+    each row is read once: the oracle's relevance, whose y is summed in float64."""
+    ids_list, offsets_list, psw_list = bag
+    if mode == "mean":
+        psw_list = None
+    ids = torch.tensor(ids_list, device=device)
+    offsets = torch.tensor(offsets_list, device=device)
+    weight = rand((10, 5), dtype, device, 2)
+    psw = None if psw_list is None else torch.tensor(psw_list, dtype=dtype, device=device)
+    r = rand((len(offsets_list), 5), dtype, device, 3)
+    y = F.embedding_bag(ids, weight, offsets, mode=mode, per_sample_weights=psw, padding_idx=padding_idx)
+    out = K.embedding_bag_relevance(ids, weight, r, offsets=offsets, mode=mode, per_sample_weights=psw, output=y,
+                                    padding_idx=padding_idx, backend=backend)
+    expected = reference.embedding_bag(ids_list, offsets_list, weight.cpu().numpy(), r.cpu().numpy(), mode=mode,
+                                       per_sample_weights=psw_list, padding_idx=padding_idx)
+    assert_matches(out, expected, dtype)
+
+
+def test_embedding_bag_takes_the_denominators_from_the_given_output(dtype, backend, device):
+    """An output other than the bags' sums shows that it is read, not summed again: the oracle with that y."""
+    ids_list, offsets_list = [4, 1, 7, 7, 0, 2, 9, 3], [0, 3, 3, 6]
+    weight = rand((10, 5), dtype, device, 2)
+    r = rand((4, 5), dtype, device, 3)
+    other = rand((4, 5), dtype, device, 6)
+    out = K.embedding_bag_relevance(torch.tensor(ids_list, device=device), weight, r,
+                                    offsets=torch.tensor(offsets_list, device=device), mode="mean", output=other,
+                                    backend=backend)
+    expected = reference.embedding_bag(ids_list, offsets_list, weight.cpu().numpy(), r.cpu().numpy(), mode="mean",
+                                       output=other.cpu().numpy())
+    summed = reference.embedding_bag(ids_list, offsets_list, weight.cpu().numpy(), r.cpu().numpy(), mode="mean")
+    assert np.abs(expected - summed).max() > 0.1 * np.abs(expected).max()  # the two answers tell y apart
+    assert_matches(out, expected, dtype)
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("given_output", [False, True], ids=["summed", "given-output"])
 @pytest.mark.parametrize("mode, weighted", [("mean", False), ("sum", True)])
-def test_embedding_bag_large_enough_to_split_over_threads(mode, weighted, threads):
+def test_embedding_bag_large_enough_to_split_over_threads(mode, weighted, given_output, threads):
     """Enough tokens (x dimensions) to run over several threads, bags of 0-300 tokens (longer and shorter than the
-    rows fetched ahead), ids repeating and padding among them."""
+    rows fetched ahead and not a multiple of the four read together), ids repeating and padding among them; with
+    the bags' outputs summed by the kernel or given from torch's forward pass."""
     g = torch.Generator().manual_seed(5)
     sizes = torch.randint(0, 300, (24,), generator=g)
     sizes[3] = 0
@@ -76,8 +116,10 @@ def test_embedding_bag_large_enough_to_split_over_threads(mode, weighted, thread
     psw = torch.rand(len(ids), generator=g) if weighted else None
     r = torch.randn(len(sizes), 40, generator=g)
     assert len(ids) * 40 >= 2**16  # the core's threshold to split (kParallelGrain)
+    y = F.embedding_bag(ids, weight, offsets, mode=mode, per_sample_weights=psw, padding_idx=7)
+    y = y if given_output else None
     with core_threads(threads):
-        out = K.embedding_bag_relevance(ids, weight, r, offsets=offsets, mode=mode, per_sample_weights=psw,
+        out = K.embedding_bag_relevance(ids, weight, r, offsets=offsets, mode=mode, per_sample_weights=psw, output=y,
                                         padding_idx=7, backend="cpp")
     expected = reference.embedding_bag(ids.tolist(), offsets.tolist(), weight.numpy(), r.numpy(), mode=mode,
                                        per_sample_weights=None if psw is None else psw.tolist(), padding_idx=7)

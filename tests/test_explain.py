@@ -213,6 +213,33 @@ def test_embedding_bag_with_offsets():
     torch.testing.assert_close(e.prediction, model(ids, offsets))
 
 
+def test_bag_of_embeddings_matches_the_oracle(backend, monkeypatch):
+    """W5 end to end in float64: epsilon at the linear layer, then the Norm rule of the bag, against the oracle; the
+    engine hands the bag kernel the bag output kept from the forward pass (one read of each row, not two)."""
+    model, (ids, offsets) = workload("W5", bias=True)
+    given = []
+    kernel = lrptext.kernels.embedding_bag_relevance
+
+    def spy(*args, **kwargs):
+        given.append(kwargs.get("output"))
+        return kernel(*args, **kwargs)
+
+    monkeypatch.setattr(lrptext.kernels, "embedding_bag_relevance", spy)
+    e = explain(model, (ids, offsets), target=2, composite=Composite("eps", dense=Epsilon(1e-3)), backend=backend)
+    with torch.no_grad():
+        bags = model.bag(ids, offsets)
+        logits = model.fc(bags)
+    r = np.zeros(tuple(logits.shape))
+    r[:, 2] = logits[:, 2].numpy()
+    r = reference.dense(bags.numpy(), model.fc.weight.detach().numpy(), model.fc.bias.detach().numpy(), r,
+                        {"name": "epsilon", "epsilon": 1e-3})
+    expected = reference.embedding_bag(ids.tolist(), offsets.tolist(), model.bag.weight.detach().numpy(), r,
+                                       mode="mean")
+    assert_matches(e.relevance[0], expected, torch.float64)
+    assert len(given) == 1 and given[0] is not None
+    torch.testing.assert_close(given[0], bags, rtol=0, atol=0)
+
+
 def test_an_elman_rnn_is_refused_by_name():
     class Recurrent(nn.Module):
         def __init__(self):

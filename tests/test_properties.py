@@ -123,17 +123,19 @@ def test_embedding_ids(ids, vocab, padding_idx, id_dtype, reduce):
 
 @SETTINGS
 @given(st.lists(st.integers(0, 9), min_size=0, max_size=10), st.lists(st.integers(-2, 12), min_size=0, max_size=4),
-       st.sampled_from(["sum", "mean"]), st.data())
-def test_embedding_bag_offsets(ids, offsets, mode, data):
+       st.sampled_from(["sum", "mean"]), st.booleans(), st.data())
+def test_embedding_bag_offsets(ids, offsets, mode, given_output, data):
     ids_t, offsets_t = torch.tensor(ids, dtype=torch.long), torch.tensor(offsets, dtype=torch.long)
     weight = tensor(data.draw, (10, 3), low=0.125, high=2.0)
     r = tensor(data.draw, (len(offsets), 3))
+    output = tensor(data.draw, (len(offsets), 3), low=-2.0, high=2.0) if given_output else None
     valid = (not offsets or offsets[0] == 0) and all(a <= b for a, b in zip(offsets, offsets[1:])) and \
         all(o <= len(ids) for o in offsets)
     outcomes = []
     for backend in ("cpp", "torch"):
         try:
-            outcomes.append(K.embedding_bag_relevance(ids_t, weight, r, offsets=offsets_t, mode=mode, backend=backend))
+            outcomes.append(K.embedding_bag_relevance(ids_t, weight, r, offsets=offsets_t, mode=mode, output=output,
+                                                      backend=backend))
         except DOCUMENTED as error:
             outcomes.append(type(error))
     if valid:

@@ -28,7 +28,7 @@ void embedding(const EmbeddingProblem& p) {
   }
 }
 
-// One block per bag: y = sum_t f_t E[id_t] and R_b / st(y) in shared memory, then one block-wide dot per token.
+// One block per bag: y = sum_t f_t E[id_t] (or the given output) and R_b / st(y) in shared memory, then one block-wide dot per token.
 template <class T, class I>
 __global__ void bag_kernel(EmbeddingBagProblem p) {
   extern __shared__ unsigned char shared_raw[];
@@ -49,9 +49,12 @@ __global__ void bag_kernel(EmbeddingBagProblem p) {
     if (p.mean) return T(1) / T(count);
     return psw ? psw[t] : T(1);
   };
+  const T* given_y = static_cast<const T*>(p.output);
   for (int64_t k = threadIdx.x; k < d; k += blockDim.x) {
     T acc = T(0);
-    for (int64_t t = lo; t < hi; ++t) acc += factor(t) * e[int64_t(ids[t]) * d + k];
+    if (given_y) acc = given_y[b * d + k];  // the forward pass's bag output: the rows are read once
+    else
+      for (int64_t t = lo; t < hi; ++t) acc += factor(t) * e[int64_t(ids[t]) * d + k];
     y[k] = r[b * d + k] / stabilize(acc, T(p.stabilizer));
   }
   __syncthreads();

@@ -221,22 +221,25 @@ def embedding_relevance(ids: Array, relevance: Array, *, num_embeddings: int, pa
 
 def embedding_bag_relevance(ids: Array, weight: Array, relevance: Array, *, offsets: Array | None = None,
                             mode: str = "mean", per_sample_weights: Array | None = None,
-                            padding_idx: int | None = None, stabilizer: float = 1e-6, check_finite: bool = True,
-                            backend: Backend = "auto") -> Array:
+                            output: Array | None = None, padding_idx: int | None = None, stabilizer: float = 1e-6,
+                            check_finite: bool = True, backend: Backend = "auto") -> Array:
     """Per-token relevance of torch.nn.EmbeddingBag (mode "sum" or "mean").
 
     ids: Tensor[N] with offsets: Tensor[B] (bag starts), or Tensor[B, L] of fixed-size bags with offsets=None;
     weight: Tensor[V, D]; relevance: Tensor[B, D] at the bag output. Each bag's relevance is split over its tokens
-    in proportion to their contributions f_t·E[id_t] (Norm rule; f_t = 1, the per-sample weight, or 1/len).
+    in proportion to their contributions f_t·E[id_t] (Norm rule; f_t = 1, the per-sample weight, or 1/len):
+    R_t = f_t Σ_d E[id_t, d] R_bd / st(y_bd). output: Tensor[B, D], the bag output y of the forward pass; given,
+    y is taken from it instead of being summed again, and each token's row is read once instead of twice.
     Returns per-token relevance shaped like ``ids``.
     """
     fn = "embedding_bag_relevance"
     for name, a in (("ids", ids), ("weight", weight), ("relevance", relevance)):
         check_array(fn, name, a)
-    check_array(fn, "offsets", offsets, optional=True)
-    check_array(fn, "per_sample_weights", per_sample_weights, optional=True)
+    for name, a in (("offsets", offsets), ("per_sample_weights", per_sample_weights), ("output", output)):
+        check_array(fn, name, a, optional=True)
     _check_ids(fn, "ids", ids)
-    for name, a in (("weight", weight), ("relevance", relevance), ("per_sample_weights", per_sample_weights)):
+    for name, a in (("weight", weight), ("relevance", relevance), ("per_sample_weights", per_sample_weights),
+                    ("output", output)):
         _check_float(fn, name, a)
     if mode not in ("sum", "mean"):
         raise ValueError(f"{fn}: 'mode' must be 'sum' or 'mean', got {mode!r} (max bags are not supported)")
@@ -254,13 +257,17 @@ def embedding_bag_relevance(ids: Array, weight: Array, relevance: Array, *, offs
             offsets = offsets.astype(ids.dtype) if isinstance(offsets, np.ndarray) else offsets.to(ids.dtype)
     else:
         raise ValueError(f"{fn}: 'ids' must be 1-D (with offsets) or 2-D (bags of equal size), got {ids.ndim}-D")
+    if output is not None and (tuple(output.shape) != tuple(relevance.shape) or output.dtype != relevance.dtype):
+        raise ValueError(f"{fn}: 'output' (the bag output) must have the shape and dtype of 'relevance', "
+                         f"{tuple(relevance.shape)} {relevance.dtype}, got {tuple(output.shape)} {output.dtype}; "
+                         "pass the EmbeddingBag's output for these ids, or None to sum the bags again")
     padding_idx = _padding_index(fn, padding_idx, weight.shape[0])
-    impl = dispatch.implementation(fn, backend, ids, weight, relevance)
+    impl = dispatch.implementation(fn, backend, ids, weight, relevance, output)
     flat = contiguous(ids).reshape(-1)
     psw = None if per_sample_weights is None else contiguous(per_sample_weights).reshape(-1)
     out = dispatch.call(impl, "embedding_bag", weight, flat, contiguous(offsets), contiguous(weight),
-                        contiguous(relevance), per_sample_weights=psw, mode=mode, padding_idx=padding_idx,
-                        stabilizer=float(stabilizer), check_finite=check_finite)
+                        contiguous(relevance), per_sample_weights=psw, output=contiguous(output), mode=mode,
+                        padding_idx=padding_idx, stabilizer=float(stabilizer), check_finite=check_finite)
     return out.reshape(tuple(ids.shape))
 
 

@@ -112,11 +112,13 @@ def embedding(ids: Array, relevance: Array, *, num_embeddings: int, padding_idx:
 
 
 def embedding_bag(ids: Array, offsets: Array, weight: Array, relevance: Array, *, per_sample_weights: Array | None,
-                  mode: str, padding_idx: int | None, stabilizer: float, check_finite: bool) -> Array:
+                  output: Array | None, mode: str, padding_idx: int | None, stabilizer: float,
+                  check_finite: bool) -> Array:
     out = empty(weight, (ids.shape[0],))
     _call(
         "embedding_bag_relevance", ids, offsets, weight, relevance, out, per_sample_weights=per_sample_weights,
-        mode=mode, padding_idx=padding_idx, stabilizer=stabilizer, check_finite=check_finite, stream=stream(weight),
+        output=output, mode=mode, padding_idx=padding_idx, stabilizer=stabilizer, check_finite=check_finite,
+        stream=stream(weight),
     )
     return out
 

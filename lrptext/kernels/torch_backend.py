@@ -140,8 +140,8 @@ def embedding(ids: torch.Tensor, relevance: torch.Tensor, *, num_embeddings: int
 
 
 def embedding_bag(ids: torch.Tensor, offsets: torch.Tensor, weight: torch.Tensor, relevance: torch.Tensor, *,
-                  per_sample_weights: torch.Tensor | None, mode: str, padding_idx: int | None, stabilizer: float,
-                  check_finite: bool) -> torch.Tensor:
+                  per_sample_weights: torch.Tensor | None, output: torch.Tensor | None, mode: str,
+                  padding_idx: int | None, stabilizer: float, check_finite: bool) -> torch.Tensor:
     fn = "embedding_bag_relevance"
     check_ids(fn, ids, weight.shape[0])
     if check_finite:
@@ -162,7 +162,9 @@ def embedding_bag(ids: torch.Tensor, offsets: torch.Tensor, weight: torch.Tensor
     else:
         factor = keep * (per_sample_weights if per_sample_weights is not None else 1)
     rows = weight[ids] * factor.unsqueeze(1)
-    y = torch.zeros(bags, weight.shape[1], dtype=weight.dtype, device=weight.device).index_add_(0, bag, rows)
+    y = output
+    if y is None:
+        y = torch.zeros(bags, weight.shape[1], dtype=weight.dtype, device=weight.device).index_add_(0, bag, rows)
     share = relevance / stabilize(y, stabilizer)
     return (rows * share[bag]).sum(1)
 

@@ -51,9 +51,11 @@ class EmbeddingBag(LayerKind):
         (ids, offsets, per_sample_weights), _ = state.arguments(node)
         if p["include_last_offset"] and offsets is not None:
             offsets = offsets[:-1]
+        # the bag output kept from the forward pass: the kernel reads each token's row once, not twice
         rel = kernels.embedding_bag_relevance(ids, state.layer(node).weight, r, offsets=offsets, mode=p["mode"],
-                                              per_sample_weights=per_sample_weights, padding_idx=p["padding_idx"],
-                                              stabilizer=rule.stabilizer, **state.kernel_options)
+                                              per_sample_weights=per_sample_weights, output=state.values[node.name],
+                                              padding_idx=p["padding_idx"], stabilizer=rule.stabilizer,
+                                              **state.kernel_options)
         ids_node = node.args[0]
         if ids.dim() == 1 and offsets is not None:
             lengths = torch.diff(offsets, append=offsets.new_tensor([ids.shape[0]]))

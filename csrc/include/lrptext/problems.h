@@ -111,6 +111,7 @@ struct EmbeddingBagProblem {
   const void* weight = nullptr;             // [num_embeddings, dim]
   const void* per_sample_weights = nullptr; // optional [tokens], mode sum only
   const void* relevance = nullptr;          // [bags, dim], relevance at the bag output
+  const void* output = nullptr;             // optional [bags, dim], the bag output y (else summed again)
   void* out = nullptr;                      // [tokens]
   int64_t tokens = 0, bags = 0, num_embeddings = 0, dim = 0;
   int64_t padding_idx = -1;
