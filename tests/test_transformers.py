@@ -760,6 +760,22 @@ def test_each_heads_share_with_layers(attention):
     assert torch.all(e.head_relevance[names[1]].abs() > 0)
 
 
+def test_each_layers_totals_are_the_samples_own():
+    """layers=True on a padded batch: every total is one number per sample, and each sample's totals are those
+    it gets alone; the position embeddings, which the samples share, are listed only for a batch of one."""
+    model, ids, mask = setup("bert")
+    explainer = Explainer(model, composite="attnlrp")
+    together = explainer.explain({"input_ids": ids, "attention_mask": mask}, layers=True).layer_relevance
+    assert all(total.shape == (len(ids),) for total in together.values())
+    for i, n in enumerate(LENGTHS):
+        alone = explainer.explain({"input_ids": ids[i:i + 1, :n], "attention_mask": mask[i:i + 1, :n]},
+                                  layers=True).layer_relevance
+        shared = sorted(set(alone) - set(together))
+        assert shared and all("position" in name for name in shared), shared
+        for name, total in together.items():
+            torch.testing.assert_close(total[i:i + 1], alone[name], rtol=1e-9, atol=1e-12)
+
+
 def test_the_composites_epsilon_reaches_layer_norm():
     model, _, _ = setup("bert")
     table = str(lrptext.support_table(model, composite="attnlrp", epsilon=1e-3))

@@ -318,7 +318,9 @@ class RelevancePass:
             if node.kind in (INPUT, OUTPUT, CONSTANT) or node.name not in relevance:
                 continue
             r = relevance.pop(node.name)
-            if record and isinstance(r, torch.Tensor):  # not a tuple output's parts (a recurrent layer's)
+            # Not a tuple output's parts (a recurrent layer's), nor a value shared by the batch (a broadcast
+            # parameter such as position embeddings: its relevance is the batch's sum, no sample's own).
+            if record and isinstance(r, torch.Tensor) and r.shape[:1] == initial.shape[:1]:
                 key = node.qualified_name if node.module_type else node.name
                 sums[key] = r.reshape(r.shape[0], -1).sum(1)
                 if node.kind.attention_output(node) and r.dim() == 4:  # [B, heads, tokens, dim]
