@@ -1,6 +1,6 @@
 """Which explanation is most faithful for each kind of text classifier: every LRP composite and every baseline in
 one table, word deletion on SpamAssassin's test split (the protocol of `lrptext evaluate`, docs/faithfulness.md),
-with each method's cost per explanation. The text defaults (lrptext.text.classifier.DEFAULT_COMPOSITES) are chosen
+with each method's cost per explanation. The text default (lrptext.text.classifier.DEFAULT_COMPOSITE) is chosen
 from it.
 
     python benchmarks/text_faithfulness.py [--limit 200] [--models cnn,bag,mlp,svm]

@@ -432,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "pipeline saved with joblib (.joblib; trusted files only: "
                                                       "unpickling runs code)")
     p.add_argument("--composite", choices=sorted(COMPOSITES),
-                   help="default: epsilon_gamma (attnlrp for a Hugging Face model, LRP-0 for linear scikit-learn "
+                   help="default: epsilon (attnlrp for a Hugging Face model, LRP-0 for linear scikit-learn "
                         "models)")
     p.add_argument("--target", help="the label to explain (default: the predicted one)")
     p.add_argument("--contrast", help="explain --target against this label")
@@ -508,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deletion", choices=["zero", "unk", "remove"], default="zero",
                    help="text: zero the word's embedding, replace it with the unknown token, or remove it")
     p.add_argument("--composite", choices=sorted(COMPOSITES),
-                   help="text: the LRP composite (default epsilon_gamma; model folders: both attnlrp and cp_lrp)")
+                   help="text: the LRP composite (default epsilon; model folders: both attnlrp and cp_lrp)")
     p.add_argument("--composites", default="epsilon,epsilon_plus_flat,epsilon_gamma_box",
                    help="images: LRP composites to compare, comma-separated (lrp0 too)")
     p.add_argument("--region", type=int, default=2, help="images: side of the square regions flipped together")

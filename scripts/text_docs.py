@@ -2,7 +2,7 @@
 SpamAssassin test split (each document explained for its true label), and a screenshot of the HTML report that
 `lrptext explain-text --samples 4 --html report.html` writes (the same four e-mails).
 
-    python scripts/text_docs.py [--model default] [--composite epsilon_gamma]
+    python scripts/text_docs.py [--model default] [--composite epsilon]
 
 The screenshot needs the Debian package chromium.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 from lrptext.cli import _sample_emails
 from lrptext.datasets import load
 from lrptext.text import render
-from lrptext.text.classifier import TextClassifier
+from lrptext.text.classifier import DEFAULT_COMPOSITE, TextClassifier
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -48,7 +48,7 @@ def top_words(classifier: TextClassifier, composite: str, k: int = 25) -> tuple[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
-    parser.add_argument("--composite", default="epsilon_gamma")
+    parser.add_argument("--composite", default=DEFAULT_COMPOSITE)
     args = parser.parse_args()
     classifier = TextClassifier.load(args.model)
     table, seconds = top_words(classifier, args.composite)

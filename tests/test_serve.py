@@ -111,7 +111,7 @@ def test_documents_are_the_objects_explain_text_writes(client, tmp_path):
     expected = [json.loads(line) for line in out.read_text().splitlines()]
     answer = explain(client, texts=[SPAM, HAM])
     schema.ExplainResponse.model_validate(answer)
-    assert (answer["model"], answer["composite"], answer["labels"]) == ("spam-cnn", "epsilon_gamma", ["ham", "spam"])
+    assert (answer["model"], answer["composite"], answer["labels"]) == ("spam-cnn", "epsilon", ["ham", "spam"])
     for got, want in zip(answer["documents"], expected, strict=True):
         assert set(got) == set(want)
         assert {k: got[k] for k in got if k != "words"} == pytest.approx({k: want[k] for k in want if k != "words"})

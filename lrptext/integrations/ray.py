@@ -32,7 +32,7 @@ COLUMNS = ("prediction", "target", "score", "words", "relevance", "error")
 
 class ExplainTexts:
     """model: a file from ``lrptext train`` (or "default", the bundled SpamAssassin CNN), or a Hugging Face model
-    folder; it must be readable on every worker. composite: default the model's (epsilon_gamma; attnlrp for a
+    folder; it must be readable on every worker. composite: default the model's (epsilon; attnlrp for a
     transformer). threads: CPU threads per worker for torch and lrptext (default: leave both as they are)."""
 
     def __init__(self, model: str = "default", *, text_column: str = "text", composite: str | None = None,

@@ -1,9 +1,9 @@
 """The spaCy pipeline component ``"lrptext"``: classifies each Doc and sets the relevance of its tokens.
 
     nlp = spacy.blank("en")
-    nlp.add_pipe("lrptext", config={"model": "default", "composite": "epsilon_gamma", "target": None})
+    nlp.add_pipe("lrptext", config={"model": "default", "composite": "epsilon", "target": None})
     # "model": a file from 'lrptext train' or a Hugging Face model folder; "composite": None takes the
-    # model's default (epsilon_gamma, or attnlrp for a transformer)
+    # model's default (epsilon, or attnlrp for a transformer)
     doc = nlp("FREE money!!! Click here")
     doc.cats                  # {"ham": 0.01, "spam": 0.99}
     doc._.relevance           # one value per token (whitespace tokens: 0.0)

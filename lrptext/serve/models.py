@@ -123,7 +123,7 @@ class TextModel(ServedModel):
     def __init__(self, name: str, classifier: Any):
         self.classifier = classifier
         has_embedding = isinstance(getattr(classifier.model, "embedding", None), torch.nn.Embedding)
-        super().__init__(name, "text", list(classifier.labels), list(CNN_COMPOSITES), "epsilon_gamma",
+        super().__init__(name, "text", list(classifier.labels), list(CNN_COMPOSITES), classifier.default_composite,
                          methods=["lrp", *GRADIENT_METHODS] if has_embedding else ["lrp"], layers=True,
                          architecture=str(getattr(classifier.model, "arch", type(classifier.model).__name__)))
 

@@ -15,7 +15,8 @@ from lrptext.text.document import DocumentExplanation, words_of
 from lrptext.text.tokens import Token, Tokenizer
 from lrptext.text.vocab import Vocabulary
 
-DEFAULT_COMPOSITE = "epsilon_gamma"  # ε on dense layers, γ on convolutions (docs/conventions.md, composites)
+# The most faithful on word deletion and the cheapest (benchmarks/results/text_faithfulness.md): ε everywhere
+DEFAULT_COMPOSITE = "epsilon"
 
 
 class TextClassifier:
