@@ -5,6 +5,8 @@ from it.
 
     python benchmarks/text_faithfulness.py [--limit 200] [--models cnn,bag,mlp,svm]
 
+A run of some of the models replaces their rows in the results and keeps the others' (same --limit, --seeds).
+
 Models: the bundled CNN; a bag of embeddings and a TF-IDF MLP trained by `lrptext train` with their defaults
 (seed 0; cached under the lrptext cache); a TF-IDF + linear SVM pipeline (scikit-learn, seeded). Writes
 benchmarks/results/text_faithfulness.json and .md.
@@ -66,7 +68,7 @@ def rows_for(name: str, limit: int, seeds: int) -> list[dict]:
     """One row per (method, composite): MoRF and LeRF summaries and the cost per explanation."""
     path = model_path(name)
     runs = [("lrp", c) for c in COMPOSITES] if name != "svm" else [("lrp", None)]
-    runs += [(b, None) for b in BASELINES if not (name == "svm" and b in ("ig", "occlusion"))]
+    runs += [(b, None) for b in BASELINES]
     rows = []
     for method, composite in runs:
         began = time.perf_counter()
@@ -108,7 +110,7 @@ def render(run: dict) -> str:
     for model in run["models"]:
         refused = [r for r in run["rows"] if r["model"] == model and "refused" in r]
         rows = [r for r in run["rows"] if r["model"] == model and "refused" not in r]
-        lines += [f"## {model}: {rows[0]['model_kind']}", "",
+        lines += [f"## {model}: {rows[0]['model_kind'].split(', composite')[0]}", "",
                   f"Test accuracy {rows[0]['test_accuracy']:.4f}; MoRF on {rows[0]['examples']['morf']}, LeRF on "
                   f"{rows[0]['examples']['lerf']} e-mails.", "",
                   "| method | composite | MoRF AOPC | MoRF accuracy AUC | LeRF AOPC | evaluations | ms per "
@@ -133,6 +135,12 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown models {unknown}; models: {', '.join(MODELS)}")
     rows = [row for name in models for row in rows_for(name, args.limit, args.seeds)]
+    previous = args.out / "text_faithfulness.json"
+    if previous.exists() and set(models) != set(MODELS):  # a subset run replaces those models' rows only
+        kept = json.loads(previous.read_text())
+        if (kept["limit"], kept["seeds"]) == (args.limit, args.seeds):
+            rows = [r for r in kept["rows"] if r["model"] not in models] + rows
+            models = [m for m in MODELS if m in models or m in kept["models"]]
     run = {"environment": environment.describe(), "limit": args.limit, "seeds": args.seeds, "models": models,
            "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)

@@ -19,9 +19,10 @@ from lrptext.evaluation.bag_of_words import bow_word_deletion
 from lrptext.evaluation.baselines import gradient_attribution
 from lrptext.evaluation.curves import summarise
 from lrptext.evaluation.pixels import _regions, pixel_flipping
-from lrptext.evaluation.words import _Model, _scores, word_deletion
+from lrptext.evaluation.words import _Model, _scores, token_attribution, word_deletion
 from lrptext.image import ImageClassifier
 from lrptext.text.classifier import TextClassifier
+from lrptext.text.vocab import PAD, UNK
 
 
 @pytest.fixture(scope="module")
@@ -193,3 +194,49 @@ def test_cli_evaluate_takes_a_saved_scikit_learn_pipeline(tmp_path, capsys):
     assert result["examples"]["morf"] == 5 and "LogisticRegression on TfidfVectorizer" in json.dumps(result)
     assert all(len(c["accuracy"]) == 4 for c in result["curves"])
     assert (out / "curves.png").exists() and "AOPC" in capsys.readouterr().out
+
+
+def _linear_text_model(arch: str):
+    """A random bag-of-embeddings or TF-IDF MLP classifier over a 12-word vocabulary, for the gradient baselines."""
+    from lrptext.models import ARCHS
+    from lrptext.text.vocab import Vocabulary
+
+    torch.manual_seed(3)
+    vocab = Vocabulary([PAD, UNK] + [f"w{i}" for i in range(10)])
+    model = ARCHS[arch](len(vocab), 3).eval()
+    if arch == "mlp":
+        model.fit([[2, 3, 3, 4], [5, 6, 2], [7, 8, 9, 11]])
+    return TextClassifier(model, vocab, ["a", "b", "c"])
+
+
+ROWS = [[2, 5, 5, 9, 3], [7, 11, 4]]  # a repeated token (5), and rows of different lengths
+
+
+def test_gradient_baselines_on_a_bag_of_embeddings_follow_from_the_mean():
+    """f = W mean_t(e_t) + b: gradient x input of token t is e_t . W_c / n, sensitivity |W_c|^2 / n^2, and
+    integrated gradients equal gradient x input (the model is linear in the rows)."""
+    classifier = _linear_text_model("bag")
+    net, target = classifier.model, torch.tensor([1, 2])
+    rows_w = net.bag.weight.detach().double()
+    for method in ("gi", "ig", "sa"):
+        scores, evaluations = token_attribution(method, classifier, ROWS, target, ig_steps=3)
+        assert evaluations == (3 if method == "ig" else 1)
+        for row, c, s in zip(ROWS, target.tolist(), scores):
+            w_c, n = net.fc.weight[c].detach().double(), len(row)
+            expected = ((w_c @ w_c) / n ** 2).repeat(n) if method == "sa" else rows_w[row] @ w_c / n
+            np.testing.assert_allclose(s, expected.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_gradient_baselines_on_tf_idf_features_are_shared_by_a_words_occurrences():
+    """A TF-IDF MLP: gradient x input per feature by autograd on the features, each feature's score split evenly
+    over its token's occurrences (as the model's LRP relevance is)."""
+    classifier = _linear_text_model("mlp")
+    net, target = classifier.model, torch.tensor([0, 2])
+    (features,) = net.inputs(ROWS)
+    x = features.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(net(x).gather(1, target[:, None]).sum(), x)
+    scores, _ = token_attribution("gi", classifier, ROWS, target)
+    for i, (row, s) in enumerate(zip(ROWS, scores)):
+        expected = [float(features[i, t] * grad[i, t]) / row.count(t) for t in row]
+        np.testing.assert_allclose(s, expected, rtol=1e-5, atol=1e-8)
+    assert scores[0][1] == scores[0][2]  # the two occurrences of token 5

@@ -94,6 +94,44 @@ def embedding_attribution(method: str, classifier: TextClassifier, rows: list[li
     return gradient_attribution(method, forward, x, target, over=-1, steps=ig_steps)
 
 
+def token_attribution(method: str, classifier: TextClassifier, rows: list[list[int]], target: torch.Tensor, *,
+                      ig_steps: int = 32, model: _Model | None = None) -> tuple[list[np.ndarray], int]:
+    """A gradient method's scores per token of each row, and the model evaluations per document, at the furthest
+    point back that is differentiable: the token embeddings (summed over their axis) of a model with an
+    'embedding' layer; each token's looked-up row of an EmbeddingBag (mean mode: the gradient reaches a row
+    through the bag's mean); the float features of a bag-of-words model (TF-IDF), a feature's score shared by
+    its token's occurrences as LRP's is."""
+    net = classifier.model
+    if isinstance(getattr(net, "embedding", None), torch.nn.Embedding):
+        s, evaluations = embedding_attribution(method, classifier, rows, target, ig_steps=ig_steps, model=model)
+        return [s[i, : len(r)].detach().double().numpy() for i, r in enumerate(rows)], evaluations
+    bag = getattr(net, "bag", None)
+    if isinstance(bag, torch.nn.EmbeddingBag) and bag.mode == "mean" and isinstance(getattr(net, "fc", None),
+                                                                                  torch.nn.Module):
+        ids, offsets = net.inputs(rows)
+        sample = torch.bucketize(torch.arange(len(ids)), offsets[1:], right=True)  # each token's document
+        counted = (ids != bag.padding_idx if bag.padding_idx is not None else torch.ones_like(ids, dtype=torch.bool))
+        counts = torch.zeros(len(rows)).index_add_(0, sample, counted.float()).clamp(min=1)
+        with torch.no_grad():
+            x = bag.weight[ids] * counted[:, None]
+
+        def bag_forward(e: torch.Tensor) -> torch.Tensor:  # EmbeddingBag(mode="mean") from its rows, then fc
+            return net.fc(torch.zeros(len(rows), e.shape[1], dtype=e.dtype).index_add(0, sample, e)
+                          / counts[:, None].to(e.dtype))
+
+        s, evaluations = gradient_attribution(method, bag_forward, x, target, over=-1, steps=ig_steps)
+        flat = s.detach().double().numpy()
+        ends = np.cumsum([len(r) for r in rows])
+        return [flat[end - len(r): end] for r, end in zip(rows, ends)], evaluations
+    inputs = net.inputs(rows)
+    if len(inputs) == 1 and inputs[0].is_floating_point() and inputs[0].dim() == 2 and hasattr(net, "token_relevance"):
+        s, evaluations = gradient_attribution(method, lambda f: net(f.squeeze(-1)), inputs[0].unsqueeze(-1), target,
+                                              over=-1, steps=ig_steps)
+        return [np.asarray(r, dtype=np.float64) for r in net.token_relevance(s.detach(), rows)], evaluations
+    raise ValueError(f"method {method!r} takes gradients at the token embeddings, an EmbeddingBag's rows or float "
+                     f"features; {type(net).__name__} has none of them")
+
+
 def _scores(method: str, classifier: TextClassifier, model: _Model, rows: list[list[int]], target: torch.Tensor, *,
             composite: str, ig_steps: int, batch_size: int) -> tuple[list[np.ndarray], int]:
     """Per-token scores of `method` for each row, and the model evaluations it spent per document."""
@@ -106,8 +144,8 @@ def _scores(method: str, classifier: TextClassifier, model: _Model, rows: list[l
             scores += [np.asarray(r, dtype=np.float64) for r in classifier.model.token_relevance(e.relevance, batch)]
             evaluations = 1
         elif method in GRADIENT_METHODS:
-            s, evaluations = embedding_attribution(method, classifier, batch, goal, ig_steps=ig_steps, model=model)
-            scores += [s[i, : len(r)].detach().double().numpy() for i, r in enumerate(batch)]
+            s, evaluations = token_attribution(method, classifier, batch, goal, ig_steps=ig_steps, model=model)
+            scores += s
         elif method == "occlusion":  # the score's drop when the token alone is deleted
             for r, c in zip(batch, goal.tolist()):
                 variants = [r] * (len(r) + 1)
