@@ -33,6 +33,7 @@ import urllib.request
 from pathlib import Path
 
 from lrptext.datasets import load
+from lrptext.text.classifier import DEFAULT_COMPOSITE
 
 MAX_CHARACTERS = 10_000  # the e-mails sent: the test split's, in file order, those up to this length
 SHORT = 200  # characters of the short workload's documents
@@ -185,7 +186,8 @@ def main() -> None:
                           | {"errors": sum(r["errors"] for r in runs[w][name][c]),
                              "complete": all(r["complete"] for r in runs[w][name][c])}
                           for c in levels} for name in servers} for w in workloads}
-    result = {"environment": environment.describe(), "requests": args.requests, "repeats": args.repeats,
+    result = {"environment": environment.describe(), "composite": DEFAULT_COMPOSITE,
+              "requests": args.requests, "repeats": args.repeats,
               "documents": len(emails), "max_characters": MAX_CHARACTERS, "short": SHORT, "runs": runs,
               "summary": summary, "rss_mib": {"after_warm_up": rss_before, "after_level": rss_after_level,
                                               "at_the_end": rss_after}}
@@ -201,7 +203,8 @@ def report(result: dict, levels: list[int]) -> str:
         "# `lrptext serve` under load",
         "",
         f"{result['requests']:,} POST /v1/explain requests per level and server, one document each, against two "
-        "local servers with the bundled CNN (composite epsilon_gamma): one merges concurrent requests into one "
+        f"local servers with the bundled CNN (composite {result.get('composite', 'epsilon_gamma')}): one merges "
+        "concurrent requests into one "
         "batch (then explained in one pass per group of similar length), the other (`--no-batching`) explains "
         f"each request alone. Documents: the {result['documents']} SpamAssassin test e-mails of up to "
         f"{result['max_characters']:,} characters in turn (e-mails), or their first {result['short']} characters "

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from lrptext.datasets import load
+from lrptext.text.classifier import DEFAULT_COMPOSITE
 
 SUMMARY = re.compile(r"explained (\d+) documents in ([\d.]+) s \(([\d.]+) documents/s\)")
 
@@ -118,6 +119,7 @@ def main() -> None:
             result["ray_local"] = run_ray(corpus, tmp / "full.jsonl", batch=64, workers=2)
             print("ray:", result["ray_local"], flush=True)
     result["environment"] = environment.describe()
+    result["composite"] = DEFAULT_COMPOSITE
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "streaming.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "streaming.md").write_text(render(result))
@@ -130,7 +132,8 @@ def render(r: dict) -> str:
     lines = [
         "# Explaining a whole corpus", "",
         f"{env['cpu']}, {env['cores']} cores, torch {env['torch']}; the bundled SpamAssassin CNN, composite "
-        "epsilon_gamma, JSON lines in and out. Regenerate: `python benchmarks/streaming.py`.", "",
+        f"{r.get('composite', 'epsilon_gamma')}, JSON lines in and out. Regenerate: "
+        "`python benchmarks/streaming.py`.", "",
         f"## The {r['corpus_documents']:,} SpamAssassin e-mails through the CLI", "",
         "`lrptext explain-text --file spam.jsonl --id-field id --format jsonl --out explained.jsonl` "
         f"(batch {full['batch']}, {full['threads']} threads): {full['documents']:,} documents explained "

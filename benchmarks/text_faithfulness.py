@@ -104,8 +104,9 @@ def render(run: dict) -> str:
              f"MoRF on {run['limit']} correctly classified test e-mails (seeded draw), LeRF on the misclassified "
              f"ones (at most {run['limit']}); random averaged over {run['seeds']} seeds. AOPC: the mean drop of the "
              "true label's logit over the deletion steps (MoRF: higher is more faithful; LeRF: lower). Cost: model "
-             "evaluations (forward and backward passes) and milliseconds per explanation, measured in the same "
-             "run on this shared machine (ratios between methods carry over, absolute times less). Regenerate: "
+             "evaluations (forward and backward passes) and milliseconds per explanation, a model's rows all "
+             "measured in one run on this shared machine (ratios between its methods carry over, absolute times "
+             "and comparisons across models less). Regenerate: "
              "`python benchmarks/text_faithfulness.py`.", ""]
     for model in run["models"]:
         refused = [r for r in run["rows"] if r["model"] == model and "refused" in r]

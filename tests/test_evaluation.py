@@ -209,29 +209,46 @@ def _linear_text_model(arch: str):
     return TextClassifier(model, vocab, ["a", "b", "c"])
 
 
-ROWS = [[2, 5, 5, 9, 3], [7, 11, 4]]  # a repeated token (5), and rows of different lengths
+ROWS = [[2, 5, 5, 9, 0, 3], [7, 11, 4], []]  # a repeated token (5), padding (0), different lengths, an empty row
 
 
 def test_gradient_baselines_on_a_bag_of_embeddings_follow_from_the_mean():
-    """f = W mean_t(e_t) + b: gradient x input of token t is e_t . W_c / n, sensitivity |W_c|^2 / n^2, and
-    integrated gradients equal gradient x input (the model is linear in the rows)."""
+    """f = W mean_t(e_t) + b over the tokens that are not padding: gradient x input of token t is e_t . W_c / n,
+    sensitivity |W_c|^2 / n^2, integrated gradients equal gradient x input (the model is linear in the rows), and
+    padding, which the bag leaves out, gets 0."""
     classifier = _linear_text_model("bag")
-    net, target = classifier.model, torch.tensor([1, 2])
+    net, target = classifier.model, torch.tensor([1, 2, 0])
     rows_w = net.bag.weight.detach().double()
     for method in ("gi", "ig", "sa"):
         scores, evaluations = token_attribution(method, classifier, ROWS, target, ig_steps=3)
         assert evaluations == (3 if method == "ig" else 1)
         for row, c, s in zip(ROWS, target.tolist(), scores):
-            w_c, n = net.fc.weight[c].detach().double(), len(row)
-            expected = ((w_c @ w_c) / n ** 2).repeat(n) if method == "sa" else rows_w[row] @ w_c / n
+            w_c, n = net.fc.weight[c].detach().double(), sum(t != 0 for t in row)
+            real = torch.tensor([float(t != 0) for t in row], dtype=torch.float64)
+            expected = real * ((w_c @ w_c) / n ** 2 if method == "sa" else rows_w[row] @ w_c / n)
             np.testing.assert_allclose(s, expected.numpy(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("arch", ["bag", "mlp"])
+def test_gradient_x_input_is_lrp_0_on_the_bag_and_the_tf_idf_mlp(arch):
+    """On a linear bag of embeddings and on a ReLU MLP, LRP-0 is gradient x input (R_j / z_j is the logit's gradient
+    at z_j, layer by layer, biases included; epsilon-LRP differs by the stabiliser's share): the token scores of
+    the two paths agree."""
+    classifier = _linear_text_model(arch)
+    target = torch.tensor([0, 1, 2])
+    lrp, _ = _scores("lrp", classifier, _Model(classifier, "remove", 8), ROWS, target, composite="lrp0",
+                     ig_steps=1, batch_size=8)
+    gi, _ = token_attribution("gi", classifier, ROWS, target)
+    for a, b in zip(lrp, gi, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert any(np.abs(a).max() > 1e-3 for a in gi if len(a))
 
 
 def test_gradient_baselines_on_tf_idf_features_are_shared_by_a_words_occurrences():
     """A TF-IDF MLP: gradient x input per feature by autograd on the features, each feature's score split evenly
     over its token's occurrences (as the model's LRP relevance is)."""
     classifier = _linear_text_model("mlp")
-    net, target = classifier.model, torch.tensor([0, 2])
+    net, target = classifier.model, torch.tensor([0, 2, 1])
     (features,) = net.inputs(ROWS)
     x = features.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(net(x).gather(1, target[:, None]).sum(), x)
@@ -239,4 +256,13 @@ def test_gradient_baselines_on_tf_idf_features_are_shared_by_a_words_occurrences
     for i, (row, s) in enumerate(zip(ROWS, scores)):
         expected = [float(features[i, t] * grad[i, t]) / row.count(t) for t in row]
         np.testing.assert_allclose(s, expected, rtol=1e-5, atol=1e-8)
-    assert scores[0][1] == scores[0][2]  # the two occurrences of token 5
+
+
+def test_integrated_gradients_is_refused_for_a_scikit_learn_pipeline_with_the_reason():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    pipeline = make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(["free money", "see you"], [1, 0])
+    with pytest.raises(ValueError, match="'ig'.*not available for a scikit-learn pipeline.*equals 'gi'"):
+        bow_word_deletion(pipeline, ["free money"], [1], methods=["ig"])

@@ -18,8 +18,9 @@ class Explanation:
     initial: Σ of the initial relevance per sample (the target logit, or f_c − f_c').
     delta: conservation delta per sample, Σ input relevance − initial (≈ 0 for bias-free models with ε → 0).
     layer_relevance: with layers=True, Σ of the relevance at each node's output per sample, Tensor[B], by qualified
-        name; a node whose value the samples share (a broadcast parameter: position embeddings) is listed only
-        for a batch of one, since its relevance in a batch is the sum over the samples.
+        name, for the nodes whose output has the batch first ([B, ...]); a node whose value the samples share (a
+        broadcast parameter: position embeddings) is listed only for a batch of one, since its relevance in a
+        batch is the sum over the samples.
     head_relevance: with layers=True, for each attention (scaled dot-product attention, or the product of the
         probabilities and V in eager attention) by the path of the module that calls it: Σ of the relevance at its
         output per sample and head, Tensor[B, H]; the heads' shares of the relevance through that attention.

@@ -36,6 +36,17 @@ class _Pipeline:
         self.analyze = self.vectorizer.build_analyzer()
         self.module = to_torch(self.classifier)
         self.batch_size = batch_size
+        self._explainer = None
+
+    @property
+    def explainer(self):
+        """LRP of the classifier's torch equivalent with its default composite, captured once for every batch."""
+        if self._explainer is None:
+            from lrptext.engine import Explainer
+            from lrptext.integrations.sklearn import default_composite
+
+            self._explainer = Explainer(self.module, composite=default_composite(self.classifier))
+        return self._explainer
 
     def features(self, words: Sequence[Sequence[str]]) -> torch.Tensor:
         # The analyzer's own tokens, joined by spaces, analyse back to themselves (unigrams, lower-cased).
@@ -53,16 +64,13 @@ class _Pipeline:
 def _word_scores(method: str, model: _Pipeline, words: list[list[str]], vocabulary: list[list[str]],
                  truth: torch.Tensor) -> tuple[list[np.ndarray], int]:
     """Per distinct word of each document (in `vocabulary` order), and evaluations per document."""
-    from lrptext.integrations.sklearn import explain_features
-
     index = model.vectorizer.vocabulary_
     scores, evaluations = [], 1
     for start in range(0, len(words), model.batch_size):
         batch, goal = words[start: start + model.batch_size], truth[start: start + model.batch_size]
         X = model.features(batch)
         if method == "lrp":
-            per_feature = explain_features(model.classifier, X.numpy(), target=[model.classifier.classes_[g]
-                                                                                 for g in goal.tolist()]).relevance
+            per_feature = model.explainer.explain(X, target=goal).relevance
         elif method in ("sa", "gi"):
             x = X.clone().requires_grad_(True)
             (grad,) = torch.autograd.grad(model.module(x).gather(1, goal[:, None]).sum(), x)
@@ -90,6 +98,9 @@ def bow_word_deletion(pipeline: Any, texts: Sequence[str], labels: Sequence[Any]
                       progress: bool | None = None) -> list[Curve]:
     """One Curve per method and order over `texts` with their true `labels` (as in the classifier's classes_),
     relevance for the true label."""
+    if "ig" in methods:
+        raise ValueError("method 'ig' (integrated gradients) is not available for a scikit-learn pipeline; for a "
+                         "linear classifier it equals 'gi' (gradient x input, zero baseline)")
     check_choices(orders, methods, METHODS)
     model = _Pipeline(pipeline, batch_size)
     classes = list(model.classifier.classes_)

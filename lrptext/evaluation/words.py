@@ -106,19 +106,25 @@ def token_attribution(method: str, classifier: TextClassifier, rows: list[list[i
         s, evaluations = embedding_attribution(method, classifier, rows, target, ig_steps=ig_steps, model=model)
         return [s[i, : len(r)].detach().double().numpy() for i, r in enumerate(rows)], evaluations
     bag = getattr(net, "bag", None)
-    if isinstance(bag, torch.nn.EmbeddingBag) and bag.mode == "mean" and isinstance(getattr(net, "fc", None),
-                                                                                  torch.nn.Module):
+    if isinstance(bag, torch.nn.EmbeddingBag):
         ids, offsets = net.inputs(rows)
+        if bag.mode != "mean" or not isinstance(getattr(net, "fc", None), torch.nn.Module):
+            raise ValueError(f"method {method!r} on an EmbeddingBag model needs fc(EmbeddingBag(mode='mean')) as "
+                             f"BagOfEmbeddings has; {type(net).__name__} has mode {bag.mode!r}")
         sample = torch.bucketize(torch.arange(len(ids)), offsets[1:], right=True)  # each token's document
         counted = (ids != bag.padding_idx if bag.padding_idx is not None else torch.ones_like(ids, dtype=torch.bool))
         counts = torch.zeros(len(rows)).index_add_(0, sample, counted.float()).clamp(min=1)
         with torch.no_grad():
-            x = bag.weight[ids] * counted[:, None]
+            x = bag.weight[ids]
 
-        def bag_forward(e: torch.Tensor) -> torch.Tensor:  # EmbeddingBag(mode="mean") from its rows, then fc
-            return net.fc(torch.zeros(len(rows), e.shape[1], dtype=e.dtype).index_add(0, sample, e)
-                          / counts[:, None].to(e.dtype))
+        def bag_forward(e: torch.Tensor) -> torch.Tensor:  # the bag's mean from its rows (padding left out), fc
+            total = torch.zeros(len(rows), e.shape[1], dtype=e.dtype).index_add(0, sample, e * counted[:, None])
+            return net.fc(total / counts[:, None].to(e.dtype))
 
+        with torch.no_grad():  # the model must be fc(bag) and nothing more, or these scores would be of another net
+            if not torch.allclose(bag_forward(x), net(ids, offsets), rtol=1e-4, atol=1e-5):
+                raise ValueError(f"method {method!r}: {type(net).__name__} is not fc(EmbeddingBag(ids)) alone, so "
+                                 "its gradient at the bag's rows is not known here")
         s, evaluations = gradient_attribution(method, bag_forward, x, target, over=-1, steps=ig_steps)
         flat = s.detach().double().numpy()
         ends = np.cumsum([len(r) for r in rows])

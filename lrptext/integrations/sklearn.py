@@ -104,7 +104,8 @@ def _target(estimator: Any, target: Any) -> Any:
     return indices[0] if np.isscalar(target) else indices
 
 
-def _default_composite(estimator: Any) -> Composite | str:
+def default_composite(estimator: Any) -> Composite | str:
+    """LRP-0 for a linear classifier (its relevance is w·x exactly), epsilon for an MLP."""
     return LRP0 if type(estimator).__name__ in LINEAR_NAMES else "epsilon"
 
 
@@ -112,7 +113,7 @@ def explain_features(estimator: Any, X: Any, *, target: Any = None, composite: C
                      backend: str = "auto") -> Explanation:
     """Feature-level relevance of a fitted classifier on a (dense or sparse) feature matrix: relevance [n, F]."""
     module = to_torch(estimator)
-    composite = composite or _default_composite(estimator)
+    composite = composite or default_composite(estimator)
     return Explainer(module, composite=composite, backend=backend).explain(
         torch.from_numpy(_dense(X)), target=_target(estimator, target))
 

@@ -15,7 +15,8 @@ from lrptext.text.document import DocumentExplanation, words_of
 from lrptext.text.tokens import Token, Tokenizer
 from lrptext.text.vocab import Vocabulary
 
-# The most faithful on word deletion and the cheapest (benchmarks/results/text_faithfulness.md): ε everywhere
+# The most faithful composite on word deletion, tied with LRP-0 and as cheap as a gradient
+# (docs/conventions.md); ε rather than LRP-0, which divides by z = 0 where a neuron's inputs cancel
 DEFAULT_COMPOSITE = "epsilon"
 
 
