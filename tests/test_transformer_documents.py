@@ -242,17 +242,20 @@ def test_fine_tuning_writes_a_folder_that_explain_text_reads(tmp_path, capsys):
 
     tokenizer = wordpiece_tokenizer()
     base = save_folder(bert(tokenizer), tokenizer, tmp_path / "base")
-    ham, spam = "the meeting is at noon, bring the quarterly report", "free money click here to claim your prize"
+    # each document whole in one 16-token window (9 and 15 pieces with [CLS], [SEP]): the prediction explain reads
+    # is then the first-window one that training measured, not a vote with windows it never trained on
+    ham, spam = "the meeting is at noon", "free money, claim your prize"
     data = TextDataset("tiny", ["ham", "spam"], Split([ham, spam] * 16, [0, 1] * 16), Split([ham, spam], [0, 1]),
                        Split([ham, spam], [0, 1]))
-    record = fine_tune_minilm(data, tmp_path / "tuned", FineTuneConfig(epochs=3, batch_size=8, learning_rate=3e-3,
+    record = fine_tune_minilm(data, tmp_path / "tuned", FineTuneConfig(epochs=6, batch_size=8, learning_rate=3e-3,
                                                                        max_tokens=16, progress=True), base=base)
     assert record["test_accuracy"] == 1.0 and record["train_documents"] == 32
-    assert "epoch 3/3" in capsys.readouterr().err     # the progress bar
+    assert "epoch 6/6" in capsys.readouterr().err     # the progress bar
     assert json.loads((tmp_path / "tuned" / TRAINING_RECORD).read_text())["test_accuracy"] == 1.0
     classifier = TextClassifier.from_pretrained(tmp_path / "tuned")
     assert classifier.labels == ["ham", "spam"] and classifier.max_length == 16
-    assert [d.prediction for d in classifier.explain([ham, spam])] == ["ham", "spam"]
+    explained = classifier.explain([ham, spam])
+    assert [d.windows for d in explained] == [1, 1] and [d.prediction for d in explained] == ["ham", "spam"]
     assert main(["explain-text", spam, "--model", str(tmp_path / "tuned"), "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["prediction"] == "spam"
 
