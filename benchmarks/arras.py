@@ -71,6 +71,15 @@ def costs(model: Path, documents: int, methods: list[str]) -> list[dict]:
     return rows
 
 
+def write_doc(text: str) -> None:
+    """docs/faithfulness.md: this benchmark's part, then the sections other scripts write into it (each between
+    HTML comment markers, such as scripts/image_docs.py's Grad-CAM section), kept as they are."""
+    path = ROOT / "docs" / "faithfulness.md"
+    doc = path.read_text() if path.exists() else ""
+    kept = doc[doc.index("<!-- "):] if "<!-- " in doc else ""
+    path.write_text(text.rstrip("\n") + ("\n\n" + kept if kept else "\n"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cnn", type=Path, default=cache_dir() / "models" / "20ng-cnn.pt")
@@ -81,7 +90,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.render:
         results = json.loads((ROOT / "benchmarks" / "results" / "faithfulness.json").read_text())
-        (ROOT / "docs" / "faithfulness.md").write_text(render(results))
+        write_doc(render(results))
         return
     for path, train in ((args.cnn, train_cnn), (args.svm, train_svm)):
         if not path.exists():
@@ -107,7 +116,7 @@ def main() -> None:
     plot(curves, figures["fashion"], unit="2x2 regions", title="Fashion-MNIST CNN (bundled), pixel flipping")
     results["seconds"] = round(time.perf_counter() - began, 1)
     (ROOT / "benchmarks" / "results" / "faithfulness.json").write_text(json.dumps(results, indent=2) + "\n")
-    (ROOT / "docs" / "faithfulness.md").write_text(render(results))
+    write_doc(render(results))
     print(render(results))
 
 
