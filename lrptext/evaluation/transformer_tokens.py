@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +33,7 @@ from lrptext.evaluation.fractions import (
     ranking,
     summarise_fractions,
 )
-from lrptext.evaluation.words import DELETIONS, deletion_curve
+from lrptext.evaluation.words import DELETIONS, deletion_curve, output_replaced
 from lrptext.text.subwords import pieces_of
 from lrptext.text.transformer import TransformerClassifier, padded_batch
 
@@ -96,14 +95,9 @@ class Perturbed:
                              "has none (unk_token is unset); use deletion 'zero' or 'remove'")
         self.embeddings = self.model.get_input_embeddings()
 
-    @contextmanager
     def embedding_output(self, replace: Callable[[torch.Tensor], torch.Tensor]):
         """Runs the model with its word embeddings' output passed through `replace`."""
-        handle = self.embeddings.register_forward_hook(lambda module, inputs, output: replace(output))
-        try:
-            yield
-        finally:
-            handle.remove()
+        return output_replaced(self.embeddings, replace)
 
     def logits(self, rows: Sequence[Sequence[int]], deleted: Sequence[Sequence[int]] | None = None) -> torch.Tensor:
         deleted = deleted if deleted is not None else [[]] * len(rows)

@@ -27,6 +27,16 @@ DELETIONS = ("zero", "unk", "remove")
 METHODS = ("lrp", "sa", "gi", "ig", "occlusion", "random")
 
 
+@contextmanager
+def output_replaced(module: torch.nn.Module, replace: Callable[[torch.Tensor], torch.Tensor]):
+    """Runs `module` with its output passed through `replace` (a forward hook, removed on leaving)."""
+    handle = module.register_forward_hook(lambda _module, _inputs, output: replace(output))
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 class _Model:
     """Logits of a text classifier's model for token rows with some positions deleted."""
 
@@ -40,14 +50,9 @@ class _Model:
             raise ValueError(f"deletion 'zero' needs a model with an 'embedding' layer ({type(self.model).__name__} "
                              "has none); use deletion='unk' or 'remove'")
 
-    @contextmanager
     def embedding_output(self, replace: Callable[[torch.Tensor], torch.Tensor]):
         """Runs the model with its embedding's output passed through `replace`."""
-        handle = self.embedding.register_forward_hook(lambda module, inputs, output: replace(output))
-        try:
-            yield
-        finally:
-            handle.remove()
+        return output_replaced(self.embedding, replace)
 
     def logits(self, rows: Sequence[Sequence[int]], deleted: Sequence[Sequence[int]]) -> torch.Tensor:
         out = []
