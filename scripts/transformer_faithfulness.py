@@ -17,32 +17,28 @@ def _cost(run: dict, method: str) -> str:
     return f"{cost['evaluations']:g} | {1e3 * cost['seconds_per_explanation']:.1f}"
 
 
-def ali_table(run: dict) -> list[str]:
-    """Generate and prune summaries per method, best generate AUAC first."""
-    by = {(c["method"], c["case"]): c for c in run["curves"]}
-    methods = sorted({m for m, _ in by}, key=lambda m: ((m, "generate") not in by,
-                                                         -by.get((m, "generate"), {"auac": 0})["auac"]))
-    lines = ["| method | generate AUAC | generate AUPC | prune AUAC | prune AUPC | prune AU-MSE | evaluations | "
-             "ms per explanation |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for m in methods:
-        g, p = by.get((m, "generate")), by.get((m, "prune"))
-        cells = [f"{g['auac']:.3f} | {g['aupc']:.3f}" if g else "- | -",
-                 f"{p['auac']:.3f} | {p['aupc']:.3f} | {p['au_mse']:.4f}" if p else "- | - | -"]
-        lines.append(f"| {m} | {' | '.join(cells)} | {_cost(run, m)} |")
-    return lines
+# Each protocol's columns: (heading, curve case, summary, format); the first column orders the rows.
+COLUMNS = {
+    "ali": [("generate AUAC", "generate", "auac", ".3f"), ("generate AUPC", "generate", "aupc", ".3f"),
+            ("prune AUAC", "prune", "auac", ".3f"), ("prune AUPC", "prune", "aupc", ".3f"),
+            ("prune AU-MSE", "prune", "au_mse", ".4f")],
+    "deletion": [("MoRF AOPC", "morf", "aopc", ".3f"), ("MoRF accuracy AUC", "morf", "accuracy_auc", ".3f"),
+                 ("LeRF AOPC", "lerf", "aopc", ".3f"), ("LeRF accuracy AUC", "lerf", "accuracy_auc", ".3f")],
+}
 
 
-def deletion_table(run: dict) -> list[str]:
-    """MoRF and LeRF summaries per method, best MoRF AOPC first."""
-    by = {(c["method"], c["order"]): c for c in run["curves"]}
-    methods = sorted({m for m, _ in by}, key=lambda m: ((m, "morf") not in by,
-                                                         -by.get((m, "morf"), {"aopc": 0})["aopc"]))
-    lines = ["| method | MoRF AOPC | MoRF accuracy AUC | LeRF AOPC | LeRF accuracy AUC | evaluations | "
-             "ms per explanation |", "|---|---:|---:|---:|---:|---:|---:|"]
+def table(run: dict) -> list[str]:
+    """The protocol's summaries per method, best first by its first column; methods without it last."""
+    columns = COLUMNS[run["protocol"]]
+    case_key = "case" if run["protocol"] == "ali" else "order"
+    by = {(c["method"], c[case_key]): c for c in run["curves"]}
+    _, first_case, first, _ = columns[0]
+    methods = sorted({m for m, _ in by}, key=lambda m: ((m, first_case) not in by,
+                                                        -by.get((m, first_case), {first: 0})[first]))
+    lines = ["| method | " + " | ".join(h for h, *_ in columns) + " | evaluations | ms per explanation |",
+             "|---|" + "---:|" * (len(columns) + 2)]
     for m in methods:
-        f, b = by.get((m, "morf")), by.get((m, "lerf"))
-        cells = [f"{f['aopc']:.3f} | {f['accuracy_auc']:.3f}" if f else "- | -",
-                 f"{b['aopc']:.3f} | {b['accuracy_auc']:.3f}" if b else "- | -"]
+        cells = [format(by[m, case][key], fmt) if (m, case) in by else "-" for _, case, key, fmt in columns]
         lines.append(f"| {m} | {' | '.join(cells)} | {_cost(run, m)} |")
     return lines
 
@@ -52,7 +48,7 @@ def render(path: Path) -> str:
     examples = ", ".join(f"{k} {v}" for k, v in run["examples"].items())
     head = [f"**{run['dataset']}, {run['protocol']}** ({path.name}): test accuracy {run['test_accuracy']:.4f} on "
             f"the first windows; documents: {examples}; {run['window']}.", ""]
-    return "\n".join(head + (ali_table(run) if run["protocol"] == "ali" else deletion_table(run))) + "\n"
+    return "\n".join(head + table(run)) + "\n"
 
 
 def main() -> None:
