@@ -3,6 +3,7 @@ SpamAssassin test split (each document explained for its true label), and a scre
 `lrptext explain-text --samples 4 --html report.html` writes (the same four e-mails).
 
     python scripts/text_docs.py [--model default] [--composite epsilon]
+    python scripts/text_docs.py --model lstm.pt --report docs/recurrent-report.png   # the screenshot alone
 
 The screenshot needs the Debian package chromium.
 """
@@ -45,12 +46,32 @@ def top_words(classifier: TextClassifier, composite: str, k: int = 25) -> tuple[
     return "\n".join(lines), time.perf_counter() - started
 
 
+def report_picture(classifier: TextClassifier, composite: str, out: Path) -> None:
+    """A screenshot of the HTML report of the four e-mails `lrptext explain-text --samples 4` explains."""
+    chromium = shutil.which("chromium")
+    if not chromium:
+        raise SystemExit("the screenshot needs chromium (Debian package chromium)")
+    docs = classifier.explain(_sample_emails(4), composite=composite)
+    with tempfile.TemporaryDirectory() as tmp:
+        page = Path(tmp) / "report.html"
+        page.write_text(render.html_report(docs), encoding="utf-8")
+        subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                        "--disable-sync", f"--user-data-dir={tmp}/profile", "--hide-scrollbars",
+                        "--window-size=1200,1600", f"--screenshot={out.resolve()}", page.as_uri()],
+                       check=True, capture_output=True, timeout=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
     parser.add_argument("--composite", default=DEFAULT_COMPOSITE)
+    parser.add_argument("--report", type=Path, metavar="PNG", help="write only the report's screenshot, here")
     args = parser.parse_args()
     classifier = TextClassifier.load(args.model)
+    if args.report:
+        report_picture(classifier, args.composite, args.report)
+        return
     table, seconds = top_words(classifier, args.composite)
     meta = classifier.metadata
     (DOCS / "top-words.md").write_text(
@@ -64,17 +85,7 @@ def main() -> None:
         "words, because the corpus's ham comes from a few mailing lists; spam evidence is the vocabulary of "
         "advertising (`!`, `your`, `click`, `free`, `%`, `removed`, `receive`). Showing such corpus shortcuts is "
         "what an explanation is for.\n\n" + table)
-    chromium = shutil.which("chromium")
-    if chromium:
-        docs = classifier.explain(_sample_emails(4), composite=args.composite)
-        with tempfile.TemporaryDirectory() as tmp:
-            page = Path(tmp) / "report.html"
-            page.write_text(render.html_report(docs), encoding="utf-8")
-            subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                            "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                            "--disable-sync", f"--user-data-dir={tmp}/profile", "--hide-scrollbars",
-                            "--window-size=1200,1600", f"--screenshot={DOCS / 'report.png'}", page.as_uri()],
-                           check=True, capture_output=True, timeout=120)
+    report_picture(classifier, args.composite, DOCS / "report.png")
     print((DOCS / "top-words.md").read_text()[:2000])
 
 

@@ -179,7 +179,7 @@ TINY = TextDataset(
     Split([HAM, SPAM] * 12, [0, 1] * 12), Split([HAM, SPAM], [0, 1]), Split([HAM, SPAM], [0, 1]))
 
 
-@pytest.mark.parametrize("arch", ["cnn", "bag", "mlp"])
+@pytest.mark.parametrize("arch", ["cnn", "bag", "mlp", "lstm", "gru"])
 def test_every_architecture_trains_saves_and_explains(arch, tmp_path):
     classifier = train(TINY, TrainConfig(arch=arch, epochs=3, min_count=1, progress=False))
     path = tmp_path / f"{arch}.pt"
@@ -189,6 +189,27 @@ def test_every_architecture_trains_saves_and_explains(arch, tmp_path):
     doc = loaded.explain([SPAM + " free"])[0]
     assert all(SPAM[w.start: w.end] == w.text for w in doc.words[:-1])
     assert sum(abs(w.relevance) for w in doc.words) > 0
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru"])
+def test_a_trained_recurrent_classifier_goes_through_the_cli_spacy_and_evaluate(arch, tmp_path, capsys):
+    """docs/recurrent.md's path as a user takes it: a model file from training, explained by `lrptext explain-text
+    --model`, the spaCy component (config model) and `lrptext evaluate --model`, with LRP, SA, gi, IG and random."""
+    path = tmp_path / f"{arch}.pt"
+    train(TINY, TrainConfig(arch=arch, epochs=3, min_count=1, progress=False)).save(path)
+    assert main(["explain-text", SPAM, "--model", str(path), "--format", "json"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    doc = cli[0] if isinstance(cli, list) else cli
+    assert doc["prediction"] in ("ham", "spam") and any(w["relevance"] != 0 for w in doc["words"])
+    nlp = spacy.blank("en")
+    nlp.add_pipe("lrptext", config={"model": str(path)})
+    parsed = nlp(SPAM)
+    assert len(parsed._.relevance) == len(parsed) and any(r != 0 for r in parsed._.relevance)
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--dataset", "spam-assassin", "--model", str(path), "--methods", "lrp,sa,gi,ig,random",
+                 "--limit", "3", "--steps", "2", "--seeds", "2", "--out", str(out), "--quiet"]) == 0
+    curves = json.loads((out / "evaluation.json").read_text())["curves"]
+    assert {c["method"] for c in curves} == {"lrp", "sa", "gi", "ig", "random"}
 
 
 def test_glove_initialisation():
