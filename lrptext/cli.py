@@ -483,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", type=int, help="filters per width (cnn)")
     p.add_argument("--hidden", type=int, help="hidden units (mlp; per direction for lstm, gru)")
     p.add_argument("--vectors", choices=["glove-6b-50d"],
-                   help="initialise the embedding with GloVe (needs --dim 50 and the extra 'vectors')")
+                   help="initialise the embedding with GloVe (50 dimensions: --dim defaults to 50; extra 'vectors')")
     p.add_argument("--half", action="store_true", help="store the weights in float16 (half the file size)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=train)

@@ -225,6 +225,12 @@ def test_glove_initialisation():
     assert model.embedding.weight[0].abs().sum() == 0
     with pytest.raises(ValueError, match="train with --dim 50"):
         initialise(TextCNN(len(vocab), 2, dim=64).embedding, vocab, "glove-6b-50d")
+    # training with vectors and no width given takes theirs; the recurrent page's model is a GloVe LSTM
+    trained = train(TINY, TrainConfig(arch="lstm", epochs=1, min_count=1, progress=False, vectors="glove-6b-50d"))
+    money = trained.vocab.encode(["money"])[0]  # a word of the training texts
+    assert money != trained.vocab.unk_id and trained.model.embedding.weight.shape[1] == 50
+    row, glove = trained.model.embedding.weight[money].detach(), torch.from_numpy(vectors[words.index("money")].copy())
+    assert not torch.equal(row, glove) and torch.allclose(row, glove, atol=0.05)  # trained on from GloVe
 
 
 def test_a_document_is_classified_and_explained_the_same_alone_or_in_a_padded_batch():

@@ -81,11 +81,12 @@ def evaluate_text(dataset: str, model: str, *, methods: Sequence[str], orders: S
         kind = f"{classifier.model.arch} ({type(classifier.model).__name__}), composite " \
                f"{composite or DEFAULT_COMPOSITE}, deletion '{deletion}'"
     curves = [c for order in orders if len(chosen[order]) for c in run(order, chosen[order])]
-    context = {"dataset": dataset, "model": str(model), "model_kind": kind, "test_documents": len(texts),
+    context = {"dataset": dataset, "model": str(model), "protocol": "deletion", "model_kind": kind,
+               "test_documents": len(texts),
                "excluded_without_known_words": excluded,
                "test_accuracy": float((predicted == truth).mean()),
                "examples": {order: len(chosen[order]) for order in orders}, "steps": steps,
-               "relevance_for": "the true label", "score": "the true label's logit",
+               "relevance_for": "the true label", "score": "the true label's logit", "cost": _cost(curves),
                "seconds": round(time.perf_counter() - began, 1)}
     return curves, context
 

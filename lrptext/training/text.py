@@ -18,7 +18,7 @@ from lrptext.text.tokens import Tokenizer
 from lrptext.text.vocab import Vocabulary
 from lrptext.training.config import TrainConfig
 from lrptext.training.stopping import EarlyStopping
-from lrptext.training.vectors import initialise
+from lrptext.training.vectors import VECTORS, initialise
 
 logger = logging.getLogger("lrptext")
 
@@ -55,6 +55,8 @@ def train(dataset: TextDataset, config: TrainConfig = TrainConfig(), **arch_opti
         rows[split] = [vocab.encode(t) or [vocab.unk_id] for t in tokenize(getattr(dataset, split).texts)]
     rows["train"] = [r or [vocab.unk_id] for r in rows["train"]]
 
+    if config.vectors and "dim" not in arch_options:  # the embedding takes the vectors' width
+        arch_options = {**arch_options, "dim": VECTORS.get(config.vectors)}
     model = ARCHS[config.arch](len(vocab), len(dataset.label_names), **arch_options)
     if hasattr(model, "fit"):
         model.fit(rows["train"])

@@ -1,8 +1,8 @@
-"""The faithfulness tables of docs/transformers.md, read from the evaluation.json files that `lrptext evaluate
---model FOLDER` writes (--protocol ali or deletion), kept as benchmarks/results/transformer-faithfulness/
-DATASET-PROTOCOL.json.
+"""The faithfulness tables of docs/transformers.md and docs/recurrent.md, read from the evaluation.json files that
+`lrptext evaluate --model ...` writes (--protocol ali or deletion), kept under benchmarks/results/
+(transformer-faithfulness/DATASET-PROTOCOL.json, recurrent-faithfulness/DATASET-ARCH.json).
 
-    python scripts/transformer_faithfulness.py benchmarks/results/transformer-faithfulness/*.json
+    python scripts/faithfulness_tables.py benchmarks/results/transformer-faithfulness/*.json
 """
 
 from __future__ import annotations
@@ -46,8 +46,10 @@ def table(run: dict) -> list[str]:
 def render(path: Path) -> str:
     run = json.loads(path.read_text())
     examples = ", ".join(f"{k} {v}" for k, v in run["examples"].items())
-    head = [f"**{run['dataset']}, {run['protocol']}** ({path.name}): test accuracy {run['test_accuracy']:.4f} on "
-            f"the first windows; documents: {examples}; {run['window']}.", ""]
+    read = f"on the first windows; documents: {examples}; {run['window']}" if "window" in run else \
+        f"({run['model_kind']}); documents: {examples}"
+    head = [f"**{run['dataset']}, {run['protocol']}** ({path.name}): test accuracy {run['test_accuracy']:.4f} "
+            f"{read}.", ""]
     return "\n".join(head + table(run)) + "\n"
 
 
