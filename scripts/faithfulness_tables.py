@@ -46,10 +46,12 @@ def table(run: dict) -> list[str]:
 def render(path: Path) -> str:
     run = json.loads(path.read_text())
     examples = ", ".join(f"{k} {v}" for k, v in run["examples"].items())
-    read = f"on the first windows; documents: {examples}; {run['window']}" if "window" in run else \
-        f"({run['model_kind']}); documents: {examples}"
-    head = [f"**{run['dataset']}, {run['protocol']}** ({path.name}): test accuracy {run['test_accuracy']:.4f} "
-            f"{read}.", ""]
+    if "window" in run:  # a Hugging Face model folder
+        title, read = "", f"on the first windows; documents: {examples}; {run['window']}"
+    else:  # a model file of `lrptext train`: its architecture names the table
+        title, read = f", {run['model_kind'].split(' (')[0]}", f"({run['model_kind']}); documents: {examples}"
+    head = [f"**{run['dataset']}, {run['protocol']}{title}** ({path.name}): test accuracy "
+            f"{run['test_accuracy']:.4f} {read}.", ""]
     return "\n".join(head + table(run)) + "\n"
 
 

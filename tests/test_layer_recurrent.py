@@ -17,6 +17,7 @@ from lrptext import _native
 from lrptext.errors import UnsupportedLayerError
 from lrptext.kernels.recurrent import recurrent_sweep
 from lrptext.rules import Composite, Epsilon, Norm
+from lrptext.rules.composites import RECURRENT_EPSILON
 
 EPS = 1e-6
 
@@ -336,7 +337,7 @@ def test_saturated_gates_reduce_an_lstm_to_the_linear_case(backend):
 def test_support_table_and_refusals():
     model = Classifier("LSTM", 2, True)
     table = str(lrptext.support_table(model))
-    assert "recurrent" in table and "Epsilon(epsilon=1e-06)" in table
+    assert "recurrent" in table and "Epsilon(epsilon=0.01)" in table
 
     class WithState(nn.Module):
         def __init__(self):
@@ -412,15 +413,44 @@ def test_the_core_checks_its_own_arguments():
         core.recurrent_sweep(*args, torch.tensor([3, 1]), torch.empty(2, 3, 4), inputs=5, bias_factor=1.0)
 
 
-@pytest.mark.parametrize("name", ["epsilon", "epsilon_plus", "epsilon_gamma", "epsilon_alpha2_beta1"])
-def test_a_named_composites_epsilon_reaches_recurrent_layers(name):
-    """composite="epsilon", epsilon=0.1 gives the recurrent layer's linear parts Epsilon(0.1), as its dense layers:
-    the same relevance as that rule named for the LSTM, and another than the default epsilon's."""
+@pytest.mark.parametrize("mode", ["LSTM", "GRU"])
+@pytest.mark.parametrize("name", ["epsilon", "epsilon_plus", "epsilon_plus_flat", "epsilon_gamma",
+                                  "epsilon_alpha2_beta1", "epsilon_alpha2_beta1_flat", "epsilon_gamma_box"])
+def test_named_composites_give_recurrent_layers_their_own_epsilon(name, mode):
+    """A named composite's recurrent layers take Epsilon(recurrent_epsilon), 0.01 unless given, whatever the dense
+    layers' epsilon: the same relevance as that rule named for the layer by a layer_map."""
     torch.manual_seed(5)
-    model = Classifier("LSTM", bidirectional=True).double()
+    model = Classifier(mode, bidirectional=True).double()
+    cell = type(model.rnn)
     ids = torch.randint(1, 30, (2, 7))
-    named = lrptext.explain(model, ids, composite=name, epsilon=0.1).relevance
-    mapped = lrptext.explain(model, ids, composite=name, epsilon=0.1, layer_map={nn.LSTM: Epsilon(0.1)}).relevance
-    default = lrptext.explain(model, ids, composite=name, epsilon=0.1, layer_map={nn.LSTM: Epsilon(1e-6)}).relevance
-    torch.testing.assert_close(named, mapped, rtol=0, atol=0)
-    assert not torch.allclose(named, default)
+    bounds = {"low": -1.0, "high": 1.0} if name.endswith("box") else {}
+
+    def relevance(**options):
+        return lrptext.explain(model, ids, composite=name, **bounds, **options).relevance
+
+    torch.testing.assert_close(relevance(), relevance(layer_map={cell: Epsilon(0.01)}), rtol=0, atol=0)
+    torch.testing.assert_close(relevance(epsilon=0.1), relevance(epsilon=0.1, layer_map={cell: Epsilon(0.01)}),
+                               rtol=0, atol=0)  # the dense layers' epsilon does not reach them
+    given = relevance(recurrent_epsilon=1e-6)
+    torch.testing.assert_close(given, relevance(layer_map={cell: Epsilon(1e-6)}), rtol=0, atol=0)
+    assert not torch.allclose(given, relevance())
+
+
+def test_the_recurrent_default_outside_the_named_cnn_composites():
+    """lrp0 is epsilon 0 everywhere; a Composite without a recurrent rule, and attnlrp, leave recurrent layers at
+    the default Epsilon(0.01)."""
+    torch.manual_seed(6)
+    model = Classifier("GRU", bidirectional=True).double()
+    ids = torch.randint(1, 30, (2, 7))
+    assert RECURRENT_EPSILON == 0.01
+    at = {eps: lrptext.explain(model, ids, composite=Composite("mine", dense=Epsilon(1e-6), recurrent=Epsilon(eps)))
+          .relevance for eps in (0.0, 0.01)}
+    torch.testing.assert_close(lrptext.explain(model, ids, composite="lrp0").relevance,
+                               lrptext.explain(model, ids, composite=Composite("zero", dense=Epsilon(0.0),
+                                                                                recurrent=Epsilon(0.0))).relevance)
+    torch.testing.assert_close(lrptext.explain(model, ids, composite=Composite("mine", dense=Epsilon(1e-6)))
+                               .relevance, at[0.01], rtol=0, atol=0)
+    assert not torch.allclose(at[0.0], at[0.01])
+    with pytest.raises(ValueError, match="recurrent_epsilon"):
+        lrptext.explain(model, ids, composite="lrp0", recurrent_epsilon=0.1)
+    assert "Epsilon(epsilon=0.01)" in str(lrptext.support_table(model, composite="attnlrp"))

@@ -2,8 +2,8 @@
 sequences), by the rules of Arras et al. (2017, "Explaining Recurrent Neural Network Predictions in Sentiment
 Analysis"):
 
-- linear parts (input-to-hidden and hidden-to-hidden products) by the epsilon rule (Epsilon(ε), the composites'
-  ε unless a composite names `recurrent=` or a layer_map gives another);
+- linear parts (input-to-hidden and hidden-to-hidden products) by the epsilon rule (Epsilon(0.01), the named
+  composites' `recurrent_epsilon`, unless a composite names `recurrent=` or a layer_map gives another);
 - multiplicative gates by signal-take-all: a gate (sigmoid output) is a constant, the signal gets all the relevance
   (LSTM: h_t = o ⊙ tanh(c_t) passes R(h_t) to c_t; i ⊙ g passes its share to g; GRU: (1 - z) ⊙ n to n, and the
   reset gate r is a constant in r ⊙ (W_hn h + b_hn), so the candidate's pre-activation is linear in x_t and h_{t-1});
@@ -28,6 +28,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from lrptext.graph.ir import UNSUPPORTED, LayerKind, Node
 from lrptext.kernels import native, recurrent
 from lrptext.rules import Epsilon
+from lrptext.rules.composites import RECURRENT_EPSILON
 
 
 class Parts:
@@ -108,7 +109,7 @@ class Recurrent(LayerKind):
                        "hidden": module.hidden_size, "bias": module.bias, "batch_first": module.batch_first}
 
     def default_rule(self, node: Node) -> Any:
-        return Epsilon()
+        return Epsilon(RECURRENT_EPSILON)
 
     def item(self, node: Node) -> LayerKind | None:
         return _item_of(node)
