@@ -752,9 +752,12 @@ def test_each_heads_share_with_layers(attention):
     assert sorted(e.head_relevance) == names
     for name, heads in e.head_relevance.items():
         assert heads.shape == (len(ids), model.config.num_attention_heads)
-        # the module's total: the attention's output is the last node of that module with relevance recorded
-        totals = [v for k, v in e.layer_relevance.items() if v.shape == (len(ids),)]
+        # the attention's total is recorded under the module that calls it: "<module path>:<node>"
+        totals = [v for k, v in e.layer_relevance.items() if k.startswith(f"{name}:")]
         assert any(torch.allclose(heads.sum(1), t, rtol=1e-10, atol=1e-12) for t in totals)
+        if attention == "sdpa":  # named after its node: scaled_dot_product_attention, ..._1, ...
+            (key,) = [k for k in e.layer_relevance if k.startswith(f"{name}:scaled_dot_product_attention")]
+            torch.testing.assert_close(heads.sum(1), e.layer_relevance[key])
     first = e.head_relevance[names[0]]
     assert torch.all(first[:, 1] == 0) and torch.all(first[:, 0].abs() > 0)
     assert torch.all(e.head_relevance[names[1]].abs() > 0)

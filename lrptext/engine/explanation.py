@@ -17,8 +17,10 @@ class Explanation:
     target: the explained class per sample; contrast: the class it is contrasted against (or None).
     initial: Σ of the initial relevance per sample (the target logit, or f_c − f_c').
     delta: conservation delta per sample, Σ input relevance − initial (≈ 0 for bias-free models with ε → 0).
-    layer_relevance: with layers=True, Σ of the relevance at each node's output per sample, Tensor[B], by qualified
-        name, for the nodes whose output has the batch first ([B, ...]); a node whose value the samples share (a
+    layer_relevance: with layers=True, Σ of the relevance at each node's output per sample, Tensor[B], by module
+        path ("encoder.layer.0.output.dense"), by the calling module's path and the node for functions in a Hugging
+        Face model ("encoder.layer.0.output:add_7"), else by node name ("add_7"); for the nodes whose output has the
+        batch first ([B, ...]); a node whose value the samples share (a
         broadcast parameter: position embeddings) is listed only for a batch of one, since its relevance in a
         batch is the sum over the samples.
     head_relevance: with layers=True, for each attention (scaled dot-product attention, or the product of the

@@ -229,6 +229,17 @@ def _unflatten(template: Any, items: Any) -> Any:
     return next(items)
 
 
+def _layer_name(node: Node) -> str:
+    """A node's name in Explanation.layer_relevance: a module's path ("encoder.layer.0.output.dense"); a function
+    that a module of a torch.export graph calls, that path and the node ("encoder.layer.0.output:add_7"); else the
+    node's unique name ("add_7")."""
+    if node.module_type is not None:
+        return node.qualified_name
+    if node.qualified_name != node.op:  # torch.export named it after the module that called it
+        return f"{node.qualified_name}:{node.name}"
+    return node.name
+
+
 class RelevancePass:
     """The relevance pass of one explanation, and what a layer kind's relevance step reads from it."""
 
@@ -321,8 +332,7 @@ class RelevancePass:
             # Not a tuple output's parts (a recurrent layer's), nor a value shared by the batch (a broadcast
             # parameter such as position embeddings: its relevance is the batch's sum, no sample's own).
             if record and isinstance(r, torch.Tensor) and r.shape[:1] == initial.shape[:1]:
-                key = node.qualified_name if node.module_type else node.name
-                sums[key] = r.reshape(r.shape[0], -1).sum(1)
+                sums[_layer_name(node)] = r.reshape(r.shape[0], -1).sum(1)
                 if node.kind.attention_output(node) and r.dim() == 4:  # [B, heads, tokens, dim]
                     self.head_sums[node.qualified_name] = r.sum((2, 3))
             delivered = False
