@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds lrptext._core with AddressSanitizer + UndefinedBehaviorSanitizer (CPU kernels; CUDA off) and runs the
-# kernel test suites and the property tests against it. Any invalid access or undefined behaviour aborts the run.
+# kernel test suites (dense, conv, embedding, pooling, attention, LayerNorm/softmax, recurrent) and the property
+# tests against it. Any invalid access or undefined behaviour aborts the run.
 # Run from an environment where lrptext's test extras are installed:  bash scripts/sanitize.sh
 # The last clean run is recorded in docs/robustness.md.
 set -euo pipefail
@@ -26,6 +27,6 @@ UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)" \
 PYTHONPATH="$work/stage:$site" \
   "$python" -S -m pytest -p no:cacheprovider -q -c "$root/pyproject.toml" --rootdir "$root" "$@" \
-  "$root"/tests/test_{linear_kernels,embedding_pooling,bad_input,rule_vectors,build,properties}.py \
+  "$root"/tests/test_{linear_kernels,embedding_pooling,attention_kernel,layer_norm_softmax_kernels,layer_recurrent,bad_input,rule_vectors,build,properties}.py \
   -k "not torch_backend_takes_over and not cuda_kernels_are_compiled"
 ldd "$work/stage/lrptext/"_core*.so | grep -E "libasan|libubsan"  # the tested module really is instrumented

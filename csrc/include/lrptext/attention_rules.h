@@ -21,6 +21,10 @@ LRPT_HD inline T exp_nonpositive(T x) {
   return exp(x);
 #else
   if constexpr (std::is_same_v<T, float>) {
+    // Below -87 the result is 0; x is clamped there first, so that the exponent n + 127 built below stays
+    // positive (shifting a negative value is undefined behaviour: UBSan found it at x = -1000).
+    const bool underflow = x < -87.0f;
+    x = underflow ? -87.0f : x;
     const float big = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer (round to nearest)
     const float n = (x * 1.44269504088896341f + big) - big;
     const float r = (x - n * 0.693145751953125f) - n * 1.42860682030941723212e-6f;  // ln 2 in two parts
@@ -35,7 +39,7 @@ LRPT_HD inline T exp_nonpositive(T x) {
     const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
     float scale;
     std::memcpy(&scale, &bits, sizeof scale);
-    return x < -87.0f ? 0.0f : p * scale;
+    return underflow ? 0.0f : p * scale;
   } else {
     return std::exp(x);
   }
