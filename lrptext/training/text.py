@@ -55,8 +55,8 @@ def train(dataset: TextDataset, config: TrainConfig = TrainConfig(), **arch_opti
         rows[split] = [vocab.encode(t) or [vocab.unk_id] for t in tokenize(getattr(dataset, split).texts)]
     rows["train"] = [r or [vocab.unk_id] for r in rows["train"]]
 
-    if config.vectors and "dim" not in arch_options:  # the embedding takes the vectors' width
-        arch_options = {**arch_options, "dim": VECTORS.get(config.vectors)}
+    if config.vectors in VECTORS and "dim" not in arch_options:  # the embedding takes the vectors' width
+        arch_options = {**arch_options, "dim": VECTORS[config.vectors]}  # (unknown names: initialise says so)
     model = ARCHS[config.arch](len(vocab), len(dataset.label_names), **arch_options)
     if hasattr(model, "fit"):
         model.fit(rows["train"])
