@@ -47,6 +47,28 @@ struct Tensor {
   }
   void* data() const { return static_cast<char*>(t->data) + t->byte_offset; }
   bool cuda() const { return t->device.device_type == kDLCUDA; }
+  // In elements; DLPack leaves the strides out of a C-contiguous array.
+  int64_t stride(int i) const {
+    if (t->strides) return t->strides[i];
+    int64_t s = 1;
+    for (int j = t->ndim - 1; j > i; --j) s *= t->shape[j];
+    return s;
+  }
+  bool contiguous() const {
+    int64_t expected = 1;
+    for (int i = ndim() - 1; i >= 0; --i) {
+      if (size(i) != 1 && stride(i) != expected) return false;
+      expected *= size(i);
+    }
+    return true;
+  }
+  // Elements from the first to one past the last that the array reaches (its strides are >= 0).
+  int64_t extent() const {
+    if (numel() == 0) return 0;
+    int64_t e = 1;
+    for (int i = 0; i < ndim(); ++i) e += (size(i) - 1) * stride(i);
+    return e;
+  }
 };
 
 // Built with std::to_string, not an ostringstream: a GPU machine's gcc 13.3 (/opt/gcc) linked libstdc++ statically
@@ -79,8 +101,12 @@ class Call {
 
   // Imports an argument through DLPack without copying. Only the device query comes before the export, so
   // a CUDA producer can order its work on our stream.
-  Tensor arg(py::handle obj, const char* name) {
-    if (PyCapsule_CheckExact(obj.ptr())) return from_capsule(py::reinterpret_borrow<py::object>(obj), name, true);
+  // Rows: any strides >= 0 with the last axis contiguous (the attention operands); Strided: any strides >= 0.
+  enum class Layout { Contiguous, Rows, Strided };
+
+  Tensor arg(py::handle obj, const char* name, Layout layout = Layout::Contiguous) {
+    if (PyCapsule_CheckExact(obj.ptr()))
+      return from_capsule(py::reinterpret_borrow<py::object>(obj), name, true, layout);
     if (!py::hasattr(obj, "__dlpack__") || !py::hasattr(obj, "__dlpack_device__"))
       throw py::type_error(fn_ + ": '" + name + "' must be an array with DLPack support (torch.Tensor or numpy.ndarray), got " +
                            std::string(py::str(py::type::of(obj).attr("__name__"))));
@@ -97,12 +123,12 @@ class Call {
       if (!e.matches(PyExc_TypeError)) throw;
       cap = obj.attr("__dlpack__")(**kwargs);  // a producer older than DLPack 1.0
     }
-    return from_capsule(cap, name, false);
+    return from_capsule(cap, name, false, layout);
   }
 
   // A capsule exported by the caller (lrptext.kernels exports CPU tensors itself, the protocol's Python methods
   // being slow) must hold a CPU array: a CUDA array needs the stream handshake of __dlpack__(stream=...).
-  Tensor from_capsule(py::object cap, const char* name, bool given) {
+  Tensor from_capsule(py::object cap, const char* name, bool given, Layout layout) {
     Tensor out;
     out.capsule = cap;
     out.name = name;
@@ -121,14 +147,15 @@ class Call {
     }
     if (given && out.t->device.device_type != kDLCPU)
       fail(fn_, std::string("'") + name + "' is a capsule of a device array; pass the array itself");
-    check_contiguous(out);
+    if (layout == Layout::Contiguous) check_contiguous(out);
+    else check_strides(out, layout == Layout::Rows);
     check_device(out);
     return out;
   }
 
-  std::optional<Tensor> optional_arg(py::handle obj, const char* name) {
+  std::optional<Tensor> optional_arg(py::handle obj, const char* name, Layout layout = Layout::Contiguous) {
     if (obj.is_none()) return std::nullopt;
-    return arg(obj, name);
+    return arg(obj, name, layout);
   }
 
   // Float tensors share one dtype, float32 or float64.
@@ -179,7 +206,7 @@ class Call {
   // The kernels write the output while still reading their inputs (an intermediate may live in it).
   void disjoint(const Tensor& out, const Tensor& in) {
     const auto begin = [](const Tensor& a) { return reinterpret_cast<uintptr_t>(a.data()); };
-    const auto end = [&](const Tensor& a) { return begin(a) + uintptr_t(a.numel()) * (a.t->dtype.bits / 8); };
+    const auto end = [&](const Tensor& a) { return begin(a) + uintptr_t(a.extent()) * (a.t->dtype.bits / 8); };
     if (out.numel() && in.numel() && out.cuda() == in.cuda() && begin(out) < end(in) && begin(in) < end(out))
       fail(fn_, "'" + out.name + "' shares memory with '" + in.name + "'; pass a separate output array");
   }
@@ -190,6 +217,21 @@ class Call {
                     std::to_string(kBlasMax) + "; split the batch");
   }
 
+  // An output written by several threads or blocks must not reach one element twice: with its axes sorted by
+  // stride, each stride spans the axes below it.
+  void non_overlapping(const Tensor& a) {
+    std::vector<std::pair<int64_t, int64_t>> axes;  // (stride, size) of the axes longer than 1
+    for (int i = 0; i < a.ndim(); ++i)
+      if (a.size(i) > 1) axes.emplace_back(a.stride(i), a.size(i));
+    std::sort(axes.begin(), axes.end());
+    int64_t span = 1;
+    for (const auto& [stride, size] : axes) {
+      if (stride < span)
+        fail(fn_, "'" + a.name + "' has overlapping strides (one element reached twice); pass a fresh output array");
+      span = stride * size;
+    }
+  }
+
   void finite(const Tensor& a, DType t) {
     if (a.numel() == 0) return;
     int64_t i;
@@ -197,7 +239,7 @@ class Call {
     if (a.cuda()) i = cuda::first_nonfinite(t, a.data(), a.numel(), stream());
     else
 #endif
-      i = cpu::first_nonfinite(t, a.data(), a.numel());
+      i = a.contiguous() ? cpu::first_nonfinite(t, a.data(), a.numel()) : first_nonfinite_rows(a, t);
     if (i >= 0)
       fail(fn_, "'" + a.name + "' holds NaN or infinity (first at flat index " + std::to_string(i) +
                     "); relevance of non-finite values is undefined, so clean the input or pass check_finite=False");
@@ -221,6 +263,27 @@ class Call {
                       "which do");
       expected *= a.size(i);
     }
+  }
+
+  void check_strides(const Tensor& a, bool contiguous_rows) {
+    for (int i = 0; i < a.ndim(); ++i)
+      if (a.size(i) != 1 && (a.stride(i) < 0 || (contiguous_rows && i == a.ndim() - 1 && a.stride(i) != 1)))
+        fail(fn_, "'" + a.name + (contiguous_rows ? "' must have a contiguous last axis and no negative strides"
+                                                  : "' must have no negative strides") +
+                      ", got strides that do not; call .contiguous() (torch) or numpy.ascontiguousarray() first");
+  }
+
+  // The flat (row-major) index of the first NaN or infinity of a strided CPU array whose rows are contiguous.
+  static int64_t first_nonfinite_rows(const Tensor& a, DType t) {
+    const int last = a.ndim() - 1;
+    const int64_t width = a.size(last), rows = a.numel() / width, bytes = a.t->dtype.bits / 8;
+    for (int64_t row = 0; row < rows; ++row) {
+      int64_t offset = 0;
+      for (int64_t i = last - 1, rest = row; i >= 0; --i) offset += rest % a.size(int(i)) * a.stride(int(i)), rest /= a.size(int(i));
+      const int64_t j = cpu::first_nonfinite(t, static_cast<char*>(a.data()) + offset * bytes, width);
+      if (j >= 0) return row * width + j;
+    }
+    return -1;
   }
 
   void check_device(const Tensor& a) {
@@ -820,11 +883,18 @@ void row_relevance(py::handle input, py::handle output, py::handle relevance, py
 
 void attention_relevance(py::handle query, py::handle key, py::handle value, py::handle relevance, py::handle mask,
                          py::handle out_query, py::handle out_key, py::handle out_value, const std::string& rule,
-                         double scale, bool causal, bool check_finite, py::object stream) {
+                         double scale, bool causal, bool check_finite, py::handle output, py::handle logsumexp,
+                         py::object stream) {
   Call c("attention_relevance", stream);
-  Tensor q = c.arg(query, "query"), k = c.arg(key, "key"), v = c.arg(value, "value"), r = c.arg(relevance, "relevance"),
-         oq = c.arg(out_query, "out_query"), ok = c.arg(out_key, "out_key"), ov = c.arg(out_value, "out_value");
+  const auto rows = Call::Layout::Rows;
+  Tensor q = c.arg(query, "query", rows), k = c.arg(key, "key", rows), v = c.arg(value, "value", rows),
+         r = c.arg(relevance, "relevance", rows), oq = c.arg(out_query, "out_query", rows),
+         ok = c.arg(out_key, "out_key", rows), ov = c.arg(out_value, "out_value", rows);
   std::optional<Tensor> m = c.optional_arg(mask, "mask");
+  std::optional<Tensor> saved_o = c.optional_arg(output, "output", rows),
+                        saved_lse = c.optional_arg(logsumexp, "logsumexp", Call::Layout::Strided);
+  if (saved_o.has_value() != saved_lse.has_value())
+    fail(c.fn(), "'output' and 'logsumexp' (the forward pass's O and log-sum-exp) go together; pass both or neither");
   AttentionProblem p;
   if (rule == "attnlrp") p.rule = AttentionRule::AttnLRP;
   else if (rule == "cp_lrp") p.rule = AttentionRule::CPLRP;
@@ -843,6 +913,11 @@ void attention_relevance(py::handle query, py::handle key, py::handle value, py:
   c.shape(oq, {p.batch, p.heads, p.queries, p.dim}, "like 'query'");
   c.shape(ok, {p.batch, p.heads, p.keys, p.dim}, "like 'key'");
   c.shape(ov, {p.batch, p.heads, p.keys, p.value_dim}, "like 'value'");
+  if (saved_o) {
+    c.float_dtype(*saved_o), c.float_dtype(*saved_lse);
+    c.shape(*saved_o, {p.batch, p.heads, p.queries, p.value_dim}, "(batch, heads, queries, value_dim)");
+    c.shape(*saved_lse, {p.batch, p.heads, p.queries}, "(batch, heads, queries)");
+  }
   for (int64_t n : {p.queries, p.keys, p.dim, p.value_dim}) c.blas_size(n, "a matrix dimension");
   if (m) {
     const DLDataType d = m->t->dtype;
@@ -870,22 +945,45 @@ void attention_relevance(py::handle query, py::handle key, py::handle value, py:
     fail(c.fn(), "'scale' must be a finite number > 0, got " + std::to_string(scale));
   p.scale = scale;
   p.causal = causal;
+  for (const Tensor* t : {&q, &k, &v, &r, &oq, &ok, &ov})
+    if (c.on_cuda() && !t->contiguous())
+      fail(c.fn(), "'" + t->name + "' must be C-contiguous on CUDA (the CPU takes strided heads); call .contiguous()");
+  const auto strides = [](const Tensor& t) { return HeadStrides{t.stride(0), t.stride(1), t.stride(2)}; };
+  p.query_strides = strides(q), p.key_strides = strides(k), p.value_strides = strides(v);
+  p.relevance_strides = strides(r), p.out_query_strides = strides(oq), p.out_key_strides = strides(ok);
+  p.out_value_strides = strides(ov);
   for (Tensor* o : {&oq, &ok, &ov}) {
     c.writable(*o);
+    c.non_overlapping(*o);
     for (const Tensor* t : {&q, &k, &v, &r}) c.disjoint(*o, *t);
     if (m) c.disjoint(*o, *m);
+    if (saved_o) c.disjoint(*o, *saved_o), c.disjoint(*o, *saved_lse);
   }
   c.disjoint(oq, ok), c.disjoint(oq, ov), c.disjoint(ok, ov);
-  if (check_finite)
+  if (check_finite) {
     for (const Tensor* t : {&q, &k, &v, &r}) c.finite(*t, p.dtype);
+    if (saved_o) c.finite(*saved_o, p.dtype);  // a row with no allowed key may have an lse of −inf
+  }
   p.stream = c.stream();
   p.query = q.data(), p.key = k.data(), p.value = v.data(), p.relevance = r.data();
+  if (saved_o && !c.on_cuda()) {
+    p.output = saved_o->data(), p.logsumexp = saved_lse->data();
+    p.output_strides = strides(*saved_o);
+    p.logsumexp_strides = HeadStrides{saved_lse->stride(0), saved_lse->stride(1), saved_lse->stride(2)};
+  }
   p.out_query = oq.data(), p.out_key = ok.data(), p.out_value = ov.data();
   if (p.batch * p.heads == 0 || p.queries == 0 || p.keys == 0) {  // nothing to attend: all zero
     if (c.on_cuda()) fail(c.fn(), "got an empty batch, head, query or key axis on CUDA; skip the call");
     py::gil_scoped_release release;
-    for (Tensor* o : {&oq, &ok, &ov})
-      if (o->numel()) std::memset(o->data(), 0, size_t(o->numel()) * (o->t->dtype.bits / 8));
+    for (Tensor* o : {&oq, &ok, &ov}) {
+      const int64_t bytes = o->t->dtype.bits / 8;
+      if (o->numel())  // row by row: the rows of a strided output need not be adjacent
+        for (int64_t b = 0; b < o->size(0); ++b)
+          for (int64_t h = 0; h < o->size(1); ++h)
+            for (int64_t i = 0; i < o->size(2); ++i)
+              std::memset(static_cast<char*>(o->data()) + (b * o->stride(0) + h * o->stride(1) + i * o->stride(2)) * bytes,
+                          0, size_t(o->size(3) * bytes));
+    }
     return;
   }
   const bool cuda = c.on_cuda();
@@ -977,13 +1075,18 @@ py::dict build_info() {
   d["cudnn"] = py::none();
 #endif
   d["dlpack"] = std::to_string(DLPACK_MAJOR_VERSION) + "." + std::to_string(DLPACK_MINOR_VERSION);
+#if defined(__AVX2__) && defined(__FMA__)
+  d["cpu_level"] = "x86-64-v3";
+#else
+  d["cpu_level"] = "baseline";
+#endif
   return d;
 }
 
 }  // namespace
 }  // namespace lrptext
 
-PYBIND11_MODULE(_core, m) {
+PYBIND11_MODULE(LRPTEXT_MODULE, m) {
   using namespace lrptext;
   m.doc() = "lrptext's C++ relevance kernels. Use lrptext.kernels, which checks rules and allocates outputs.";
   m.def("dense_relevance", &dense_relevance, "input"_a.noconvert(), "weight"_a.noconvert(), "bias"_a.none(),
@@ -1038,7 +1141,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("attention_relevance", &attention_relevance, "query"_a.noconvert(), "key"_a.noconvert(),
         "value"_a.noconvert(), "relevance"_a.noconvert(), "mask"_a.none(), "out_query"_a.noconvert(),
         "out_key"_a.noconvert(), "out_value"_a.noconvert(), py::kw_only(), "rule"_a, "scale"_a, "causal"_a = false,
-        "check_finite"_a = true, "stream"_a = py::none(),
+        "check_finite"_a = true, "output"_a = py::none(), "logsumexp"_a = py::none(), "stream"_a = py::none(),
         "AttnLRP (rule='attnlrp') or CP-LRP (rule='cp_lrp') relevance of scaled dot-product attention, per head.");
   m.def("recurrent_sweep", &recurrent_sweep, "decay"_a.noconvert(), "fresh"_a.noconvert(), "pre"_a.noconvert(),
         "hidden"_a.noconvert(), "weight"_a.noconvert(), "relevance"_a.noconvert(), "last"_a.noconvert(),
@@ -1057,4 +1160,12 @@ PYBIND11_MODULE(_core, m) {
   m.def("release_workspaces", &cpu::release_workspaces,
         "Unmaps the CPU kernels' large workspaces kept for later calls; returns their bytes.");
   m.def("build_info", &build_info);
+  m.def("cpu_supports_x86_64_v3", [] {
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("x86-64-v3") != 0;
+#else
+    return false;
+#endif
+  }, "Whether the running CPU has AVX2 and FMA (x86-64-v3), which the module _core_x86_64_v3 needs.");
 }

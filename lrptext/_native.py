@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import logging
+import os
 from types import ModuleType
 from typing import Any
 
 logger = logging.getLogger("lrptext")
 
+
+
+def _best_core() -> ModuleType:
+    """The extension built for the highest CPU level this CPU runs: _core_x86_64_v3 (AVX2, FMA) where it was built
+    and the CPU has it, else _core (any CPU). LRPTEXT_CPU_LEVEL=baseline picks _core whatever the CPU."""
+    from lrptext import _core
+    if os.environ.get("LRPTEXT_CPU_LEVEL", "").lower() == "baseline" or not _core.cpu_supports_x86_64_v3():
+        return _core
+    try:
+        from lrptext import _core_x86_64_v3
+    except ImportError:  # not built: another architecture, or a compiler without -march=x86-64-v3
+        return _core
+    return _core_x86_64_v3
+
+
 core: ModuleType | None
 try:
-    from lrptext import _core as core
+    core = _best_core()
     import_error: ImportError | None = None
 except ImportError as error:  # an install without the compiled extension: the torch backend still works
     core = None
@@ -29,7 +45,8 @@ def require_core() -> ModuleType:
 
 
 def build_info() -> dict[str, Any]:
-    """How the kernels were built: BLAS, OpenMP threads, whether CUDA kernels were compiled."""
+    """How the kernels were built: BLAS, OpenMP threads, the CPU level of the module in use ("x86-64-v3" or
+    "baseline"), whether CUDA kernels were compiled."""
     if core is None:
         return {"extension": False, "error": str(import_error), "cuda": False}
     return {"extension": True, **core.build_info()}

@@ -207,3 +207,135 @@ def test_long_sequences_in_blocks_of_queries(rule):
                 assert (a == 0).all()
             else:
                 assert_matches(a, b.numpy(), torch.float64)
+
+
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """[batch, tokens, heads * dim] -> a [batch, heads, tokens, dim] view, as models split heads (not contiguous)."""
+    b, t, width = x.shape
+    return x.view(b, t, heads, width // heads).transpose(1, 2)
+
+
+@pytest.mark.parametrize("rule", ["attnlrp", "cp_lrp"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_strided_heads_are_read_and_written_in_place(rule, dtype):
+    """Q, K and V as head views of one fused projection ([batch, tokens, 3 * heads * dim], so rows lie 3 * width
+    apart), R_O as a head view of its own [batch, tokens, width]: the C++ CPU kernel reads them without a copy, and
+    each output comes back laid out like its operand (so merging the heads again is a free view), against the
+    oracle; numpy views likewise. 40 keys with a padded sample, so blocks and masks meet the strides."""
+    heads, dim = 3, 4
+    qkv = rand((2, 40, 3 * heads * dim), dtype, "cpu", 40)
+    q, k, v = (split_heads(part, heads) for part in qkv.split(heads * dim, dim=-1))
+    r = split_heads(rand((2, 40, heads * dim), dtype, "cpu", 41), heads)
+    mask = torch.ones(2, 1, 1, 40, dtype=torch.bool)
+    mask[1, ..., 30:] = False
+    assert not q.is_contiguous() and not r.is_contiguous()
+    out = K.attention_relevance(q, k, v, r, mask=mask, rule=rule, backend="cpp")
+    (e_q, e_k, e_v), _ = oracle(q, k, v, r, mask, 0.5, False, rule)
+    for actual, operand, expected in zip(out, (q, k, v), (e_q, e_k, e_v)):
+        assert actual.stride() == (40 * heads * dim, dim, heads * dim, 1)  # [batch, tokens, heads, dim] memory
+        assert actual.transpose(1, 2).reshape(2, 40, heads * dim)._base is actual  # merging is a view
+        if np.abs(expected).max() == 0:
+            assert (actual == 0).all()
+        else:
+            assert_matches(actual, expected, dtype)
+    numpy_out = K.attention_relevance(*(a.numpy() for a in (q, k, v, r)), mask=mask.numpy(), rule=rule,
+                                      backend="cpp")
+    for a, b in zip(numpy_out, out):
+        np.testing.assert_array_equal(a, b.numpy())
+
+
+def test_strided_heads_the_core_refuses():
+    """At the C++ boundary: a last axis that is not contiguous, and an output that reaches an element twice."""
+    from lrptext._native import require_core
+    core = require_core()
+    q = torch.randn(1, 2, 3, 4)
+    outs = [torch.empty(1, 2, 3, 4) for _ in range(3)]
+    with pytest.raises(ValueError, match="'key' must have a contiguous last axis"):
+        core.attention_relevance(q, q.transpose(2, 3).contiguous().transpose(2, 3), q, q, None, *outs,
+                                 rule="attnlrp", scale=0.5)
+    overlapping = torch.empty(1, 1, 3, 4).expand(1, 2, 3, 4)
+    with pytest.raises(ValueError, match="'out_key' has overlapping strides"):
+        core.attention_relevance(q, q, q, q, None, outs[0], overlapping, outs[2], rule="attnlrp", scale=0.5)
+    nan = torch.zeros(1, 3, 2, 4)
+    nan[0, 2, 1, 3] = float("nan")
+    with pytest.raises(ValueError, match="'relevance' holds NaN or infinity \\(first at flat index 23\\)"):
+        core.attention_relevance(q, q, q, nan.transpose(1, 2), None, *outs, rule="attnlrp", scale=0.5)
+
+
+
+def forward_statistics(q, k, v, mask, scale, causal):
+    """O and log Σ exp(scale Q Kᵀ) over each query's allowed keys (−inf where none), in the operands' dtype."""
+    s = scale * (q @ k.transpose(-2, -1))
+    allowed = torch.ones_like(s, dtype=torch.bool)
+    if causal:
+        allowed &= torch.ones(s.shape[-2:], dtype=torch.bool).tril()
+    if mask is not None:
+        allowed &= mask
+    s = s.masked_fill(~allowed, float("-inf"))
+    return torch.nan_to_num(torch.softmax(s, -1)) @ v, torch.logsumexp(s, -1)
+
+
+@pytest.mark.parametrize("rule", ["attnlrp", "cp_lrp"])
+@pytest.mark.parametrize("mask_shape", ["none", "keys", "full"])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_forward_pass_statistics_spare_the_recomputation(rule, mask_shape, causal, dtype, backend):
+    """Given the forward pass's O and log-sum-exp (the C++ CPU kernel then reads A = exp(scale S − lse) and O
+    instead of computing them), the same relevance as the oracle; a query with no allowed key still gets 0, with
+    its log-sum-exp −inf (as computed here) or 0 (as torch's CPU flash attention returns it)."""
+    q, k = rand((2, 3, 5, 4), dtype, "cpu", 31), rand((2, 3, 6, 4), dtype, "cpu", 32)
+    v, r = rand((2, 3, 6, 3), dtype, "cpu", 33), rand((2, 3, 5, 3), dtype, "cpu", 34)
+    mask = None
+    if MASKS[mask_shape] is not None:
+        mask = torch.rand(MASKS[mask_shape], generator=torch.Generator().manual_seed(35)) > 0.3
+        mask[..., 0] = True
+        if mask_shape == "full":
+            mask[1, 2, 3] = False  # a query with no key
+    o, lse = forward_statistics(q, k, v, mask, 0.7, causal)
+    passed = r.clone()
+    if mask_shape == "full":
+        passed[1, 2, 3] = 0  # the oracle's: a query with no key passes nothing (it divides by O = 0)
+    (e_q, e_k, e_v), _ = oracle(q, k, v, passed, mask, 0.7, causal, rule)
+    for given_lse in (lse, lse.nan_to_num(neginf=0.0)):
+        out = K.attention_relevance(q, k, v, r, mask=mask, scale=0.7, causal=causal, rule=rule, output=o,
+                                    logsumexp=given_lse, backend=backend)
+        for actual, expected in zip(out, (e_q, e_k, e_v)):
+            if np.abs(expected).max() == 0:
+                assert (actual == 0).all()
+            else:
+                assert_matches(actual, expected, dtype)
+        if mask_shape == "full":
+            assert (out[0][1, 2, 3] == 0).all()
+
+
+def test_the_forward_pass_statistics_of_torchs_cpu_attention():
+    """What the engine passes: torch's CPU flash attention's own O and log-sum-exp (lse laid out [B, T, H] in
+    memory), at 300 keys in float32 (blocks of query rows), a padded sample, and R_O proportional to that O as the
+    layer after attention hands it back; within float32's tolerance of the float64 relevance."""
+    q, k, v = (rand((2, 4, 300, 16), torch.float32, "cpu", s) for s in (36, 37, 38))
+    mask = torch.ones(2, 1, 1, 300, dtype=torch.bool)
+    mask[1, ..., 250:] = False
+    additive = torch.zeros(mask.shape).masked_fill(~mask, float("-inf"))
+    o, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, attn_mask=additive)
+    r = o * rand((2, 4, 300, 16), torch.float32, "cpu", 39)
+    for rule in ("attnlrp", "cp_lrp"):
+        given = K.attention_relevance(q, k, v, r, mask=mask, rule=rule, output=o, logsumexp=lse, backend="cpp")
+        expected = K.attention_relevance(*(a.double() for a in (q, k, v, r)), mask=mask, rule=rule, backend="torch")
+        for a, b in zip(given, expected):
+            if b.abs().max() == 0:
+                assert (a == 0).all()
+            else:
+                assert_matches(a, b.numpy(), torch.float32)
+
+
+def test_the_forward_pass_statistics_are_checked(backend):
+    q = torch.randn(1, 2, 3, 4)
+    lse = torch.zeros(1, 2, 3)
+    with pytest.raises(ValueError, match="'output' and 'logsumexp' .* go together"):
+        K.attention_relevance(q, q, q, q, output=q, backend=backend)
+    with pytest.raises(ValueError, match="'logsumexp' must have shape \\(1, 2, 3\\)"):
+        K.attention_relevance(q, q, q, q, output=q, logsumexp=torch.zeros(1, 2, 4), backend=backend)
+    with pytest.raises(ValueError, match="'output' must have shape"):
+        K.attention_relevance(q, q, q, q, output=q[:, :1], logsumexp=lse, backend=backend)
+    with pytest.raises(ValueError, match="'logsumexp' holds NaN"):
+        K.attention_relevance(q, q, q, q, output=q, logsumexp=torch.full_like(lse, float("nan")), backend=backend)

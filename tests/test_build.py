@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import lrptext
 from core_settings import core_threads
@@ -85,3 +86,48 @@ def test_the_torch_backend_takes_over_without_the_extension(monkeypatch):
     with pytest.raises(ImportError, match="pass backend='torch'"):
         K.dense_relevance(x, w, None, r, backend="cpp")
     assert lrptext.build_info()["extension"] is False
+
+
+def test_the_highest_cpu_level_the_cpu_runs_is_loaded():
+    """On x86-64 the build makes a second module for AVX2 + FMA CPUs (x86-64-v3); lrptext imports it where the CPU
+    has them, and LRPTEXT_CPU_LEVEL=baseline picks the portable one."""
+    import platform
+    import subprocess
+    import sys
+    if platform.machine() not in ("x86_64", "AMD64") or not _core.cpu_supports_x86_64_v3():
+        assert lrptext.build_info()["cpu_level"] == "baseline"
+        return
+    assert _native.core.__name__ == "lrptext._core_x86_64_v3" and lrptext.build_info()["cpu_level"] == "x86-64-v3"
+    assert _core.build_info()["cpu_level"] == "baseline"
+    script = "import lrptext; print(lrptext.build_info()['cpu_level'])"
+    env = {**os.environ, "LRPTEXT_CPU_LEVEL": "baseline"}
+    assert subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip() == "baseline"
+
+
+def test_both_cpu_levels_compute_the_same_relevance(monkeypatch):
+    """The x86-64-v3 module (vectorised with FMA) and the portable one on the kernels with the most element-wise
+    work: dense epsilon, LayerNorm, softmax and attention relevance, float32 and float64 (the kernels' oracles are
+    checked on the module in use; this keeps the other one honest)."""
+    if _native.core is _core:
+        pytest.skip("only the portable module is built or runnable here")
+    g = torch.Generator().manual_seed(0)
+
+    def results(dtype):
+        x, w, r, r_x = (torch.randn(s, generator=g, dtype=torch.float64).to(dtype)
+                        for s in ((9, 40), (30, 40), (9, 30), (9, 40)))
+        q, k, v, share = (torch.randn(2, 3, 70, 8, generator=g, dtype=torch.float64).to(dtype) for _ in range(4))
+        ro = F.scaled_dot_product_attention(q, k, v) * share  # as relevance arrives: proportional to the output
+        return [K.dense_relevance(x, w, None, r), K.layer_norm_relevance(x, F.layer_norm(x, (40,)), r_x),
+                K.softmax_relevance(x, torch.softmax(x, -1), r_x), *K.attention_relevance(q, k, v, ro)]
+
+    for dtype in (torch.float32, torch.float64):
+        state = g.get_state()
+        fast = results(dtype)
+        g.set_state(state)
+        monkeypatch.setattr(_native, "core", _core)
+        portable = results(dtype)
+        monkeypatch.undo()
+        for a, b in zip(fast, portable):
+            single = dtype == torch.float32
+            torch.testing.assert_close(a, b, rtol=1e-4 if single else 1e-10, atol=1e-5 if single else 1e-12)

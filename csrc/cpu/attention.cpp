@@ -16,42 +16,61 @@ namespace {
 // not, and the kernel took 1.85x the time of SDPA's backward on one thread).
 int64_t block_rows(int64_t nq, int64_t nk) { return std::min<int64_t>(nq, std::max<int64_t>(16, 16384 / nk)); }
 
+// x[i, :] *= factor * y[i, :] over `rows` rows of `cols`, each array with its own row distance
+template <class T>
+void scale_rows(T* x, int64_t ldx, const T* y, int64_t ldy, int64_t rows, int64_t cols, T factor) {
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) x[i * ldx + j] *= factor * y[i * ldy + j];
+}
+
 template <class T>
 void head_relevance(const AttentionProblem& p, int64_t t, T* work) {
   const int64_t nq = p.queries, nk = p.keys, d = p.dim, dv = p.value_dim, rows = block_rows(nq, nk);
-  const auto [q, k, v, r, rq, rk, rv] = attention_heads<T>(p, t);
+  const auto [q, k, v, r, rq, rk, rv, ldq, ldk, ldv, ldr, ldrq, ldrk, ldrv] = attention_heads<T>(p, t);
   T* s = work;           // scaled scores of the block's queries
   T* a = s + rows * nk;  // their probabilities
   T* m = a + rows * nk;  // G Vᵀ, then the factor H of the uniform rule at Q Kᵀ
   T* g = m + rows * nk;  // O = A V, then G = R_O / O
   const T scale = T(p.scale);
   const bool cp = p.rule == AttentionRule::CPLRP;
+  // the forward pass's O and log-sum-exp, when given, spare each row's maximum and sum and the product A V
+  const T* saved_o = p.output ? static_cast<const T*>(p.output) + head_offset(p.output_strides, p.heads, t) : nullptr;
+  const T* lse = p.logsumexp ? static_cast<const T*>(p.logsumexp) + head_offset(p.logsumexp_strides, p.heads, t)
+                             : nullptr;
+  const int64_t ldo = saved_o ? p.output_strides.row : dv, lse_stride = p.logsumexp_strides.row;
   for (int64_t i0 = 0; i0 < nq; i0 += rows) {
     const int64_t n = std::min(rows, nq - i0);
     const T accumulate = i0 == 0 ? T(0) : T(1);  // Aᵀ G and Hᵀ Q sum over the blocks of queries
-    gemm<T>(false, true, n, nk, d, q + i0 * d, d, k, d, T(0), s, nk);
+    gemm<T>(false, true, n, nk, d, q + i0 * ldq, ldq, k, ldk, T(0), s, nk);
+    for (int64_t i = 0; i < n; ++i) {
+      const uint8_t* mask_row = attention_mask_row(p, t, i0 + i);
+      const int64_t allowed_to = attention_allowed_to(p, i0 + i);
+      if (lse)
+        attention_probabilities_row_from(s + i * nk, a + i * nk, mask_row, allowed_to, nk, scale,
+                                         lse[(i0 + i) * lse_stride]);
+      else
+        attention_probabilities_row(s + i * nk, a + i * nk, mask_row, allowed_to, nk, scale);
+    }
+    const T* o = saved_o ? saved_o + i0 * ldo : g;
+    if (!saved_o) gemm<T>(false, false, n, dv, nk, a, nk, v, ldv, T(0), g, dv);
     for (int64_t i = 0; i < n; ++i)
-      attention_probabilities_row(s + i * nk, a + i * nk, attention_mask_row(p, t, i0 + i),
-                                  attention_allowed_to(p, i0 + i), nk, scale);
-    gemm<T>(false, false, n, dv, nk, a, nk, v, dv, T(0), g, dv);
-    for (int64_t i = 0; i < n * dv; ++i) g[i] = attention_output_share(r[i0 * dv + i], g[i]);
-    gemm<T>(true, false, nk, dv, n, a, nk, g, dv, accumulate, rv, dv);
+      for (int64_t j = 0; j < dv; ++j) g[i * dv + j] = attention_output_share(r[(i0 + i) * ldr + j], o[i * ldo + j]);
+    gemm<T>(true, false, nk, dv, n, a, nk, g, dv, accumulate, rv, ldrv);
     if (cp) continue;
-    gemm<T>(false, true, n, nk, dv, g, dv, v, dv, T(0), m, nk);
+    gemm<T>(false, true, n, nk, dv, g, dv, v, ldv, T(0), m, nk);
     for (int64_t i = 0; i < n; ++i) attention_score_factor_row(a + i * nk, s + i * nk, m + i * nk, nk, scale);
-    gemm<T>(false, false, n, d, nk, m, nk, k, d, T(0), rq + i0 * d, d);
-    gemm<T>(true, false, nk, d, n, m, nk, q + i0 * d, d, accumulate, rk, d);
+    gemm<T>(false, false, n, d, nk, m, nk, k, ldk, T(0), rq + i0 * ldrq, ldrq);
+    gemm<T>(true, false, nk, d, n, m, nk, q + i0 * ldq, ldq, accumulate, rk, ldrk);
   }
   // R_V = ½ V ⊙ (Aᵀ G) (CP-LRP: all of it); R_Q = ½ Q ⊙ (H K), R_K = ½ K ⊙ (Hᵀ Q)
-  const T half = cp ? T(1) : T(0.5);
-  for (int64_t i = 0; i < nk * dv; ++i) rv[i] *= half * v[i];
+  scale_rows(rv, ldrv, v, ldv, nk, dv, cp ? T(1) : T(0.5));
   if (cp) {  // A is a constant: nothing reaches Q and K
-    std::fill(rq, rq + nq * d, T(0));
-    std::fill(rk, rk + nk * d, T(0));
+    for (int64_t i = 0; i < nq; ++i) std::fill(rq + i * ldrq, rq + i * ldrq + d, T(0));
+    for (int64_t i = 0; i < nk; ++i) std::fill(rk + i * ldrk, rk + i * ldrk + d, T(0));
     return;
   }
-  for (int64_t i = 0; i < nq * d; ++i) rq[i] *= T(0.5) * q[i];
-  for (int64_t i = 0; i < nk * d; ++i) rk[i] *= T(0.5) * k[i];
+  scale_rows(rq, ldrq, q, ldq, nq, d, T(0.5));
+  scale_rows(rk, ldrk, k, ldk, nk, d, T(0.5));
 }
 
 template <class T>

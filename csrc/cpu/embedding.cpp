@@ -30,7 +30,7 @@ void embedding(const EmbeddingProblem& p) {
     } else {
       for (int64_t k = 0; k < d; ++k) out[t * d + k] = padded ? T(0) : r[t * d + k];
     }
-  });
+  }, d);
 }
 
 // The bag kernel's loops in AVX2 + FMA where the CPU has them (chosen once, at load time), else in the baseline

@@ -93,9 +93,10 @@ struct Exec {
   // Each thread runs its own copy of f (here and below): the loops store through pointers f captured, which
   // could alias a closure shared by the threads, so the compiler reloaded every capture per element and kept
   // the loop scalar (measurements: docs/performance.md).
+  // `cost`: the elements each f(i) touches (a row's width), so that n rows of work are split like n * cost elements.
   template <class F>
-  void map(int64_t n, F f) const {
-#pragma omp parallel num_threads(get_num_threads()) if (n >= kParallelGrain)
+  void map(int64_t n, F f, int64_t cost = 1) const {
+#pragma omp parallel num_threads(get_num_threads()) if (n * cost >= kParallelGrain)
     {
       const F own = f;
 #pragma omp for schedule(static)

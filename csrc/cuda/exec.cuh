@@ -106,7 +106,7 @@ struct Exec {
   }
 
   template <class F>
-  void map(int64_t n, F f) const {
+  void map(int64_t n, F f, int64_t /*cost: the CPU's grain only*/ = 1) const {
     if (n <= 0) return;
     map_kernel<<<blocks_for(n), kThreads, 0, stream>>>(n, f);
     check(cudaGetLastError(), "map kernel launch");

@@ -135,6 +135,8 @@ class ForwardPass:
         self.layer, self.core = layer, core
         self.values = Values(self.steps, lambda node, args, kwargs: node.kind.forward(node, args, kwargs, self))
         self.shapes: dict[str, torch.Size] = {}
+        # What a node's forward step keeps for its relevance step beside its value (attention's log-sum-exp)
+        self.saved: dict[str, Any] = {}
 
 
 def _carries_value(kind: LayerKind, value: Any) -> bool:
@@ -249,6 +251,7 @@ class RelevancePass:
         # β: the share of biases (and stabilisers) that is redistributed over a layer's inputs (1: conserving)
         self.bias_factor = bias_factor
         self.values, self.shapes, self.steps, self.layer = state.values, state.shapes, state.steps, state.layer
+        self.saved = state.saved
         self.backend = backend
         # explain() checks its inputs and its result for NaN/inf once; a check per layer would scan every activation
         # again and, on a GPU, wait for the device at every layer.

@@ -468,6 +468,7 @@ def softmax_relevance(input: Array, output: Array, relevance: Array, *, dim: int
 def attention_relevance(query: Array, key: Array, value: Array, relevance: Array, *, mask: Array | None = None,
                         scale: float | None = None, causal: bool = False,
                         rule: Literal["attnlrp", "cp_lrp"] = "attnlrp", check_finite: bool = True,
+                        output: Array | None = None, logsumexp: Array | None = None,
                         backend: Backend = "auto") -> tuple[Array, Array, Array]:
     """Relevance at Q, K and V of scaled dot-product attention O = softmax(scale · Q Kᵀ, masked) V, per head.
 
@@ -477,7 +478,11 @@ def attention_relevance(query: Array, key: Array, value: Array, relevance: Array
 
     query [B, H, Tq, D], key [B, H, Tk, D], value [B, H, Tk, Dv], relevance (at O) [B, H, Tq, Dv]; mask: bool, True
     where a query may attend to a key, broadcastable to [B, H, Tq, Tk] (masked keys get 0); scale: 1/√D by default;
-    causal: keys after the query are masked too. Returns (R_Q, R_K, R_V) shaped as the operands.
+    causal: keys after the query are masked too. output [B, H, Tq, Dv] and logsumexp [B, H, Tq], both or neither:
+    the forward pass's O and log Σ_k exp(scale · Q Kᵀ) over each query's allowed keys (−inf where it has none), as
+    torch's CPU attention (`aten._scaled_dot_product_flash_attention_for_cpu`) returns them; the C++ CPU kernel
+    then reads A = exp(scale · Q Kᵀ − logsumexp) and O instead of computing them again (the torch backend and CUDA
+    ignore them). Returns (R_Q, R_K, R_V) shaped as the operands.
     """
     fn = "attention_relevance"
     named = {"query": query, "key": key, "value": value, "relevance": relevance}
@@ -495,6 +500,20 @@ def attention_relevance(query: Array, key: Array, value: Array, relevance: Array
                              f"'key'/'value', got {tuple(named[name].shape)}")
     if rule not in ("attnlrp", "cp_lrp"):
         raise ValueError(f"{fn}: 'rule' must be 'attnlrp' or 'cp_lrp', got {rule!r}")
+    if (output is None) != (logsumexp is None):
+        raise ValueError(f"{fn}: 'output' and 'logsumexp' (the forward pass's O and log-sum-exp) go together; "
+                         "pass both or neither")
+    if output is not None:
+        for name, a, shape in (("output", output, (b, h, tq, dv)), ("logsumexp", logsumexp, (b, h, tq))):
+            check_array(fn, name, a)
+            _check_float(fn, name, a)
+            if tuple(a.shape) != shape:
+                raise ValueError(f"{fn}: '{name}' must have shape {shape} to match 'query' and 'value', got "
+                                 f"{tuple(a.shape)}")
+        lse = to_torch(logsumexp)
+        if bool((lse.isnan() | (lse == float("inf"))).any()):
+            raise ValueError(f"{fn}: 'logsumexp' holds NaN or +inf; it is log Σ exp(scores) (−inf only for a query "
+                             "with no allowed key)")
     scale = 1 / math.sqrt(d) if scale is None else float(scale)
     if not (math.isfinite(scale) and scale > 0):
         raise ValueError(f"{fn}: 'scale' must be a finite number > 0, got {scale!r}")
@@ -506,7 +525,7 @@ def attention_relevance(query: Array, key: Array, value: Array, relevance: Array
         mask = broadcast_mask(fn, mask, (b, h, tq, tk))
     impl = dispatch.implementation(fn, backend, query, key, value, relevance)
     return dispatch.attention(impl, query, key, value, relevance, mask, rule=rule, scale=scale, causal=causal,
-                              check_finite=check_finite)
+                              check_finite=check_finite, output=output, logsumexp=logsumexp)
 
 
 def broadcast_mask(fn: str, mask: Array, shape: tuple[int, int, int, int]) -> Array:

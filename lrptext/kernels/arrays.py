@@ -28,6 +28,36 @@ def contiguous(a: Array | None) -> Array | None:
     return np.ascontiguousarray(a)
 
 
+def contiguous_rows(a: Array) -> Array:
+    """`a` itself when its last axis is contiguous and no stride is negative (the C++ attention kernel reads such
+    strided heads in place, e.g. a [batch, heads, tokens, dim] view of [batch, tokens, heads, dim]), else a
+    C-contiguous copy; tensors are detached as by contiguous()."""
+    return _as_strided(a, contiguous_last=True)
+
+
+def strided(a: Array) -> Array:
+    """`a` itself when no stride is negative (read in place by the C++ attention kernel), else a C-contiguous copy."""
+    return _as_strided(a, contiguous_last=False)
+
+
+def _as_strided(a: Array, contiguous_last: bool) -> Array:
+    if isinstance(a, torch.Tensor):
+        a = a.detach() if a.requires_grad else a
+        strides, unit = a.stride(), 1
+    else:
+        strides, unit = a.strides, a.itemsize
+    if a.ndim and all(n == 1 or (s >= 0 and (i < a.ndim - 1 or not contiguous_last or s == unit))
+                      for i, (n, s) in enumerate(zip(a.shape, strides))):
+        return a
+    return contiguous(a)
+
+
+def empty_like_rows(a: Array) -> Array:
+    """A fresh array shaped like `a`, in `a`'s memory layout where it is dense (torch and numpy keep it), so that
+    an output laid out like its operand is reshaped back without a copy."""
+    return torch.empty_like(a) if isinstance(a, torch.Tensor) else np.empty_like(a)
+
+
 def empty(like: Array, shape: tuple[int, ...]) -> Array:
     if isinstance(like, torch.Tensor):
         return torch.empty(shape, dtype=like.dtype, device=like.device)

@@ -16,7 +16,7 @@ import torch
 
 from lrptext import _native
 from lrptext.kernels import native, torch_backend
-from lrptext.kernels.arrays import Array, contiguous, like_input, to_torch
+from lrptext.kernels.arrays import Array, contiguous, contiguous_rows, like_input, strided, to_torch
 from lrptext.rules import LinearRule
 
 BACKENDS = ("auto", "cpp", "torch")
@@ -148,11 +148,20 @@ def rows(impl: ModuleType, input: Array, output: Array, relevance: Array, *, rul
 
 
 def attention(impl: ModuleType, q: Array, k: Array, v: Array, relevance: Array, mask: Array | None, *, rule: str,
-              scale: float, causal: bool, check_finite: bool) -> tuple[Array, Array, Array]:
-    """[batch, heads, tokens, dim] operands; mask: bool [batch or 1, heads or 1, queries or 1, keys] or None."""
-    args = [contiguous(a) for a in (q, k, v, relevance)]
+              scale: float, causal: bool, check_finite: bool, output: Array | None = None,
+              logsumexp: Array | None = None) -> tuple[Array, Array, Array]:
+    """[batch, heads, tokens, dim] operands; mask: bool [batch or 1, heads or 1, queries or 1, keys] or None;
+    output, logsumexp: the forward pass's O and log-sum-exp per query, or None (only the C++ CPU kernel reads
+    them; the others compute them again)."""
+    # the C++ CPU kernel reads strided heads in place; CUDA's batched products take contiguous ones
+    on_cpu = isinstance(q, np.ndarray) or not q.is_cuda
+    args = [contiguous_rows(a) if impl is native and on_cpu else contiguous(a) for a in (q, k, v, relevance)]
     if impl is torch_backend and isinstance(q, np.ndarray):
         args, mask = [to_torch(a) for a in args], None if mask is None else to_torch(mask)
         out = torch_backend.attention(*args, mask, rule=rule, scale=scale, causal=causal, check_finite=check_finite)
         return tuple(like_input(o, q) for o in out)
-    return impl.attention(*args, contiguous(mask), rule=rule, scale=scale, causal=causal, check_finite=check_finite)
+    saved = {}
+    if impl is native and on_cpu and output is not None:
+        saved = {"output": contiguous_rows(output), "logsumexp": strided(logsumexp)}
+    return impl.attention(*args, contiguous(mask), rule=rule, scale=scale, causal=causal, check_finite=check_finite,
+                          **saved)

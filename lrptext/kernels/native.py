@@ -10,7 +10,7 @@ import torch
 from torch.utils.dlpack import to_dlpack
 
 from lrptext._native import require_core
-from lrptext.kernels.arrays import Array, empty, full_like_channels, stream
+from lrptext.kernels.arrays import Array, empty, empty_like_rows, full_like_channels, stream
 from lrptext.rules import LinearRule
 
 
@@ -146,9 +146,11 @@ def rows(x: Array, y: Array, relevance: Array, *, rule: str, bias: Array | None,
 
 
 def attention(q: Array, k: Array, v: Array, relevance: Array, mask: Array | None, *, rule: str, scale: float,
-              causal: bool, check_finite: bool) -> tuple[Array, Array, Array]:
-    """Scaled dot-product attention relevance per head, [batch, heads, tokens, dim] (CPU)."""
-    out = (empty(q, tuple(q.shape)), empty(k, tuple(k.shape)), empty(v, tuple(v.shape)))
+              causal: bool, check_finite: bool, output: Array | None = None,
+              logsumexp: Array | None = None) -> tuple[Array, Array, Array]:
+    """Scaled dot-product attention relevance per head, [batch, heads, tokens, dim]; on the CPU the operands may
+    be strided heads, and each output is laid out like its operand."""
+    out = (empty_like_rows(q), empty_like_rows(k), empty_like_rows(v))
     _call("attention_relevance", q, k, v, relevance, mask, *out, rule=rule, scale=scale, causal=causal,
-          check_finite=check_finite, stream=stream(q))
+          check_finite=check_finite, output=output, logsumexp=logsumexp, stream=stream(q))
     return out

@@ -54,21 +54,41 @@ class Attention(LayerKind):
 
     def forward(self, node: Node, args: tuple, kwargs: dict, state: Any) -> Any:
         q, k, v, mask = args  # dropout off: eval semantics
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0,
-                                              is_causal=node.params["is_causal"], scale=node.params["scale"])
+        causal, scale = node.params["is_causal"], node.params["scale"]
+        if _flash_on_cpu(q, k, v, mask):
+            # what F.scaled_dot_product_attention runs on the CPU, called directly for its log-sum-exp per query:
+            # the relevance kernel then reads A and O instead of computing them again (a boolean mask becomes
+            # the additive one it takes, as F.scaled_dot_product_attention does)
+            additive = None if mask is None or mask.dtype != torch.bool else torch.zeros(
+                mask.shape, dtype=q.dtype).masked_fill_(~mask, float("-inf"))
+            out, lse = aten._scaled_dot_product_flash_attention_for_cpu(
+                q, k, v, 0.0, causal, attn_mask=mask if additive is None else additive, scale=scale)
+            state.saved[node.name] = lse
+            return out
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, is_causal=causal, scale=scale)
 
     def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
         (q, k, v, mask), _ = state.arguments(node)
         scale = node.params["scale"] if node.params["scale"] is not None else 1 / math.sqrt(q.shape[-1])
         allowed = None if mask is None else _allowed(node, mask, q, k)
         impl = dispatch.implementation("attention_relevance", state.backend, q)
+        lse = state.saved.get(node.name)
+        saved = {} if lse is None else {"output": state.values[node.name], "logsumexp": lse}
         r_q, r_k, r_v = dispatch.attention(impl, q, k, v, r, allowed, rule="cp_lrp" if isinstance(rule, CPLRP) else
                                            "attnlrp", scale=scale, causal=node.params["is_causal"],
-                                           check_finite=False)
+                                           check_finite=False, **saved)
         q_node, k_node, v_node = node.args[:3]
         if isinstance(rule, CPLRP):
             return [(v_node, r_v)]
         return [(q_node, r_q), (k_node, r_k), (v_node, r_v)]
+
+
+def _flash_on_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> bool:
+    """Whether torch's CPU flash attention takes these operands: 4-D float32/float64 CPU tensors of one dtype, the
+    same head size throughout, a boolean mask or an additive one of their dtype."""
+    return (q.device.type == "cpu" and q.dim() == k.dim() == v.dim() == 4 and q.dtype in (torch.float32, torch.float64)
+            and k.dtype == v.dtype == q.dtype and q.shape[-1] == k.shape[-1] == v.shape[-1]
+            and (mask is None or mask.dtype in (torch.bool, q.dtype)))
 
 
 def _allowed(node: Node, mask: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "problems.h"
+#include "row_reduce.h"
 #include "stabilizer.h"
 
 namespace lrptext {
@@ -46,31 +47,6 @@ LRPT_HD inline T exp_nonpositive(T x) {
 #endif
 }
 
-// Sum and maximum of a row in eight independent lanes: a single running total is a chain of dependent additions
-// that the compiler may not reorder (floating point), so it would not vectorise.
-template <class T>
-LRPT_HD inline T row_sum(const T* x, int64_t n) {
-  T lane[8] = {};
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8)
-    for (int l = 0; l < 8; ++l) lane[l] += x[j + l];
-  T total = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
-  for (; j < n; ++j) total += x[j];
-  return total;
-}
-
-template <class T>
-LRPT_HD inline T row_max(const T* x, int64_t n, T floor) {
-  T lane[8] = {floor, floor, floor, floor, floor, floor, floor, floor};
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8)
-    for (int l = 0; l < 8; ++l) lane[l] = x[j + l] > lane[l] ? x[j + l] : lane[l];
-  T top = floor;
-  for (int l = 0; l < 8; ++l) top = lane[l] > top ? lane[l] : top;
-  for (; j < n; ++j) top = x[j] > top ? x[j] : top;
-  return top;
-}
-
 // One query's row: the scores Q_i Kᵀ in `s` become scale · Q_i Kᵀ (−inf at keys it may not attend to: mask_row[j]
 // == 0 or j >= allowed_to), their softmax goes to `a` (all 0 where no key is allowed).
 template <class T>
@@ -92,6 +68,22 @@ LRPT_HD inline void attention_probabilities_row(T* s, T* a, const uint8_t* mask_
   for (int64_t j = 0; j < nk; ++j) a[j] *= inverse;
 }
 
+// The same row from the forward pass's log Σ_j exp(scale s_j) over the allowed keys: A_j = exp(scale s_j − lse),
+// 0 at the others (all of a row with no allowed key, whatever its lse, even −inf). Rounding may put scale s_j − lse
+// a little above 0: clamped to 0, an error of the order of that rounding.
+template <class T>
+LRPT_HD inline void attention_probabilities_row_from(T* s, T* a, const uint8_t* mask_row, int64_t allowed_to,
+                                                     int64_t nk, T scale, T logsumexp) {
+  const T minus_inf = -static_cast<T>(INFINITY);
+  // two simple loops, as in attention_probabilities_row: each vectorises, one loop doing both did not
+  for (int64_t j = 0; j < nk; ++j) s[j] = j < allowed_to && (!mask_row || mask_row[j]) ? s[j] * scale : minus_inf;
+  for (int64_t j = 0; j < nk; ++j) {
+    const T shifted = s[j] - logsumexp;
+    const T e = exp_nonpositive(shifted > T(0) ? T(0) : shifted > T(-1000) ? shifted : T(-1000));
+    a[j] = s[j] == minus_inf ? T(0) : e;
+  }
+}
+
 // One query's row, AttnLRP: `m` holds (G Vᵀ)_i in and the factor H_i of the uniform rule at Q Kᵀ out.
 // R_A = ½ A ⊙ (G Vᵀ); the softmax R_S = S ⊙ (R_A − A Σ_k R_A); H = scale R_S / S, which is scale (R_A − A Σ R_A)
 // where S ≠ 0 and 0 where S = 0 (no relevance to divide; masked keys have A = 0 and so H = 0).
@@ -108,20 +100,31 @@ LRPT_HD inline T attention_output_share(T r, T o) {
   return r == T(0) || o == T(0) ? T(0) : r / o;
 }
 
-// The operands and outputs of heads first, first + 1, ... (flat over batch and heads, each head contiguous).
+// The operands and outputs of head `first` (flat over batch and heads) and the distances between their rows.
+// CUDA's products run over a chunk of heads from there: it takes contiguous operands only.
 template <class T>
 struct AttentionHeads {
   const T *q, *k, *v, *r;
   T *rq, *rk, *rv;
+  int64_t ldq, ldk, ldv, ldr, ldrq, ldrk, ldrv;
 };
+
+inline int64_t head_offset(const HeadStrides& s, int64_t heads, int64_t first) {
+  return first / heads * s.batch + first % heads * s.head;
+}
 
 template <class T>
 inline AttentionHeads<T> attention_heads(const AttentionProblem& p, int64_t first) {
-  const int64_t nq = p.queries, nk = p.keys, d = p.dim, dv = p.value_dim;
-  return {static_cast<const T*>(p.query) + first * nq * d,      static_cast<const T*>(p.key) + first * nk * d,
-          static_cast<const T*>(p.value) + first * nk * dv,     static_cast<const T*>(p.relevance) + first * nq * dv,
-          static_cast<T*>(p.out_query) + first * nq * d,        static_cast<T*>(p.out_key) + first * nk * d,
-          static_cast<T*>(p.out_value) + first * nk * dv};
+  const int64_t h = p.heads;
+  return {static_cast<const T*>(p.query) + head_offset(p.query_strides, h, first),
+          static_cast<const T*>(p.key) + head_offset(p.key_strides, h, first),
+          static_cast<const T*>(p.value) + head_offset(p.value_strides, h, first),
+          static_cast<const T*>(p.relevance) + head_offset(p.relevance_strides, h, first),
+          static_cast<T*>(p.out_query) + head_offset(p.out_query_strides, h, first),
+          static_cast<T*>(p.out_key) + head_offset(p.out_key_strides, h, first),
+          static_cast<T*>(p.out_value) + head_offset(p.out_value_strides, h, first),
+          p.query_strides.row, p.key_strides.row, p.value_strides.row, p.relevance_strides.row,
+          p.out_query_strides.row, p.out_key_strides.row, p.out_value_strides.row};
 }
 
 // Where a query's mask row starts (or null): the mask's strides are 0 along its broadcast axes.

@@ -180,6 +180,13 @@ struct RowProblem {
 // gradient x input at the softmax; CP-LRP: A a constant, all of R_O to V.
 enum class AttentionRule : int { AttnLRP, CPLRP };
 
+// Where the (batch, head) blocks of a [batch, heads, tokens, dim] attention operand start and how far apart a
+// block's rows lie, in elements; each row is contiguous. Models split heads as a [batch, heads, tokens, dim] view
+// of [batch, tokens, heads, dim] memory, which the CPU kernel reads and writes in place (CUDA: contiguous only).
+struct HeadStrides {
+  int64_t batch = 0, head = 0, row = 0;
+};
+
 struct AttentionProblem {
   DType dtype = DType::Float32;
   AttentionRule rule = AttentionRule::AttnLRP;
@@ -193,10 +200,18 @@ struct AttentionProblem {
   int64_t mask_batch_stride = 0, mask_head_stride = 0, mask_query_stride = 0;
   bool causal = false;              // and only keys j <= query i
   double scale = 1.0;
+  // The forward pass's O [batch, heads, queries, value_dim] and log Σ_j exp(scale Q_i K_jᵀ) over the allowed keys
+  // [batch, heads, queries] (torch's CPU attention returns both), or null: the CPU kernel then takes A from them
+  // instead of computing each row's maximum and sum and the product A V again. CUDA computes them.
+  const void* output = nullptr;
+  const void* logsumexp = nullptr;
+  HeadStrides output_strides, logsumexp_strides;  // logsumexp: its row stride steps over queries
   void* out_query = nullptr;        // R_Q, R_K, R_V, shaped as Q, K, V
   void* out_key = nullptr;
   void* out_value = nullptr;
   int64_t batch = 0, heads = 0, queries = 0, keys = 0, dim = 0, value_dim = 0;
+  HeadStrides query_strides, key_strides, value_strides, relevance_strides;
+  HeadStrides out_query_strides, out_key_strides, out_value_strides;
   void* stream = nullptr;
 };
 

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "problems.h"
+#include "row_reduce.h"
 #include "stabilizer.h"
 
 namespace lrptext {
@@ -18,16 +19,9 @@ namespace lrptext {
 template <class T>
 LRPT_HD inline void layer_norm_row(const T* x, const T* y, const T* r, const T* gamma, const T* beta, T* out, int64_t n,
                                    T eps, T variance_eps) {
-  T mean = T(0);
-  for (int64_t i = 0; i < n; ++i) mean += x[i];
-  mean /= T(n);
-  T inv_std = T(0);
-  if (variance_eps >= T(0)) {
-    T variance = T(0);
-    for (int64_t i = 0; i < n; ++i) variance += (x[i] - mean) * (x[i] - mean);
-    inv_std = T(1) / std::sqrt(variance / T(n) + variance_eps);
-  }
-  T s_mean = T(0);
+  const T mean = row_sum(x, n) / T(n);
+  const T inv_std = variance_eps >= T(0) ? T(1) / std::sqrt(row_squared_deviation(x, n, mean) / T(n) + variance_eps)
+                                         : T(0);
   for (int64_t i = 0; i < n; ++i) {
     const T z = x[i] - mean;
     T rz = r[i];
@@ -38,9 +32,8 @@ LRPT_HD inline void layer_norm_row(const T* x, const T* y, const T* r, const T* 
       rz = r[i] * shifted / (y[i] + sign_eps);
     }
     out[i] = rz / stabilize(z, eps);
-    s_mean += out[i];
   }
-  s_mean /= T(n);
+  const T s_mean = row_sum(out, n) / T(n);
   for (int64_t i = 0; i < n; ++i) out[i] = x[i] * (out[i] - s_mean);
 }
 
@@ -48,8 +41,7 @@ LRPT_HD inline void layer_norm_row(const T* x, const T* y, const T* r, const T* 
 // (a masked score, possibly -inf) gets 0.
 template <class T>
 LRPT_HD inline void softmax_row(const T* x, const T* s, const T* r, T* out, int64_t n) {
-  T total = T(0);
-  for (int64_t i = 0; i < n; ++i) total += r[i];
+  const T total = row_sum(r, n);
   for (int64_t i = 0; i < n; ++i) out[i] = s[i] == T(0) ? T(0) : x[i] * (r[i] - s[i] * total);
 }
 
@@ -67,9 +59,10 @@ void row_relevance(const Exec& ex, const RowProblem& p) {
   if (p.rule == RowRule::LayerNorm)
     ex.map(p.rows, LRPT_LAMBDA(int64_t row) {
       layer_norm_row(x + row * n, y + row * n, r + row * n, gamma, beta, out + row * n, n, eps, variance_eps);
-    });
+    }, n);
   else
-    ex.map(p.rows, LRPT_LAMBDA(int64_t row) { softmax_row(x + row * n, y + row * n, r + row * n, out + row * n, n); });
+    ex.map(p.rows, LRPT_LAMBDA(int64_t row) { softmax_row(x + row * n, y + row * n, r + row * n, out + row * n, n); },
+           n);
 }
 
 }  // namespace lrptext
