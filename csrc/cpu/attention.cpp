@@ -16,21 +16,45 @@ namespace {
 // not, and the kernel took 1.85x the time of SDPA's backward on one thread).
 int64_t block_rows(int64_t nq, int64_t nk) { return std::min<int64_t>(nq, std::max<int64_t>(16, 16384 / nk)); }
 
-// x[i, :] *= factor * y[i, :] over `rows` rows of `cols`, each array with its own row distance
+// Elements of a thread's workspace: three [rows, keys] blocks, G of a block, and K, V, Aᵀ G and Hᵀ Q of a head.
+int64_t workspace_size(const AttentionProblem& p) {
+  return 3 * block_rows(p.queries, p.keys) * p.keys + block_rows(p.queries, p.keys) * p.value_dim +
+         2 * p.keys * (p.dim + p.value_dim);
+}
+
+// rows x cols of x (rows ldx apart) into y (contiguous)
 template <class T>
-void scale_rows(T* x, int64_t ldx, const T* y, int64_t ldy, int64_t rows, int64_t cols, T factor) {
+void copy_rows(const T* x, int64_t ldx, T* y, int64_t rows, int64_t cols) {
+  for (int64_t i = 0; i < rows; ++i) std::copy(x + i * ldx, x + i * ldx + cols, y + i * cols);
+}
+
+// out[i, :] = factor * y[i, :] * sum[i, :] over `rows` rows of `cols`; out and y with their own row distances
+template <class T>
+void scale_rows(const T* sum, T* out, int64_t ldo, const T* y, int64_t ldy, int64_t rows, int64_t cols, T factor) {
   for (int64_t i = 0; i < rows; ++i)
-    for (int64_t j = 0; j < cols; ++j) x[i * ldx + j] *= factor * y[i * ldy + j];
+    for (int64_t j = 0; j < cols; ++j) out[i * ldo + j] = sum[i * cols + j] * (factor * y[i * ldy + j]);
 }
 
 template <class T>
 void head_relevance(const AttentionProblem& p, int64_t t, T* work) {
   const int64_t nq = p.queries, nk = p.keys, d = p.dim, dv = p.value_dim, rows = block_rows(nq, nk);
-  const auto [q, k, v, r, rq, rk, rv, ldq, ldk, ldv, ldr, ldrq, ldrk, ldrv] = attention_heads<T>(p, t);
+  const auto [q, k_in, v_in, r, rq, rk, rv, ldq, ldk_in, ldv_in, ldr, ldrq, ldrk, ldrv] = attention_heads<T>(p, t);
   T* s = work;           // scaled scores of the block's queries
   T* a = s + rows * nk;  // their probabilities
   T* m = a + rows * nk;  // G Vᵀ, then the factor H of the uniform rule at Q Kᵀ
   T* g = m + rows * nk;  // O = A V, then G = R_O / O
+  // Every block reads all of K and V and adds to Aᵀ G and Hᵀ Q: they live contiguous in the workspace (heads
+  // split from [tokens, heads, dim] have rows heads x dim apart, which spreads a head over several times the
+  // cache it fills).
+  T* k_own = g + rows * dv;
+  T* v_own = k_own + nk * d;
+  T* sum_v = v_own + nk * dv;  // Aᵀ G
+  T* sum_k = sum_v + nk * dv;  // Hᵀ Q
+  const T* k = k_in;
+  const T* v = v_in;
+  int64_t ldk = ldk_in, ldv = ldv_in;
+  if (ldk != d) copy_rows(k_in, ldk_in, k_own, nk, d), k = k_own, ldk = d;
+  if (ldv != dv) copy_rows(v_in, ldv_in, v_own, nk, dv), v = v_own, ldv = dv;
   const T scale = T(p.scale);
   const bool cp = p.rule == AttentionRule::CPLRP;
   // the forward pass's O and log-sum-exp, when given, spare each row's maximum and sum and the product A V
@@ -55,29 +79,29 @@ void head_relevance(const AttentionProblem& p, int64_t t, T* work) {
     if (!saved_o) gemm<T>(false, false, n, dv, nk, a, nk, v, ldv, T(0), g, dv);
     for (int64_t i = 0; i < n; ++i)
       for (int64_t j = 0; j < dv; ++j) g[i * dv + j] = attention_output_share(r[(i0 + i) * ldr + j], o[i * ldo + j]);
-    gemm<T>(true, false, nk, dv, n, a, nk, g, dv, accumulate, rv, ldrv);
+    gemm<T>(true, false, nk, dv, n, a, nk, g, dv, accumulate, sum_v, dv);
     if (cp) continue;
     gemm<T>(false, true, n, nk, dv, g, dv, v, ldv, T(0), m, nk);
     for (int64_t i = 0; i < n; ++i) attention_score_factor_row(a + i * nk, s + i * nk, m + i * nk, nk, scale);
     gemm<T>(false, false, n, d, nk, m, nk, k, ldk, T(0), rq + i0 * ldrq, ldrq);
-    gemm<T>(true, false, nk, d, n, m, nk, q + i0 * ldq, ldq, accumulate, rk, ldrk);
+    gemm<T>(true, false, nk, d, n, m, nk, q + i0 * ldq, ldq, accumulate, sum_k, d);
   }
   // R_V = ½ V ⊙ (Aᵀ G) (CP-LRP: all of it); R_Q = ½ Q ⊙ (H K), R_K = ½ K ⊙ (Hᵀ Q)
-  scale_rows(rv, ldrv, v, ldv, nk, dv, cp ? T(1) : T(0.5));
+  scale_rows(sum_v, rv, ldrv, v, ldv, nk, dv, cp ? T(1) : T(0.5));
   if (cp) {  // A is a constant: nothing reaches Q and K
     for (int64_t i = 0; i < nq; ++i) std::fill(rq + i * ldrq, rq + i * ldrq + d, T(0));
     for (int64_t i = 0; i < nk; ++i) std::fill(rk + i * ldrk, rk + i * ldrk + d, T(0));
     return;
   }
-  scale_rows(rq, ldrq, q, ldq, nq, d, T(0.5));
-  scale_rows(rk, ldrk, k, ldk, nk, d, T(0.5));
+  for (int64_t i = 0; i < nq; ++i)  // H K was written straight into R_Q's rows
+    for (int64_t j = 0; j < d; ++j) rq[i * ldrq + j] *= T(0.5) * q[i * ldq + j];
+  scale_rows(sum_k, rk, ldrk, k, ldk, nk, d, T(0.5));
 }
 
 template <class T>
 void run(const AttentionProblem& p) {
   const int64_t tasks = p.batch * p.heads;
-  const int64_t rows = block_rows(p.queries, p.keys);
-  const int64_t work = 3 * rows * p.keys + rows * p.value_dim;
+  const int64_t work = workspace_size(p);
   const int threads = int(std::min<int64_t>(get_num_threads(), tasks));
   if (threads <= 1) {  // one head: its products use the threads
     Exec::Buffer<T> w(work);

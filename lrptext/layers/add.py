@@ -49,13 +49,21 @@ class Add(LayerKind):
             return state.norm(node, r, rule.stabilizer)
         (a, b), _ = state.arguments(node)
         carrying = {n.name for n in state.carrying_inputs(node)}
+        summands = [(summand, value, factor) for summand, value, factor in zip(node.args, (a, b), factors)
+                    if isinstance(summand, Node) and summand.name in carrying]
         y = state.values[node.name]
-        share = r / (stabilize(y, rule.stabilizer) if rule.stabilizer else y)
+        denominator = stabilize(y, rule.stabilizer) if rule.stabilizer else y
+        # the pass's relevance is its own (RelevancePass.run): a residual's is divided and multiplied in place,
+        # one new tensor instead of three
+        own = r.is_contiguous() and r.shape == y.shape and r.dtype == y.dtype
+        share = r.div_(denominator) if own else r / denominator
         out = []
-        for summand, value, factor in zip(node.args, (a, b), factors):
-            if isinstance(summand, Node) and summand.name in carrying:
-                part = value * share if factor == 1 else (factor * value) * share
-                out.append((summand, part.sum_to_size(value.shape)))  # undo broadcasting
+        for i, (summand, value, factor) in enumerate(summands):
+            if factor != 1:
+                value = factor * value
+            last = i == len(summands) - 1
+            part = share.mul_(value) if own and last and value.shape == share.shape else value * share
+            out.append((summand, part.sum_to_size(value.shape)))  # undo broadcasting
         return out
 
 

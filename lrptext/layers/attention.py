@@ -15,6 +15,7 @@ to no key. `lrptext.kernels.attention_relevance` computes it per head (C++ on th
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -57,12 +58,10 @@ class Attention(LayerKind):
         causal, scale = node.params["is_causal"], node.params["scale"]
         if _flash_on_cpu(q, k, v, mask):
             # what F.scaled_dot_product_attention runs on the CPU, called directly for its log-sum-exp per query:
-            # the relevance kernel then reads A and O instead of computing them again (a boolean mask becomes
-            # the additive one it takes, as F.scaled_dot_product_attention does)
-            additive = None if mask is None or mask.dtype != torch.bool else torch.zeros(
-                mask.shape, dtype=q.dtype).masked_fill_(~mask, float("-inf"))
-            out, lse = aten._scaled_dot_product_flash_attention_for_cpu(
-                q, k, v, 0.0, causal, attn_mask=mask if additive is None else additive, scale=scale)
+            # the relevance kernel then reads A and O instead of computing them again
+            additive = _once(node, state, ("additive", q.dtype), lambda: _additive(mask, q.dtype))
+            out, lse = aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal, attn_mask=additive,
+                                                                        scale=scale)
             state.saved[node.name] = lse
             return out
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, is_causal=causal, scale=scale)
@@ -70,7 +69,8 @@ class Attention(LayerKind):
     def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
         (q, k, v, mask), _ = state.arguments(node)
         scale = node.params["scale"] if node.params["scale"] is not None else 1 / math.sqrt(q.shape[-1])
-        allowed = None if mask is None else _allowed(node, mask, q, k)
+        allowed = _once(node, state, ("allowed", q.shape, k.shape),
+                        lambda: None if mask is None else _allowed(node, mask, q, k))
         impl = dispatch.implementation("attention_relevance", state.backend, q)
         lse = state.saved.get(node.name)
         saved = {} if lse is None else {"output": state.values[node.name], "logsumexp": lse}
@@ -91,13 +91,39 @@ def _flash_on_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch
             and (mask is None or mask.dtype in (torch.bool, q.dtype)))
 
 
-def _allowed(node: Node, mask: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """Where a query may attend to a key, as the kernels read it (4-D, broadcast axes of size 1)."""
+def _once(node: Node, state: Any, form: tuple, compute: Callable[[], Any]) -> Any:
+    """A form of the node's mask (`form`: what else it depends on), computed once per explanation when the mask is
+    a node of the graph: every layer of an encoder reads the same one (Hugging Face's [batch, 1, tokens, tokens]
+    mask is 1 MiB at 512 tokens)."""
+    mask_node = node.args[3]
+    if not isinstance(mask_node, Node):
+        return compute()
+    key = (mask_node.name, *form)
+    if key not in state.saved:
+        state.saved[key] = compute()
+    return state.saved[key]
+
+
+def _additive(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """The mask as torch's CPU flash attention takes it: additive (0 / −inf, as F.scaled_dot_product_attention turns
+    a boolean one into), or None where it lets every query attend to every key (a batch without padding)."""
+    if mask is None or (mask.all() if mask.dtype == torch.bool else not mask.any()):
+        return None
+    if mask.dtype != torch.bool:
+        return mask
+    return torch.zeros(mask.shape, dtype=dtype).masked_fill_(~mask, float("-inf"))
+
+
+def _allowed(node: Node, mask: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor | None:
+    """Where a query may attend to a key, as the kernels read it (4-D, broadcast axes of size 1), or None where
+    it may attend to every key."""
     if mask.dtype != torch.bool:
         if not bool(((mask == 0) | (mask == float("-inf"))).all()):
             raise ValueError(f"{node.op} at '{node.qualified_name}': an additive attention mask other than 0 / -inf "
                              "has no rule in lrptext (it would shift the scores like a bias); pass a boolean mask")
         mask = mask == 0
+    if mask.all():
+        return None
     shape = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
     return broadcast_mask(f"{node.op} at '{node.qualified_name}'", mask, shape)
 
