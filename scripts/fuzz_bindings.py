@@ -126,10 +126,13 @@ def one_input(data: bytes) -> None:
             mask = (shaped(fdp, (b if fdp.ConsumeBool() else 1, 1, nq if fdp.ConsumeBool() else 1, nk), np.int64) > 0
                     if fdp.ConsumeBool() else None)
             outs = [shaped(fdp, a.shape, dtype) for a in (q, k, v)]
+            saved = {}  # the forward pass's O and log-sum-exp (any values: the kernel must not trust them)
+            if fdp.ConsumeBool():
+                saved = {"output": shaped(fdp, (b, h, nq, dv), dtype), "logsumexp": shaped(fdp, (b, h, nq), dtype)}
             _core.attention_relevance(q, k, v, r, mask, *outs,
                                       rule=["attnlrp", "cp_lrp", "bogus"][fdp.ConsumeIntInRange(0, 2)],
                                       scale=parameter(fdp), causal=fdp.ConsumeBool(),
-                                      check_finite=fdp.ConsumeBool())
+                                      check_finite=fdp.ConsumeBool(), **saved)
         else:
             b, t = pair(fdp, 0, 4)
             hidden, inputs = pair(fdp, 0, 4)
