@@ -278,8 +278,11 @@ class Call {
     const int last = a.ndim() - 1;
     const int64_t width = a.size(last), rows = a.numel() / width, bytes = a.t->dtype.bits / 8;
     for (int64_t row = 0; row < rows; ++row) {
-      int64_t offset = 0;
-      for (int64_t i = last - 1, rest = row; i >= 0; --i) offset += rest % a.size(int(i)) * a.stride(int(i)), rest /= a.size(int(i));
+      int64_t offset = 0, rest = row;
+      for (int i = last - 1; i >= 0; --i) {
+        offset += rest % a.size(i) * a.stride(i);
+        rest /= a.size(i);
+      }
       const int64_t j = cpu::first_nonfinite(t, static_cast<char*>(a.data()) + offset * bytes, width);
       if (j >= 0) return row * width + j;
     }
@@ -948,7 +951,13 @@ void attention_relevance(py::handle query, py::handle key, py::handle value, py:
   for (const Tensor* t : {&q, &k, &v, &r, &oq, &ok, &ov})
     if (c.on_cuda() && !t->contiguous())
       fail(c.fn(), "'" + t->name + "' must be C-contiguous on CUDA (the CPU takes strided heads); call .contiguous()");
-  const auto strides = [](const Tensor& t) { return HeadStrides{t.stride(0), t.stride(1), t.stride(2)}; };
+  if (q.size(2) > 1 && q.stride(2) < p.dim)  // BLAS reads Q by its leading dimension, which must span a row
+    fail(c.fn(), "'query' has rows " + std::to_string(q.stride(2)) + " elements apart, fewer than its " +
+                     std::to_string(p.dim) + " columns (an expanded view?); call .contiguous() first");
+  // a single row is never stepped over, but BLAS still wants a leading dimension that spans it
+  const auto strides = [](const Tensor& t) {
+    return HeadStrides{t.stride(0), t.stride(1), t.size(2) == 1 ? t.size(3) : t.stride(2)};
+  };
   p.query_strides = strides(q), p.key_strides = strides(k), p.value_strides = strides(v);
   p.relevance_strides = strides(r), p.out_query_strides = strides(oq), p.out_key_strides = strides(ok);
   p.out_value_strides = strides(ov);
@@ -977,12 +986,13 @@ void attention_relevance(py::handle query, py::handle key, py::handle value, py:
     py::gil_scoped_release release;
     for (Tensor* o : {&oq, &ok, &ov}) {
       const int64_t bytes = o->t->dtype.bits / 8;
+      char* base = static_cast<char*>(o->data());
       if (o->numel())  // row by row: the rows of a strided output need not be adjacent
         for (int64_t b = 0; b < o->size(0); ++b)
           for (int64_t h = 0; h < o->size(1); ++h)
             for (int64_t i = 0; i < o->size(2); ++i)
-              std::memset(static_cast<char*>(o->data()) + (b * o->stride(0) + h * o->stride(1) + i * o->stride(2)) * bytes,
-                          0, size_t(o->size(3) * bytes));
+              std::memset(base + (b * o->stride(0) + h * o->stride(1) + i * o->stride(2)) * bytes, 0,
+                          size_t(o->size(3) * bytes));
     }
     return;
   }

@@ -339,3 +339,23 @@ def test_the_forward_pass_statistics_are_checked(backend):
         K.attention_relevance(q, q, q, q, output=q[:, :1], logsumexp=lse, backend=backend)
     with pytest.raises(ValueError, match="'logsumexp' holds NaN"):
         K.attention_relevance(q, q, q, q, output=q, logsumexp=torch.full_like(lse, float("nan")), backend=backend)
+
+
+def test_expanded_and_single_row_heads():
+    """Operands whose rows overlap (a query expanded along its tokens) or whose only row has any stride: the
+    wrappers copy what BLAS cannot read, the core refuses it by name, and the result matches the oracle."""
+    from lrptext._native import require_core
+    q = rand((1, 2, 1, 4), torch.float64, "cpu", 50).expand(1, 2, 6, 4)  # rows 0 elements apart
+    k, v = rand((1, 2, 6, 4), torch.float64, "cpu", 51), rand((1, 2, 6, 3), torch.float64, "cpu", 52)
+    r = rand((1, 2, 6, 3), torch.float64, "cpu", 53)
+    out = K.attention_relevance(q, k, v, r, backend="cpp")
+    for actual, expected in zip(out, oracle(q, k, v, r, None, 0.5, False, "attnlrp")[0]):
+        assert_matches(actual, expected, torch.float64)
+    outs = [torch.empty(1, 2, 6, 4, dtype=torch.float64), torch.empty(1, 2, 6, 4, dtype=torch.float64),
+            torch.empty(1, 2, 6, 3, dtype=torch.float64)]
+    with pytest.raises(ValueError, match="'query' has rows 0 elements apart"):
+        require_core().attention_relevance(q, k, v, r, None, *outs, rule="attnlrp", scale=0.5)
+    one = torch.as_strided(rand((8,), torch.float64, "cpu", 54), (1, 2, 1, 4), (8, 4, 1, 1))  # row stride 1
+    out = K.attention_relevance(one, k, v, r[:, :, :1], backend="cpp")
+    for actual, expected in zip(out, oracle(one, k, v, r[:, :, :1], None, 0.5, False, "attnlrp")[0]):
+        assert_matches(actual, expected, torch.float64)

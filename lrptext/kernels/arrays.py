@@ -46,8 +46,10 @@ def _as_strided(a: Array, contiguous_last: bool) -> Array:
         strides, unit = a.stride(), 1
     else:
         strides, unit = a.strides, a.itemsize
-    if a.ndim and all(n == 1 or (s >= 0 and (i < a.ndim - 1 or not contiguous_last or s == unit))
-                      for i, (n, s) in enumerate(zip(a.shape, strides))):
+    rows_apart = a.ndim < 2 or a.shape[-2] == 1 or strides[-2] >= a.shape[-1] * unit  # BLAS's leading dimension
+    if a.ndim and (rows_apart or not contiguous_last) and all(
+            n == 1 or (s >= 0 and (i < a.ndim - 1 or not contiguous_last or s == unit))
+            for i, (n, s) in enumerate(zip(a.shape, strides))):
         return a
     return contiguous(a)
 
