@@ -101,7 +101,8 @@ def test_the_highest_cpu_level_the_cpu_runs_is_loaded():
     assert _core.build_info()["cpu_level"] == "baseline"
     script = "import lrptext; print(lrptext.build_info()['cpu_level'])"
     env = {**os.environ, "LRPTEXT_CPU_LEVEL": "baseline"}
-    assert subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+    # -P: the installed package, not the source tree in the working directory
+    assert subprocess.run([sys.executable, "-P", "-c", script], env=env, capture_output=True, text=True,
                           check=True).stdout.strip() == "baseline"
 
 
