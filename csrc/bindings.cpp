@@ -407,7 +407,7 @@ LinearProblem linear_problem(Call& c, LinearArgs& a, const RuleParams& rule, boo
 void dense_relevance(py::handle input, py::handle weight, py::handle bias, py::handle relevance, py::handle out,
                      py::handle z, py::handle weight_a, py::handle weight_b, py::handle low, py::handle high,
                      LRPT_RULE_ARGS, bool reduce_channels, bool check_finite, bool relevance_writable,
-                     bool relu_input, py::object stream) {
+                     bool relu_input, bool accumulate, py::object stream) {
   Call c("dense_relevance", stream);
   const RuleParams r = LRPT_RULE_PARAMS(c.fn());
   LinearArgs a{c.arg(input, "input"), c.arg(weight, "weight"), c.arg(relevance, "relevance"), c.arg(out, "out"),
@@ -422,8 +422,12 @@ void dense_relevance(py::handle input, py::handle weight, py::handle bias, py::h
   if (reduce_channels) c.shape(a.out, {rows}, "(rows,) with reduce_channels");
   else c.shape(a.out, {rows, fi}, "(rows, in_features)");
   for (int64_t v : {rows, fi, fo}) c.blas_size(v, "a matrix dimension");
+  if (accumulate && reduce_channels)
+    fail(c.fn(), "'accumulate' adds to an output shaped like 'input'; it does not combine with reduce_channels");
   LinearProblem p = linear_problem(c, a, r, reduce_channels, check_finite, relevance_writable, relu_input, fi, fo,
                                    {fo, fi}, {rows, fo});
+  if (accumulate && check_finite) c.finite(a.out, p.dtype);  // what is added to
+  p.accumulate = accumulate;
   const DenseShape s{rows, fi, fo};
   if (rows == 0) return;
   const bool cuda = c.on_cuda();
@@ -1104,8 +1108,10 @@ PYBIND11_MODULE(LRPTEXT_MODULE, m) {
         "weight_a"_a.none() = py::none(), "weight_b"_a.none() = py::none(), "low"_a.none() = py::none(),
         "high"_a.none() = py::none(), "rule"_a = "epsilon", "epsilon"_a = 1e-6, "gamma"_a = 0.25, "alpha"_a = 1.0,
         "beta"_a = 0.0, "stabilizer"_a = 1e-6, "use_bias"_a = true, "reduce_channels"_a = false,
-        "check_finite"_a = true, "relevance_writable"_a = false, "relu_input"_a = false, "stream"_a = py::none(),
-        "Relevance at the input of a dense layer, input [rows, in] -> out [rows, in] (or [rows] when reduced).");
+        "check_finite"_a = true, "relevance_writable"_a = false, "relu_input"_a = false, "accumulate"_a = false,
+        "stream"_a = py::none(),
+        "Relevance at the input of a dense layer, input [rows, in] -> out [rows, in] (or [rows] when reduced); "
+        "accumulate=True adds it to out.");
   m.def("dense_forward", &dense_forward, "input"_a.noconvert(), "weight"_a.noconvert(), "bias"_a.none(),
         "out"_a.noconvert(), "out = input @ weight.T + bias on the CPU, input [rows, in] -> out [rows, out].");
   m.def("max_pool_forward", &max_pool_forward, "input"_a.noconvert(), "out"_a.noconvert(), py::kw_only(), "kernel"_a,

@@ -10,7 +10,6 @@ from typing import Any
 logger = logging.getLogger("lrptext")
 
 
-
 def _best_core() -> ModuleType:
     """The extension built for the highest CPU level this CPU runs: _core_x86_64_v3 (AVX2, FMA) where it was built
     and the CPU has it, else _core (any CPU). LRPTEXT_CPU_LEVEL=baseline picks _core whatever the CPU."""

@@ -598,3 +598,29 @@ def test_a_single_sign_anywhere_in_a_large_layer_is_found(where, backend):
     masked.view(-1)[i] = 0.0  # without it, the negative branch contributes nothing: the scan's answer matters
     assert not torch.allclose(dense_relevance(x, w, b, masked, z=z, rule=Gamma(0.25), backend="torch"),
                               dense_relevance(x, w, b, r, z=z, rule=Gamma(0.25), backend="torch"))
+
+
+@pytest.mark.parametrize("rule_name", ["epsilon", "gamma", "alpha2beta1", "zbox", "wsquare", "flat"])
+@pytest.mark.parametrize("shape", [(5, 17, 9), (1, 3, 2)], ids=["rows", "one-row"])
+def test_dense_accumulate_adds_to_the_output(rule_name, shape):
+    """accumulate=True (the engine's sum of what several layers send to one input): out + the relevance, which the
+    call with a fresh output computed; gamma with nothing to pass (R = 0 everywhere) adds nothing."""
+    from lrptext import _core
+
+    rule, _ = RULES[rule_name]
+    n, fi, fo = shape
+    x, w, b, r = (make(s, torch.float64, "cpu", seed) for seed, s in enumerate(((n, fi), (fo, fi), (fo,), (n, fo))))
+    extra = bounds(rule, fi)
+    fresh = dense_relevance(x, w, b, r, rule=rule)
+    args = {"rule": rule.kernel, **rule.kernel_args(), **extra}
+    before = make((n, fi), torch.float64, "cpu", 9)
+    out = before.clone()
+    _core.dense_relevance(x, w, b, r.clone(), out, accumulate=True, **args)
+    torch.testing.assert_close(out, before + fresh, rtol=1e-12, atol=1e-12)
+    if rule_name == "gamma":
+        out = before.clone()
+        _core.dense_relevance(x, w, b, torch.zeros_like(r), out, accumulate=True, **args)
+        assert torch.equal(out, before)
+    with pytest.raises(ValueError, match="'accumulate' .* does not combine with reduce_channels"):
+        _core.dense_relevance(x, w, b, r, torch.zeros(n, dtype=torch.float64), accumulate=True,
+                              reduce_channels=True, **args)

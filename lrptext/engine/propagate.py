@@ -135,8 +135,9 @@ class ForwardPass:
         self.layer, self.core = layer, core
         self.values = Values(self.steps, lambda node, args, kwargs: node.kind.forward(node, args, kwargs, self))
         self.shapes: dict[str, torch.Size] = {}
-        # What a node's forward step keeps for its relevance step beside its value (attention's log-sum-exp)
-        self.saved: dict[str, Any] = {}
+        # What forward steps keep for relevance steps beside the values, by node name (attention's log-sum-exp)
+        # or (name, form) (an attention mask converted once for all the layers that read it)
+        self.saved: dict[Any, Any] = {}
 
 
 def _carries_value(kind: LayerKind, value: Any) -> bool:
@@ -259,6 +260,7 @@ class RelevancePass:
         # Dense and convolution nodes, most of the calls, skip the public kernels' argument checks: their arguments
         # are this pass's own tensors. The implementation is picked by the device, once per pass.
         self.implementation: Any = None
+        self.pending: dict[str, Any] = {}  # during run(): the relevance that has reached each node so far
         # For 1-D token ids of an EmbeddingBag: each token's sample (bag), to sum relevance per sample.
         self.segments: dict[str, torch.Tensor] = {}
         self.fuse = fuse  # dense/conv layers over an embedding may return per-token relevance directly
@@ -276,6 +278,18 @@ class RelevancePass:
     def shape(self, node: Node) -> torch.Size:
         """The shape of a node's value, without computing a dropped one again."""
         return self.shapes[node.name] if node.name in self.shapes else self.values[node.name].shape
+
+    def accumulator(self, node: Node, like: torch.Tensor, taken: torch.Tensor) -> torch.Tensor | None:
+        """The relevance that has reached `node` so far, for a C++ CPU kernel to add its share to in place (returning
+        that tensor) instead of a new tensor that run() then adds: the pass owns it, and it is a contiguous tensor
+        like `like`, apart from the relevance `taken` that the kernel reads. None where there is none yet, or
+        another implementation runs."""
+        r = self.pending.get(node.name)
+        if (self.implementation is not dispatch.native or not isinstance(r, torch.Tensor) or r.shape != like.shape
+                or r.dtype != like.dtype or r.device.type != "cpu" or like.device.type != "cpu"
+                or not r.is_contiguous() or r.untyped_storage().data_ptr() == taken.untyped_storage().data_ptr()):
+            return None
+        return r
 
     def carrying_inputs(self, node: Node) -> list[Node]:
         return [a for a in node.kind.data_inputs(node) if a.name in self.carries]
@@ -321,6 +335,7 @@ class RelevancePass:
         and is not read after the node that takes it, so the layers' kernels may overwrite theirs; `initial`
         included: the caller reads nothing from it afterwards."""
         relevance: dict[str, torch.Tensor] = {}
+        self.pending = relevance
         sums: dict[str, torch.Tensor] = {}
         source = self.graph.output.args[0]
         if source.name not in self.carries:
@@ -350,7 +365,10 @@ class RelevancePass:
                         f"{tuple(self.shapes[arg.name])}; it cannot stand in for this operation")
                 if self.on_relevance is not None and isinstance(r_arg, torch.Tensor):
                     self.on_relevance(node, arg, r_arg)
-                relevance[arg.name] = relevance[arg.name] + r_arg if arg.name in relevance else r_arg
+                if arg.name not in relevance:
+                    relevance[arg.name] = r_arg
+                elif relevance[arg.name] is not r_arg:  # (a kernel that took accumulator() has added it already)
+                    relevance[arg.name] = relevance[arg.name] + r_arg
                 delivered = True
             if not delivered and not node.kind.reads_ids:
                 raise UnsupportedLayerError(

@@ -61,9 +61,11 @@ def _core_options(impl: ModuleType, relevance_writable: bool, relu_input: bool) 
 
 def dense(impl: ModuleType, input: Array, weight: Array, bias: Array | None, relevance: Array, *, rule: LinearRule,
           z: Array | None, prepared: Prepared, reduce_channels: bool, check_finite: bool,
-          relevance_writable: bool = False, relu_input: bool = False) -> Array:
+          relevance_writable: bool = False, relu_input: bool = False, add_to: torch.Tensor | None = None) -> Array:
     """input [..., in] as rows [N, in]; the result back in input's leading shape. relevance_writable: the caller
-    hands `relevance` over (it is not read after this call). relu_input: see native.dense."""
+    hands `relevance` over (it is not read after this call). relu_input: see native.dense. add_to (C++ kernels,
+    not with reduce_channels): a contiguous tensor shaped like input that the relevance is added to in place and
+    returned, instead of a new one."""
     lead = tuple(input.shape[:-1])
     out_features, in_features = weight.shape
     if len(lead) == 1:  # already rows: no reshape per tensor
@@ -73,9 +75,15 @@ def dense(impl: ModuleType, input: Array, weight: Array, bias: Array | None, rel
         x = contiguous(input).reshape(rows, in_features)
         r = contiguous(relevance).reshape(rows, out_features)
         zz = None if z is None else contiguous(z).reshape(rows, out_features)
+    options: dict[str, Any] = _core_options(impl, relevance_writable, relu_input)
+    if add_to is not None:
+        if impl is not native or reduce_channels or not add_to.is_contiguous() or add_to.shape != input.shape:
+            raise ValueError("add_to is an option of the C++ kernels for a contiguous tensor shaped like the input")
+        options["add_to"] = add_to.view(x.shape)
     out = call(impl, "dense", input, x, contiguous(weight), contiguous(bias), r, rule=rule, z=zz, prepared=prepared,
-               reduce_channels=reduce_channels, check_finite=check_finite,
-               **_core_options(impl, relevance_writable, relu_input))
+               reduce_channels=reduce_channels, check_finite=check_finite, **options)
+    if add_to is not None:
+        return add_to
     return out if len(lead) == 1 else out.reshape(lead if reduce_channels else lead + (in_features,))
 
 

@@ -46,14 +46,15 @@ def prepare_weights(rule: LinearRule, weight: Array) -> tuple[Array | None, Arra
 
 def dense(x: Array, weight: Array, bias: Array | None, relevance: Array, *, rule: LinearRule, z: Array | None,
           prepared: tuple[Array | None, Array | None], reduce_channels: bool, check_finite: bool,
-          relevance_writable: bool = False, relu_input: bool = False) -> Array:
+          relevance_writable: bool = False, relu_input: bool = False, add_to: Array | None = None) -> Array:
     """relevance_writable: the kernel may overwrite `relevance` (the engine's own, dead after the layer).
-    relu_input (epsilon, gamma, alpha-beta): `x` is a ReLU's pre-activation and the rule reads relu(x)."""
-    out = empty(x, (x.shape[0],) if reduce_channels else tuple(x.shape))
+    relu_input (epsilon, gamma, alpha-beta): `x` is a ReLU's pre-activation and the rule reads relu(x).
+    add_to: a contiguous array shaped like `x` that the relevance is added to, and returned."""
+    out = empty(x, (x.shape[0],) if reduce_channels else tuple(x.shape)) if add_to is None else add_to
     _call(
         "dense_relevance", x, weight, bias, relevance, out, z=z, weight_a=prepared[0], weight_b=prepared[1],
         reduce_channels=reduce_channels, check_finite=check_finite, relevance_writable=relevance_writable,
-        relu_input=relu_input, stream=stream(x),
+        relu_input=relu_input, accumulate=add_to is not None, stream=stream(x),
         **bounds(rule, x, x.shape[1]), **rule_args(rule),
     )
     return out

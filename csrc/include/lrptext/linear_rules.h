@@ -199,8 +199,9 @@ struct LinearRelevance {
   void finish_with(const Coefficients<T, N>& co) {
     T* out = static_cast<T*>(p_.out);
     const T* x = x_;
-    if (!p_.reduce_channels) ex_.map(B_ * I_, LRPT_LAMBDA(int64_t i) { out[i] = co.at(x[i], i); });
-    else ex_.channel_sum(B_, C_, P_, out, LRPT_LAMBDA(int64_t i, int64_t) { return co.at(x[i], i); });
+    if (p_.reduce_channels) ex_.channel_sum(B_, C_, P_, out, LRPT_LAMBDA(int64_t i, int64_t) { return co.at(x[i], i); });
+    else if (p_.accumulate) ex_.map(B_ * I_, LRPT_LAMBDA(int64_t i) { out[i] += co.at(x[i], i); });
+    else ex_.map(B_ * I_, LRPT_LAMBDA(int64_t i) { out[i] = co.at(x[i], i); });
   }
 
   void finish_with_bounds(const Terms<T>& terms) {
@@ -210,14 +211,15 @@ struct LinearRelevance {
     const T* high = static_cast<const T*>(p_.high);
     const Terms<T> ts = terms;
     const auto at = LRPT_LAMBDA(int64_t i, int64_t ch) { return term_sum(ts, x, low, high, i, ch); };
-    if (!p_.reduce_channels) ex_.map_channels(B_, C_, P_, LRPT_LAMBDA(int64_t i, int64_t ch) { out[i] = at(i, ch); });
-    else ex_.channel_sum(B_, C_, P_, out, at);
+    if (p_.reduce_channels) ex_.channel_sum(B_, C_, P_, out, at);
+    else if (p_.accumulate) ex_.map_channels(B_, C_, P_, LRPT_LAMBDA(int64_t i, int64_t ch) { out[i] += at(i, ch); });
+    else ex_.map_channels(B_, C_, P_, LRPT_LAMBDA(int64_t i, int64_t ch) { out[i] = at(i, ch); });
   }
 
   // Where G writes its first term: the output itself, which finish() then overwrites element by element, unless
-  // channels are summed (the output is smaller). Saves one input-sized buffer per layer.
+  // channels are summed (the output is smaller) or the output is added to. Saves one input-sized buffer per layer.
   T* first_term(Buffer& storage) {
-    if (!p_.reduce_channels) return static_cast<T*>(p_.out);
+    if (!p_.reduce_channels && !p_.accumulate) return static_cast<T*>(p_.out);
     storage = alloc(B_ * I_);
     return storage.get();
   }
@@ -315,8 +317,8 @@ struct LinearRelevance {
     const T* r = r_;
     const bool need_pos = ex_.any(B_ * O_, LRPT_LAMBDA(int64_t i) { return (z[i] > T(0)) & (r[i] != T(0)); });
     const bool need_neg = ex_.any(B_ * O_, LRPT_LAMBDA(int64_t i) { return (z[i] < T(0)) & (r[i] != T(0)); });
-    if (!need_pos && !need_neg) {
-      zero(static_cast<T*>(p_.out), p_.reduce_channels ? B_ * P_ : B_ * I_);
+    if (!need_pos && !need_neg) {  // no relevance to pass: nothing to add, or zeros
+      if (!p_.accumulate) zero(static_cast<T*>(p_.out), p_.reduce_channels ? B_ * P_ : B_ * I_);
       return;
     }
     const T* wa = weight(WeightMod::GammaPositive, p_.weight_a, was);

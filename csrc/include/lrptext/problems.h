@@ -39,6 +39,9 @@ struct LinearProblem {
   bool relevance_writable = false;
   // Epsilon: `input` is the pre-activation of a ReLU the engine did not keep, and the rule reads relu(input).
   bool relu_input = false;
+  // out += the relevance instead of out = (the engine sums what several layers send to one input, as the query,
+  // key and value projections of a transformer block do to their shared input). Not with reduce_channels.
+  bool accumulate = false;
   RuleParams rule;
   void* stream = nullptr;           // cudaStream_t on CUDA
 };
