@@ -494,10 +494,11 @@ WHERE = (
     "no copies), takes the probabilities from the forward pass's log-sum-exp (torch's CPU flash attention returns "
     "it) and its output instead of computing them again, in blocks of query rows that stay in cache; on 2 threads "
     "at 1 x 512 it takes about 9 ms a layer, SDPA's forward + backward 15 ms. Its row steps and the dense rule's run "
-    "vectorised in the x86-64-v3 build of the core (lrptext.build_info()['cpu_level']). What remains above the floor "
-    "at batch 1 is AttnLRP's share on top of CP-LRP (the query and key projections' relevance, 12 more dense "
-    "relevance calls, and their sums), the element-wise rules (LayerNorm, residuals, GELU's output computed again "
-    "for the layer after it) and Python per node: autograd's backward is one C++ loop."
+    "vectorised in the x86-64-v3 build of the core (lrptext.build_info()['cpu_level']). The query, key and value "
+    "projections add their relevance to what the residual sent to their shared input, in the dense kernel (no "
+    "separate sums). What remains above the floor at batch 1 is AttnLRP's share on top of CP-LRP (the query and "
+    "key projections' relevance: 12 more dense relevance calls), the element-wise rules (LayerNorm, residuals, "
+    "GELU's output computed again for the layer after it) and Python per node: autograd's backward is one C++ loop."
 )
 
 
