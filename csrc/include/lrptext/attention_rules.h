@@ -47,13 +47,21 @@ LRPT_HD inline T exp_nonpositive(T x) {
 #endif
 }
 
-// One query's row: the scores Q_i Kᵀ in `s` become scale · Q_i Kᵀ (−inf at keys it may not attend to: mask_row[j]
-// == 0 or j >= allowed_to), their softmax goes to `a` (all 0 where no key is allowed).
+// One query's scores Q_i Kᵀ in `s` become scale · Q_i Kᵀ, −inf at keys it may not attend to (mask_row[j] == 0 or
+// j >= allowed_to). A loop of its own: fused with the exponential that follows, neither vectorised.
+template <class T>
+LRPT_HD inline void scaled_scores_row(T* s, const uint8_t* mask_row, int64_t allowed_to, int64_t nk, T scale) {
+  const T minus_inf = -static_cast<T>(INFINITY);  // the macro, not numeric_limits: usable in device code
+  for (int64_t j = 0; j < nk; ++j) s[j] = j < allowed_to && (!mask_row || mask_row[j]) ? s[j] * scale : minus_inf;
+}
+
+// One query's row: the scores in `s` scaled and masked (scaled_scores_row), their softmax into `a` (all 0 where no
+// key is allowed).
 template <class T>
 LRPT_HD inline void attention_probabilities_row(T* s, T* a, const uint8_t* mask_row, int64_t allowed_to, int64_t nk,
                                                 T scale) {
-  const T minus_inf = -static_cast<T>(INFINITY);  // the macro, not numeric_limits: usable in device code
-  for (int64_t j = 0; j < nk; ++j) s[j] = j < allowed_to && (!mask_row || mask_row[j]) ? s[j] * scale : minus_inf;
+  const T minus_inf = -static_cast<T>(INFINITY);
+  scaled_scores_row(s, mask_row, allowed_to, nk, scale);
   const T top = row_max(s, nk, minus_inf);
   if (top == minus_inf) {  // a query that may attend to no key attends to nothing
     for (int64_t j = 0; j < nk; ++j) a[j] = T(0);
@@ -75,8 +83,7 @@ template <class T>
 LRPT_HD inline void attention_probabilities_row_from(T* s, T* a, const uint8_t* mask_row, int64_t allowed_to,
                                                      int64_t nk, T scale, T logsumexp) {
   const T minus_inf = -static_cast<T>(INFINITY);
-  // two simple loops, as in attention_probabilities_row: each vectorises, one loop doing both did not
-  for (int64_t j = 0; j < nk; ++j) s[j] = j < allowed_to && (!mask_row || mask_row[j]) ? s[j] * scale : minus_inf;
+  scaled_scores_row(s, mask_row, allowed_to, nk, scale);
   for (int64_t j = 0; j < nk; ++j) {
     const T shifted = s[j] - logsumexp;
     const T e = exp_nonpositive(shifted > T(0) ? T(0) : shifted > T(-1000) ? shifted : T(-1000));
