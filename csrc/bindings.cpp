@@ -888,6 +888,37 @@ void row_relevance(py::handle input, py::handle output, py::handle relevance, py
   cpu::row_relevance(p);
 }
 
+// out = op(a, b) element by element (ElementwiseProblem): arrays of one shape and dtype on the CPU; out is a
+// separate array or one of the inputs itself.
+void elementwise(const char* name, ElementwiseOp op, py::handle a_obj, const char* a_name, py::handle b_obj,
+                 const char* b_name, py::handle out_obj, double epsilon, double scale, bool accumulate) {
+  Call c(name, py::none());
+  const Tensor a = c.arg(a_obj, a_name), b = c.arg(b_obj, b_name), o = c.arg(out_obj, "out");
+  if (c.on_cuda()) fail(c.fn(), "runs on the CPU only; on CUDA use torch's element-wise operations");
+  ElementwiseProblem p;
+  p.op = op;
+  p.dtype = c.float_dtype(a);
+  for (const Tensor* t : {&b, &o}) c.float_dtype(*t);
+  std::vector<int64_t> shape(a.ndim());
+  for (int i = 0; i < a.ndim(); ++i) shape[i] = a.size(i);
+  c.ndim(b, a.ndim(), ("like '" + std::string(a_name) + "'").c_str());
+  c.shape(b, shape, ("like '" + std::string(a_name) + "'").c_str());
+  c.ndim(o, a.ndim(), ("like '" + std::string(a_name) + "'").c_str());
+  c.shape(o, shape, ("like '" + std::string(a_name) + "'").c_str());
+  c.writable(o);
+  for (const Tensor* t : {&a, &b})  // the same array is fine: each element is read before it is written
+    if (t->data() != o.data()) c.disjoint(o, *t);
+  if (!(epsilon >= 0) || !std::isfinite(epsilon))
+    fail(c.fn(), "'epsilon' must be a finite number >= 0, got " + std::to_string(epsilon));
+  if (!std::isfinite(scale)) fail(c.fn(), "'scale' must be a finite number, got " + std::to_string(scale));
+  p.a = a.data(), p.b = b.data(), p.out = o.data();
+  p.n = a.numel();
+  p.epsilon = epsilon, p.scale = scale, p.accumulate = accumulate;
+  if (p.n == 0) return;
+  py::gil_scoped_release release;
+  cpu::elementwise(p);
+}
+
 void attention_relevance(py::handle query, py::handle key, py::handle value, py::handle relevance, py::handle mask,
                          py::handle out_query, py::handle out_key, py::handle out_value, const std::string& rule,
                          double scale, bool causal, bool check_finite, py::handle output, py::handle logsumexp,
@@ -1154,6 +1185,17 @@ PYBIND11_MODULE(LRPTEXT_MODULE, m) {
         "out"_a.noconvert(), py::kw_only(), "bias"_a = py::none(), "weight"_a = py::none(), "rule"_a,
         "epsilon"_a = 1e-6, "variance_epsilon"_a = py::none(), "check_finite"_a = true, "stream"_a = py::none(),
         "LayerNorm (rule='layer_norm') or softmax (rule='softmax') relevance along the rows of [rows, width].");
+  m.def("divide_stabilized", [](py::handle numerator, py::handle denominator, py::handle out, double epsilon) {
+    elementwise("divide_stabilized", ElementwiseOp::DivideStabilized, numerator, "numerator", denominator,
+                "denominator", out, epsilon, 1.0, false);
+  }, "numerator"_a.noconvert(), "denominator"_a.noconvert(), "out"_a.noconvert(), py::kw_only(), "epsilon"_a,
+        "out = numerator / (denominator + epsilon sign(denominator)) element-wise on the CPU (sign(0) = +1); out may "
+        "be numerator itself.");
+  m.def("multiply", [](py::handle a, py::handle b, py::handle out, double scale, bool accumulate) {
+    elementwise("multiply", ElementwiseOp::Multiply, a, "a", b, "b", out, 0.0, scale, accumulate);
+  }, "a"_a.noconvert(), "b"_a.noconvert(), "out"_a.noconvert(), py::kw_only(), "scale"_a = 1.0,
+        "accumulate"_a = false,
+        "out = scale a b, or out += scale a b with accumulate=True, element-wise on the CPU; out may be a or b itself.");
   m.def("attention_relevance", &attention_relevance, "query"_a.noconvert(), "key"_a.noconvert(),
         "value"_a.noconvert(), "relevance"_a.noconvert(), "mask"_a.none(), "out_query"_a.noconvert(),
         "out_key"_a.noconvert(), "out_value"_a.noconvert(), py::kw_only(), "rule"_a, "scale"_a, "causal"_a = false,

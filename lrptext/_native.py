@@ -43,12 +43,38 @@ def require_core() -> ModuleType:
     return core
 
 
+def _cpu_vendor() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("vendor_id")), "")
+    except OSError:
+        return ""
+
+
+def _dense_product() -> str:
+    """Which BLAS runs the engine's dense epsilon products on the CPU: "torch" (torch's own, MKL in its x86 wheels)
+    on Intel CPUs, where MKL took 0.65-0.75x the time of the core's OpenBLAS; "core" elsewhere (on AMD CPUs the
+    core's OpenBLAS was the faster; docs/performance.md). LRPTEXT_DENSE_PRODUCT=core or =torch chooses."""
+    chosen = os.environ.get("LRPTEXT_DENSE_PRODUCT", "").lower()
+    if chosen in ("core", "torch"):
+        return chosen
+    if chosen:
+        logger.warning("LRPTEXT_DENSE_PRODUCT must be 'core' or 'torch', got %r; choosing by the CPU", chosen)
+    import torch
+
+    return "torch" if torch.backends.mkl.is_available() and _cpu_vendor() == "GenuineIntel" else "core"
+
+
+dense_product = _dense_product() if core is not None else "torch"
+
+
 def build_info() -> dict[str, Any]:
     """How the kernels were built: BLAS, OpenMP threads, the CPU level of the module in use ("x86-64-v3" or
-    "baseline"), whether CUDA kernels were compiled."""
+    "baseline"), whether CUDA kernels were compiled; and which BLAS runs the dense products of an explanation on
+    the CPU ("dense_product": "core" or "torch", see LRPTEXT_DENSE_PRODUCT)."""
     if core is None:
         return {"extension": False, "error": str(import_error), "cuda": False}
-    return {"extension": True, **core.build_info()}
+    return {"extension": True, **core.build_info(), "dense_product": dense_product}
 
 
 def set_num_threads(n: int) -> None:

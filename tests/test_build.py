@@ -106,6 +106,23 @@ def test_the_highest_cpu_level_the_cpu_runs_is_loaded():
                           check=True).stdout.strip() == "baseline"
 
 
+def test_the_dense_product_blas_is_chosen_by_the_cpu_or_the_environment():
+    """Explanations run their dense epsilon products in torch's BLAS on Intel CPUs where torch has MKL, in the core's
+    OpenBLAS elsewhere; LRPTEXT_DENSE_PRODUCT=core or =torch chooses (an unknown value: a warning, then the CPU)."""
+    import subprocess
+    import sys
+    intel = torch.backends.mkl.is_available() and _native._cpu_vendor() == "GenuineIntel"
+    if "LRPTEXT_DENSE_PRODUCT" not in os.environ:
+        assert lrptext.build_info()["dense_product"] == ("torch" if intel else "core")
+    script = "import lrptext; print(lrptext.build_info()['dense_product'])"
+    for value, expected in (("core", "core"), ("torch", "torch"), ("Torch", "torch"),
+                            ("mkl", "torch" if intel else "core")):
+        run = subprocess.run([sys.executable, "-P", "-c", script], capture_output=True, text=True, check=True,
+                             env={**os.environ, "LRPTEXT_DENSE_PRODUCT": value})
+        assert run.stdout.strip() == expected
+        assert ("LRPTEXT_DENSE_PRODUCT must be 'core' or 'torch', got 'mkl'" in run.stderr) == (value == "mkl")
+
+
 def test_both_cpu_levels_compute_the_same_relevance(monkeypatch):
     """The x86-64-v3 module (vectorised with FMA) and the portable one on the kernels with the most element-wise
     work: dense epsilon, LayerNorm, softmax and attention relevance, float32 and float64 (the kernels' oracles are

@@ -4,6 +4,7 @@ with the reason, as the package is 83 MB and CI does not install it."""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
 
@@ -33,12 +34,21 @@ def test_minilm_sentence_classifier_is_explained_consistently():
     assert e.relevance.shape == batch["input_ids"].shape and torch.isfinite(e.relevance).all()
     assert (e.relevance[batch["attention_mask"] == 0] == 0).all()
     torch.testing.assert_close(e.prediction, model(batch["input_ids"], batch["attention_mask"]).detach())
-    for i, text in enumerate(texts):  # a padded batch gives each sentence what it gets alone
+    # A padded batch gives each sentence what it gets alone: in float64 to rounding; in float32 to the rules' own
+    # float32 error (LayerNorm's epsilon rule divides by centred inputs near 0: about 4e-4 of the largest relevance
+    # at 128 tokens, benchmarks/results/transformers.md), as the products' and softmax's blocking, and so their
+    # rounding, differ with the padded length.
+    double = lrptext.Explainer(copy.deepcopy(model).double(), composite="attnlrp")
+    padded = double.explain(batch)
+    for i, text in enumerate(texts):
         alone = explainer.explain(tokenizer([text], return_tensors="pt"))
         n = alone.relevance.shape[1]
-        torch.testing.assert_close(alone.relevance[0], e.relevance[i, :n], rtol=1e-4, atol=1e-6)
+        largest = alone.relevance.abs().max().item()
+        torch.testing.assert_close(alone.relevance[0], e.relevance[i, :n], rtol=1e-4, atol=2e-4 * largest)
+        alone = double.explain(tokenizer([text], return_tensors="pt"))
+        torch.testing.assert_close(alone.relevance[0], padded.relevance[i, :n], rtol=1e-10, atol=1e-12 * largest)
     eager = SentenceClassifier(AutoModel.from_pretrained(minilm_folder(), attn_implementation="eager"), 2,
                                normalize=True).eval()
     eager.head.load_state_dict(model.head.state_dict())
     torch.testing.assert_close(lrptext.explain(eager, batch, composite="attnlrp").relevance, e.relevance,
-                               rtol=1e-4, atol=1e-6)
+                               rtol=1e-4, atol=2e-4 * e.relevance.abs().max().item())  # float32, as above

@@ -424,6 +424,26 @@ def test_relevance_matches_the_oracle(kind, composite):
     assert_relevance(e.relevance, relevance)
 
 
+@pytest.mark.parametrize("product", ["core", "torch"])
+@pytest.mark.parametrize("composite", COMPOSITES)
+def test_either_blas_for_the_dense_products_matches_the_oracle(product, composite, monkeypatch):
+    """The dense epsilon products of an explanation run in the core's BLAS or in torch's, by the CPU
+    (lrptext.build_info()["dense_product"]); both give the oracle's relevance. Here every product, however small,
+    takes the one chosen, and the test sees that it did."""
+    from lrptext import _native
+    from lrptext.kernels import dispatch
+
+    taken = []
+    torch_product = dispatch._epsilon_torch_product
+    monkeypatch.setattr(_native, "dense_product", product)
+    monkeypatch.setattr(dispatch, "_TORCH_PRODUCT_FROM", 0)
+    monkeypatch.setattr(dispatch, "_epsilon_torch_product", lambda *a: taken.append(1) or torch_product(*a))
+    model, ids, mask = setup("bert")
+    e = Explainer(model, composite=composite).explain({"input_ids": ids, "attention_mask": mask})
+    assert (len(taken) > 0) == (product == "torch")
+    assert_relevance(e.relevance, expected("bert", composite)[0])
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("composite", COMPOSITES)
 @pytest.mark.parametrize("kind", ["bert", "distilbert"])

@@ -17,7 +17,7 @@ import torch
 from lrptext import _native
 from lrptext.kernels import native, torch_backend
 from lrptext.kernels.arrays import Array, contiguous, contiguous_rows, like_input, strided, to_torch
-from lrptext.rules import LinearRule
+from lrptext.rules import Epsilon, LinearRule
 
 BACKENDS = ("auto", "cpp", "torch")
 Prepared = tuple[Array | None, Array | None]
@@ -59,6 +59,25 @@ def _core_options(impl: ModuleType, relevance_writable: bool, relu_input: bool) 
     return {k: True for k, v in (("relevance_writable", relevance_writable), ("relu_input", relu_input)) if v}
 
 
+# Products from this many multiply-adds on go to torch's BLAS where _native.dense_product says so; smaller ones stay in
+# one call to the core, which runs them on one thread.
+_TORCH_PRODUCT_FROM = 1 << 21
+
+
+def _epsilon_torch_product(x: torch.Tensor, weight: torch.Tensor, r: torch.Tensor, z: torch.Tensor, epsilon: float,
+                           writable: bool, add_to: torch.Tensor | None) -> torch.Tensor:
+    """The epsilon rule on rows, R_in = x (s W) with s = R / st(z), its product in torch's BLAS and its element-wise
+    steps in the core (torch's would each wake its thread pool)."""
+    s = r if writable else torch.empty_like(r)
+    native.divide_stabilized(r, z, s, epsilon)
+    c = torch.mm(s, weight)
+    if add_to is not None:
+        native.multiply(x, c, add_to, accumulate=True)
+        return add_to
+    native.multiply(x, c, c)
+    return c
+
+
 def dense(impl: ModuleType, input: Array, weight: Array, bias: Array | None, relevance: Array, *, rule: LinearRule,
           z: Array | None, prepared: Prepared, reduce_channels: bool, check_finite: bool,
           relevance_writable: bool = False, relu_input: bool = False, add_to: torch.Tensor | None = None) -> Array:
@@ -80,8 +99,14 @@ def dense(impl: ModuleType, input: Array, weight: Array, bias: Array | None, rel
         if impl is not native or reduce_channels or not add_to.is_contiguous() or add_to.shape != input.shape:
             raise ValueError("add_to is an option of the C++ kernels for a contiguous tensor shaped like the input")
         options["add_to"] = add_to.view(x.shape)
-    out = call(impl, "dense", input, x, contiguous(weight), contiguous(bias), r, rule=rule, z=zz, prepared=prepared,
-               reduce_channels=reduce_channels, check_finite=check_finite, **options)
+    if (impl is native and _native.dense_product == "torch" and type(rule) is Epsilon and zz is not None
+            and not (reduce_channels or relu_input or check_finite) and prepared[0] is None
+            and isinstance(x, torch.Tensor) and x.is_cpu
+            and x.shape[0] * in_features * out_features >= _TORCH_PRODUCT_FROM):
+        out = _epsilon_torch_product(x, weight, r, zz, rule.epsilon, relevance_writable, options.get("add_to"))
+    else:
+        out = call(impl, "dense", input, x, contiguous(weight), contiguous(bias), r, rule=rule, z=zz,
+                   prepared=prepared, reduce_channels=reduce_channels, check_finite=check_finite, **options)
     if add_to is not None:
         return add_to
     return out if len(lead) == 1 else out.reshape(lead if reduce_channels else lead + (in_features,))

@@ -60,6 +60,16 @@ def dense(x: Array, weight: Array, bias: Array | None, relevance: Array, *, rule
     return out
 
 
+def divide_stabilized(numerator: torch.Tensor, denominator: torch.Tensor, out: torch.Tensor, epsilon: float) -> None:
+    """out = numerator / st(denominator, epsilon) on the CPU; out may be numerator itself."""
+    _call("divide_stabilized", numerator, denominator, out, epsilon=epsilon)
+
+
+def multiply(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, scale: float = 1.0, accumulate: bool = False) -> None:
+    """out = scale a b, or out += scale a b, on the CPU; out may be a or b itself."""
+    _call("multiply", a, b, out, scale=scale, accumulate=accumulate)
+
+
 def dense_forward(x: Array, weight: Array, bias: Array | None) -> Array:
     """x @ weight.T + bias on the CPU, its matrix-vector products split over the threads (the engine's forward
     pass of a wide dense layer for one sample)."""

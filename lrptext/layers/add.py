@@ -13,6 +13,7 @@ import torch
 from torch.ops import aten
 
 from lrptext.graph.ir import LayerKind, Node, bind
+from lrptext.kernels import native
 from lrptext.kernels.torch_backend import stabilize
 from lrptext.rules import Norm
 
@@ -52,10 +53,13 @@ class Add(LayerKind):
         summands = [(summand, value, factor) for summand, value, factor in zip(node.args, (a, b), factors)
                     if isinstance(summand, Node) and summand.name in carrying]
         y = state.values[node.name]
-        denominator = stabilize(y, rule.stabilizer) if rule.stabilizer else y
         # the pass's relevance is its own (RelevancePass.run): a residual's is divided and multiplied in place,
         # one new tensor instead of three
         own = r.is_contiguous() and r.shape == y.shape and r.dtype == y.dtype
+        if own and state.implementation is native and r.is_cpu and all(
+                v.shape == y.shape and v.dtype == y.dtype and v.is_contiguous() for _, v, _ in summands):
+            return _in_core(state, summands, r, y, rule.stabilizer)
+        denominator = stabilize(y, rule.stabilizer) if rule.stabilizer else y
         share = r.div_(denominator) if own else r / denominator
         out = []
         for i, (summand, value, factor) in enumerate(summands):
@@ -65,6 +69,28 @@ class Add(LayerKind):
             part = share.mul_(value) if own and last and value.shape == share.shape else value * share
             out.append((summand, part.sum_to_size(value.shape)))  # undo broadcasting
         return out
+
+
+def _in_core(state: Any, summands: list, r: torch.Tensor, y: torch.Tensor,
+             stabilizer: float) -> list[tuple[Node, torch.Tensor]]:
+    """The same in the core's element-wise steps, on the CPU, for summands shaped like the sum: each share is added
+    to the relevance already pending at its summand where there is some (torch's steps would each wake its thread
+    pool, and allocate)."""
+    native.divide_stabilized(r, y, r, stabilizer)  # st(y, 0) = y
+    out = []
+    for i, (summand, value, factor) in enumerate(summands):
+        pending = state.accumulator(summand, value, r)
+        if pending is not None:
+            native.multiply(value, r, pending, scale=factor, accumulate=True)
+            part = pending
+        elif i == len(summands) - 1:
+            native.multiply(value, r, r, scale=factor)
+            part = r
+        else:
+            part = torch.empty_like(r)
+            native.multiply(value, r, part, scale=factor)
+        out.append((summand, part))
+    return out
 
 
 ADD = Add()

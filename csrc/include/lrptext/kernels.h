@@ -20,6 +20,7 @@ void embedding_bag_relevance(const EmbeddingBagProblem& p);
 void pool_relevance(const PoolProblem& p);
 void max_pool_forward(const MaxPoolForwardProblem& p);
 void row_relevance(const RowProblem& p);
+void elementwise(const ElementwiseProblem& p);
 void attention_relevance(const AttentionProblem& p);
 void recurrent_sweep(const RecurrentProblem& p);
 // Index of the first id outside [0, num_embeddings), or -1.

@@ -159,6 +159,26 @@ struct PoolProblem {
 
 // Relevance through an operation along the last axis of [rows, width]: LayerNorm (normalising each row) or a
 // softmax (over each row). Both read the operation's input and output; LayerNorm also its bias (beta).
+// Element-wise steps of the rules over n elements of same-shaped contiguous arrays (CPU): the engine's dense
+// epsilon rule when the product runs in another BLAS (lrptext/kernels/dispatch.py), the Norm rule of a sum.
+// out may be one of the inputs itself (each element is read before it is written), never a partial overlap.
+enum class ElementwiseOp : int {
+  DivideStabilized,  // out = a / st(b, epsilon)
+  Multiply,          // out = scale a b, or out += scale a b (accumulate)
+};
+
+struct ElementwiseProblem {
+  DType dtype = DType::Float32;
+  ElementwiseOp op = ElementwiseOp::Multiply;
+  const void* a = nullptr;
+  const void* b = nullptr;
+  void* out = nullptr;
+  int64_t n = 0;
+  double epsilon = 0.0;
+  double scale = 1.0;
+  bool accumulate = false;
+};
+
 enum class RowRule : int { LayerNorm, Softmax };
 
 struct RowProblem {

@@ -1,0 +1,101 @@
+"""The core's element-wise steps (lrptext._core.divide_stabilized and multiply, CPU only), which the engine uses for
+the Norm rule of a sum and for the dense epsilon rule when its product runs in torch's BLAS, against the equations
+element by element in float64:
+
+- divide_stabilized: out_i = n_i / (d_i + ε sign(d_i)) with sign(0) = +1 (also for −0.0);
+- multiply: out_i = c a_i b_i, or out_i + c a_i b_i with accumulate=True.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lrptext._native import require_core
+
+core = require_core()  # the module the engine runs (x86-64-v3 where the CPU has it)
+
+
+def divided(n: float, d: float, eps: float) -> float:
+    return n / (d + (eps if d >= 0 else -eps))  # -0.0 >= 0 is True: sign(-0.0) = +1
+
+
+DTYPES = [torch.float32, torch.float64]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(7,), (3, 5), (2, 3, 70000)])  # the last one splits over the threads
+def test_divide_stabilized_follows_the_equation(dtype, shape):
+    g = torch.Generator().manual_seed(0)
+    n, d = (torch.randn(shape, generator=g, dtype=torch.float64) for _ in range(2))
+    d.view(-1)[:4] = torch.tensor([0.0, -0.0, 1e-7, -1e-7], dtype=torch.float64)
+    eps = 1e-3
+    out = torch.empty(shape, dtype=dtype)
+    core.divide_stabilized(n.to(dtype), d.to(dtype), out, epsilon=eps)
+    flat_n, flat_d, flat_out = n.view(-1).tolist(), d.to(dtype).double().view(-1).tolist(), out.view(-1).tolist()
+    for i in sorted({*range(min(8, len(flat_n))), *range(len(flat_n) - 3, len(flat_n))}):
+        assert flat_out[i] == pytest.approx(divided(flat_n[i], flat_d[i], eps), rel=1e-6 if dtype == torch.float32
+                                            else 1e-15)
+    sign = torch.where(d.to(dtype).double() >= 0, 1.0, -1.0).double()
+    expected = n / (d.to(dtype).double() + eps * sign)
+    torch.testing.assert_close(out.double(), expected, rtol=1e-6 if dtype == torch.float32 else 1e-15, atol=0)
+
+
+def test_divide_stabilized_in_place_and_epsilon_zero():
+    n = torch.tensor([1.0, -2.0, 3.0, 4.0], dtype=torch.float64)
+    d = torch.tensor([2.0, -4.0, 0.0, -0.0], dtype=torch.float64)
+    core.divide_stabilized(n, d, n, epsilon=0.0)  # out is the numerator itself
+    assert n[:2].tolist() == [0.5, 0.5]
+    assert n[2].item() == n[3].item() == math.inf  # LRP-0 divides by zero: st(±0, 0) = +0, sign(-0.0) = +1
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("scale,accumulate", [(1.0, False), (-0.5, False), (1.0, True), (2.0, True)])
+def test_multiply_follows_the_equation(dtype, scale, accumulate):
+    g = torch.Generator().manual_seed(1)
+    a, b, start = (torch.randn(4, 70000, generator=g, dtype=torch.float64).to(dtype) for _ in range(3))
+    out = start.clone()
+    core.multiply(a, b, out, scale=scale, accumulate=accumulate)
+    ad, bd, sd = (t.double().view(-1).tolist() for t in (a, b, start))
+    got = out.double().view(-1).tolist()
+    rel = 1e-6 if dtype == torch.float32 else 1e-15
+    for i in (0, 1, 2, len(got) // 2, len(got) - 1):
+        want = scale * ad[i] * bd[i] + (sd[i] if accumulate else 0.0)
+        assert got[i] == pytest.approx(want, rel=rel, abs=rel)
+    want = scale * a.double() * b.double() + (start.double() if accumulate else 0)
+    torch.testing.assert_close(out.double(), want, rtol=rel, atol=rel)
+
+
+def test_multiply_in_place_into_either_operand_and_numpy():
+    a = np.array([1.0, 2.0, 3.0])
+    b = np.array([4.0, 5.0, 6.0])
+    core.multiply(a, b, b)
+    assert b.tolist() == [4.0, 10.0, 18.0]
+    core.multiply(a, b, a, accumulate=True)  # a + a b
+    assert a.tolist() == [5.0, 22.0, 57.0]
+
+
+def test_the_element_wise_steps_refuse_bad_arguments():
+    x = torch.zeros(3, 4)
+    with pytest.raises(ValueError, match=r"divide_stabilized: 'denominator' must have shape like 'numerator'"):
+        core.divide_stabilized(x, torch.zeros(4, 3), torch.zeros(3, 4), epsilon=1e-6)
+    with pytest.raises(ValueError, match=r"multiply: 'out' must be 2-D like 'a'"):
+        core.multiply(x, x, torch.zeros(12), accumulate=False)
+    with pytest.raises(ValueError, match="float64"):
+        core.multiply(x, x.double(), torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="'epsilon' must be a finite number >= 0"):
+        core.divide_stabilized(x, x, torch.zeros(3, 4), epsilon=-1.0)
+    with pytest.raises(ValueError, match="'scale' must be a finite number"):
+        core.multiply(x, x, torch.zeros(3, 4), scale=math.nan)
+    with pytest.raises(ValueError, match="contiguous"):
+        core.multiply(x.t(), x.t(), torch.zeros(4, 3))
+    big = torch.zeros(8)
+    with pytest.raises(ValueError, match="'out' shares memory with 'a'"):  # a partial overlap, not the same array
+        core.multiply(big[:6], torch.ones(6), big[2:])
+    read_only = np.zeros(3)
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match="'out' is read-only"):
+        core.multiply(np.ones(3), np.ones(3), read_only)
