@@ -75,7 +75,7 @@ def pair(fdp: atheris.FuzzedDataProvider, low: int, high: int) -> tuple[int, int
 def one_input(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
     _core.set_winograd(["auto", "always", "never"][fdp.ConsumeIntInRange(0, 2)])  # 'always' for small convolutions
-    kind = fdp.ConsumeIntInRange(0, 9)
+    kind = fdp.ConsumeIntInRange(0, 10)
     rule = dict(rule=RULES[fdp.ConsumeIntInRange(0, len(RULES) - 1)], alpha=fdp.ConsumeFloat(),
                 beta=fdp.ConsumeFloat(), epsilon=fdp.ConsumeFloat(), gamma=fdp.ConsumeFloat())
     try:
@@ -133,6 +133,15 @@ def one_input(data: bytes) -> None:
                                       rule=["attnlrp", "cp_lrp", "bogus"][fdp.ConsumeIntInRange(0, 2)],
                                       scale=parameter(fdp), causal=fdp.ConsumeBool(),
                                       check_finite=fdp.ConsumeBool(), **saved)
+        elif kind == 9:  # the element-wise steps: mostly one shape, an output that may be an input itself
+            dtype = DTYPES[fdp.ConsumeIntInRange(0, 1)]
+            shape = tuple(fdp.ConsumeIntInRange(0, 5) for _ in range(fdp.ConsumeIntInRange(0, 3)))
+            a, b = (shaped(fdp, shape, dtype) if fdp.ConsumeIntInRange(0, 7) else array(fdp) for _ in range(2))
+            out = [a, b, shaped(fdp, shape, dtype), array(fdp)][fdp.ConsumeIntInRange(0, 3)]
+            if fdp.ConsumeBool():
+                _core.divide_stabilized(a, b, out, epsilon=parameter(fdp))
+            else:
+                _core.multiply(a, b, out, scale=parameter(fdp), accumulate=fdp.ConsumeBool())
         else:
             b, t = pair(fdp, 0, 4)
             hidden, inputs = pair(fdp, 0, 4)

@@ -28,6 +28,6 @@ UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)" \
 PYTHONPATH="$work/stage:$site" \
   "$python" -S -m pytest -p no:cacheprovider -q -c "$root/pyproject.toml" --rootdir "$root" "$@" \
-  "$root"/tests/test_{linear_kernels,embedding_pooling,attention_kernel,layer_norm_softmax_kernels,layer_recurrent,bad_input,rule_vectors,build,properties}.py \
+  "$root"/tests/test_{linear_kernels,elementwise_kernels,embedding_pooling,attention_kernel,layer_norm_softmax_kernels,layer_recurrent,bad_input,rule_vectors,build,properties}.py \
   -k "not torch_backend_takes_over and not cuda_kernels_are_compiled and not highest_cpu_level"
 ldd "$work/stage/lrptext/"_core*.so | grep -E "libasan|libubsan"  # the tested module really is instrumented
