@@ -3,7 +3,8 @@ the Norm rule of a sum and for the dense epsilon rule when its product runs in t
 element by element in float64:
 
 - divide_stabilized: out_i = n_i / (d_i + ε sign(d_i)) with sign(0) = +1 (also for −0.0);
-- multiply: out_i = c a_i b_i, or out_i + c a_i b_i with accumulate=True.
+- multiply: out_i = c a_i b_i, or out_i + c a_i b_i with accumulate=True; with relu_a=True, max(a_i, 0) for a_i
+  (0 for NaN, as the dense rules read a ReLU's pre-activation).
 """
 
 from __future__ import annotations
@@ -67,6 +68,17 @@ def test_multiply_follows_the_equation(dtype, scale, accumulate):
         assert got[i] == pytest.approx(want, rel=rel, abs=rel)
     want = scale * a.double() * b.double() + (start.double() if accumulate else 0)
     torch.testing.assert_close(out.double(), want, rtol=rel, atol=rel)
+
+
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_multiply_reads_relu_of_a_pre_activation(accumulate):
+    a = torch.tensor([-2.0, -0.0, 0.0, 0.5, 3.0, math.nan, -math.inf], dtype=torch.float64)
+    b = torch.tensor([1.0, 2.0, 3.0, 4.0, -5.0, 6.0, 7.0], dtype=torch.float64)
+    out = torch.full_like(a, 10.0)
+    core.multiply(a, b, out, scale=2.0, accumulate=accumulate, relu_a=True)
+    want = [(10.0 if accumulate else 0.0) + 2.0 * max(x, 0.0) * y if x == x else (10.0 if accumulate else 0.0)
+            for x, y in zip(a.tolist(), b.tolist())]
+    assert out.tolist() == want
 
 
 def test_multiply_in_place_into_either_operand_and_numpy():

@@ -131,6 +131,29 @@ def test_mlp_matches_the_oracle_layer_by_layer(backend):
         np.testing.assert_allclose(e.layer_relevance[str(i)].numpy(), s, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("product", ["core", "torch"])
+def test_mlp_with_either_blas_for_its_products_matches_the_oracle(product, monkeypatch):
+    """The dense epsilon products run in the core's BLAS or in torch's, by the CPU (build_info()["dense_product"]);
+    here every product takes the one chosen, including those whose input is a dropped ReLU's pre-activation (the
+    rule reads relu of it), and the test sees that it did."""
+    from lrptext import _native
+    from lrptext.kernels import dispatch
+
+    calls = []
+    torch_product = dispatch._epsilon_torch_product
+    monkeypatch.setattr(_native, "dense_product", product)
+    monkeypatch.setattr(dispatch, "_TORCH_PRODUCT_FROM", 0)
+    monkeypatch.setattr(dispatch, "_epsilon_torch_product", lambda *a: calls.append(a[6]) or torch_product(*a))
+    torch.manual_seed(5)  # ReLU outputs of 64 x 256 and 64 x 128: dropped after the forward pass, read as relu(z)
+    model = nn.Sequential(nn.Linear(10, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 4)).double()
+    x = torch.randn(64, 10, dtype=torch.float64)
+    comp = Composite("custom", dense=Epsilon(0.01), conv=ZPlus(), first=Epsilon(0.01))
+    e = explain(model, x, target=2, composite=comp, backend="cpp")
+    assert calls == ([True, True, False] if product == "torch" else [])  # from the output: relu(z) but for the first
+    expected, _ = oracle_sequential(model, x, 2, {0: Epsilon(0.01), 2: Epsilon(0.01), 4: Epsilon(0.01)})
+    assert_matches(e.relevance, expected, torch.float64)
+
+
 def test_cnn_matches_the_oracle_layer_by_layer(backend):
     torch.manual_seed(4)
     model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 8, 3, padding=1),

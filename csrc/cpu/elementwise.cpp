@@ -21,28 +21,36 @@ void blocks(int64_t n, F f) {
              kBlock * kParallelGrain / kStreamingGrain);
 }
 
-template <class T>
-void run(const ElementwiseProblem& p) {
+// out (+)= scale relu(a) b or scale a b; the relu a branch-free select (0 where a <= 0 or NaN), so the loop vectorises
+template <class T, bool kRelu, bool kAdd>
+void multiply(const ElementwiseProblem& p) {
   const T* a = static_cast<const T*>(p.a);
   const T* b = static_cast<const T*>(p.b);
   T* out = static_cast<T*>(p.out);
-  const T eps = T(p.epsilon), scale = T(p.scale);
+  const T scale = T(p.scale);
+  blocks(p.n, [=](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const T x = kRelu ? (a[i] > T(0) ? a[i] : T(0)) : a[i];
+      if constexpr (kAdd) out[i] += scale * x * b[i];
+      else out[i] = scale * x * b[i];
+    }
+  });
+}
+
+template <class T>
+void run(const ElementwiseProblem& p) {
   if (p.op == ElementwiseOp::DivideStabilized) {
+    const T* a = static_cast<const T*>(p.a);
+    const T* b = static_cast<const T*>(p.b);
+    T* out = static_cast<T*>(p.out);
+    const T eps = T(p.epsilon);
     blocks(p.n, [=](int64_t lo, int64_t hi) {
       for (int64_t i = lo; i < hi; ++i) out[i] = a[i] / stabilize(b[i], eps);
     });
-  } else if (p.accumulate) {
-    blocks(p.n, [=](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) out[i] += scale * a[i] * b[i];
-    });
-  } else if (p.scale == 1.0) {
-    blocks(p.n, [=](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) out[i] = a[i] * b[i];
-    });
+  } else if (p.relu_a) {
+    p.accumulate ? multiply<T, true, true>(p) : multiply<T, true, false>(p);
   } else {
-    blocks(p.n, [=](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) out[i] = scale * a[i] * b[i];
-    });
+    p.accumulate ? multiply<T, false, true>(p) : multiply<T, false, false>(p);
   }
 }
 

@@ -65,16 +65,16 @@ _TORCH_PRODUCT_FROM = 1 << 21
 
 
 def _epsilon_torch_product(x: torch.Tensor, weight: torch.Tensor, r: torch.Tensor, z: torch.Tensor, epsilon: float,
-                           writable: bool, add_to: torch.Tensor | None) -> torch.Tensor:
+                           writable: bool, relu_input: bool, add_to: torch.Tensor | None) -> torch.Tensor:
     """The epsilon rule on rows, R_in = x (s W) with s = R / st(z), its product in torch's BLAS and its element-wise
-    steps in the core (torch's would each wake its thread pool)."""
+    steps in the core (torch's would each wake its thread pool); relu(x) for x with relu_input."""
     s = r if writable else torch.empty_like(r)
     native.divide_stabilized(r, z, s, epsilon)
     c = torch.mm(s, weight)
     if add_to is not None:
-        native.multiply(x, c, add_to, accumulate=True)
+        native.multiply(x, c, add_to, accumulate=True, relu_a=relu_input)
         return add_to
-    native.multiply(x, c, c)
+    native.multiply(x, c, c, relu_a=relu_input)
     return c
 
 
@@ -100,10 +100,10 @@ def dense(impl: ModuleType, input: Array, weight: Array, bias: Array | None, rel
             raise ValueError("add_to is an option of the C++ kernels for a contiguous tensor shaped like the input")
         options["add_to"] = add_to.view(x.shape)
     if (impl is native and _native.dense_product == "torch" and type(rule) is Epsilon and zz is not None
-            and not (reduce_channels or relu_input or check_finite) and prepared[0] is None
-            and isinstance(x, torch.Tensor) and x.is_cpu
-            and x.shape[0] * in_features * out_features >= _TORCH_PRODUCT_FROM):
-        out = _epsilon_torch_product(x, weight, r, zz, rule.epsilon, relevance_writable, options.get("add_to"))
+            and not (reduce_channels or check_finite) and prepared[0] is None and isinstance(x, torch.Tensor)
+            and x.is_cpu and x.shape[0] * in_features * out_features >= _TORCH_PRODUCT_FROM):
+        out = _epsilon_torch_product(x, weight, r, zz, rule.epsilon, relevance_writable, relu_input,
+                                     options.get("add_to"))
     else:
         out = call(impl, "dense", input, x, contiguous(weight), contiguous(bias), r, rule=rule, z=zz,
                    prepared=prepared, reduce_channels=reduce_channels, check_finite=check_finite, **options)

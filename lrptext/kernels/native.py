@@ -65,9 +65,10 @@ def divide_stabilized(numerator: torch.Tensor, denominator: torch.Tensor, out: t
     _call("divide_stabilized", numerator, denominator, out, epsilon=epsilon)
 
 
-def multiply(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, scale: float = 1.0, accumulate: bool = False) -> None:
-    """out = scale a b, or out += scale a b, on the CPU; out may be a or b itself."""
-    _call("multiply", a, b, out, scale=scale, accumulate=accumulate)
+def multiply(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, scale: float = 1.0, accumulate: bool = False,
+             relu_a: bool = False) -> None:
+    """out = scale a b, or out += scale a b, on the CPU, relu(a) for a with relu_a; out may be a or b itself."""
+    _call("multiply", a, b, out, scale=scale, accumulate=accumulate, relu_a=relu_a)
 
 
 def dense_forward(x: Array, weight: Array, bias: Array | None) -> Array:

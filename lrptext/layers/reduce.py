@@ -36,7 +36,7 @@ class Reduce(LayerKind):
         if a is not None and a["dtype"] is None and isinstance(a["keepdim"], bool) and (
                 dim is None or isinstance(dim, int) or (isinstance(dim, (list, tuple))
                                                         and all(isinstance(d, int) for d in dim))):
-            mean = node.call in _MEANS or node.op in ("Tensor.mean", "mean")
+            mean = node.call in _MEANS or node.op == "Tensor.mean"
             node.params = {"dim": (dim,) if isinstance(dim, int) else dim, "keepdim": a["keepdim"], "mean": mean}
         return self
 

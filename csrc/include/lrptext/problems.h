@@ -157,14 +157,12 @@ struct PoolProblem {
   void* stream = nullptr;
 };
 
-// Relevance through an operation along the last axis of [rows, width]: LayerNorm (normalising each row) or a
-// softmax (over each row). Both read the operation's input and output; LayerNorm also its bias (beta).
 // Element-wise steps of the rules over n elements of same-shaped contiguous arrays (CPU): the engine's dense
 // epsilon rule when the product runs in another BLAS (lrptext/kernels/dispatch.py), the Norm rule of a sum.
 // out may be one of the inputs itself (each element is read before it is written), never a partial overlap.
 enum class ElementwiseOp : int {
   DivideStabilized,  // out = a / st(b, epsilon)
-  Multiply,          // out = scale a b, or out += scale a b (accumulate)
+  Multiply,          // out = scale a b, or out += scale a b (accumulate); relu(a) for a with relu_a
 };
 
 struct ElementwiseProblem {
@@ -177,8 +175,11 @@ struct ElementwiseProblem {
   double epsilon = 0.0;
   double scale = 1.0;
   bool accumulate = false;
+  bool relu_a = false;  // a is a ReLU's pre-activation (the dense rule's relu_input)
 };
 
+// Relevance through an operation along the last axis of [rows, width]: LayerNorm (normalising each row) or a
+// softmax (over each row). Both read the operation's input and output; LayerNorm also its bias (beta).
 enum class RowRule : int { LayerNorm, Softmax };
 
 struct RowProblem {
