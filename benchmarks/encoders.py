@@ -93,7 +93,10 @@ CAPTUM_MEMORY_REPEATS = {"b32x128": 1}
 IG_STEPS = 50
 EPS = 1e-6  # lrptext's attnlrp/cp_lrp epsilon, used by the anchor's Linear layers
 # the anchor check's bounds (max abs difference / max abs relevance), with lrptext's LayerNorm rule in the anchor
-AGREEMENT, AGREEMENT_FLOAT64 = 2e-3, 1e-6
+# Float32 agreement is bounded by each side's own float32 error, which for this LayerNorm rule reaches 6e-3 of the
+# largest relevance at 512 tokens (FINDINGS), and differs between machines (their BLAS sums in other orders); the
+# rules themselves are held to AGREEMENT_FLOAT64, in float64.
+AGREEMENT, AGREEMENT_FLOAT64 = 1e-2, 1e-6
 CONSERVATION = 1e-4  # |sum R - delta - logit| / max(|logit|, |sum R|, |delta|)
 SEED = 0
 # Fast rows go on until each method has run this long: on the shared machine a batch-1 call varies by +-20% from
@@ -494,11 +497,13 @@ WHERE = (
     "no copies), takes the probabilities from the forward pass's log-sum-exp (torch's CPU flash attention returns "
     "it) and its output instead of computing them again, in blocks of query rows that stay in cache; on 2 threads "
     "at 1 x 512 it takes about 9 ms a layer, SDPA's forward + backward 15 ms. Its row steps and the dense rule's run "
-    "vectorised in the x86-64-v3 build of the core (lrptext.build_info()['cpu_level']). The query, key and value "
-    "projections add their relevance to what the residual sent to their shared input, in the dense kernel (no "
-    "separate sums). What remains above the floor at batch 1 is AttnLRP's share on top of CP-LRP (the query and "
-    "key projections' relevance: 12 more dense relevance calls), the element-wise rules (LayerNorm, residuals, "
-    "GELU's output computed again for the layer after it) and Python per node: autograd's backward is one C++ loop."
+    "vectorised in the x86-64-v3 build of the core (lrptext.build_info()['cpu_level']). On an Intel CPU the dense "
+    "rule's products run in torch's BLAS (MKL, as the floor's), its element-wise steps in the core; elsewhere in "
+    "the core's OpenBLAS (lrptext.build_info()['dense_product']). The query, key and value projections add their "
+    "relevance to what the residual sent to their shared input (no separate sums). What remains above the floor is "
+    "the rules' element-wise passes, which autograd does not make (the epsilon rule's quotient R / st(z) and "
+    "product with the input at every linear layer, the residuals' Norm rule, LayerNorm's), GELU's output computed "
+    "again for the layer after it, and Python per node: autograd's backward is one C++ loop."
 )
 
 

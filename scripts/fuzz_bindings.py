@@ -141,7 +141,8 @@ def one_input(data: bytes) -> None:
             if fdp.ConsumeBool():
                 _core.divide_stabilized(a, b, out, epsilon=parameter(fdp))
             else:
-                _core.multiply(a, b, out, scale=parameter(fdp), accumulate=fdp.ConsumeBool())
+                _core.multiply(a, b, out, scale=parameter(fdp), accumulate=fdp.ConsumeBool(),
+                               relu_a=fdp.ConsumeBool())
         else:
             b, t = pair(fdp, 0, 4)
             hidden, inputs = pair(fdp, 0, 4)
