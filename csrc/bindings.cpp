@@ -902,10 +902,11 @@ void elementwise(const char* name, ElementwiseOp op, py::handle a_obj, const cha
   for (const Tensor* t : {&b, &o}) c.float_dtype(*t);
   std::vector<int64_t> shape(a.ndim());
   for (int i = 0; i < a.ndim(); ++i) shape[i] = a.size(i);
-  c.ndim(b, a.ndim(), ("like '" + std::string(a_name) + "'").c_str());
-  c.shape(b, shape, ("like '" + std::string(a_name) + "'").c_str());
-  c.ndim(o, a.ndim(), ("like '" + std::string(a_name) + "'").c_str());
-  c.shape(o, shape, ("like '" + std::string(a_name) + "'").c_str());
+  const std::string like = "like '" + std::string(a_name) + "'";
+  for (const Tensor* t : {&b, &o}) {
+    c.ndim(*t, a.ndim(), like.c_str());
+    c.shape(*t, shape, like.c_str());
+  }
   c.writable(o);
   for (const Tensor* t : {&a, &b})  // the same array is fine: each element is read before it is written
     if (t->data() != o.data()) c.disjoint(o, *t);

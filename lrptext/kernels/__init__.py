@@ -435,14 +435,9 @@ def layer_norm_relevance(input: Array, output: Array, relevance: Array, *, bias:
             raise ValueError(f"{fn}: '{name}' must have the normalised shape {normalized}, got {tuple(t.shape)}")
     if not (math.isfinite(epsilon) and epsilon >= 0):
         raise ValueError(f"{fn}: 'epsilon' must be a finite number >= 0, got {epsilon!r}")
-    width = math.prod(normalized)
-    lead = tuple(input.shape[:input.ndim - normalized_dims])
-    flat = [contiguous(a).reshape(lead + (width,)) for a in (input, output, relevance)]
-    out = dispatch.rows(dispatch.implementation(fn, backend, input, output, relevance), *flat, rule="layer_norm",
-                        bias=None if bias is None else contiguous(bias).reshape(width), epsilon=epsilon,
-                        check_finite=check_finite, weight=None if weight is None else contiguous(weight).reshape(width),
-                        variance_epsilon=variance_epsilon)
-    return out.reshape(tuple(input.shape))
+    return dispatch.layer_norm(dispatch.implementation(fn, backend, input, output, relevance), input, output,
+                               relevance, normalized_dims=normalized_dims, bias=bias, weight=weight, epsilon=epsilon,
+                               variance_epsilon=variance_epsilon, check_finite=check_finite)
 
 
 def softmax_relevance(input: Array, output: Array, relevance: Array, *, dim: int = -1, check_finite: bool = True,

@@ -180,6 +180,20 @@ def rows(impl: ModuleType, input: Array, output: Array, relevance: Array, *, rul
     return out.reshape(shape)
 
 
+def layer_norm(impl: ModuleType, input: Array, output: Array, relevance: Array, *, normalized_dims: int,
+               bias: Array | None, weight: Array | None, epsilon: float, variance_epsilon: float | None,
+               check_finite: bool) -> Array:
+    """LayerNorm over the last `normalized_dims` axes, as rows of their product; bias and weight shaped like them."""
+    shape = tuple(input.shape)
+    lead = shape[:len(shape) - normalized_dims]
+    width = math.prod(shape[len(shape) - normalized_dims:])
+    flat = [contiguous(a).reshape(lead + (width,)) for a in (input, output, relevance)]
+    out = rows(impl, *flat, rule="layer_norm", bias=None if bias is None else contiguous(bias).reshape(width),
+               epsilon=epsilon, check_finite=check_finite,
+               weight=None if weight is None else contiguous(weight).reshape(width), variance_epsilon=variance_epsilon)
+    return out.reshape(shape)
+
+
 def attention(impl: ModuleType, q: Array, k: Array, v: Array, relevance: Array, mask: Array | None, *, rule: str,
               scale: float, causal: bool, check_finite: bool, output: Array | None = None,
               logsumexp: Array | None = None) -> tuple[Array, Array, Array]:

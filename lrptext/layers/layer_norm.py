@@ -11,7 +11,6 @@ st is the stabiliser of the node's Epsilon rule (ε = 1e-6 by default); with β 
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch.nn.functional as F
@@ -70,14 +69,9 @@ class LayerNorm(LayerKind):
         bias, weight = (None if t is None else t.to(x) for t in (p["bias"], p["weight"]))
         # past kernels.layer_norm_relevance's argument checks (about a third of the call at 128 tokens): the
         # arguments are the pass's own tensors
-        shape = tuple(x.shape)
-        width = math.prod(shape[len(shape) - p["dims"]:])
-        flat = [a.reshape(shape[:len(shape) - p["dims"]] + (width,)) for a in (x, y, r)]
-        rel = dispatch.rows(state.implementation, *flat, rule="layer_norm",
-                            bias=None if bias is None else bias.reshape(width), epsilon=rule.epsilon,
-                            check_finite=False, weight=None if weight is None else weight.reshape(width),
-                            variance_epsilon=p["eps"])
-        return [(node.args[0], rel.reshape(shape))]
+        rel = dispatch.layer_norm(state.implementation, x, y, r, normalized_dims=p["dims"], bias=bias, weight=weight,
+                                  epsilon=rule.epsilon, variance_epsilon=p["eps"], check_finite=False)
+        return [(node.args[0], rel)]
 
 
 LAYER_NORM = LayerNorm()
