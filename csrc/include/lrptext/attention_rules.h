@@ -91,6 +91,18 @@ LRPT_HD inline void attention_probabilities_row_from(T* s, T* a, const uint8_t* 
   }
 }
 
+// The same for a query that may attend to every key: no mask to test, so scaling and exponential are one loop,
+// which vectorises.
+template <class T>
+LRPT_HD inline void attention_probabilities_row_unmasked_from(T* s, T* a, int64_t nk, T scale, T logsumexp) {
+  for (int64_t j = 0; j < nk; ++j) {
+    const T scaled = s[j] * scale;
+    const T shifted = scaled - logsumexp;
+    s[j] = scaled;
+    a[j] = exp_nonpositive(shifted > T(0) ? T(0) : shifted > T(-1000) ? shifted : T(-1000));  // NaN: -1000
+  }
+}
+
 // One query's row, AttnLRP: `m` holds (G Vᵀ)_i in and the factor H_i of the uniform rule at Q Kᵀ out.
 // R_A = ½ A ⊙ (G Vᵀ); the softmax R_S = S ⊙ (R_A − A Σ_k R_A); H = scale R_S / S, which is scale (R_A − A Σ R_A)
 // where S ≠ 0 and 0 where S = 0 (no relevance to divide; masked keys have A = 0 and so H = 0).
