@@ -13,8 +13,9 @@ namespace {
 
 // Query rows per block: a block's scores, probabilities and relevance of A ([rows, keys] each) stay in the core's
 // cache between the products that write and read them (at 512 tokens a whole head's three matrices, 3 MiB, did
-// not, and the kernel took 1.85x the time of SDPA's backward on one thread).
-int64_t block_rows(int64_t nq, int64_t nk) { return std::min<int64_t>(nq, std::max<int64_t>(16, 16384 / nk)); }
+// not, and the kernel took 1.85x the time of SDPA's backward on one thread); at 512 keys, blocks of 16 rows were
+// a little faster than of 32 (Intel Sapphire Rapids, 2 threads).
+int64_t block_rows(int64_t nq, int64_t nk) { return std::min<int64_t>(nq, std::max<int64_t>(16, 8192 / nk)); }
 
 // Elements of a thread's workspace: three [rows, keys] blocks, G of a block, and K, Kᵀ, Vᵀ, Aᵀ G and Hᵀ Q of a
 // head.
