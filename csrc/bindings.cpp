@@ -888,11 +888,20 @@ void row_relevance(py::handle input, py::handle output, py::handle relevance, py
   cpu::row_relevance(p);
 }
 
+Activation parse_activation(const char* fn, const std::string& name) {
+  if (name == "identity") return Activation::Identity;
+  if (name == "relu") return Activation::ReLU;
+  if (name == "gelu") return Activation::GELU;
+  if (name == "gelu_tanh") return Activation::GELUTanh;
+  if (name == "silu") return Activation::SiLU;
+  fail(fn, "'activation_a' must be 'identity', 'relu', 'gelu', 'gelu_tanh' or 'silu', got '" + name + "'");
+}
+
 // out = op(a, b) element by element (ElementwiseProblem): arrays of one shape and dtype on the CPU; out is a
 // separate array or one of the inputs itself.
 void elementwise(const char* name, ElementwiseOp op, py::handle a_obj, const char* a_name, py::handle b_obj,
                  const char* b_name, py::handle out_obj, double epsilon, double scale, bool accumulate,
-                 bool relu_a) {
+                 Activation activation_a) {
   Call c(name, py::none());
   const Tensor a = c.arg(a_obj, a_name), b = c.arg(b_obj, b_name), o = c.arg(out_obj, "out");
   if (c.on_cuda()) fail(c.fn(), "runs on the CPU only; on CUDA use torch's element-wise operations");
@@ -915,7 +924,7 @@ void elementwise(const char* name, ElementwiseOp op, py::handle a_obj, const cha
   if (!std::isfinite(scale)) fail(c.fn(), "'scale' must be a finite number, got " + std::to_string(scale));
   p.a = a.data(), p.b = b.data(), p.out = o.data();
   p.n = a.numel();
-  p.epsilon = epsilon, p.scale = scale, p.accumulate = accumulate, p.relu_a = relu_a;
+  p.epsilon = epsilon, p.scale = scale, p.accumulate = accumulate, p.activation_a = activation_a;
   if (p.n == 0) return;
   py::gil_scoped_release release;
   cpu::elementwise(p);
@@ -1189,16 +1198,18 @@ PYBIND11_MODULE(LRPTEXT_MODULE, m) {
         "LayerNorm (rule='layer_norm') or softmax (rule='softmax') relevance along the rows of [rows, width].");
   m.def("divide_stabilized", [](py::handle numerator, py::handle denominator, py::handle out, double epsilon) {
     elementwise("divide_stabilized", ElementwiseOp::DivideStabilized, numerator, "numerator", denominator,
-                "denominator", out, epsilon, 1.0, false, false);
+                "denominator", out, epsilon, 1.0, false, Activation::Identity);
   }, "numerator"_a.noconvert(), "denominator"_a.noconvert(), "out"_a.noconvert(), py::kw_only(), "epsilon"_a,
         "out = numerator / (denominator + epsilon sign(denominator)) element-wise on the CPU (sign(0) = +1); out may "
         "be numerator itself.");
-  m.def("multiply", [](py::handle a, py::handle b, py::handle out, double scale, bool accumulate, bool relu_a) {
-    elementwise("multiply", ElementwiseOp::Multiply, a, "a", b, "b", out, 0.0, scale, accumulate, relu_a);
+  m.def("multiply", [](py::handle a, py::handle b, py::handle out, double scale, bool accumulate,
+                       const std::string& activation_a) {
+    elementwise("multiply", ElementwiseOp::Multiply, a, "a", b, "b", out, 0.0, scale, accumulate,
+                parse_activation("multiply", activation_a));
   }, "a"_a.noconvert(), "b"_a.noconvert(), "out"_a.noconvert(), py::kw_only(), "scale"_a = 1.0,
-        "accumulate"_a = false, "relu_a"_a = false,
-        "out = scale a b, or out += scale a b with accumulate=True, element-wise on the CPU, with relu(a) for a where "
-        "relu_a=True; out may be a or b itself.");
+        "accumulate"_a = false, "activation_a"_a = "identity",
+        "out = scale act(a) b, or out += scale act(a) b with accumulate=True, element-wise on the CPU; act is "
+        "activation_a: 'identity', 'relu', 'gelu' (exact), 'gelu_tanh' or 'silu'. out may be a or b itself.");
   m.def("attention_relevance", &attention_relevance, "query"_a.noconvert(), "key"_a.noconvert(),
         "value"_a.noconvert(), "relevance"_a.noconvert(), "mask"_a.none(), "out_query"_a.noconvert(),
         "out_key"_a.noconvert(), "out_value"_a.noconvert(), py::kw_only(), "rule"_a, "scale"_a, "causal"_a = false,

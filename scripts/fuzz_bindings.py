@@ -22,6 +22,8 @@ with atheris.instrument_imports():
     from lrptext import _core
 
 DTYPES = [np.float32, np.float64, np.float16, np.int32, np.int64]
+# the multiplication's activations of a, and one it must refuse
+ACTIVATIONS = ["identity", "relu", "gelu", "gelu_tanh", "silu", "tanh"]
 RULES = ["epsilon", "gamma", "alpha_beta", "zbox", "wsquare", "flat", "bogus"]
 
 
@@ -142,7 +144,7 @@ def one_input(data: bytes) -> None:
                 _core.divide_stabilized(a, b, out, epsilon=parameter(fdp))
             else:
                 _core.multiply(a, b, out, scale=parameter(fdp), accumulate=fdp.ConsumeBool(),
-                               relu_a=fdp.ConsumeBool())
+                               activation_a=fdp.PickValueInList(ACTIVATIONS))
         else:
             b, t = pair(fdp, 0, 4)
             hidden, inputs = pair(fdp, 0, 4)

@@ -3,8 +3,10 @@ the Norm rule of a sum and for the dense epsilon rule when its product runs in t
 element by element in float64:
 
 - divide_stabilized: out_i = n_i / (d_i + ε sign(d_i)) with sign(0) = +1 (also for −0.0);
-- multiply: out_i = c a_i b_i, or out_i + c a_i b_i with accumulate=True; with relu_a=True, max(a_i, 0) for a_i
-  (0 for NaN, as the dense rules read a ReLU's pre-activation).
+- multiply: out_i = c a_i b_i, or out_i + c a_i b_i with accumulate=True; with activation_a, act(a_i) for a_i: relu
+  max(a_i, 0) (0 for NaN, as the dense rules read a ReLU's pre-activation), and GELU (exact and tanh form) and SiLU
+  from their definitions with math.erfc and math.exp, as the dense epsilon rule reads them from a dropped
+  activation's pre-activation.
 """
 
 from __future__ import annotations
@@ -75,10 +77,67 @@ def test_multiply_reads_relu_of_a_pre_activation(accumulate):
     a = torch.tensor([-2.0, -0.0, 0.0, 0.5, 3.0, math.nan, -math.inf], dtype=torch.float64)
     b = torch.tensor([1.0, 2.0, 3.0, 4.0, -5.0, 6.0, 7.0], dtype=torch.float64)
     out = torch.full_like(a, 10.0)
-    core.multiply(a, b, out, scale=2.0, accumulate=accumulate, relu_a=True)
+    core.multiply(a, b, out, scale=2.0, accumulate=accumulate, activation_a="relu")
     want = [(10.0 if accumulate else 0.0) + 2.0 * max(x, 0.0) * y if x == x else (10.0 if accumulate else 0.0)
             for x, y in zip(a.tolist(), b.tolist())]
     assert out.tolist() == want
+
+
+def _logistic(v: float) -> float:
+    return 1 / (1 + math.exp(-v)) if v >= 0 else math.exp(v) / (1 + math.exp(v))
+
+
+# each activation from its definition, in float64 (the lower tails through erfc and e^v, without cancellation)
+ACTIVATIONS = {
+    "gelu": lambda x: x * 0.5 * math.erfc(-x / math.sqrt(2)),
+    "gelu_tanh": lambda x: x * _logistic(2 * math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)),
+    "silu": lambda x: x * _logistic(x),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_multiply_reads_an_activation_of_a_pre_activation(activation, dtype):
+    """Relative to each value, over [-30, 30] and at ±0 (b = 2 and scale = 0.5, exact: out = act(a)): within 2e-6 for
+    |a| < 5 in float32 (the rounding of the exponent), 1.5e-5 in the lower tail where GELU is below 1e-6 of |a|;
+    within 1e-14 in float64 there (1e-12 further out); values too small for the dtype's normal range only as
+    small. Accumulating adds scale act(a) b to what out held."""
+    grid = torch.linspace(-30, 30, 120001, dtype=torch.float64)
+    a = torch.cat([grid, torch.tensor([0.0, -0.0, 1e-30, -1e-30], dtype=torch.float64)]).to(dtype)
+    out = torch.empty_like(a)
+    core.multiply(a, torch.full_like(a, 2.0), out, scale=0.5, activation_a=activation)
+    act = torch.tensor([ACTIVATIONS[activation](x) for x in a.double().tolist()], dtype=torch.float64)
+    got = out.double()
+    tiny = torch.finfo(dtype).tiny * 1e4  # below: underflowing, where only the absolute size can be checked
+    normal = act.abs() > tiny
+    rel = ((got - act).abs() / act.abs())[normal]
+    inner = (a.double().abs() < 5)[normal]
+    if dtype == torch.float64:  # far out, u² in e^(-u²) rounds, here and in the reference alike
+        assert float(rel[inner].max()) < 1e-14
+        assert float(rel.max()) < 1e-12
+    else:
+        assert float(rel[inner].max()) < 2e-6
+        assert float(rel.max()) < 1.5e-5
+    assert bool((got[~normal].abs() <= tiny).all())  # GELU(0), SiLU(0) and the far lower tails
+
+    b = torch.linspace(-2, 3, a.numel(), dtype=torch.float64).to(dtype)
+    start = torch.full_like(a, 0.25)
+    out = start.clone()
+    core.multiply(a, b, out, scale=0.5, accumulate=True, activation_a=activation)
+    want = 0.25 + 0.5 * act * b.double()
+    tolerance = 1e-12 if dtype == torch.float64 else 3e-6
+    torch.testing.assert_close(out.double(), want, rtol=tolerance, atol=tolerance * float(want.abs().max()))
+
+
+@pytest.mark.parametrize("activation", ["gelu", "gelu_tanh", "silu"])
+def test_multiply_keeps_nan_and_infinity_through_an_activation(activation):
+    a = torch.tensor([math.nan, math.inf, -math.inf, 1.0])
+    out = torch.empty(4)
+    core.multiply(a, torch.ones(4), out, activation_a=activation)
+    assert math.isnan(out[0]) and out[1] == math.inf and math.isnan(out[2])  # -inf x 0, as torch's GELU gives
+    with pytest.raises(ValueError, match=r"multiply: 'activation_a' must be 'identity', 'relu', 'gelu', 'gelu_tanh' "
+                                         r"or 'silu', got 'tanh'"):
+        core.multiply(a, a, out, activation_a="tanh")
 
 
 def test_multiply_in_place_into_either_operand_and_numpy():

@@ -132,10 +132,13 @@ def test_mlp_matches_the_oracle_layer_by_layer(backend):
 
 
 @pytest.mark.parametrize("product", ["core", "torch"])
-def test_mlp_with_either_blas_for_its_products_matches_the_oracle(product, monkeypatch):
+@pytest.mark.parametrize("activation", [nn.ReLU(), nn.GELU(), nn.GELU(approximate="tanh"), nn.SiLU()],
+                         ids=["relu", "gelu", "gelu_tanh", "silu"])
+def test_mlp_with_either_blas_for_its_products_matches_the_oracle(product, activation, monkeypatch):
     """The dense epsilon products run in the core's BLAS or in torch's, by the CPU (build_info()["dense_product"]);
-    here every product takes the one chosen, including those whose input is a dropped ReLU's pre-activation (the
-    rule reads relu of it), and the test sees that it did."""
+    here every product takes the one chosen, including those whose input is a dropped activation's
+    pre-activation (torch's path reads act(z) in the core's product with the input, the core's kernel relu(z) or
+    act(z) computed for it), and the test sees that it did."""
     from lrptext import _native
     from lrptext.kernels import dispatch
 
@@ -144,12 +147,14 @@ def test_mlp_with_either_blas_for_its_products_matches_the_oracle(product, monke
     monkeypatch.setattr(_native, "dense_product", product)
     monkeypatch.setattr(dispatch, "_TORCH_PRODUCT_FROM", 0)
     monkeypatch.setattr(dispatch, "_epsilon_torch_product", lambda *a: calls.append(a[6]) or torch_product(*a))
-    torch.manual_seed(5)  # ReLU outputs of 64 x 256 and 64 x 128: dropped after the forward pass, read as relu(z)
-    model = nn.Sequential(nn.Linear(10, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 4)).double()
+    torch.manual_seed(5)  # activations of 64 x 256 and 64 x 128: dropped after the forward pass, read as act(z)
+    model = nn.Sequential(nn.Linear(10, 256), activation, nn.Linear(256, 128), activation, nn.Linear(128, 4)).double()
     x = torch.randn(64, 10, dtype=torch.float64)
     comp = Composite("custom", dense=Epsilon(0.01), conv=ZPlus(), first=Epsilon(0.01))
     e = explain(model, x, target=2, composite=comp, backend="cpp")
-    assert calls == ([True, True, False] if product == "torch" else [])  # from the output: relu(z) but for the first
+    form = {"ReLU": "relu", "SiLU": "silu"}.get(type(activation).__name__) or (
+        "gelu" if activation.approximate == "none" else "gelu_tanh")
+    assert calls == ([form, form, None] if product == "torch" else [])  # from the output; the first reads x
     expected, _ = oracle_sequential(model, x, 2, {0: Epsilon(0.01), 2: Epsilon(0.01), 4: Epsilon(0.01)})
     assert_matches(e.relevance, expected, torch.float64)
 
@@ -633,8 +638,8 @@ def test_a_layer_whose_rule_does_not_read_z_frees_it_before_its_kernel(monkeypat
                                  nn.Linear(64, 3)), 17)
     kept, arguments = {}, linear.relevance_arguments
 
-    def spy(state, node, rule):  # what the kernel is handed, and whether z is still kept when it runs
-        taken = arguments(state, node, rule)
+    def spy(state, node, rule, *forms):  # what the kernel is handed, and whether z is still kept when it runs
+        taken = arguments(state, node, rule, *forms)
         if node.kind.slot == "conv":
             kept[type(rule).__name__] = node.name in state.values
         return taken

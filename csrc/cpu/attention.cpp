@@ -3,6 +3,7 @@
 // it, so no [batch, heads, queries, keys] tensor is ever held (csrc/include/lrptext/attention_rules.h has the row
 // steps).
 #include <algorithm>
+#include <type_traits>
 
 #include "exec.h"
 #include "lrptext/attention_rules.h"
@@ -44,6 +45,44 @@ void scale_rows(const T* sum, T* out, int64_t ldo, const T* y, int64_t ldy, int6
     for (int64_t j = 0; j < cols; ++j) out[i * ldo + j] = sum[i * cols + j] * (factor * y[i * ldy + j]);
 }
 
+// The probabilities of a block's n queries when every query may attend to every key (no mask, not causal), from
+// the forward pass's log-sum-exp: one vectorised loop per row, in AVX-512 where the CPU has it (exec.h; the
+// exponential is most of the row steps' time).
+LRPTEXT_AVX512_CLONE void unmasked_probability_rows(float* s, float* a, int64_t n, int64_t nk, float scale,
+                                                    const float* lse, int64_t lse_stride) {
+  for (int64_t i = 0; i < n; ++i)
+    attention_probabilities_row_unmasked_from(s + i * nk, a + i * nk, nk, scale, lse[i * lse_stride]);
+}
+
+template <class T>
+void probability_rows(const AttentionProblem& p, int64_t t, int64_t i0, int64_t n, T* s, T* a, T scale, const T* lse,
+                      int64_t lse_stride) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (lse && !p.mask && !p.causal) return unmasked_probability_rows(s, a, n, p.keys, scale, lse + i0 * lse_stride,
+                                                                      lse_stride);
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    const uint8_t* mask_row = attention_mask_row(p, t, i0 + i);
+    const int64_t allowed_to = attention_allowed_to(p, i0 + i);
+    T* s_row = s + i * p.keys;
+    T* a_row = a + i * p.keys;
+    if (lse) attention_probabilities_row_from(s_row, a_row, mask_row, allowed_to, p.keys, scale,
+                                              lse[(i0 + i) * lse_stride]);
+    else attention_probabilities_row(s_row, a_row, mask_row, allowed_to, p.keys, scale);
+  }
+}
+
+// The uniform rule's factor H of a block's n queries (attention_score_factor_row), in AVX-512 where the CPU has
+// it for float.
+LRPTEXT_AVX512_CLONE void score_factor_rows(const float* a, const float* s, float* m, int64_t n, int64_t nk,
+                                            float scale) {
+  for (int64_t i = 0; i < n; ++i) attention_score_factor_row(a + i * nk, s + i * nk, m + i * nk, nk, scale);
+}
+
+void score_factor_rows(const double* a, const double* s, double* m, int64_t n, int64_t nk, double scale) {
+  for (int64_t i = 0; i < n; ++i) attention_score_factor_row(a + i * nk, s + i * nk, m + i * nk, nk, scale);
+}
+
 template <class T>
 void head_relevance(const AttentionProblem& p, int64_t t, T* work) {
   const int64_t nq = p.queries, nk = p.keys, d = p.dim, dv = p.value_dim, rows = block_rows(nq, nk);
@@ -77,17 +116,7 @@ void head_relevance(const AttentionProblem& p, int64_t t, T* work) {
     const int64_t n = std::min(rows, nq - i0);
     const T accumulate = i0 == 0 ? T(0) : T(1);  // Aᵀ G and Hᵀ Q sum over the blocks of queries
     gemm<T>(false, false, n, nk, d, q + i0 * ldq, ldq, kt, nk, T(0), s, nk);
-    for (int64_t i = 0; i < n; ++i) {
-      const uint8_t* mask_row = attention_mask_row(p, t, i0 + i);
-      const int64_t allowed_to = attention_allowed_to(p, i0 + i);
-      if (lse && !mask_row && allowed_to == nk)
-        attention_probabilities_row_unmasked_from(s + i * nk, a + i * nk, nk, scale, lse[(i0 + i) * lse_stride]);
-      else if (lse)
-        attention_probabilities_row_from(s + i * nk, a + i * nk, mask_row, allowed_to, nk, scale,
-                                         lse[(i0 + i) * lse_stride]);
-      else
-        attention_probabilities_row(s + i * nk, a + i * nk, mask_row, allowed_to, nk, scale);
-    }
+    probability_rows(p, t, i0, n, s, a, scale, lse, lse_stride);
     const T* o = saved_o ? saved_o + i0 * ldo : g;
     if (!saved_o) gemm<T>(false, true, n, dv, nk, a, nk, vt, nk, T(0), g, dv);
     for (int64_t i = 0; i < n; ++i)
@@ -95,7 +124,7 @@ void head_relevance(const AttentionProblem& p, int64_t t, T* work) {
     gemm<T>(true, false, nk, dv, n, a, nk, g, dv, accumulate, sum_v, dv);
     if (cp) continue;
     gemm<T>(false, false, n, nk, dv, g, dv, vt, nk, T(0), m, nk);
-    for (int64_t i = 0; i < n; ++i) attention_score_factor_row(a + i * nk, s + i * nk, m + i * nk, nk, scale);
+    score_factor_rows(a, s, m, n, nk, scale);
     gemm<T>(false, false, n, d, nk, m, nk, k, ldk, T(0), rq + i0 * ldrq, ldrq);
     gemm<T>(true, false, nk, d, n, m, nk, q + i0 * ldq, ldq, accumulate, sum_k, d);
   }

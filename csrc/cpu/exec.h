@@ -21,6 +21,16 @@ constexpr int64_t kParallelFlops = 1 << 21;
 
 constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// A float loop with many operations per element (an exponential, Φ) in AVX-512 where the CPU has it (chosen once,
+// at load time), else in the instruction set the library is built for: 16-wide vectors halved GELU's product
+// (elementwise.cpp) and attention's exponentials (Sapphire Rapids). GCC's function clones; other compilers build
+// the baseline only. (Streaming loops gain nothing: they wait on memory.)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define LRPTEXT_AVX512_CLONE __attribute__((target_clones("arch=x86-64-v4", "default")))
+#else
+#define LRPTEXT_AVX512_CLONE
+#endif
+
 // C[M, N] = op(A) op(B) + beta C, row-major. Splits the larger of M and N over the OpenMP threads
 // unless called from inside a parallel region.
 // Threads of every parallel region in our kernels (lrptext.set_num_threads); process-wide, unlike

@@ -7,12 +7,15 @@ contiguous tensors, comes here directly: the checks cost a fifth of a small laye
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from lrptext import _native
 from lrptext.kernels import native, torch_backend
@@ -64,25 +67,35 @@ def _core_options(impl: ModuleType, relevance_writable: bool, relu_input: bool) 
 _TORCH_PRODUCT_FROM = 1 << 21
 
 
+# The activations a dense layer's relevance can read from their kept pre-activation x (input_activation): the
+# core's element-wise product computes them itself; elsewhere they are computed here.
+INPUT_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": torch.relu, "gelu": F.gelu, "gelu_tanh": functools.partial(F.gelu, approximate="tanh"), "silu": F.silu}
+
+
 def _epsilon_torch_product(x: torch.Tensor, weight: torch.Tensor, r: torch.Tensor, z: torch.Tensor, epsilon: float,
-                           writable: bool, relu_input: bool, add_to: torch.Tensor | None) -> torch.Tensor:
+                           writable: bool, input_activation: str | None,
+                           add_to: torch.Tensor | None) -> torch.Tensor:
     """The epsilon rule on rows, R_in = x (s W) with s = R / st(z), its product in torch's BLAS and its element-wise
-    steps in the core (torch's would each wake its thread pool); relu(x) for x with relu_input."""
+    steps in the core (torch's would each wake its thread pool); act(x) for x with input_activation."""
     s = r if writable else torch.empty_like(r)
     native.divide_stabilized(r, z, s, epsilon)
     c = torch.mm(s, weight)
+    activation = input_activation or "identity"
     if add_to is not None:
-        native.multiply(x, c, add_to, accumulate=True, relu_a=relu_input)
+        native.multiply(x, c, add_to, accumulate=True, activation_a=activation)
         return add_to
-    native.multiply(x, c, c, relu_a=relu_input)
+    native.multiply(x, c, c, activation_a=activation)
     return c
 
 
 def dense(impl: ModuleType, input: Array, weight: Array, bias: Array | None, relevance: Array, *, rule: LinearRule,
           z: Array | None, prepared: Prepared, reduce_channels: bool, check_finite: bool,
-          relevance_writable: bool = False, relu_input: bool = False, add_to: torch.Tensor | None = None) -> Array:
+          relevance_writable: bool = False, input_activation: str | None = None,
+          add_to: torch.Tensor | None = None) -> Array:
     """input [..., in] as rows [N, in]; the result back in input's leading shape. relevance_writable: the caller
-    hands `relevance` over (it is not read after this call). relu_input: see native.dense. add_to (C++ kernels,
+    hands `relevance` over (it is not read after this call). input_activation (C++ kernels): `input` is the kept
+    pre-activation of a dropped activation (INPUT_ACTIVATIONS) whose output the layer read. add_to (C++ kernels,
     not with reduce_channels): a contiguous tensor shaped like input that the relevance is added to in place and
     returned, instead of a new one."""
     lead = tuple(input.shape[:-1])
@@ -94,7 +107,7 @@ def dense(impl: ModuleType, input: Array, weight: Array, bias: Array | None, rel
         x = contiguous(input).reshape(rows, in_features)
         r = contiguous(relevance).reshape(rows, out_features)
         zz = None if z is None else contiguous(z).reshape(rows, out_features)
-    options: dict[str, Any] = _core_options(impl, relevance_writable, relu_input)
+    options: dict[str, Any] = _core_options(impl, relevance_writable, input_activation == "relu")
     if add_to is not None:
         if impl is not native or reduce_channels or not add_to.is_contiguous() or add_to.shape != input.shape:
             raise ValueError("add_to is an option of the C++ kernels for a contiguous tensor shaped like the input")
@@ -102,9 +115,11 @@ def dense(impl: ModuleType, input: Array, weight: Array, bias: Array | None, rel
     if (impl is native and _native.dense_product == "torch" and type(rule) is Epsilon and zz is not None
             and not (reduce_channels or check_finite) and prepared[0] is None and isinstance(x, torch.Tensor)
             and x.is_cpu and x.shape[0] * in_features * out_features >= _TORCH_PRODUCT_FROM):
-        out = _epsilon_torch_product(x, weight, r, zz, rule.epsilon, relevance_writable, relu_input,
+        out = _epsilon_torch_product(x, weight, r, zz, rule.epsilon, relevance_writable, input_activation,
                                      options.get("add_to"))
     else:
+        if input_activation not in (None, "relu"):  # the dense kernel reads relu(x) only
+            x = INPUT_ACTIVATIONS[input_activation](x)
         out = call(impl, "dense", input, x, contiguous(weight), contiguous(bias), r, rule=rule, z=zz,
                    prepared=prepared, reduce_channels=reduce_channels, check_finite=check_finite, **options)
     if add_to is not None:

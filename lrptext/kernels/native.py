@@ -66,9 +66,10 @@ def divide_stabilized(numerator: torch.Tensor, denominator: torch.Tensor, out: t
 
 
 def multiply(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, scale: float = 1.0, accumulate: bool = False,
-             relu_a: bool = False) -> None:
-    """out = scale a b, or out += scale a b, on the CPU, relu(a) for a with relu_a; out may be a or b itself."""
-    _call("multiply", a, b, out, scale=scale, accumulate=accumulate, relu_a=relu_a)
+             activation_a: str = "identity") -> None:
+    """out = scale act(a) b, or out += scale act(a) b, on the CPU; act: activation_a, one of INPUT_ACTIVATIONS or
+    "identity"; out may be a or b itself."""
+    _call("multiply", a, b, out, scale=scale, accumulate=accumulate, activation_a=activation_a)
 
 
 def dense_forward(x: Array, weight: Array, bias: Array | None) -> Array:

@@ -1,6 +1,7 @@
 """Element-wise activations (ReLU, tanh, GELU, ...): relevance passes through unchanged (the Pass rule). The
 forward pass drops the larger ones after their last reader and computes them again when asked, and the C++
-kernels read a dropped ReLU's output as relu(z) from its kept input."""
+kernels read a dropped ReLU's output as relu(z) from its kept input (the dense epsilon rule's product with its
+input also GELU's and SiLU's)."""
 
 from __future__ import annotations
 
@@ -30,14 +31,37 @@ def is_relu(node: Node) -> bool:
             and len(node.args) == 1 and not node.kwargs.keys() - {"inplace"})
 
 
+def kernel_form(node: Node) -> str | None:
+    """The name under which the C++ kernels compute this activation from its input themselves ("relu", "gelu",
+    "gelu_tanh", "silu": lrptext.kernels.dispatch.INPUT_ACTIVATIONS), or None."""
+    if node.kind is not ACTIVATION or not ACTIVATION.recomputable(node) or len(node.args) != 1:
+        return None
+    name, settings = _name(node), node.kwargs.keys() - {"inplace"}
+    if name in ("relu", "silu"):
+        return None if settings else name
+    if name == "gelu" and not settings - {"approximate"}:
+        approximate = node.kwargs.get("approximate", node.params.get("approximate", "none"))
+        return {"none": "gelu", "tanh": "gelu_tanh"}.get(approximate)
+    return None
+
+
+def dropped_activation(state: Any, source: Any) -> tuple[Node, str] | None:
+    """(source, its kernel form) when `source` is an activation whose output the forward pass dropped, whose kept
+    input z is a tensor, and which the C++ kernels compute from z themselves: they read act(z), so the activation
+    is not computed again."""
+    if state.implementation is not native or not isinstance(source, Node) or source.name not in state.values.dropped:
+        return None
+    form = kernel_form(source)
+    if form is None or not isinstance(state.values[source.args[0].name], torch.Tensor):
+        return None
+    return source, form
+
+
 def dropped_relu(state: Any, source: Any) -> Node | None:
     """`source` when it is a ReLU whose output the forward pass dropped and whose kept input z is a tensor the C++
-    kernels read (CPU or CUDA): they read relu(z) themselves, so the activation is not computed again."""
-    if (state.implementation is not native or not isinstance(source, Node) or source.name not in state.values.dropped
-            or not is_relu(source)):
-        return None
-    z = state.values[source.args[0].name]
-    return source if isinstance(z, torch.Tensor) else None
+    kernels read (CPU or CUDA): they read relu(z) themselves."""
+    found = dropped_activation(state, source)
+    return found[0] if found is not None and found[1] == "relu" else None
 
 
 class Activation(LayerKind):
@@ -54,6 +78,8 @@ class Activation(LayerKind):
     def capture_module(self, node: Node, module: Any) -> None:
         if getattr(module, "inplace", False):  # keep the recorded input intact
             node.call = lambda x, *a, **k: module(x.clone(), *a, **k)
+        if isinstance(module, nn.GELU):
+            node.params = {"approximate": module.approximate}
 
     def default_rule(self, node: Node) -> Any:
         return Pass()

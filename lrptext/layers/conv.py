@@ -71,7 +71,8 @@ class Conv(LayerKind):
     def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
         layer, p = state.layer(node), node.params
         emb = linear.embedding_source(state, node)
-        x, relu_input, z = linear.relevance_arguments(state, node, rule)
+        x, activation, z = linear.relevance_arguments(state, node, rule)
+        relu_input = activation is not None  # "relu": the only one a convolution's kernels read
         extra = linear.bias_share(state, node, rule, x.clamp_min(0) if relu_input else x, z, r, emb is not None)
         rel = dispatch.conv(state.implementation, x, layer.weight, layer.bias, r, stride=p["stride"],
                             padding=p["padding"], dilation=p["dilation"], groups=p["groups"], rule=rule, z=z,

@@ -39,14 +39,17 @@ class Dense(LayerKind):
     def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
         layer = state.layer(node)
         emb = linear.embedding_source(state, node)
-        x, relu_input, z = linear.relevance_arguments(state, node, rule)
-        extra = linear.bias_share(state, node, rule, x.clamp_min(0) if relu_input else x, z, r, emb is not None)
+        x, activation, z = linear.relevance_arguments(state, node, rule, tuple(dispatch.INPUT_ACTIVATIONS))
+        extra = None
+        if state.bias_factor:  # (reads the activation's output: computed here)
+            activated = x if activation is None else dispatch.INPUT_ACTIVATIONS[activation](x)
+            extra = linear.bias_share(state, node, rule, activated, z, r, emb is not None)
         # where other layers' relevance has reached the input already (a transformer's Q, K and V projections
         # share theirs), the kernel adds to it
         add_to = state.accumulator(node.args[0], x, r) if emb is None and extra is None else None
         rel = dispatch.dense(state.implementation, x, layer.weight, layer.bias, r, rule=rule, z=z,
                              prepared=layer.prepared, reduce_channels=emb is not None, check_finite=False,
-                             relevance_writable=True, relu_input=relu_input, add_to=add_to)
+                             relevance_writable=True, input_activation=activation, add_to=add_to)
         rel = rel if extra is None else rel + extra
         return linear.to_tokens(state, emb, rel) if emb is not None else [(node.args[0], rel)]
 

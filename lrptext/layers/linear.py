@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from lrptext.graph.ir import CONSTANT, UNSUPPORTED, Node
 from lrptext.kernels import native
-from lrptext.layers.activation import dropped_relu
+from lrptext.layers.activation import dropped_activation
+from lrptext.rules import Epsilon
 
 # Multiply-adds below which the C++ core runs a product on one thread, and from which it splits a matrix-vector
 # product over its threads (csrc/cpu/exec.h, kParallelFlops).
@@ -77,18 +78,24 @@ def core_forward(layer: Any, x: torch.Tensor, node: Node) -> torch.Tensor | None
     return y[:, :, 0]
 
 
-def relu_read_by_rule(state: Any, node: Node, rule: Any) -> Node | None:
-    """The dropped ReLU a layer reads (conv -> ReLU -> conv) under a rule whose C++ kernel reads its pre-activation
-    instead, or None."""
-    return dropped_relu(state, node.args[0]) if rule.reads_relu_input and node.args else None
+def activation_read_by_rule(state: Any, node: Node, rule: Any, forms: tuple[str, ...]) -> tuple[Node, str] | None:
+    """The dropped activation a layer reads (conv -> ReLU -> conv, dense -> GELU -> dense) under a rule whose C++
+    kernels compute it from its pre-activation (a ReLU: rules that read relu inputs; among `forms`, the others:
+    the epsilon rule), or None."""
+    found = dropped_activation(state, node.args[0]) if node.args else None
+    if found is None or found[1] not in forms:
+        return None
+    return found if (rule.reads_relu_input if found[1] == "relu" else type(rule) is Epsilon) else None
 
 
-def relevance_arguments(state: Any, node: Node, rule: Any) -> tuple[torch.Tensor, bool, torch.Tensor | None]:
-    """(x, relu_input, z): the layer's input made contiguous once, or the pre-activation of its dropped ReLU; and
-    the forward's z for rules that read it (for the others it is freed before the kernel takes its buffers)."""
-    relu = relu_read_by_rule(state, node, rule)
-    if relu is not None:
-        x = state.values[relu.args[0].name]
+def relevance_arguments(state: Any, node: Node, rule: Any,
+                        forms: tuple[str, ...] = ("relu",)) -> tuple[torch.Tensor, str | None, torch.Tensor | None]:
+    """(x, activation, z): the layer's input made contiguous once, or the pre-activation of the dropped activation
+    it reads (one of `forms`, named by activation); and the forward's z for rules that read it (for the others it
+    is freed before the kernel takes its buffers)."""
+    found = activation_read_by_rule(state, node, rule, forms)
+    if found is not None:
+        x = state.values[found[0].args[0].name]
     else:
         x = contiguous_input(node, state.values[node.args[0].name], state.values)
     if rule.reads_z:
@@ -96,7 +103,7 @@ def relevance_arguments(state: Any, node: Node, rule: Any) -> tuple[torch.Tensor
     else:
         z = None
         state.values.discard(node.name)
-    return x, relu is not None, z
+    return x, None if found is None else found[1], z
 
 
 def embedding_source(state: Any, node: Node) -> Node | None:

@@ -7,45 +7,12 @@
 #include <cstring>
 #include <type_traits>
 
+#include "exp.h"
 #include "problems.h"
 #include "row_reduce.h"
 #include "stabilizer.h"
 
 namespace lrptext {
-
-// e^x for x <= 0 (a score minus its row's maximum). On the CPU in float: 2^n e^r with n = round(x / ln 2),
-// |r| <= ln 2 / 2, and e^r by its Taylor polynomial to degree 7 (relative error about 1e-7, float's rounding);
-// branch-free, so the loop over a row vectorises, where std::exp is a call per element. Below -87 it is 0.
-template <class T>
-LRPT_HD inline T exp_nonpositive(T x) {
-#if defined(__CUDA_ARCH__)
-  return exp(x);
-#else
-  if constexpr (std::is_same_v<T, float>) {
-    // Below -87 the result is 0; x is clamped there first, so that the exponent n + 127 built below stays
-    // positive (shifting a negative value is undefined behaviour: UBSan found it at x = -1000).
-    const bool underflow = x < -87.0f;
-    x = underflow ? -87.0f : x;
-    const float big = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer (round to nearest)
-    const float n = (x * 1.44269504088896341f + big) - big;
-    const float r = (x - n * 0.693145751953125f) - n * 1.42860682030941723212e-6f;  // ln 2 in two parts
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-    float scale;
-    std::memcpy(&scale, &bits, sizeof scale);
-    return underflow ? 0.0f : p * scale;
-  } else {
-    return std::exp(x);
-  }
-#endif
-}
 
 // One query's scores Q_i Kᵀ in `s` become scale · Q_i Kᵀ, −inf at keys it may not attend to (mask_row[j] == 0 or
 // j >= allowed_to). A loop of its own: fused with the exponential that follows, neither vectorised.

@@ -162,8 +162,12 @@ struct PoolProblem {
 // out may be one of the inputs itself (each element is read before it is written), never a partial overlap.
 enum class ElementwiseOp : int {
   DivideStabilized,  // out = a / st(b, epsilon)
-  Multiply,          // out = scale a b, or out += scale a b (accumulate); relu(a) for a with relu_a
+  Multiply,          // out = scale act(a) b, or out += scale act(a) b (accumulate)
 };
+
+// What a multiplication reads for a (csrc/include/lrptext/activations.h): a itself, or the activation of a, a kept
+// pre-activation whose activation's output was dropped (the dense rule's product with its input).
+enum class Activation : int { Identity, ReLU, GELU, GELUTanh, SiLU };
 
 struct ElementwiseProblem {
   DType dtype = DType::Float32;
@@ -175,7 +179,7 @@ struct ElementwiseProblem {
   double epsilon = 0.0;
   double scale = 1.0;
   bool accumulate = false;
-  bool relu_a = false;  // a is a ReLU's pre-activation (the dense rule's relu_input)
+  Activation activation_a = Activation::Identity;
 };
 
 // Relevance through an operation along the last axis of [rows, width]: LayerNorm (normalising each row) or a
