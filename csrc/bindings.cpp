@@ -888,43 +888,51 @@ void row_relevance(py::handle input, py::handle output, py::handle relevance, py
   cpu::row_relevance(p);
 }
 
-Activation parse_activation(const char* fn, const std::string& name) {
+Activation parse_activation(const char* fn, const char* argument, const std::string& name) {
   if (name == "identity") return Activation::Identity;
   if (name == "relu") return Activation::ReLU;
   if (name == "gelu") return Activation::GELU;
   if (name == "gelu_tanh") return Activation::GELUTanh;
   if (name == "silu") return Activation::SiLU;
-  fail(fn, "'activation_a' must be 'identity', 'relu', 'gelu', 'gelu_tanh' or 'silu', got '" + name + "'");
+  fail(fn, "'" + std::string(argument) + "' must be 'identity', 'relu', 'gelu', 'gelu_tanh' or 'silu', got '" + name +
+               "'");
 }
 
 // out = op(a, b) element by element (ElementwiseProblem): arrays of one shape and dtype on the CPU; out is a
 // separate array or one of the inputs itself.
 void elementwise(const char* name, ElementwiseOp op, py::handle a_obj, const char* a_name, py::handle b_obj,
                  const char* b_name, py::handle out_obj, double epsilon, double scale, bool accumulate,
-                 Activation activation_a) {
+                 Activation activation, py::handle factor_obj = py::none()) {
   Call c(name, py::none());
   const Tensor a = c.arg(a_obj, a_name), b = c.arg(b_obj, b_name), o = c.arg(out_obj, "out");
+  const std::optional<Tensor> factor = c.optional_arg(factor_obj, "factor");
   if (c.on_cuda()) fail(c.fn(), "runs on the CPU only; on CUDA use torch's element-wise operations");
   ElementwiseProblem p;
   p.op = op;
   p.dtype = c.float_dtype(a);
-  for (const Tensor* t : {&b, &o}) c.float_dtype(*t);
+  std::vector<const Tensor*> inputs = {&a, &b};
+  if (factor) inputs.push_back(&*factor);
   std::vector<int64_t> shape(a.ndim());
   for (int i = 0; i < a.ndim(); ++i) shape[i] = a.size(i);
   const std::string like = "like '" + std::string(a_name) + "'";
-  for (const Tensor* t : {&b, &o}) {
+  for (const Tensor* t : inputs) {
+    if (t == &a) continue;
+    c.float_dtype(*t);
     c.ndim(*t, a.ndim(), like.c_str());
     c.shape(*t, shape, like.c_str());
   }
+  c.float_dtype(o);
+  c.ndim(o, a.ndim(), like.c_str());
+  c.shape(o, shape, like.c_str());
   c.writable(o);
-  for (const Tensor* t : {&a, &b})  // the same array is fine: each element is read before it is written
+  for (const Tensor* t : inputs)  // the same array is fine: each element is read before it is written
     if (t->data() != o.data()) c.disjoint(o, *t);
   if (!(epsilon >= 0) || !std::isfinite(epsilon))
     fail(c.fn(), "'epsilon' must be a finite number >= 0, got " + std::to_string(epsilon));
   if (!std::isfinite(scale)) fail(c.fn(), "'scale' must be a finite number, got " + std::to_string(scale));
-  p.a = a.data(), p.b = b.data(), p.out = o.data();
+  p.a = a.data(), p.b = b.data(), p.out = o.data(), p.factor = factor ? factor->data() : nullptr;
   p.n = a.numel();
-  p.epsilon = epsilon, p.scale = scale, p.accumulate = accumulate, p.activation_a = activation_a;
+  p.epsilon = epsilon, p.scale = scale, p.accumulate = accumulate, p.activation = activation;
   if (p.n == 0) return;
   py::gil_scoped_release release;
   cpu::elementwise(p);
@@ -1196,16 +1204,20 @@ PYBIND11_MODULE(LRPTEXT_MODULE, m) {
         "out"_a.noconvert(), py::kw_only(), "bias"_a = py::none(), "weight"_a = py::none(), "rule"_a,
         "epsilon"_a = 1e-6, "variance_epsilon"_a = py::none(), "check_finite"_a = true, "stream"_a = py::none(),
         "LayerNorm (rule='layer_norm') or softmax (rule='softmax') relevance along the rows of [rows, width].");
-  m.def("divide_stabilized", [](py::handle numerator, py::handle denominator, py::handle out, double epsilon) {
+  m.def("divide_stabilized", [](py::handle numerator, py::handle denominator, py::handle out, double epsilon,
+                                py::handle factor, const std::string& activation_factor) {
     elementwise("divide_stabilized", ElementwiseOp::DivideStabilized, numerator, "numerator", denominator,
-                "denominator", out, epsilon, 1.0, false, Activation::Identity);
+                "denominator", out, epsilon, 1.0, false, parse_activation("divide_stabilized", "activation_factor", activation_factor),
+                factor);
   }, "numerator"_a.noconvert(), "denominator"_a.noconvert(), "out"_a.noconvert(), py::kw_only(), "epsilon"_a,
-        "out = numerator / (denominator + epsilon sign(denominator)) element-wise on the CPU (sign(0) = +1); out may "
-        "be numerator itself.");
+        "factor"_a.noconvert() = py::none(), "activation_factor"_a = "identity",
+        "out = numerator / (denominator + epsilon sign(denominator)) element-wise on the CPU (sign(0) = +1), the "
+        "numerator first multiplied by act(factor) where a factor is given (activation_factor as multiply's "
+        "activation_a); out may be numerator, denominator or factor itself.");
   m.def("multiply", [](py::handle a, py::handle b, py::handle out, double scale, bool accumulate,
                        const std::string& activation_a) {
     elementwise("multiply", ElementwiseOp::Multiply, a, "a", b, "b", out, 0.0, scale, accumulate,
-                parse_activation("multiply", activation_a));
+                parse_activation("multiply", "activation_a", activation_a));
   }, "a"_a.noconvert(), "b"_a.noconvert(), "out"_a.noconvert(), py::kw_only(), "scale"_a = 1.0,
         "accumulate"_a = false, "activation_a"_a = "identity",
         "out = scale act(a) b, or out += scale act(a) b with accumulate=True, element-wise on the CPU; act is "

@@ -24,73 +24,60 @@ void blocks(int64_t n, F f, bool compute_bound = false) {
              compute_bound ? kBlock : kBlock * kParallelGrain / kStreamingGrain);
 }
 
-// out[lo, hi) (+)= scale act(a) b
-template <class T, Activation A, bool kAdd>
-inline __attribute__((always_inline)) void product_loop(const T* a, const T* b, T* out, T scale, int64_t lo,
-                                                        int64_t hi) {
-  for (int64_t i = lo; i < hi; ++i) {
-    const T x = activate<A>(a[i]);
-    if constexpr (kAdd) out[i] += scale * x * b[i];
-    else out[i] = scale * x * b[i];
-  }
-}
-
-// The float products with GELU, its tanh form and SiLU, in AVX-512 where the CPU has it (exec.h): Φ costs some
-// 40 vector operations per group of elements, and 16-wide vectors halved a GELU product's time (Sapphire Rapids,
-// 128 x 1536 elements on one core: 296 -> 145 µs, less than torch's GELU alone and a product after it).
-LRPTEXT_AVX512_CLONE void activated_products(Activation act, bool add, const float* a, const float* b, float* out,
-                                             float scale, int64_t lo, int64_t hi) {
-  switch (act) {
-    case Activation::GELU:
-      return add ? product_loop<float, Activation::GELU, true>(a, b, out, scale, lo, hi)
-                 : product_loop<float, Activation::GELU, false>(a, b, out, scale, lo, hi);
-    case Activation::GELUTanh:
-      return add ? product_loop<float, Activation::GELUTanh, true>(a, b, out, scale, lo, hi)
-                 : product_loop<float, Activation::GELUTanh, false>(a, b, out, scale, lo, hi);
-    default:
-      return add ? product_loop<float, Activation::SiLU, true>(a, b, out, scale, lo, hi)
-                 : product_loop<float, Activation::SiLU, false>(a, b, out, scale, lo, hi);
-  }
-}
-
-// out (+)= scale act(a) b (activations.h: branch-free in float, so the loops vectorise)
-template <class T, Activation A, bool kAdd>
-void multiply(const ElementwiseProblem& p) {
+// Elements [lo, hi) of the step (activations.h: branch-free in float, so each loop vectorises; the pointers are
+// this call's own locals, which the compiler keeps in registers).
+template <class T, Activation A>
+inline __attribute__((always_inline)) void steps(const ElementwiseProblem& p, int64_t lo, int64_t hi) {
   const T* a = static_cast<const T*>(p.a);
   const T* b = static_cast<const T*>(p.b);
+  const T* factor = static_cast<const T*>(p.factor);
   T* out = static_cast<T*>(p.out);
+  if (p.op == ElementwiseOp::DivideStabilized) {
+    const T eps = T(p.epsilon);
+    if (factor) {
+      for (int64_t i = lo; i < hi; ++i) out[i] = activate<A>(factor[i]) * a[i] / stabilize(b[i], eps);
+    } else {
+      for (int64_t i = lo; i < hi; ++i) out[i] = a[i] / stabilize(b[i], eps);
+    }
+    return;
+  }
   const T scale = T(p.scale);
-  constexpr bool kStreaming = A == Activation::Identity || A == Activation::ReLU;
-  blocks(p.n, [=](int64_t lo, int64_t hi) {
-    if constexpr (std::is_same_v<T, float> && !kStreaming) activated_products(A, kAdd, a, b, out, scale, lo, hi);
-    else product_loop<T, A, kAdd>(a, b, out, scale, lo, hi);
-  }, !kStreaming);
+  if (p.accumulate) {
+    for (int64_t i = lo; i < hi; ++i) out[i] += scale * activate<A>(a[i]) * b[i];
+  } else {
+    for (int64_t i = lo; i < hi; ++i) out[i] = scale * activate<A>(a[i]) * b[i];
+  }
 }
 
-template <class T, Activation A>
-void multiply_into(const ElementwiseProblem& p) {
-  p.accumulate ? multiply<T, A, true>(p) : multiply<T, A, false>(p);
+template <class T>
+inline __attribute__((always_inline)) void steps(const ElementwiseProblem& p, int64_t lo, int64_t hi) {
+  switch (p.activation) {
+    case Activation::Identity: return steps<T, Activation::Identity>(p, lo, hi);
+    case Activation::ReLU: return steps<T, Activation::ReLU>(p, lo, hi);
+    case Activation::GELU: return steps<T, Activation::GELU>(p, lo, hi);
+    case Activation::GELUTanh: return steps<T, Activation::GELUTanh>(p, lo, hi);
+    case Activation::SiLU: return steps<T, Activation::SiLU>(p, lo, hi);
+  }
+}
+
+// The float steps with GELU, its tanh form or SiLU, in AVX-512 where the CPU has it (exec.h): Φ costs some 40
+// vector operations per group of elements, and 16-wide vectors halved a GELU product's time (Sapphire Rapids,
+// 128 x 1536 elements on one core: 296 -> 145 µs, less than torch's GELU alone and a product after it).
+LRPTEXT_AVX512_CLONE void activated_steps(const ElementwiseProblem& p, int64_t lo, int64_t hi) {
+  steps<float>(p, lo, hi);
 }
 
 template <class T>
 void run(const ElementwiseProblem& p) {
-  if (p.op == ElementwiseOp::DivideStabilized) {
-    const T* a = static_cast<const T*>(p.a);
-    const T* b = static_cast<const T*>(p.b);
-    T* out = static_cast<T*>(p.out);
-    const T eps = T(p.epsilon);
-    blocks(p.n, [=](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) out[i] = a[i] / stabilize(b[i], eps);
-    });
-    return;
-  }
-  switch (p.activation_a) {
-    case Activation::Identity: return multiply_into<T, Activation::Identity>(p);
-    case Activation::ReLU: return multiply_into<T, Activation::ReLU>(p);
-    case Activation::GELU: return multiply_into<T, Activation::GELU>(p);
-    case Activation::GELUTanh: return multiply_into<T, Activation::GELUTanh>(p);
-    case Activation::SiLU: return multiply_into<T, Activation::SiLU>(p);
-  }
+  // an activation other than ReLU makes the loop compute-bound: split over the threads from fewer elements on
+  const bool heavy = p.activation != Activation::Identity && p.activation != Activation::ReLU &&
+                     (p.op == ElementwiseOp::Multiply || p.factor);
+  blocks(p.n, [&p, heavy](int64_t lo, int64_t hi) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (heavy) return activated_steps(p, lo, hi);
+    }
+    steps<T>(p, lo, hi);
+  }, heavy);
 }
 
 }  // namespace

@@ -19,6 +19,7 @@ import torch
 from lrptext.errors import UnsupportedLayerError
 from lrptext.graph.ir import CONSTANT, INPUT, OUTPUT, UNSUPPORTED, Graph, LayerKind, Node
 from lrptext.kernels import dispatch
+from lrptext.kernels.factored import Factored
 from lrptext.kernels.torch_backend import stabilize
 from lrptext.layers.unsupported import unsupported_error
 from lrptext.rules.rule import Norm, Pass
@@ -347,6 +348,8 @@ class RelevancePass:
             if node.kind in (INPUT, OUTPUT, CONSTANT) or node.name not in relevance:
                 continue
             r = relevance.pop(node.name)
+            if record and isinstance(r, Factored):
+                r = r.tensor()
             # Not a tuple output's parts (a recurrent layer's), nor a value shared by the batch (a broadcast
             # parameter such as position embeddings: its relevance is the batch's sum, no sample's own).
             if record and isinstance(r, torch.Tensor) and r.shape[:1] == initial.shape[:1]:
@@ -363,12 +366,13 @@ class RelevancePass:
                         f"the rule {self.rules.get(node.name)!r} of {node.op} at '{node.qualified_name}' returned "
                         f"relevance of shape {tuple(r_arg.shape)} for its input '{arg.qualified_name}' of shape "
                         f"{tuple(self.shapes[arg.name])}; it cannot stand in for this operation")
-                if self.on_relevance is not None and isinstance(r_arg, torch.Tensor):
+                if self.on_relevance is not None and isinstance(r_arg, (torch.Tensor, Factored)):
+                    r_arg = _multiplied(r_arg)
                     self.on_relevance(node, arg, r_arg)
                 if arg.name not in relevance:
                     relevance[arg.name] = r_arg
                 elif relevance[arg.name] is not r_arg:  # (a kernel that took accumulator() has added it already)
-                    relevance[arg.name] = relevance[arg.name] + r_arg
+                    relevance[arg.name] = _multiplied(relevance[arg.name]) + _multiplied(r_arg)
                 delivered = True
             if not delivered and not node.kind.reads_ids:
                 raise UnsupportedLayerError(
@@ -377,18 +381,25 @@ class RelevancePass:
             # Its consumers came before it in this reverse order, so nothing reads this node's output again:
             # activations are freed as the pass goes, as autograd frees its saved tensors.
             self.values.discard(node.name)
-        return relevance, sums
+        return {name: _multiplied(r) for name, r in relevance.items()}, sums
 
     def node_relevance(self, node: Node, r: torch.Tensor) -> list[tuple[Node, torch.Tensor | None]]:
         rule = self.rules.get(node.name)
         kind = node.kind
         # Pass and Norm are rules of the engine: kinds without a relevance step of their own take them, and a
         # layer_map may give them to an unsupported node whose shapes they fit (assign_rules checks which).
-        if isinstance(rule, Pass):
+        if isinstance(rule, Pass):  # (factored relevance passes as it is: the same R)
             carrying = self.carrying_inputs(node)
             return [(carrying[0], r)] if carrying else []  # needs no values (a dropped activation stays dropped)
+        if not kind.takes_factored:
+            r = _multiplied(r)
         if isinstance(rule, Norm) and type(kind).relevance is LayerKind.relevance:
             return self.norm(node, r, rule.stabilizer)
         if rule is None:
             raise unsupported_error(node)
         return kind.relevance(node, r, rule, self)
+
+
+def _multiplied(r: Any) -> Any:
+    """Relevance as a tensor: factored relevance multiplied out."""
+    return r.tensor() if isinstance(r, Factored) else r

@@ -44,6 +44,9 @@ class LayerKind:
     holds_constant: ClassVar[bool] = False
     # Its value is a tuple whose first item carries relevance (torch.max over a dimension: values, indices).
     tuple_output: ClassVar[bool] = False
+    # Its relevance step takes relevance as two factors not yet multiplied (lrptext.kernels.factored); the engine
+    # multiplies them out for the others.
+    takes_factored: ClassVar[bool] = False
 
     def capture_module(self, node: Node, module: Any) -> None:
         """Fills node.params from the module's settings, or node.hint (and kind UNSUPPORTED) where it cannot."""

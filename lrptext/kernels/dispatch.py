@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from lrptext import _native
 from lrptext.kernels import native, torch_backend
 from lrptext.kernels.arrays import Array, contiguous, contiguous_rows, like_input, strided, to_torch
+from lrptext.kernels.factored import Factored
 from lrptext.rules import Epsilon, LinearRule
 
 BACKENDS = ("auto", "cpp", "torch")
@@ -73,50 +74,64 @@ INPUT_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": torch.relu, "gelu": F.gelu, "gelu_tanh": functools.partial(F.gelu, approximate="tanh"), "silu": F.silu}
 
 
-def _epsilon_torch_product(x: torch.Tensor, weight: torch.Tensor, r: torch.Tensor, z: torch.Tensor, epsilon: float,
-                           writable: bool, input_activation: str | None,
-                           add_to: torch.Tensor | None) -> torch.Tensor:
+def _epsilon_torch_product(x: torch.Tensor, weight: torch.Tensor, r: torch.Tensor | Factored, z: torch.Tensor,
+                           epsilon: float, writable: bool, input_activation: str | None,
+                           add_to: torch.Tensor | None, factored: bool) -> torch.Tensor | Factored:
     """The epsilon rule on rows, R_in = x (s W) with s = R / st(z), its product in torch's BLAS and its element-wise
-    steps in the core (torch's would each wake its thread pool); act(x) for x with input_activation."""
-    s = r if writable else torch.empty_like(r)
-    native.divide_stabilized(r, z, s, epsilon)
+    steps in the core (torch's would each wake its thread pool); act(x) for x with input_activation. Factored
+    relevance is divided in one pass, act(input) gradient / st(z); with `factored` and x a dropped activation's
+    input, the result stays factored: (x, s W, activation)."""
+    if isinstance(r, Factored):
+        s = r.gradient
+        native.divide_stabilized(r.gradient, z, s, epsilon, factor=r.input, activation_factor=r.activation)
+    else:
+        s = r if writable else torch.empty_like(r)
+        native.divide_stabilized(r, z, s, epsilon)
     c = torch.mm(s, weight)
     activation = input_activation or "identity"
     if add_to is not None:
         native.multiply(x, c, add_to, accumulate=True, activation_a=activation)
         return add_to
+    if factored and input_activation is not None:
+        return Factored(x, c, activation)
     native.multiply(x, c, c, activation_a=activation)
     return c
 
 
-def dense(impl: ModuleType, input: Array, weight: Array, bias: Array | None, relevance: Array, *, rule: LinearRule,
-          z: Array | None, prepared: Prepared, reduce_channels: bool, check_finite: bool,
+def dense(impl: ModuleType, input: Array, weight: Array, bias: Array | None, relevance: Array | Factored, *,
+          rule: LinearRule, z: Array | None, prepared: Prepared, reduce_channels: bool, check_finite: bool,
           relevance_writable: bool = False, input_activation: str | None = None,
-          add_to: torch.Tensor | None = None) -> Array:
+          add_to: torch.Tensor | None = None, factored: bool = False) -> Array | Factored:
     """input [..., in] as rows [N, in]; the result back in input's leading shape. relevance_writable: the caller
-    hands `relevance` over (it is not read after this call). input_activation (C++ kernels): `input` is the kept
-    pre-activation of a dropped activation (INPUT_ACTIVATIONS) whose output the layer read. add_to (C++ kernels,
-    not with reduce_channels): a contiguous tensor shaped like input that the relevance is added to in place and
-    returned, instead of a new one."""
+    hands `relevance` over (it is not read after this call; Factored relevance always is). input_activation (C++
+    kernels): `input` is the kept pre-activation of a dropped activation (INPUT_ACTIVATIONS) whose output the layer
+    read. add_to (C++ kernels, not with reduce_channels): a contiguous tensor shaped like input that the relevance
+    is added to in place and returned, instead of a new one. factored: the caller takes the result as Factored
+    where the product with the input would read a dropped activation."""
     lead = tuple(input.shape[:-1])
     out_features, in_features = weight.shape
+    rows = math.prod(lead)
     if len(lead) == 1:  # already rows: no reshape per tensor
-        x, r, zz = contiguous(input), contiguous(relevance), contiguous(z)
+        x, zz = contiguous(input), contiguous(z)
     else:
-        rows = math.prod(lead)
         x = contiguous(input).reshape(rows, in_features)
-        r = contiguous(relevance).reshape(rows, out_features)
         zz = None if z is None else contiguous(z).reshape(rows, out_features)
     options: dict[str, Any] = _core_options(impl, relevance_writable, input_activation == "relu")
     if add_to is not None:
         if impl is not native or reduce_channels or not add_to.is_contiguous() or add_to.shape != input.shape:
             raise ValueError("add_to is an option of the C++ kernels for a contiguous tensor shaped like the input")
         options["add_to"] = add_to.view(x.shape)
-    if (impl is native and _native.dense_product == "torch" and type(rule) is Epsilon and zz is not None
-            and not (reduce_channels or check_finite) and prepared[0] is None and isinstance(x, torch.Tensor)
-            and x.is_cpu and x.shape[0] * in_features * out_features >= _TORCH_PRODUCT_FROM):
+    torch_product = (impl is native and _native.dense_product == "torch" and type(rule) is Epsilon and zz is not None
+                     and not (reduce_channels or check_finite) and prepared[0] is None and isinstance(x, torch.Tensor)
+                     and x.is_cpu and x.shape[0] * in_features * out_features >= _TORCH_PRODUCT_FROM)
+    if isinstance(relevance, Factored) and not torch_product:
+        relevance = relevance.tensor()
+    r: Any = relevance if isinstance(relevance, Factored) else contiguous(relevance)
+    if len(lead) != 1:
+        r = r.reshape(rows, out_features)
+    if torch_product:
         out = _epsilon_torch_product(x, weight, r, zz, rule.epsilon, relevance_writable, input_activation,
-                                     options.get("add_to"))
+                                     options.get("add_to"), factored)
     else:
         if input_activation not in (None, "relu"):  # the dense kernel reads relu(x) only
             x = INPUT_ACTIVATIONS[input_activation](x)

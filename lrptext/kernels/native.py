@@ -60,9 +60,12 @@ def dense(x: Array, weight: Array, bias: Array | None, relevance: Array, *, rule
     return out
 
 
-def divide_stabilized(numerator: torch.Tensor, denominator: torch.Tensor, out: torch.Tensor, epsilon: float) -> None:
-    """out = numerator / st(denominator, epsilon) on the CPU; out may be numerator itself."""
-    _call("divide_stabilized", numerator, denominator, out, epsilon=epsilon)
+def divide_stabilized(numerator: torch.Tensor, denominator: torch.Tensor, out: torch.Tensor, epsilon: float,
+                      factor: torch.Tensor | None = None, activation_factor: str = "identity") -> None:
+    """out = numerator / st(denominator, epsilon) on the CPU, times act(factor) where a factor is given; out may be
+    an input itself."""
+    _call("divide_stabilized", numerator, denominator, out, epsilon=epsilon, factor=factor,
+          activation_factor=activation_factor)
 
 
 def multiply(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, scale: float = 1.0, accumulate: bool = False,

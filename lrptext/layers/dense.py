@@ -10,6 +10,7 @@ from torch.ops import aten
 
 from lrptext.graph.ir import LayerKind, Node
 from lrptext.kernels import dispatch
+from lrptext.kernels.factored import Factored
 from lrptext.layers import linear
 from lrptext.rules import LINEAR_RULES
 
@@ -20,6 +21,7 @@ class Dense(LayerKind):
     functions = frozenset({F.linear, aten.linear.default})
     slot = "dense"
     rules = LINEAR_RULES
+    takes_factored = True  # the epsilon rule divides act(z) ⊙ gradient by st(z) in one pass
 
     def capture_module(self, node: Node, module: Any) -> None:
         node.params = {"weight": module.weight, "bias": module.bias}
@@ -41,15 +43,18 @@ class Dense(LayerKind):
         emb = linear.embedding_source(state, node)
         x, activation, z = linear.relevance_arguments(state, node, rule, tuple(dispatch.INPUT_ACTIVATIONS))
         extra = None
-        if state.bias_factor:  # (reads the activation's output: computed here)
+        if state.bias_factor:  # (reads the activation's output and the relevance multiplied out: computed here)
+            r = r.tensor() if isinstance(r, Factored) else r
             activated = x if activation is None else dispatch.INPUT_ACTIVATIONS[activation](x)
             extra = linear.bias_share(state, node, rule, activated, z, r, emb is not None)
         # where other layers' relevance has reached the input already (a transformer's Q, K and V projections
-        # share theirs), the kernel adds to it
-        add_to = state.accumulator(node.args[0], x, r) if emb is None and extra is None else None
+        # share theirs), the kernel adds to it; else, where the input is a dropped activation's (Linear -> GELU ->
+        # Linear), the relevance stays factored for the layer before it
+        plain = emb is None and extra is None
+        add_to = state.accumulator(node.args[0], x, r.gradient if isinstance(r, Factored) else r) if plain else None
         rel = dispatch.dense(state.implementation, x, layer.weight, layer.bias, r, rule=rule, z=z,
                              prepared=layer.prepared, reduce_channels=emb is not None, check_finite=False,
-                             relevance_writable=True, input_activation=activation, add_to=add_to)
+                             relevance_writable=True, input_activation=activation, add_to=add_to, factored=plain)
         rel = rel if extra is None else rel + extra
         return linear.to_tokens(state, emb, rel) if emb is not None else [(node.args[0], rel)]
 

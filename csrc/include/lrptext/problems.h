@@ -161,12 +161,13 @@ struct PoolProblem {
 // epsilon rule when the product runs in another BLAS (lrptext/kernels/dispatch.py), the Norm rule of a sum.
 // out may be one of the inputs itself (each element is read before it is written), never a partial overlap.
 enum class ElementwiseOp : int {
-  DivideStabilized,  // out = a / st(b, epsilon)
+  DivideStabilized,  // out = a / st(b, epsilon), or act(factor) a / st(b, epsilon) with a factor
   Multiply,          // out = scale act(a) b, or out += scale act(a) b (accumulate)
 };
 
-// What a multiplication reads for a (csrc/include/lrptext/activations.h): a itself, or the activation of a, a kept
-// pre-activation whose activation's output was dropped (the dense rule's product with its input).
+// What a step reads for a (Multiply) or for its factor (DivideStabilized; csrc/include/lrptext/activations.h): the
+// array itself, or its activation: a kept pre-activation whose activation's output was dropped (the dense
+// rule's product with its input, and the next layer's quotient of that product).
 enum class Activation : int { Identity, ReLU, GELU, GELUTanh, SiLU };
 
 struct ElementwiseProblem {
@@ -178,8 +179,9 @@ struct ElementwiseProblem {
   int64_t n = 0;
   double epsilon = 0.0;
   double scale = 1.0;
+  const void* factor = nullptr;  // DivideStabilized: multiplies the numerator, or none
   bool accumulate = false;
-  Activation activation_a = Activation::Identity;
+  Activation activation = Activation::Identity;
 };
 
 // Relevance through an operation along the last axis of [rows, width]: LayerNorm (normalising each row) or a

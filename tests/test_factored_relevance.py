@@ -1,0 +1,98 @@
+"""Relevance handed between layers as two factors (lrptext.kernels.factored): where a dense layer reads a dropped
+activation's output (Linear -> GELU -> Linear), its epsilon rule leaves R = act(z) ⊙ gradient unmultiplied and the
+dense layer that produced z divides it by st(z) in one pass. Every way such relevance can travel must give what the
+torch backend (no factors, tested against the float64 oracle elsewhere) gives: into a dense layer, into a kind that
+takes no factors (LayerNorm), into a sum with other relevance, to the model's input, and when each layer's
+relevance is recorded (layers=True)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lrptext import Explainer
+from lrptext.kernels import dispatch
+from lrptext.kernels.factored import Factored
+
+
+@pytest.fixture
+def torch_products(monkeypatch):
+    """Every dense epsilon product through torch's BLAS and the core's element-wise steps (the path that factors),
+    however small; the factored results it returns are counted."""
+    from lrptext import _native
+
+    monkeypatch.setattr(_native, "dense_product", "torch")
+    monkeypatch.setattr(dispatch, "_TORCH_PRODUCT_FROM", 0)
+    made = []
+    product = dispatch._epsilon_torch_product
+
+    def counted(*args):
+        out = product(*args)
+        made.append(isinstance(out, Factored))
+        return out
+
+    monkeypatch.setattr(dispatch, "_epsilon_torch_product", counted)
+    return made
+
+
+class Residual(nn.Module):
+    """z = W1 x feeds both GELU -> W2 and a skip connection: its relevance is a factored share plus a tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.up, self.down, self.out = nn.Linear(8, 256), nn.Linear(256, 256), nn.Linear(256, 3)
+
+    def forward(self, x):
+        z = self.up(x)
+        return self.out(self.down(nn.functional.gelu(z)) + z)
+
+
+class ActivatedInput(nn.Module):
+    """SiLU of the model's input, then a dense layer: the factored relevance reaches the input itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.dense = nn.Linear(256, 3)
+
+    def forward(self, x):
+        return self.dense(nn.functional.silu(x))
+
+
+MODELS = {
+    "dense-gelu-dense": lambda: nn.Sequential(nn.Linear(8, 256), nn.GELU(), nn.Linear(256, 128),
+                                              nn.GELU(approximate="tanh"), nn.Linear(128, 3)),
+    "layernorm-gelu-dense": lambda: nn.Sequential(nn.Linear(8, 256), nn.LayerNorm(256), nn.GELU(), nn.Linear(256, 3)),
+    "residual": Residual,
+    "activated-input": ActivatedInput,
+}
+
+
+def seeded(name: str) -> nn.Module:
+    torch.manual_seed(7)
+    return MODELS[name]().double().eval()
+
+
+@pytest.mark.parametrize("layers", [False, True])
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_factored_relevance_gives_what_the_torch_backend_gives(name, layers, torch_products):
+    model = seeded(name)
+    # 64 x 256 activations: large enough that the forward pass drops them (the layer after reads act(z))
+    x = torch.randn(64, 256 if name == "activated-input" else 8, dtype=torch.float64)
+    got = Explainer(model, composite="attnlrp", backend="cpp").explain(x, target=1, layers=layers)
+    assert any(torch_products)  # the path under test was taken
+    want = Explainer(model, composite="attnlrp", backend="torch").explain(x, target=1, layers=layers)
+    torch.testing.assert_close(got.relevance, want.relevance, rtol=1e-10, atol=1e-12)
+    if layers:
+        assert got.layer_relevance.keys() == want.layer_relevance.keys()
+        for key, value in want.layer_relevance.items():
+            torch.testing.assert_close(got.layer_relevance[key], value, rtol=1e-10, atol=1e-12)
+
+
+def test_a_factored_product_multiplies_out_in_its_gradient_buffer():
+    z = torch.tensor([[-1.0, 0.0, 2.0]], dtype=torch.float64)
+    gradient = torch.tensor([[3.0, 4.0, 5.0]], dtype=torch.float64)
+    r = Factored(z, gradient, "relu").reshape(3)
+    assert r.shape == (3,)
+    out = r.tensor()
+    assert out.tolist() == [0.0, 0.0, 10.0] and out.data_ptr() == gradient.data_ptr()
