@@ -141,7 +141,9 @@ def one_input(data: bytes) -> None:
             a, b = (shaped(fdp, shape, dtype) if fdp.ConsumeIntInRange(0, 7) else array(fdp) for _ in range(2))
             out = [a, b, shaped(fdp, shape, dtype), array(fdp)][fdp.ConsumeIntInRange(0, 3)]
             if fdp.ConsumeBool():
-                _core.divide_stabilized(a, b, out, epsilon=parameter(fdp))
+                factor = [None, shaped(fdp, shape, dtype), out, array(fdp)][fdp.ConsumeIntInRange(0, 3)]
+                _core.divide_stabilized(a, b, out, epsilon=parameter(fdp), factor=factor,
+                                        activation_factor=fdp.PickValueInList(ACTIVATIONS))
             else:
                 _core.multiply(a, b, out, scale=parameter(fdp), accumulate=fdp.ConsumeBool(),
                                activation_a=fdp.PickValueInList(ACTIVATIONS))

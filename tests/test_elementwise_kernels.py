@@ -2,7 +2,8 @@
 the Norm rule of a sum and for the dense epsilon rule when its product runs in torch's BLAS, against the equations
 element by element in float64:
 
-- divide_stabilized: out_i = n_i / (d_i + ε sign(d_i)) with sign(0) = +1 (also for −0.0);
+- divide_stabilized: out_i = n_i / (d_i + ε sign(d_i)) with sign(0) = +1 (also for −0.0); with a factor f,
+  act(f_i) n_i / (d_i + ε sign(d_i)) (relevance held as factors);
 - multiply: out_i = c a_i b_i, or out_i + c a_i b_i with accumulate=True; with activation_a, act(a_i) for a_i: relu
   max(a_i, 0) (0 for NaN, as the dense rules read a ReLU's pre-activation), and GELU (exact and tanh form) and SiLU
   from their definitions with math.erfc and math.exp, as the dense epsilon rule reads them from a dropped
@@ -53,6 +54,37 @@ def test_divide_stabilized_in_place_and_epsilon_zero():
     core.divide_stabilized(n, d, n, epsilon=0.0)  # out is the numerator itself
     assert n[:2].tolist() == [0.5, 0.5]
     assert n[2].item() == n[3].item() == math.inf  # LRP-0 divides by zero: st(±0, 0) = +0, sign(-0.0) = +1
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", ["identity", "relu", "gelu", "gelu_tanh", "silu"])
+def test_divide_stabilized_with_a_factor_follows_the_equation(dtype, activation):
+    """out = act(f) n / st(d): the dense epsilon rule's quotient of relevance held as factors (act(z) and the
+    gradient), 200,000 elements (several threads' blocks), checked in float64 against the definitions above."""
+    g = torch.Generator().manual_seed(2)
+    n, d, f = (torch.randn(200000, generator=g, dtype=torch.float64).to(dtype) for _ in range(3))
+    d[:4] = torch.tensor([0.0, -0.0, 1e-7, -1e-7])
+    out = torch.empty_like(n)
+    core.divide_stabilized(n, d, out, epsilon=1e-3, factor=f, activation_factor=activation)
+    fd = f.double()
+    act = {"identity": fd, "relu": fd.clamp_min(0)}.get(activation)
+    if act is None:
+        act = torch.tensor([ACTIVATIONS[activation](x) for x in fd.tolist()], dtype=torch.float64)
+    sign = torch.where(d.double() >= 0, 1.0, -1.0).double()
+    want = act * n.double() / (d.double() + 1e-3 * sign)
+    rel = 4e-6 if dtype == torch.float32 else 1e-13
+    torch.testing.assert_close(out.double(), want, rtol=rel, atol=rel * float(want.abs().max()))
+
+
+def test_divide_stabilized_with_a_factor_in_place_and_refusals():
+    n, d, f = torch.tensor([1.0, 2.0]), torch.tensor([2.0, -4.0]), torch.tensor([3.0, -1.0])
+    core.divide_stabilized(n, d, f, epsilon=0.0, factor=f, activation_factor="relu")  # out is the factor itself
+    assert f.tolist() == [1.5, -0.0]
+    with pytest.raises(ValueError, match=r"divide_stabilized: 'factor' must have shape like 'numerator'"):
+        core.divide_stabilized(n, d, torch.empty(2), epsilon=0.0, factor=torch.ones(3))
+    with pytest.raises(ValueError, match=r"divide_stabilized: 'activation_factor' must be 'identity', 'relu', "
+                                         r"'gelu', 'gelu_tanh' or 'silu', got 'tanh'"):
+        core.divide_stabilized(n, d, torch.empty(2), epsilon=0.0, factor=n, activation_factor="tanh")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
