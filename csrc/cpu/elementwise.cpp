@@ -16,8 +16,8 @@ namespace {
 constexpr int64_t kStreamingGrain = int64_t(1) << 19;
 constexpr int64_t kBlock = 4096;
 
-// f(lo, hi) over blocks of the n elements, split over the threads from kStreamingGrain elements on, or from
-// kParallelGrain on for work of about an operation per element per block element (compute_bound).
+// f(lo, hi) over blocks of the n elements, split over the threads from kStreamingGrain elements on; a
+// compute-bound loop (an activation computed per element) from kParallelGrain elements on.
 template <class F>
 void blocks(int64_t n, F f, bool compute_bound = false) {
   Exec{}.map(ceil_div(n, kBlock), [=](int64_t b) { f(b * kBlock, std::min(n, (b + 1) * kBlock)); },
