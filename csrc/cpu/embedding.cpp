@@ -33,15 +33,9 @@ void embedding(const EmbeddingProblem& p) {
   }, d);
 }
 
-// The bag kernel's loops in AVX2 + FMA where the CPU has them (chosen once, at load time), else in the baseline
-// instruction set the library is built for: on W5's rows in the cache, a standalone copy of these loops took 1.3x
-// the time with the baseline's 4-wide products (interleaved medians; AVX-512 gained nothing more). GCC's function
-// clones; other compilers build the baseline only.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define LRPTEXT_AVX2_CLONE __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define LRPTEXT_AVX2_CLONE
-#endif
+// The bag kernel's loops in AVX2 + FMA where the CPU has them (LRPTEXT_AVX2_CLONE, exec.h): on W5's rows in the
+// cache, a standalone copy of these loops took 1.3x the time with the baseline's 4-wide products (interleaved
+// medians; AVX-512 gained nothing more).
 
 // Fetches the cache lines of a table row before it is read: rows are scattered over the table, where the
 // hardware prefetchers cannot follow. (Measured on W5's table, 24 MB: fetching 4 to 64 rows ahead or none took

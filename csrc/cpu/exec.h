@@ -21,13 +21,16 @@ constexpr int64_t kParallelFlops = 1 << 21;
 
 constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// A float loop with many operations per element (an exponential, Φ) in AVX-512 where the CPU has it (chosen once,
-// at load time), else in the instruction set the library is built for: 16-wide vectors halved GELU's product
-// (elementwise.cpp) and attention's exponentials (Sapphire Rapids). GCC's function clones; other compilers build
-// the baseline only. (Streaming loops gain nothing: they wait on memory.)
+// A function's loops in a wider instruction set where the CPU has it (chosen once, at load time), else in the one
+// the library is built for; GCC's function clones, other compilers build the baseline only. AVX2 + FMA: the
+// embedding-bag kernel (embedding.cpp). AVX-512: float loops with many operations per element (an exponential, Φ),
+// where 16-wide vectors halved GELU's product (elementwise.cpp) and attention's exponentials (Sapphire Rapids);
+// streaming loops gain nothing from it, they wait on memory.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define LRPTEXT_AVX2_CLONE __attribute__((target_clones("arch=x86-64-v3", "default")))
 #define LRPTEXT_AVX512_CLONE __attribute__((target_clones("arch=x86-64-v4", "default")))
 #else
+#define LRPTEXT_AVX2_CLONE
 #define LRPTEXT_AVX512_CLONE
 #endif
 
