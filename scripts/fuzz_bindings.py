@@ -22,7 +22,7 @@ with atheris.instrument_imports():
     from lrptext import _core
 
 DTYPES = [np.float32, np.float64, np.float16, np.int32, np.int64]
-# the multiplication's activations of a, and one it must refuse
+# the element-wise steps' activations (multiply's of a, divide_stabilized's of its factor), and one they refuse
 ACTIVATIONS = ["identity", "relu", "gelu", "gelu_tanh", "silu", "tanh"]
 RULES = ["epsilon", "gamma", "alpha_beta", "zbox", "wsquare", "flat", "bogus"]
 
