@@ -910,20 +910,16 @@ void elementwise(const char* name, ElementwiseOp op, py::handle a_obj, const cha
   ElementwiseProblem p;
   p.op = op;
   p.dtype = c.float_dtype(a);
-  std::vector<const Tensor*> inputs = {&a, &b};
-  if (factor) inputs.push_back(&*factor);
+  std::vector<const Tensor*> others = {&b, &o}, inputs = {&a, &b};
+  if (factor) others.push_back(&*factor), inputs.push_back(&*factor);
   std::vector<int64_t> shape(a.ndim());
   for (int i = 0; i < a.ndim(); ++i) shape[i] = a.size(i);
   const std::string like = "like '" + std::string(a_name) + "'";
-  for (const Tensor* t : inputs) {
-    if (t == &a) continue;
+  for (const Tensor* t : others) {
     c.float_dtype(*t);
     c.ndim(*t, a.ndim(), like.c_str());
     c.shape(*t, shape, like.c_str());
   }
-  c.float_dtype(o);
-  c.ndim(o, a.ndim(), like.c_str());
-  c.shape(o, shape, like.c_str());
   c.writable(o);
   for (const Tensor* t : inputs)  // the same array is fine: each element is read before it is written
     if (t->data() != o.data()) c.disjoint(o, *t);
@@ -1207,8 +1203,8 @@ PYBIND11_MODULE(LRPTEXT_MODULE, m) {
   m.def("divide_stabilized", [](py::handle numerator, py::handle denominator, py::handle out, double epsilon,
                                 py::handle factor, const std::string& activation_factor) {
     elementwise("divide_stabilized", ElementwiseOp::DivideStabilized, numerator, "numerator", denominator,
-                "denominator", out, epsilon, 1.0, false, parse_activation("divide_stabilized", "activation_factor", activation_factor),
-                factor);
+                "denominator", out, epsilon, 1.0, false,
+                parse_activation("divide_stabilized", "activation_factor", activation_factor), factor);
   }, "numerator"_a.noconvert(), "denominator"_a.noconvert(), "out"_a.noconvert(), py::kw_only(), "epsilon"_a,
         "factor"_a.noconvert() = py::none(), "activation_factor"_a = "identity",
         "out = numerator / (denominator + epsilon sign(denominator)) element-wise on the CPU (sign(0) = +1), the "

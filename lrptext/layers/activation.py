@@ -25,12 +25,6 @@ def _name(node: Node) -> str:
     return node.op.rsplit(".", 1)[-1].lower().rstrip("_")
 
 
-def is_relu(node: Node) -> bool:
-    """nn.ReLU, F.relu, torch.relu, Tensor.relu (and their in-place spellings) of one tensor, nothing else."""
-    return (node.kind is ACTIVATION and ACTIVATION.recomputable(node) and _name(node) == "relu"
-            and len(node.args) == 1 and not node.kwargs.keys() - {"inplace"})
-
-
 def kernel_form(node: Node) -> str | None:
     """The name under which the C++ kernels compute this activation from its input themselves ("relu", "gelu",
     "gelu_tanh", "silu": lrptext.kernels.dispatch.INPUT_ACTIVATIONS), or None."""
