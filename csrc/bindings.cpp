@@ -831,7 +831,7 @@ void pool_relevance(py::handle input, py::handle relevance, py::handle out, cons
 
 void row_relevance(py::handle input, py::handle output, py::handle relevance, py::handle out, py::handle bias,
                    py::handle weight, const std::string& rule, double epsilon, std::optional<double> variance_epsilon,
-                   bool check_finite, py::object stream) {
+                   bool check_finite, bool gradient_form, py::object stream) {
   Call c("row_relevance", stream);
   Tensor x = c.arg(input, "input"), y = c.arg(output, "output"), r = c.arg(relevance, "relevance"),
          o = c.arg(out, "out");
@@ -850,6 +850,9 @@ void row_relevance(py::handle input, py::handle output, py::handle relevance, py
     c.float_dtype(*b);
     c.shape(*b, {p.width}, "(width,)");
   }
+  if (gradient_form && p.rule != RowRule::LayerNorm)
+    fail(c.fn(), "'gradient_form' belongs to the layer_norm rule; pass False for softmax");
+  p.gradient_form = gradient_form;
   if (w) {
     if (p.rule != RowRule::LayerNorm) fail(c.fn(), "'weight' belongs to the layer_norm rule; pass None for softmax");
     if (!variance_epsilon) fail(c.fn(), "'weight' is read with 'variance_epsilon' (LayerNorm's eps); pass both");
@@ -937,7 +940,7 @@ void elementwise(const char* name, ElementwiseOp op, py::handle a_obj, const cha
 void attention_relevance(py::handle query, py::handle key, py::handle value, py::handle relevance, py::handle mask,
                          py::handle out_query, py::handle out_key, py::handle out_value, const std::string& rule,
                          double scale, bool causal, bool check_finite, py::handle output, py::handle logsumexp,
-                         py::object stream) {
+                         bool gradient_form, py::object stream) {
   Call c("attention_relevance", stream);
   const auto rows = Call::Layout::Rows;
   Tensor q = c.arg(query, "query", rows), k = c.arg(key, "key", rows), v = c.arg(value, "value", rows),
@@ -998,6 +1001,9 @@ void attention_relevance(py::handle query, py::handle key, py::handle value, py:
     fail(c.fn(), "'scale' must be a finite number > 0, got " + std::to_string(scale));
   p.scale = scale;
   p.causal = causal;
+  if (gradient_form && c.on_cuda())
+    fail(c.fn(), "'gradient_form' runs on the CPU only; on CUDA pass the relevance R_O and take R_Q, R_K, R_V");
+  p.gradient_form = gradient_form;
   for (const Tensor* t : {&q, &k, &v, &r, &oq, &ok, &ov})
     if (c.on_cuda() && !t->contiguous())
       fail(c.fn(), "'" + t->name + "' must be C-contiguous on CUDA (the CPU takes strided heads); call .contiguous()");
@@ -1198,8 +1204,10 @@ PYBIND11_MODULE(LRPTEXT_MODULE, m) {
         "Max (winner-take-all) or average (Norm) pooling relevance over planes [P, H, W].");
   m.def("row_relevance", &row_relevance, "input"_a.noconvert(), "output"_a.noconvert(), "relevance"_a.noconvert(),
         "out"_a.noconvert(), py::kw_only(), "bias"_a = py::none(), "weight"_a = py::none(), "rule"_a,
-        "epsilon"_a = 1e-6, "variance_epsilon"_a = py::none(), "check_finite"_a = true, "stream"_a = py::none(),
-        "LayerNorm (rule='layer_norm') or softmax (rule='softmax') relevance along the rows of [rows, width].");
+        "epsilon"_a = 1e-6, "variance_epsilon"_a = py::none(), "check_finite"_a = true, "gradient_form"_a = false,
+        "stream"_a = py::none(),
+        "LayerNorm (rule='layer_norm') or softmax (rule='softmax') relevance along the rows of [rows, width]. "
+        "gradient_form (layer_norm): 'relevance' holds g with R = output * g, and 'out' receives R_input / input.");
   m.def("divide_stabilized", [](py::handle numerator, py::handle denominator, py::handle out, double epsilon,
                                 py::handle factor, const std::string& activation_factor) {
     elementwise("divide_stabilized", ElementwiseOp::DivideStabilized, numerator, "numerator", denominator,
@@ -1221,8 +1229,10 @@ PYBIND11_MODULE(LRPTEXT_MODULE, m) {
   m.def("attention_relevance", &attention_relevance, "query"_a.noconvert(), "key"_a.noconvert(),
         "value"_a.noconvert(), "relevance"_a.noconvert(), "mask"_a.none(), "out_query"_a.noconvert(),
         "out_key"_a.noconvert(), "out_value"_a.noconvert(), py::kw_only(), "rule"_a, "scale"_a, "causal"_a = false,
-        "check_finite"_a = true, "output"_a = py::none(), "logsumexp"_a = py::none(), "stream"_a = py::none(),
-        "AttnLRP (rule='attnlrp') or CP-LRP (rule='cp_lrp') relevance of scaled dot-product attention, per head.");
+        "check_finite"_a = true, "output"_a = py::none(), "logsumexp"_a = py::none(), "gradient_form"_a = false,
+        "stream"_a = py::none(),
+        "AttnLRP (rule='attnlrp') or CP-LRP (rule='cp_lrp') relevance of scaled dot-product attention, per head. "
+        "gradient_form (CPU): 'relevance' holds G with R_O = O * G, and the outputs receive R_Q / Q, R_K / K, R_V / V.");
   m.def("recurrent_sweep", &recurrent_sweep, "decay"_a.noconvert(), "fresh"_a.noconvert(), "pre"_a.noconvert(),
         "hidden"_a.noconvert(), "weight"_a.noconvert(), "relevance"_a.noconvert(), "last"_a.noconvert(),
         "lengths"_a.noconvert(), "out"_a.noconvert(), py::kw_only(), "scale"_a = py::none(), "bias"_a = py::none(),

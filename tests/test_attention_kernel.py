@@ -359,3 +359,54 @@ def test_expanded_and_single_row_heads():
     out = K.attention_relevance(one, k, v, r[:, :, :1], backend="cpp")
     for actual, expected in zip(out, oracle(one, k, v, r[:, :, :1], None, 0.5, False, "attnlrp")[0]):
         assert_matches(actual, expected, torch.float64)
+
+
+def _forward(q, k, v, mask, scale, causal):
+    """O and the log-sum-exp per query as torch's CPU flash attention returns them (what the engine hands over)."""
+    from torch.ops import aten
+
+    additive = None if mask is None else torch.zeros(mask.shape, dtype=q.dtype).masked_fill_(~mask, float("-inf"))
+    o, lse = aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal, attn_mask=additive,
+                                                              scale=scale)[:2]
+    return o, lse
+
+
+@pytest.mark.parametrize("saved", [False, True], ids=["computed", "saved"])
+@pytest.mark.parametrize("rule", ["attnlrp", "cp_lrp"])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gradient_form_is_the_relevance_divided_by_each_operand(rule, causal, dtype, saved):
+    """gradient_form (the C++ CPU kernel, as the engine calls it between dense layers): relevance given as G with
+    R_O = O ⊙ G and returned as R_Q / Q, R_K / K, R_V / V. Times the operands it is the oracle's relevance for
+    R_O = O ⊙ G; with a padded sample, a query that may attend to no key, and 40 queries (blocks of rows)."""
+    from lrptext._native import require_core
+
+    core = require_core()
+    q, k, v, g = (rand((2, 3, 40, 4), dtype, "cpu", s) for s in (50, 51, 52, 53))
+    mask = torch.ones(2, 3, 40, 40, dtype=torch.bool)
+    mask[1, ..., 30:] = False  # padding
+    mask[0, 1, 7] = False  # a query without keys
+    scale = 0.6
+    o, lse = _forward(q, k, v, mask, scale, causal)
+    o = torch.nan_to_num(o)  # (the query without keys)
+    outs = [torch.empty_like(t) for t in (q, k, v)]
+    extra = {"output": o, "logsumexp": lse} if saved else {}
+    core.attention_relevance(q, k, v, g, mask, *outs, rule=rule, scale=scale, causal=causal, gradient_form=True,
+                             **extra)
+    (e_q, e_k, e_v), _ = oracle(q, k, v, o * g, mask, scale, causal, rule)
+    for gradient, operand, expected in zip(outs, (q, k, v), (e_q, e_k, e_v)):
+        assert torch.isfinite(gradient).all()
+        if np.abs(expected).max() == 0:
+            assert (gradient == 0).all()
+        else:
+            assert_matches(gradient * operand, expected, dtype)
+    assert (outs[0][0, 1, 7] == 0).all()  # nothing reaches a query that attends to nothing
+
+
+def test_gradient_form_is_refused_on_cuda_and_for_the_softmax():
+    from lrptext._native import require_core
+
+    core = require_core()
+    x = torch.randn(2, 3)
+    with pytest.raises(ValueError, match="'gradient_form' belongs to the layer_norm rule"):
+        core.row_relevance(x, x, x, torch.empty(2, 3), rule="softmax", gradient_form=True)

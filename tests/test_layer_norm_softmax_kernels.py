@@ -160,3 +160,21 @@ def test_layer_norm_weight_needs_its_eps(backend):
         K.layer_norm_relevance(x, y, x, weight=torch.ones(3), variance_epsilon=1e-5, backend=backend)
     with pytest.raises(ValueError, match="'variance_epsilon' must be"):
         K.layer_norm_relevance(x, y, x, variance_epsilon=-1.0, backend=backend)
+
+
+@pytest.mark.parametrize("with_affine", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_layer_norm_in_gradient_form(with_affine, dtype):
+    """gradient_form (the C++ CPU kernel, as the engine calls it between a residual sum and dense layers): the
+    relevance given as g with R_y = y ⊙ g, the result R_x / x. Times x it is the oracle's relevance for y ⊙ g."""
+    from lrptext._native import require_core
+
+    core = require_core()
+    x, g = rand((6, 9), dtype, "cpu", 16), rand((6, 9), dtype, "cpu", 17)
+    gamma, beta = (rand((9,), dtype, "cpu", 18), rand((9,), dtype, "cpu", 19)) if with_affine else (None, None)
+    y = torch.nn.functional.layer_norm(x, (9,), gamma, beta, eps=1e-5)
+    out = torch.empty_like(x)
+    core.row_relevance(x, y, g, out, rule="layer_norm", bias=beta, weight=gamma,
+                       variance_epsilon=1e-5 if with_affine else None, epsilon=1e-6, gradient_form=True)
+    expected = layer_norm_oracle(x, y, y * g, None if beta is None else beta.double(), 1e-6)
+    assert_matches(out * x, expected, dtype)

@@ -426,10 +426,14 @@ def test_relevance_matches_the_oracle(kind, composite):
 
 @pytest.mark.parametrize("product", ["core", "torch"])
 @pytest.mark.parametrize("composite", COMPOSITES)
-def test_either_blas_for_the_dense_products_matches_the_oracle(product, composite, monkeypatch):
+@pytest.mark.parametrize("kind", KINDS)
+def test_either_blas_for_the_dense_products_matches_the_oracle(kind, product, composite, monkeypatch):
     """The dense epsilon products of an explanation run in the core's BLAS or in torch's, by the CPU
     (lrptext.build_info()["dense_product"]); both give the oracle's relevance. Here every product, however small,
-    takes the one chosen, and the test sees that it did."""
+    takes the one chosen, and the test sees that it did. Torch's products hand relevance on in gradient form
+    (lrptext.kernels.factored: through residual sums, LayerNorm, reshapes and attention), which each
+    architecture's graph routes its own way; padding still gets exactly 0, and the per-layer sums (relevance
+    multiplied out at every node) are the core products' ones."""
     from lrptext import _native
     from lrptext.kernels import dispatch
 
@@ -438,10 +442,20 @@ def test_either_blas_for_the_dense_products_matches_the_oracle(product, composit
     monkeypatch.setattr(_native, "dense_product", product)
     monkeypatch.setattr(dispatch, "_TORCH_PRODUCT_FROM", 0)
     monkeypatch.setattr(dispatch, "_epsilon_torch_product", lambda *a: taken.append(1) or torch_product(*a))
-    model, ids, mask = setup("bert")
-    e = Explainer(model, composite=composite).explain({"input_ids": ids, "attention_mask": mask})
+    model, ids, mask = setup(kind)
+    batch = {"input_ids": ids, "attention_mask": mask}
+    e = Explainer(model, composite=composite).explain(batch)
     assert (len(taken) > 0) == (product == "torch")
-    assert_relevance(e.relevance, expected("bert", composite)[0])
+    assert_relevance(e.relevance, expected(kind, composite)[0])
+    assert (e.relevance[mask == 0] == 0).all()
+    if product == "torch":
+        layered = Explainer(model, composite=composite).explain(batch, layers=True)
+        assert_relevance(layered.relevance, expected(kind, composite)[0])
+        monkeypatch.setattr(_native, "dense_product", "core")
+        core = Explainer(model, composite=composite).explain(batch, layers=True)
+        assert layered.layer_relevance.keys() == core.layer_relevance.keys()
+        for name, sums in core.layer_relevance.items():
+            torch.testing.assert_close(layered.layer_relevance[name], sums, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.cuda

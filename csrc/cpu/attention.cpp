@@ -3,6 +3,7 @@
 // it, so no [batch, heads, queries, keys] tensor is ever held (csrc/include/lrptext/attention_rules.h has the row
 // steps).
 #include <algorithm>
+#include <cmath>
 #include <type_traits>
 
 #include "exec.h"
@@ -18,11 +19,18 @@ namespace {
 // a little faster than of 32 (Intel Sapphire Rapids, 2 threads).
 int64_t block_rows(int64_t nq, int64_t nk) { return std::min<int64_t>(nq, std::max<int64_t>(16, 8192 / nk)); }
 
-// Elements of a thread's workspace: three [rows, keys] blocks, G of a block, and K, Kᵀ, Vᵀ, Aᵀ G and Hᵀ Q of a
-// head.
+// Elements of a thread's workspace: three [rows, keys] blocks, G of a block and its row sums, and K, Kᵀ, Vᵀ,
+// Aᵀ G and Hᵀ Q of a head.
 int64_t workspace_size(const AttentionProblem& p) {
-  return 3 * block_rows(p.queries, p.keys) * p.keys + block_rows(p.queries, p.keys) * p.value_dim +
+  return 3 * block_rows(p.queries, p.keys) * p.keys + block_rows(p.queries, p.keys) * (p.value_dim + 1) +
          p.keys * (3 * p.dim + 2 * p.value_dim);
+}
+
+template <class T>
+T dot(const T* x, const T* y, int64_t n) {
+  T sum = T(0);
+  for (int64_t j = 0; j < n; ++j) sum += x[j] * y[j];
+  return sum;
 }
 
 // x [rows, cols] (rows ldx apart) into y = xᵀ [cols, rows] (contiguous)
@@ -38,9 +46,15 @@ void copy_rows(const T* x, int64_t ldx, T* y, int64_t rows, int64_t cols) {
   for (int64_t i = 0; i < rows; ++i) std::copy(x + i * ldx, x + i * ldx + cols, y + i * cols);
 }
 
-// out[i, :] = factor * y[i, :] * sum[i, :] over `rows` rows of `cols`; out and y with their own row distances
+// out[i, :] = factor * y[i, :] * sum[i, :] over `rows` rows of `cols` (y null: factor * sum[i, :]); out and y
+// with their own row distances
 template <class T>
 void scale_rows(const T* sum, T* out, int64_t ldo, const T* y, int64_t ldy, int64_t rows, int64_t cols, T factor) {
+  if (!y) {
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = 0; j < cols; ++j) out[i * ldo + j] = factor * sum[i * cols + j];
+    return;
+  }
   for (int64_t i = 0; i < rows; ++i)
     for (int64_t j = 0; j < cols; ++j) out[i * ldo + j] = sum[i * cols + j] * (factor * y[i * ldy + j]);
 }
@@ -54,12 +68,21 @@ LRPTEXT_AVX512_CLONE void unmasked_probability_rows(float* s, float* a, int64_t 
     attention_probabilities_row_unmasked_from(s + i * nk, a + i * nk, nk, scale, lse[i * lse_stride]);
 }
 
+// The same without the scaled scores kept (gradient form reads only A).
+LRPTEXT_AVX512_CLONE void unmasked_probabilities_only(const float* s, float* a, int64_t n, int64_t nk, float scale,
+                                                     const float* lse, int64_t lse_stride) {
+  for (int64_t i = 0; i < n; ++i) attention_probabilities_only_row_unmasked_from(s + i * nk, a + i * nk, nk, scale,
+                                                                                  lse[i * lse_stride]);
+}
+
 template <class T>
 void probability_rows(const AttentionProblem& p, int64_t t, int64_t i0, int64_t n, T* s, T* a, T scale, const T* lse,
                       int64_t lse_stride) {
   if constexpr (std::is_same_v<T, float>) {
-    if (lse && !p.mask && !p.causal) return unmasked_probability_rows(s, a, n, p.keys, scale, lse + i0 * lse_stride,
-                                                                      lse_stride);
+    if (lse && !p.mask && !p.causal) {
+      if (p.gradient_form) return unmasked_probabilities_only(s, a, n, p.keys, scale, lse + i0 * lse_stride, lse_stride);
+      return unmasked_probability_rows(s, a, n, p.keys, scale, lse + i0 * lse_stride, lse_stride);
+    }
   }
   for (int64_t i = 0; i < n; ++i) {
     const uint8_t* mask_row = attention_mask_row(p, t, i0 + i);
@@ -83,6 +106,16 @@ void score_factor_rows(const double* a, const double* s, double* m, int64_t n, i
   for (int64_t i = 0; i < n; ++i) attention_score_factor_row(a + i * nk, s + i * nk, m + i * nk, nk, scale);
 }
 
+// The same in gradient form, each row's Σ_k R_A given (attention_score_gradient_row).
+LRPTEXT_AVX512_CLONE void score_gradient_rows(const float* a, float* m, const float* row_sums, int64_t n, int64_t nk,
+                                              float scale) {
+  for (int64_t i = 0; i < n; ++i) attention_score_gradient_row(a + i * nk, m + i * nk, row_sums[i], nk, scale);
+}
+
+void score_gradient_rows(const double* a, double* m, const double* row_sums, int64_t n, int64_t nk, double scale) {
+  for (int64_t i = 0; i < n; ++i) attention_score_gradient_row(a + i * nk, m + i * nk, row_sums[i], nk, scale);
+}
+
 template <class T>
 void head_relevance(const AttentionProblem& p, int64_t t, T* work) {
   const int64_t nq = p.queries, nk = p.keys, d = p.dim, dv = p.value_dim, rows = block_rows(nq, nk);
@@ -91,11 +124,12 @@ void head_relevance(const AttentionProblem& p, int64_t t, T* work) {
   T* a = s + rows * nk;  // their probabilities
   T* m = a + rows * nk;  // G Vᵀ, then the factor H of the uniform rule at Q Kᵀ
   T* g = m + rows * nk;  // O = A V, then G = R_O / O
+  T* row_sums = g + rows * dv;  // gradient form: Σ_k R_A of each query, ½ Σ_j G_ij O_ij
   // Every block reads all of K and V and adds to Aᵀ G and Hᵀ Q: they live contiguous in the workspace (heads
   // split from [tokens, heads, dim] have rows heads x dim apart, which spreads a head over several times the
   // cache it fills). The products Q Kᵀ and G Vᵀ read K and V transposed, [dim, keys], as BLAS packs them fastest:
   // at 512 tokens and 32 dimensions a head's products took a quarter less time than with the transposed operand.
-  T* k_own = g + rows * dv;
+  T* k_own = row_sums + rows;
   T* kt = k_own + nk * d;
   T* vt = kt + nk * d;
   T* sum_v = vt + nk * dv;  // Aᵀ G
@@ -106,7 +140,7 @@ void head_relevance(const AttentionProblem& p, int64_t t, T* work) {
   transpose_rows(k, ldk, kt, nk, d);
   transpose_rows(v_in, ldv_in, vt, nk, dv);
   const T scale = T(p.scale);
-  const bool cp = p.rule == AttentionRule::CPLRP;
+  const bool cp = p.rule == AttentionRule::CPLRP, gradients = p.gradient_form;
   // the forward pass's O and log-sum-exp, when given, spare each row's maximum and sum and the product A V
   const T* saved_o = p.output ? static_cast<const T*>(p.output) + head_offset(p.output_strides, p.heads, t) : nullptr;
   const T* lse = p.logsumexp ? static_cast<const T*>(p.logsumexp) + head_offset(p.logsumexp_strides, p.heads, t)
@@ -119,25 +153,37 @@ void head_relevance(const AttentionProblem& p, int64_t t, T* work) {
     probability_rows(p, t, i0, n, s, a, scale, lse, lse_stride);
     const T* o = saved_o ? saved_o + i0 * ldo : g;
     if (!saved_o) gemm<T>(false, true, n, dv, nk, a, nk, vt, nk, T(0), g, dv);
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = 0; j < dv; ++j) g[i * dv + j] = attention_output_share(r[(i0 + i) * ldr + j], o[i * ldo + j]);
-    gemm<T>(true, false, nk, dv, n, a, nk, g, dv, accumulate, sum_v, dv);
+    // G of the block: the relevance's own rows in gradient form, else R_O / O
+    const T* gb = gradients ? r + i0 * ldr : g;
+    const int64_t ldg = gradients ? ldr : dv;
+    for (int64_t i = 0; i < n; ++i) {
+      const T* r_row = r + (i0 + i) * ldr;
+      if (gradients) {  // (a query that may attend to no key has A = 0 and an O that may be NaN: H is 0 there)
+        const T total = T(0.5) * dot(r_row, o + i * ldo, dv);
+        row_sums[i] = std::isfinite(total) ? total : T(0);
+      } else {
+        for (int64_t j = 0; j < dv; ++j) g[i * dv + j] = attention_output_share(r_row[j], o[i * ldo + j]);
+      }
+    }
+    gemm<T>(true, false, nk, dv, n, a, nk, gb, ldg, accumulate, sum_v, dv);
     if (cp) continue;
-    gemm<T>(false, false, n, nk, dv, g, dv, vt, nk, T(0), m, nk);
-    score_factor_rows(a, s, m, n, nk, scale);
+    gemm<T>(false, false, n, nk, dv, gb, ldg, vt, nk, T(0), m, nk);
+    if (gradients) score_gradient_rows(a, m, row_sums, n, nk, scale);
+    else score_factor_rows(a, s, m, n, nk, scale);
     gemm<T>(false, false, n, d, nk, m, nk, k, ldk, T(0), rq + i0 * ldrq, ldrq);
     gemm<T>(true, false, nk, d, n, m, nk, q + i0 * ldq, ldq, accumulate, sum_k, d);
   }
-  // R_V = ½ V ⊙ (Aᵀ G) (CP-LRP: all of it); R_Q = ½ Q ⊙ (H K), R_K = ½ K ⊙ (Hᵀ Q)
-  scale_rows(sum_v, rv, ldrv, v_in, ldv_in, nk, dv, cp ? T(1) : T(0.5));
+  // R_V = ½ V ⊙ (Aᵀ G) (CP-LRP: all of it); R_Q = ½ Q ⊙ (H K), R_K = ½ K ⊙ (Hᵀ Q); in gradient form without
+  // the products with V, Q and K
+  scale_rows(sum_v, rv, ldrv, gradients ? nullptr : v_in, ldv_in, nk, dv, cp ? T(1) : T(0.5));
   if (cp) {  // A is a constant: nothing reaches Q and K
     for (int64_t i = 0; i < nq; ++i) std::fill(rq + i * ldrq, rq + i * ldrq + d, T(0));
     for (int64_t i = 0; i < nk; ++i) std::fill(rk + i * ldrk, rk + i * ldrk + d, T(0));
     return;
   }
   for (int64_t i = 0; i < nq; ++i)  // H K was written straight into R_Q's rows
-    for (int64_t j = 0; j < d; ++j) rq[i * ldrq + j] *= T(0.5) * q[i * ldq + j];
-  scale_rows(sum_k, rk, ldrk, k, ldk, nk, d, T(0.5));
+    for (int64_t j = 0; j < d; ++j) rq[i * ldrq + j] *= T(0.5) * (gradients ? T(1) : q[i * ldq + j]);
+  scale_rows(sum_k, rk, ldrk, gradients ? nullptr : k, ldk, nk, d, T(0.5));
 }
 
 template <class T>

@@ -10,6 +10,7 @@ value it belongs to, is an error too: a plausible-looking wrong heatmap is worse
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,8 +20,9 @@ import torch
 from lrptext.errors import UnsupportedLayerError
 from lrptext.graph.ir import CONSTANT, INPUT, OUTPUT, UNSUPPORTED, Graph, LayerKind, Node
 from lrptext.kernels import dispatch
-from lrptext.kernels.factored import Factored
+from lrptext.kernels.factored import Factored, summed
 from lrptext.kernels.torch_backend import stabilize
+from lrptext.layers.identity import IDENTITY
 from lrptext.layers.unsupported import unsupported_error
 from lrptext.rules.rule import Norm, Pass
 
@@ -280,12 +282,19 @@ class RelevancePass:
         """The shape of a node's value, without computing a dropped one again."""
         return self.shapes[node.name] if node.name in self.shapes else self.values[node.name].shape
 
-    def accumulator(self, node: Node, like: torch.Tensor, taken: torch.Tensor) -> torch.Tensor | None:
+    def accumulator(self, node: Node, like: torch.Tensor, taken: torch.Tensor,
+                    factored: bool = False) -> torch.Tensor | Factored | None:
         """The relevance that has reached `node` so far, for a C++ CPU kernel to add its share to in place (returning
         that tensor) instead of a new tensor that run() then adds: the pass owns it, and it is a contiguous tensor
-        like `like`, apart from the relevance `taken` that the kernel reads. None where there is none yet, or
-        another implementation runs."""
+        like `like`, apart from the relevance `taken` that the kernel reads. With `factored`, also factored
+        relevance like ⊙ gradient (the identity activation), to add a share's gradient to (in place where it owns
+        it). None where there is none yet, or another implementation runs."""
         r = self.pending.get(node.name)
+        if factored and isinstance(r, Factored) and r.input is like and r.activation == "identity":
+            g = r.gradient
+            aliased = r.owned and g.untyped_storage().data_ptr() == taken.untyped_storage().data_ptr()
+            fits = g.dtype == like.dtype and g.shape == like.shape and g.is_contiguous() and g.device.type == "cpu"
+            return r if fits and not aliased else None
         if (self.implementation is not dispatch.native or not isinstance(r, torch.Tensor) or r.shape != like.shape
                 or r.dtype != like.dtype or r.device.type != "cpu" or like.device.type != "cpu"
                 or not r.is_contiguous() or r.untyped_storage().data_ptr() == taken.untyped_storage().data_ptr()):
@@ -372,7 +381,7 @@ class RelevancePass:
                 if arg.name not in relevance:
                     relevance[arg.name] = r_arg
                 elif relevance[arg.name] is not r_arg:  # (a kernel that took accumulator() has added it already)
-                    relevance[arg.name] = _multiplied(relevance[arg.name]) + _multiplied(r_arg)
+                    relevance[arg.name] = _sum(relevance[arg.name], r_arg)
                 delivered = True
             if not delivered and not node.kind.reads_ids:
                 raise UnsupportedLayerError(
@@ -390,6 +399,8 @@ class RelevancePass:
         # layer_map may give them to an unsupported node whose shapes they fit (assign_rules checks which).
         if isinstance(rule, Pass):  # (factored relevance passes as it is: the same R)
             carrying = self.carrying_inputs(node)
+            if isinstance(r, Factored) and r.at_output and kind is not IDENTITY:  # its input's value differs
+                r = dataclasses.replace(r, at_output=False)
             return [(carrying[0], r)] if carrying else []  # needs no values (a dropped activation stays dropped)
         if not kind.takes_factored:
             r = _multiplied(r)
@@ -403,3 +414,10 @@ class RelevancePass:
 def _multiplied(r: Any) -> Any:
     """Relevance as a tensor: factored relevance multiplied out."""
     return r.tensor() if isinstance(r, Factored) else r
+
+
+def _sum(a: Any, b: Any) -> Any:
+    """Two relevances of one node added: factored ones of the same input by their gradients."""
+    if isinstance(a, Factored) and isinstance(b, Factored) and (both := summed(a, b)) is not None:
+        return both
+    return _multiplied(a) + _multiplied(b)

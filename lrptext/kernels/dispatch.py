@@ -7,6 +7,7 @@ contiguous tensors, comes here directly: the checks cost a fifth of a small laye
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable
@@ -76,24 +77,31 @@ INPUT_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 def _epsilon_torch_product(x: torch.Tensor, weight: torch.Tensor, r: torch.Tensor | Factored, z: torch.Tensor,
                            epsilon: float, writable: bool, input_activation: str | None,
-                           add_to: torch.Tensor | None, factored: bool) -> torch.Tensor | Factored:
+                           add_to: torch.Tensor | Factored | None, factored: bool) -> torch.Tensor | Factored:
     """The epsilon rule on rows, R_in = x (s W) with s = R / st(z), its product in torch's BLAS and its element-wise
     steps in the core (torch's would each wake its thread pool); act(x) for x with input_activation. Factored
-    relevance is divided in one pass, act(input) gradient / st(z); with `factored` and x a dropped activation's
-    input, the result stays factored: (x, s W, activation)."""
+    relevance is divided in one pass, act(input) gradient / st(z). With `factored`, the result stays factored,
+    (x, s W, activation); added to factored relevance pending at x (add_to), s W is added to its gradient inside
+    the product."""
     if isinstance(r, Factored):
-        s = r.gradient
+        s = r.gradient if r.owned else torch.empty_like(r.gradient)
         native.divide_stabilized(r.gradient, z, s, epsilon, factor=r.input, activation_factor=r.activation)
     else:
         s = r if writable else torch.empty_like(r)
         native.divide_stabilized(r, z, s, epsilon)
+    if isinstance(add_to, Factored):  # x ⊙ g + x ⊙ (s W) = x ⊙ (g + s W)
+        g = add_to.gradient.view(x.shape)
+        if add_to.owned:
+            g.addmm_(s, weight)
+            return add_to
+        return dataclasses.replace(add_to, gradient=torch.addmm(g, s, weight).view(add_to.shape), owned=True)
     c = torch.mm(s, weight)
     activation = input_activation or "identity"
     if add_to is not None:
         native.multiply(x, c, add_to, accumulate=True, activation_a=activation)
         return add_to
-    if factored and input_activation is not None:
-        return Factored(x, c, activation)
+    if factored:
+        return Factored(x, c, activation, at_output=input_activation is None)
     native.multiply(x, c, c, activation_a=activation)
     return c
 
@@ -101,13 +109,14 @@ def _epsilon_torch_product(x: torch.Tensor, weight: torch.Tensor, r: torch.Tenso
 def dense(impl: ModuleType, input: Array, weight: Array, bias: Array | None, relevance: Array | Factored, *,
           rule: LinearRule, z: Array | None, prepared: Prepared, reduce_channels: bool, check_finite: bool,
           relevance_writable: bool = False, input_activation: str | None = None,
-          add_to: torch.Tensor | None = None, factored: bool = False) -> Array | Factored:
+          add_to: torch.Tensor | Factored | None = None, factored: bool = False) -> Array | Factored:
     """input [..., in] as rows [N, in]; the result back in input's leading shape. relevance_writable: the caller
     hands `relevance` over (it is not read after this call; Factored relevance always is). input_activation (C++
     kernels): `input` is the kept pre-activation of a dropped activation (INPUT_ACTIVATIONS) whose output the layer
     read. add_to (C++ kernels, not with reduce_channels): a contiguous tensor shaped like input that the relevance
-    is added to in place and returned, instead of a new one. factored: the caller takes the result as Factored
-    where the product with the input would read a dropped activation."""
+    is added to in place and returned, instead of a new one; or factored relevance input ⊙ g pending at the input,
+    whose g the product adds to where the product is torch's (the sum returned; else the relevance alone).
+    factored: the caller takes the result as Factored, (input, gradient), where the product is torch's."""
     lead = tuple(input.shape[:-1])
     out_features, in_features = weight.shape
     rows = math.prod(lead)
@@ -117,13 +126,17 @@ def dense(impl: ModuleType, input: Array, weight: Array, bias: Array | None, rel
         x = contiguous(input).reshape(rows, in_features)
         zz = None if z is None else contiguous(z).reshape(rows, out_features)
     options: dict[str, Any] = _core_options(impl, relevance_writable, input_activation == "relu")
-    if add_to is not None:
-        if impl is not native or reduce_channels or not add_to.is_contiguous() or add_to.shape != input.shape:
-            raise ValueError("add_to is an option of the C++ kernels for a contiguous tensor shaped like the input")
-        options["add_to"] = add_to.view(x.shape)
     torch_product = (impl is native and _native.dense_product == "torch" and type(rule) is Epsilon and zz is not None
                      and not (reduce_channels or check_finite) and prepared[0] is None and isinstance(x, torch.Tensor)
                      and x.is_cpu and x.shape[0] * in_features * out_features >= _TORCH_PRODUCT_FROM)
+    if isinstance(add_to, Factored):  # gradients add in the torch product only; else run() adds the two
+        if torch_product and input_activation is None:
+            options["add_to"] = add_to
+        add_to = None
+    elif add_to is not None:
+        if impl is not native or reduce_channels or not add_to.is_contiguous() or add_to.shape != input.shape:
+            raise ValueError("add_to is an option of the C++ kernels for a contiguous tensor shaped like the input")
+        options["add_to"] = add_to.view(x.shape)
     if isinstance(relevance, Factored) and not torch_product:
         relevance = relevance.tensor()
     r: Any = relevance if isinstance(relevance, Factored) else contiguous(relevance)
@@ -139,6 +152,9 @@ def dense(impl: ModuleType, input: Array, weight: Array, bias: Array | None, rel
                    prepared=prepared, reduce_channels=reduce_channels, check_finite=check_finite, **options)
     if add_to is not None:
         return add_to
+    if isinstance(out, Factored):  # in the input's shape, with the input itself (not a view of it) as the factor
+        return out if out.input is input else dataclasses.replace(out, input=input,
+                                                                  gradient=out.gradient.view(input.shape))
     return out if len(lead) == 1 else out.reshape(lead if reduce_channels else lead + (in_features,))
 
 
@@ -197,14 +213,17 @@ def global_max(impl: ModuleType, input: Array, relevance: Array, *, dim: int, ch
 
 def rows(impl: ModuleType, input: Array, output: Array, relevance: Array, *, rule: str, bias: Array | None,
          epsilon: float, check_finite: bool, weight: Array | None = None,
-         variance_epsilon: float | None = None) -> Array:
-    """An operation along the last axis of [..., width], as rows [N, width]."""
+         variance_epsilon: float | None = None, gradient_form: bool = False) -> Array:
+    """An operation along the last axis of [..., width], as rows [N, width]. gradient_form: the C++ kernels'
+    LayerNorm in gradient form (native.rows)."""
     shape = tuple(input.shape)
     width = shape[-1] if shape else 1
     rows = math.prod(shape[:-1]) if shape else 1
     flat = [contiguous(a).reshape(rows, width) for a in (input, output, relevance)]
     extra = {} if variance_epsilon is None else {"weight": contiguous(weight),
                                                  "variance_epsilon": float(variance_epsilon)}
+    if gradient_form:
+        extra["gradient_form"] = True
     out = call(impl, "rows", input, *flat, rule=rule, bias=contiguous(bias), epsilon=float(epsilon),
                check_finite=check_finite, **extra)
     return out.reshape(shape)
@@ -212,24 +231,26 @@ def rows(impl: ModuleType, input: Array, output: Array, relevance: Array, *, rul
 
 def layer_norm(impl: ModuleType, input: Array, output: Array, relevance: Array, *, normalized_dims: int,
                bias: Array | None, weight: Array | None, epsilon: float, variance_epsilon: float | None,
-               check_finite: bool) -> Array:
-    """LayerNorm over the last `normalized_dims` axes, as rows of their product; bias and weight shaped like them."""
+               check_finite: bool, gradient_form: bool = False) -> Array:
+    """LayerNorm over the last `normalized_dims` axes, as rows of their product; bias and weight shaped like them.
+    gradient_form (C++ kernels): relevance is g with R = output ⊙ g, and the result R_input / input."""
     shape = tuple(input.shape)
     lead = shape[:len(shape) - normalized_dims]
     width = math.prod(shape[len(shape) - normalized_dims:])
     flat = [contiguous(a).reshape(lead + (width,)) for a in (input, output, relevance)]
     out = rows(impl, *flat, rule="layer_norm", bias=None if bias is None else contiguous(bias).reshape(width),
                epsilon=epsilon, check_finite=check_finite,
-               weight=None if weight is None else contiguous(weight).reshape(width), variance_epsilon=variance_epsilon)
+               weight=None if weight is None else contiguous(weight).reshape(width), variance_epsilon=variance_epsilon,
+               gradient_form=gradient_form)
     return out.reshape(shape)
 
 
 def attention(impl: ModuleType, q: Array, k: Array, v: Array, relevance: Array, mask: Array | None, *, rule: str,
               scale: float, causal: bool, check_finite: bool, output: Array | None = None,
-              logsumexp: Array | None = None) -> tuple[Array, Array, Array]:
+              logsumexp: Array | None = None, gradient_form: bool = False) -> tuple[Array, Array, Array]:
     """[batch, heads, tokens, dim] operands; mask: bool [batch or 1, heads or 1, queries or 1, keys] or None;
     output, logsumexp: the forward pass's O and log-sum-exp per query, or None (only the C++ CPU kernel reads
-    them; the others compute them again)."""
+    them; the others compute them again). gradient_form: the C++ CPU kernel's (native.attention)."""
     # the C++ CPU kernel reads strided heads in place; CUDA's batched products take contiguous ones
     on_cpu = isinstance(q, np.ndarray) or not q.is_cuda
     args = [contiguous_rows(a) if impl is native and on_cpu else contiguous(a) for a in (q, k, v, relevance)]
@@ -237,8 +258,8 @@ def attention(impl: ModuleType, q: Array, k: Array, v: Array, relevance: Array, 
         args, mask = [to_torch(a) for a in args], None if mask is None else to_torch(mask)
         out = torch_backend.attention(*args, mask, rule=rule, scale=scale, causal=causal, check_finite=check_finite)
         return tuple(like_input(o, q) for o in out)
-    saved = {}
+    saved: dict[str, Any] = {"gradient_form": True} if gradient_form else {}
     if impl is native and on_cpu and output is not None:
-        saved = {"output": contiguous_rows(output), "logsumexp": strided(logsumexp)}
+        saved.update(output=contiguous_rows(output), logsumexp=strided(logsumexp))
     return impl.attention(*args, contiguous(mask), rule=rule, scale=scale, causal=causal, check_finite=check_finite,
                           **saved)

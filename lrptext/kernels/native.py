@@ -153,20 +153,24 @@ def pool(planes: Array, relevance: Array, *, mode: str, kernel: tuple[int, int],
 
 
 def rows(x: Array, y: Array, relevance: Array, *, rule: str, bias: Array | None, epsilon: float,
-         check_finite: bool, weight: Array | None = None, variance_epsilon: float | None = None) -> Array:
-    """LayerNorm or softmax relevance along the rows of [rows, width]."""
+         check_finite: bool, weight: Array | None = None, variance_epsilon: float | None = None,
+         gradient_form: bool = False) -> Array:
+    """LayerNorm or softmax relevance along the rows of [rows, width]. gradient_form (LayerNorm): `relevance` is g
+    with R = y ⊙ g, and the result R_x / x."""
     out = empty(x, tuple(x.shape))
     _call("row_relevance", x, y, relevance, out, bias=bias, weight=weight, rule=rule, epsilon=epsilon,
-          variance_epsilon=variance_epsilon, check_finite=check_finite, stream=stream(x))
+          variance_epsilon=variance_epsilon, check_finite=check_finite, gradient_form=gradient_form, stream=stream(x))
     return out
 
 
 def attention(q: Array, k: Array, v: Array, relevance: Array, mask: Array | None, *, rule: str, scale: float,
               causal: bool, check_finite: bool, output: Array | None = None,
-              logsumexp: Array | None = None) -> tuple[Array, Array, Array]:
+              logsumexp: Array | None = None, gradient_form: bool = False) -> tuple[Array, Array, Array]:
     """Scaled dot-product attention relevance per head, [batch, heads, tokens, dim]; on the CPU the operands may
-    be strided heads, and each output is laid out like its operand."""
+    be strided heads, and each output is laid out like its operand. gradient_form (CPU): `relevance` is G with
+    R_O = O ⊙ G, and the results R_Q / Q, R_K / K, R_V / V."""
     out = (empty_like_rows(q), empty_like_rows(k), empty_like_rows(v))
     _call("attention_relevance", q, k, v, relevance, mask, *out, rule=rule, scale=scale, causal=causal,
-          check_finite=check_finite, output=output, logsumexp=logsumexp, stream=stream(q))
+          check_finite=check_finite, output=output, logsumexp=logsumexp, gradient_form=gradient_form,
+          stream=stream(q))
     return out

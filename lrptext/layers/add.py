@@ -14,6 +14,7 @@ from torch.ops import aten
 
 from lrptext.graph.ir import LayerKind, Node, bind
 from lrptext.kernels import native
+from lrptext.kernels.factored import Factored
 from lrptext.kernels.torch_backend import stabilize
 from lrptext.rules import Norm
 
@@ -31,6 +32,7 @@ class Add(LayerKind):
                            aten.add.Scalar, aten.sub.Scalar})
     methods = frozenset({"add", "sub"})
     keeps_input = True  # a shift by a constant; a sum of two computed values mixes them (Graph.first_layers)
+    takes_factored = True  # y ⊙ g splits into a ⊙ g and b ⊙ g: nothing to compute
 
     def capture_call(self, node: Node) -> LayerKind:
         # The summands' factors, known at capture: the relevance step reads them instead of differentiating the
@@ -47,18 +49,20 @@ class Add(LayerKind):
     def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
         factors = (node.params or {}).get("factors")
         if factors is None:
-            return state.norm(node, r, rule.stabilizer)
+            return state.norm(node, _multiplied(r), rule.stabilizer)
         (a, b), _ = state.arguments(node)
         carrying = {n.name for n in state.carrying_inputs(node)}
         summands = [(summand, value, factor) for summand, value, factor in zip(node.args, (a, b), factors)
                     if isinstance(summand, Node) and summand.name in carrying]
         y = state.values[node.name]
-        # the pass's relevance is its own (RelevancePass.run): a residual's is divided and multiplied in place,
-        # one new tensor instead of three
-        own = r.is_contiguous() and r.shape == y.shape and r.dtype == y.dtype
-        if own and state.implementation is native and r.is_cpu and all(
+        if state.implementation is native and y.is_cpu and all(
                 v.shape == y.shape and v.dtype == y.dtype and v.is_contiguous() for _, v, _ in summands):
-            return _in_core(state, summands, r, y, rule.stabilizer)
+            found = _share(r, y, rule.stabilizer)
+            if found is not None:
+                return _shares(state, summands, *found)
+        r = _multiplied(r)
+        # the pass's relevance is its own (RelevancePass.run): divided and multiplied in place
+        own = r.is_contiguous() and r.shape == y.shape and r.dtype == y.dtype
         denominator = stabilize(y, rule.stabilizer) if rule.stabilizer else y
         share = r.div_(denominator) if own else r / denominator
         out = []
@@ -71,25 +75,46 @@ class Add(LayerKind):
         return out
 
 
-def _in_core(state: Any, summands: list, r: torch.Tensor, y: torch.Tensor,
-             stabilizer: float) -> list[tuple[Node, torch.Tensor]]:
-    """The same in the core's element-wise steps, on the CPU, for summands shaped like the sum: each share is added
-    to the relevance already pending at its summand where there is some (torch's steps would each wake its thread
-    pool, and allocate)."""
+def _multiplied(r: Any) -> Any:
+    return r.tensor() if isinstance(r, Factored) else r
+
+
+def _share(r: Any, y: torch.Tensor, stabilizer: float) -> tuple[torch.Tensor, bool] | None:
+    """(g, owned): every summand's relevance is its value times g = R / st(y), computed in the core (torch's steps
+    would each wake its thread pool, and allocate); owned where g is the pass's own buffer. Relevance that is
+    y ⊙ gradient (factored at this output) has g = gradient without a stabiliser. None where the shapes do not
+    allow it."""
+    if isinstance(r, Factored):
+        gradient = r.gradient_of(y)
+        if gradient is not None and not stabilizer:
+            return gradient, r.owned
+        if not (r.gradient.is_contiguous() and r.input.is_contiguous() and r.shape == y.shape
+                and r.gradient.dtype == y.dtype):
+            return None
+        g = r.gradient if r.owned else torch.empty_like(r.gradient)
+        native.divide_stabilized(r.gradient, y, g, stabilizer, factor=r.input, activation_factor=r.activation)
+        return g, True
+    if not (r.is_contiguous() and r.shape == y.shape and r.dtype == y.dtype):
+        return None
     native.divide_stabilized(r, y, r, stabilizer)  # st(y, 0) = y
+    return r, True
+
+
+def _shares(state: Any, summands: list, g: torch.Tensor, owned: bool) -> list[tuple[Node, Any]]:
+    """Each summand's relevance value ⊙ g, factored (one g shared by the summands, read only), or added to the
+    relevance already pending at the summand where there is some."""
     out = []
-    for i, (summand, value, factor) in enumerate(summands):
-        pending = state.accumulator(summand, value, r)
+    for summand, value, factor in summands:
+        pending = state.accumulator(summand, value, g)
         if pending is not None:
-            native.multiply(value, r, pending, scale=factor, accumulate=True)
-            part = pending
-        elif i == len(summands) - 1:
-            native.multiply(value, r, r, scale=factor)
-            part = r
+            native.multiply(value, g, pending, scale=factor, accumulate=True)
+            out.append((summand, pending))
+        elif factor == 1:
+            out.append((summand, Factored(value, g, owned=owned and len(summands) == 1, at_output=True)))
         else:
-            part = torch.empty_like(r)
-            native.multiply(value, r, part, scale=factor)
-        out.append((summand, part))
+            part = torch.empty_like(g)
+            native.multiply(value, g, part, scale=factor)
+            out.append((summand, part))
     return out
 
 

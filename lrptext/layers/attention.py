@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch.ops import aten
 
 from lrptext.graph.ir import UNSUPPORTED, LayerKind, Node, bind
-from lrptext.kernels import broadcast_mask, dispatch
+from lrptext.kernels import broadcast_mask, dispatch, native
+from lrptext.kernels.factored import Factored
 from lrptext.rules import CPLRP, AttnLRP
 
 
@@ -36,6 +37,7 @@ class Attention(LayerKind):
     functions = frozenset({F.scaled_dot_product_attention, aten.scaled_dot_product_attention.default})
     slot = "attention"
     rules = (AttnLRP, CPLRP)
+    takes_factored = True  # in gradient form where the relevance is O ⊙ G
 
     def capture_call(self, node: Node) -> LayerKind:
         a = bind(node, _signature)
@@ -74,13 +76,21 @@ class Attention(LayerKind):
         impl = dispatch.implementation("attention_relevance", state.backend, q)
         lse = state.saved.get(node.name)
         saved = {} if lse is None else {"output": state.values[node.name], "logsumexp": lse}
-        r_q, r_k, r_v = dispatch.attention(impl, q, k, v, r, allowed, rule="cp_lrp" if isinstance(rule, CPLRP) else
-                                           "attnlrp", scale=scale, causal=node.params["is_causal"],
-                                           check_finite=False, **saved)
+        # O ⊙ G in, Q ⊙ G_Q (and K, V) out, in the C++ CPU kernel: the projections around it then divide by their
+        # output in the pass they make anyway (lrptext.kernels.factored)
+        gradient = r.gradient_of(state.values[node.name]) if isinstance(r, Factored) and impl is native else None
+        if gradient is None:
+            r = r.tensor() if isinstance(r, Factored) else r
+        out = dispatch.attention(impl, q, k, v, r if gradient is None else gradient, allowed,
+                                 rule="cp_lrp" if isinstance(rule, CPLRP) else "attnlrp", scale=scale,
+                                 causal=node.params["is_causal"], check_finite=False,
+                                 gradient_form=gradient is not None, **saved)
+        if gradient is not None:
+            out = tuple(Factored(x, g, at_output=True) for x, g in zip((q, k, v), out))
         q_node, k_node, v_node = node.args[:3]
         if isinstance(rule, CPLRP):
-            return [(v_node, r_v)]
-        return [(q_node, r_q), (k_node, r_k), (v_node, r_v)]
+            return [(v_node, out[2])]
+        return list(zip((q_node, k_node, v_node), out))
 
 
 def _flash_on_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> bool:

@@ -48,13 +48,16 @@ class Dense(LayerKind):
             activated = x if activation is None else dispatch.INPUT_ACTIVATIONS[activation](x)
             extra = linear.bias_share(state, node, rule, activated, z, r, emb is not None)
         # where other layers' relevance has reached the input already (a transformer's Q, K and V projections
-        # share theirs), the kernel adds to it; else, where the input is a dropped activation's (Linear -> GELU ->
-        # Linear), the relevance stays factored for the layer before it
+        # and its residual share theirs), the kernel adds to it (to its gradient where it is factored); else the
+        # relevance stays factored, (input, gradient), for the layer before it
         plain = emb is None and extra is None
-        add_to = state.accumulator(node.args[0], x, r.gradient if isinstance(r, Factored) else r) if plain else None
+        add_to = state.accumulator(node.args[0], x, r.gradient if isinstance(r, Factored) else r,
+                                   factored=activation is None) if plain else None
         rel = dispatch.dense(state.implementation, x, layer.weight, layer.bias, r, rule=rule, z=z,
                              prepared=layer.prepared, reduce_channels=emb is not None, check_finite=False,
                              relevance_writable=True, input_activation=activation, add_to=add_to, factored=plain)
+        if isinstance(add_to, Factored) and isinstance(rel, Factored) and rel.input is add_to.input:
+            state.pending[node.args[0].name] = rel  # the sum, a new gradient where the pending one was shared
         rel = rel if extra is None else rel + extra
         return linear.to_tokens(state, emb, rel) if emb is not None else [(node.args[0], rel)]
 

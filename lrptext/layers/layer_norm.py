@@ -19,6 +19,7 @@ from torch.ops import aten
 
 from lrptext.graph.ir import UNSUPPORTED, LayerKind, Node, bind
 from lrptext.kernels import dispatch
+from lrptext.kernels.factored import Factored
 from lrptext.layers import linear
 from lrptext.rules import Epsilon
 
@@ -36,6 +37,7 @@ class LayerNorm(LayerKind):
     modules = (nn.LayerNorm,)
     functions = frozenset({F.layer_norm, aten.layer_norm.default})
     rules = (Epsilon,)
+    takes_factored = True  # in gradient form where the relevance is y ⊙ g
 
     def capture_module(self, node: Node, module: Any) -> None:
         node.params = {"weight": module.weight, "bias": module.bias, "dims": len(module.normalized_shape),
@@ -67,11 +69,17 @@ class LayerNorm(LayerKind):
     def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
         x, y, p = state.values[node.args[0].name], state.values[node.name], node.params
         bias, weight = (None if t is None else t.to(x) for t in (p["bias"], p["weight"]))
+        # relevance y ⊙ g in, x ⊙ gradient out, where the C++ CPU kernel runs: a residual sum before and the dense
+        # layers after then take the gradient as it is (lrptext.kernels.factored)
+        gradient = r.gradient_of(y) if isinstance(r, Factored) else None
+        if gradient is None:
+            r = r.tensor() if isinstance(r, Factored) else r
         # past kernels.layer_norm_relevance's argument checks (about a third of the call at 128 tokens): the
         # arguments are the pass's own tensors
-        rel = dispatch.layer_norm(state.implementation, x, y, r, normalized_dims=p["dims"], bias=bias, weight=weight,
-                                  epsilon=rule.epsilon, variance_epsilon=p["eps"], check_finite=False)
-        return [(node.args[0], rel)]
+        rel = dispatch.layer_norm(state.implementation, x, y, r if gradient is None else gradient,
+                                  normalized_dims=p["dims"], bias=bias, weight=weight, epsilon=rule.epsilon,
+                                  variance_epsilon=p["eps"], check_finite=False, gradient_form=gradient is not None)
+        return [(node.args[0], rel if gradient is None else Factored(x, rel, at_output=True))]
 
 
 LAYER_NORM = LayerNorm()

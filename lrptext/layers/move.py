@@ -10,6 +10,7 @@ import torch
 from torch.ops import aten
 
 from lrptext.graph.ir import LayerKind, Node, bind
+from lrptext.kernels.factored import Factored
 
 _CONCATENATIONS = frozenset({torch.cat, torch.concat, torch.concatenate, aten.cat.default})
 
@@ -48,6 +49,7 @@ class Move(LayerKind):
                           | _CONCATENATIONS)
     methods = frozenset({"permute", "transpose", "t", "swapaxes", "expand", "expand_as", "repeat"})
     keeps_input = True
+    takes_factored = True  # transposes and permutations move both factors
 
     def capture_call(self, node: Node) -> LayerKind:
         from lrptext.layers.meta import META
@@ -70,14 +72,24 @@ class Move(LayerKind):
         return "routed back (vector-Jacobian product)"
 
     def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
+        if isinstance(r, Factored) and r.activation == "identity" and node.args[0].name in state.carries:
+            if "transpose" in node.params:  # both factors moved back
+                return [(node.args[0], r.map(lambda t: t.transpose(*node.params["transpose"])))]
+            if "permute" in node.params:
+                return [(node.args[0], r.map(lambda t: _permuted_back(node, t)))]
+        r = r.tensor() if isinstance(r, Factored) else r
         if "pieces" in node.params and (parts := _cat_parts(node, r, state)) is not None:
             return parts
         if "transpose" in node.params and node.args[0].name in state.carries:
             return [(node.args[0], r.transpose(*node.params["transpose"]))]
         if "permute" in node.params and node.args[0].name in state.carries:
-            order = [i % r.dim() for i in node.params["permute"]]
-            return [(node.args[0], r.permute(*sorted(range(r.dim()), key=order.__getitem__)))]
+            return [(node.args[0], _permuted_back(node, r))]
         return state.routed(node, lambda y: r)
+
+
+def _permuted_back(node: Node, r: torch.Tensor) -> torch.Tensor:
+    order = [i % r.dim() for i in node.params["permute"]]
+    return r.permute(*sorted(range(r.dim()), key=order.__getitem__))
 
 
 def _cat_parts(node: Node, r: Any, state: Any) -> list[tuple[Node, Any]] | None:

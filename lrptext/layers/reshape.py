@@ -19,6 +19,7 @@ class Reshape(LayerKind):
                            aten.squeeze.default, aten.flatten.using_ints})
     methods = frozenset({"view", "reshape", "flatten", "squeeze", "unsqueeze", "view_as", "reshape_as"})
     keeps_input = True
+    takes_factored = True  # both factors reshaped
 
     def default_rule(self, node: Node) -> Any:
         return "reshaped back"

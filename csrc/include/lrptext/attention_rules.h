@@ -70,6 +70,16 @@ LRPT_HD inline void attention_probabilities_row_unmasked_from(T* s, T* a, int64_
   }
 }
 
+// The same writing A only (gradient form reads no scores).
+template <class T>
+LRPT_HD inline void attention_probabilities_only_row_unmasked_from(const T* s, T* a, int64_t nk, T scale,
+                                                                   T logsumexp) {
+  for (int64_t j = 0; j < nk; ++j) {
+    const T shifted = s[j] * scale - logsumexp;
+    a[j] = exp_nonpositive(shifted > T(0) ? T(0) : shifted > T(-1000) ? shifted : T(-1000));  // NaN: -1000
+  }
+}
+
 // One query's row, AttnLRP: `m` holds (G Vᵀ)_i in and the factor H_i of the uniform rule at Q Kᵀ out.
 // R_A = ½ A ⊙ (G Vᵀ); the softmax R_S = S ⊙ (R_A − A Σ_k R_A); H = scale R_S / S, which is scale (R_A − A Σ R_A)
 // where S ≠ 0 and 0 where S = 0 (no relevance to divide; masked keys have A = 0 and so H = 0).
@@ -78,6 +88,14 @@ LRPT_HD inline void attention_score_factor_row(const T* a, const T* s, T* m, int
   for (int64_t j = 0; j < nk; ++j) m[j] = T(0.5) * a[j] * m[j];
   const T row = row_sum(m, nk);
   for (int64_t j = 0; j < nk; ++j) m[j] = s[j] == T(0) ? T(0) : scale * (m[j] - a[j] * row);
+}
+
+// The same in gradient form (R_O = O ⊙ G): H = scale A ⊙ (½ G Vᵀ − Σ_k R_A), with Σ_k R_A = ½ Σ_k A_k (G Vᵀ)_k =
+// ½ Σ_j G_j O_j computed from O by the caller (`total`): one pass over the row. H is the gradient of the scores
+// without the S = 0 exception (gradient × input: R_S = S ⊙ H / scale there too).
+template <class T>
+LRPT_HD inline void attention_score_gradient_row(const T* a, T* m, T total, int64_t nk, T scale) {
+  for (int64_t j = 0; j < nk; ++j) m[j] = scale * a[j] * (T(0.5) * m[j] - total);
 }
 
 // G = R_O / O, 0 where R_O = 0 or O = 0 (a query that attends to no key has nothing to pass its relevance to).

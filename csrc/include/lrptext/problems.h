@@ -202,6 +202,9 @@ struct RowProblem {
   // LayerNorm's own epsilon (added to the variance), or < 0 when not given: then y - beta is read off y (see
   // layer_norm_row)
   double variance_epsilon = -1.0;
+  // LayerNorm in gradient form: `relevance` holds g with R_y = y ⊙ g, and `out` receives R_x / x (the relevance at
+  // the input is x ⊙ out), so the steps before and after need not multiply (lrptext/kernels/factored.py).
+  bool gradient_form = false;
   void* stream = nullptr;
 };
 
@@ -242,6 +245,9 @@ struct AttentionProblem {
   int64_t batch = 0, heads = 0, queries = 0, keys = 0, dim = 0, value_dim = 0;
   HeadStrides query_strides, key_strides, value_strides, relevance_strides;
   HeadStrides out_query_strides, out_key_strides, out_value_strides;
+  // Gradient form (the CPU kernel): `relevance` holds G with R_O = O ⊙ G, and out_* receive R_Q / Q, R_K / K and
+  // R_V / V (lrptext/kernels/factored.py): the division by O and the products with Q, K and V are left out.
+  bool gradient_form = false;
   void* stream = nullptr;
 };
 

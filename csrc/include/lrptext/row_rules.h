@@ -16,25 +16,30 @@ namespace lrptext {
 // st(y) - beta = gamma z / sigma + eps sign(y) is computed from z where gamma and the variance's epsilon are given
 // (variance_eps >= 0; gamma null: 1): read off y as y - beta it cancels digits where y is close to beta (float32
 // lost 3 of its 7 digits on MiniLM's 512-token rows that way).
+// In gradient form (RowProblem::gradient_form) r holds g with R_y = y g, and out receives s - mean(s), R_x / x.
 template <class T>
 LRPT_HD inline void layer_norm_row(const T* x, const T* y, const T* r, const T* gamma, const T* beta, T* out, int64_t n,
-                                   T eps, T variance_eps) {
+                                   T eps, T variance_eps, bool gradient_form) {
   const T mean = row_sum(x, n) / T(n);
   const T inv_std = variance_eps >= T(0) ? T(1) / std::sqrt(row_squared_deviation(x, n, mean) / T(n) + variance_eps)
                                          : T(0);
   for (int64_t i = 0; i < n; ++i) {
     const T z = x[i] - mean;
-    T rz = r[i];
+    T rz = gradient_form ? y[i] * r[i] : r[i];
     if (beta) {
       const T sign_eps = y[i] >= T(0) ? eps : -eps;  // st(y) = y + sign_eps
       const T shifted = variance_eps >= T(0) ? (gamma ? gamma[i] : T(1)) * z * inv_std + sign_eps
                                              : y[i] + sign_eps - beta[i];
-      rz = r[i] * shifted / (y[i] + sign_eps);
+      rz = rz * shifted / (y[i] + sign_eps);
     }
     out[i] = rz / stabilize(z, eps);
   }
   const T s_mean = row_sum(out, n) / T(n);
-  for (int64_t i = 0; i < n; ++i) out[i] = x[i] * (out[i] - s_mean);
+  if (gradient_form) {
+    for (int64_t i = 0; i < n; ++i) out[i] -= s_mean;
+  } else {
+    for (int64_t i = 0; i < n; ++i) out[i] = x[i] * (out[i] - s_mean);
+  }
 }
 
 // Softmax s = softmax(x) (AttnLRP): R_x = x (R_s - s sum(R_s)), gradient x input; a position of probability 0
@@ -56,9 +61,11 @@ void row_relevance(const Exec& ex, const RowProblem& p) {
   T* out = static_cast<T*>(p.out);
   const int64_t n = p.width;
   const T eps = T(p.epsilon);
+  const bool gradient_form = p.gradient_form;
   if (p.rule == RowRule::LayerNorm)
     ex.map(p.rows, LRPT_LAMBDA(int64_t row) {
-      layer_norm_row(x + row * n, y + row * n, r + row * n, gamma, beta, out + row * n, n, eps, variance_eps);
+      layer_norm_row(x + row * n, y + row * n, r + row * n, gamma, beta, out + row * n, n, eps, variance_eps,
+                     gradient_form);
     }, n);
   else
     ex.map(p.rows, LRPT_LAMBDA(int64_t row) { softmax_row(x + row * n, y + row * n, r + row * n, out + row * n, n); },
