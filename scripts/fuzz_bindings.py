@@ -117,7 +117,7 @@ def one_input(data: bytes) -> None:
                                 weight=shaped(fdp, (width,), dtype) if fdp.ConsumeBool() else None,
                                 rule=["layer_norm", "softmax", "bogus"][fdp.ConsumeIntInRange(0, 2)],
                                 epsilon=parameter(fdp), variance_epsilon=parameter(fdp) if fdp.ConsumeBool() else None,
-                                check_finite=fdp.ConsumeBool())
+                                check_finite=fdp.ConsumeBool(), gradient_form=fdp.ConsumeBool())
         elif kind == 8:
             b, h = pair(fdp, 0, 3)
             nq, nk = pair(fdp, 0, 40)
@@ -134,7 +134,7 @@ def one_input(data: bytes) -> None:
             _core.attention_relevance(q, k, v, r, mask, *outs,
                                       rule=["attnlrp", "cp_lrp", "bogus"][fdp.ConsumeIntInRange(0, 2)],
                                       scale=parameter(fdp), causal=fdp.ConsumeBool(),
-                                      check_finite=fdp.ConsumeBool(), **saved)
+                                      check_finite=fdp.ConsumeBool(), gradient_form=fdp.ConsumeBool(), **saved)
         elif kind == 9:  # the element-wise steps: mostly one shape, an output that may be an input itself
             dtype = DTYPES[fdp.ConsumeIntInRange(0, 1)]
             shape = tuple(fdp.ConsumeIntInRange(0, 5) for _ in range(fdp.ConsumeIntInRange(0, 3)))

@@ -39,11 +39,20 @@ def _all_finite(t: torch.Tensor) -> bool:
     return math.isfinite(t.sum().item()) or bool(torch.isfinite(t).all())
 
 
-def _state_versions(model: nn.Module) -> tuple[tuple[int, int, int], ...]:
+def _state_versions(model: nn.Module) -> list[tuple[int, int, int]]:
     """Changes in place bump a tensor's version; a replaced parameter changes its identity and storage. Read from
-    each module's own tables: model.parameters() builds qualified names on the way."""
-    return tuple((id(t), t.data_ptr(), t._version) for m in model.modules() for table in (m._parameters, m._buffers)
-                 for t in table.values() if t is not None)
+    each module's own tables, walked here: model.modules() and model.parameters() build names and generators on the
+    way (a third of a millisecond per explanation for a 6-layer encoder)."""
+    versions, stack, seen = [], [model], set()
+    while stack:
+        m = stack.pop()
+        if id(m) in seen:
+            continue
+        seen.add(id(m))
+        for table in (m._parameters, m._buffers):
+            versions.extend((id(t), t.data_ptr(), t._version) for t in table.values() if t is not None)
+        stack.extend(c for c in m._modules.values() if c is not None)
+    return versions
 
 
 class Explainer:
@@ -182,7 +191,7 @@ class Explainer:
     def _checked(self, inputs: tuple[Any, ...], graph: Graph, rules: dict[str, Any]
                  ) -> tuple[tuple[Any, ...], Graph, dict[str, Any]]:
         """The inputs, refused unless they are tensors on the model's device."""
-        devices = {p.device for n in graph.nodes for p in [n.params.get("weight")] if isinstance(p, torch.Tensor)}
+        devices = graph.weight_devices
         for i, x in enumerate(inputs):
             if not isinstance(x, torch.Tensor):
                 raise TypeError(f"input {i} ('{graph.inputs[i].qualified_name}') must be a torch.Tensor, got "

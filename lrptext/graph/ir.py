@@ -7,10 +7,13 @@ normalised at capture, its forward step, its relevance step and the rule it take
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+import torch
 
 
 class LayerKind:
@@ -172,6 +175,12 @@ class Graph:
     nodes: list[Node]
     inputs: list[Node]
     output: Node
+
+    @functools.cached_property
+    def weight_devices(self) -> set[torch.device]:
+        """The devices of the layers' weights (read once: an Explainer captures its graphs again when the model's
+        parameters change)."""
+        return {p.device for n in self.nodes for p in [n.params.get("weight")] if isinstance(p, torch.Tensor)}
 
     def consumers(self) -> dict[str, list[Node]]:
         users: dict[str, list[Node]] = {n.name: [] for n in self.nodes}

@@ -26,10 +26,10 @@ import torch
 from lrptext.kernels import native
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Factored:
     """R = act(input) ⊙ gradient on the CPU. input: a value of the forward pass (read, never written); activation:
-    "identity" or a name of multiply's activation_a.
+    "identity" or a name of multiply's activation_a. A step that takes one hands on a new one (never changes it).
 
     owned: the gradient is this relevance's own buffer, which the step that takes it may overwrite; False where
     other relevance shares it (a sum hands one gradient to each summand): it is then read only.
@@ -49,7 +49,7 @@ class Factored:
 
     def map(self, view: Callable[[torch.Tensor], torch.Tensor]) -> Factored:
         """Both factors through the same rearrangement (a reshape, a transpose)."""
-        return dataclasses.replace(self, input=view(self.input), gradient=view(self.gradient))
+        return Factored(view(self.input), view(self.gradient), self.activation, self.owned, self.at_output)
 
     def reshape(self, *shape: int) -> Factored:
         return self.map(lambda t: t.reshape(*shape))

@@ -8,7 +8,10 @@ It takes the composite's "attention" rule:
   with H = scale · R(S) / S.
 - CP-LRP (Ali et al. 2022): A is a constant: R(V) = V ⊙ (Aᵀ G), and Q and K get none.
 Masked keys get exactly 0; quotients whose numerator is 0 are 0, and so is the relevance of a query that may attend
-to no key. `lrptext.kernels.attention_relevance` computes it per head (C++ on the CPU and CUDA), never holding the
+to no key. Between torch's dense products the C++ CPU kernel works in gradient form (lrptext.kernels.factored): it
+takes G itself (R_O = O ⊙ G) and returns R(Q) / Q, R(K) / K, R(V) / V, and H = scale A ⊙ (½ G Vᵀ − Σ_k R(A)) with
+Σ_k R(A) = ½ Σ_c G_c O_c, the gradient of the scores (no exception where S = 0).
+`lrptext.kernels.attention_relevance` computes it per head (C++ on the CPU and CUDA), never holding the
 [batch, heads, tokens, tokens] matrices of the whole batch.
 """
 
