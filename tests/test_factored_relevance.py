@@ -3,7 +3,7 @@ activation's output (Linear -> GELU -> Linear), its epsilon rule leaves R = act(
 dense layer that produced z divides it by st(z) in one pass. Every way such relevance can travel must give what the
 torch backend (no factors, tested against the float64 oracle elsewhere) gives: into a dense layer, into a kind that
 takes no factors (LayerNorm), into a sum with other relevance, to the model's input, and when each layer's
-relevance is recorded (layers=True)."""
+relevance is recorded (layers=True); and in gradient form through sums, LayerNorm, transposes and shared inputs."""
 
 from __future__ import annotations
 
@@ -59,12 +59,30 @@ class ActivatedInput(nn.Module):
         return self.dense(nn.functional.silu(x))
 
 
+class Rerouted(nn.Module):
+    """Gradient form through every route: a residual sum reached through two transposes (its gradient a view), a
+    value added to itself, LayerNorm, two dense layers and a residual sharing one input (the gradients they add
+    to), and a sum of sums (one input reached by two sums)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(16, 16), nn.Linear(16, 16), nn.Linear(16, 16)
+        self.norm, self.out = nn.LayerNorm(16), nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = self.a(x.reshape(-1, 8, 16))
+        y = h + self.b(h).transpose(1, 2).transpose(1, 2)
+        y = self.norm(y + y)
+        return self.out((y + self.c(y) + self.b(y)).mean(1))
+
+
 MODELS = {
     "dense-gelu-dense": lambda: nn.Sequential(nn.Linear(8, 256), nn.GELU(), nn.Linear(256, 128),
                                               nn.GELU(approximate="tanh"), nn.Linear(128, 3)),
     "layernorm-gelu-dense": lambda: nn.Sequential(nn.Linear(8, 256), nn.LayerNorm(256), nn.GELU(), nn.Linear(256, 3)),
     "residual": Residual,
     "activated-input": ActivatedInput,
+    "rerouted": Rerouted,
 }
 
 
@@ -78,7 +96,7 @@ def seeded(name: str) -> nn.Module:
 def test_factored_relevance_gives_what_the_torch_backend_gives(name, layers, torch_products):
     model = seeded(name)
     # 64 x 256 activations: large enough that the forward pass drops them (the layer after reads act(z))
-    x = torch.randn(64, 256 if name == "activated-input" else 8, dtype=torch.float64)
+    x = torch.randn(64, {"activated-input": 256, "rerouted": 128}.get(name, 8), dtype=torch.float64)
     got = Explainer(model, composite="attnlrp", backend="cpp").explain(x, target=1, layers=layers)
     assert any(torch_products)  # the path under test was taken
     want = Explainer(model, composite="attnlrp", backend="torch").explain(x, target=1, layers=layers)

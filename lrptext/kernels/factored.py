@@ -63,9 +63,11 @@ class Factored:
     def tensor(self) -> torch.Tensor:
         """R, multiplied out: into the gradient's buffer where it is this relevance's own, else into a new one."""
         if not (self.input.is_contiguous() and self.gradient.is_contiguous()):  # moved as views
-            if self.activation != "identity":
-                raise ValueError("factored relevance with an activation is multiplied out before it is moved")
-            return self.input * self.gradient
+            if self.activation == "identity":
+                return self.input * self.gradient
+            out = torch.empty(self.gradient.shape, dtype=self.gradient.dtype)
+            native.multiply(self.input.contiguous(), self.gradient.contiguous(), out, activation_a=self.activation)
+            return out
         out = self.gradient if self.owned else torch.empty_like(self.gradient)
         native.multiply(self.input, self.gradient, out, activation_a=self.activation)
         return out

@@ -86,7 +86,7 @@ def _share(r: Any, y: torch.Tensor, stabilizer: float) -> tuple[torch.Tensor, bo
     allow it."""
     if isinstance(r, Factored):
         gradient = r.gradient_of(y)
-        if gradient is not None and not stabilizer:
+        if gradient is not None and not stabilizer and gradient.is_contiguous() and gradient.dtype == y.dtype:
             return gradient, r.owned
         if not (r.gradient.is_contiguous() and r.input.is_contiguous() and r.shape == y.shape
                 and r.gradient.dtype == y.dtype):
