@@ -76,6 +76,19 @@ class Rerouted(nn.Module):
         return self.out((y + self.c(y) + self.b(y)).mean(1))
 
 
+class TokenMixing(nn.Module):
+    """A dense layer across tokens (MLP-Mixer): factored relevance moved by transposes reaches a dense layer as
+    non-contiguous views (at batch 1 no reshape copies them)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.tokens, self.out = nn.Linear(16, 16), nn.Linear(8, 8), nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = self.a(x.reshape(-1, 8, 16))
+        return self.out(self.tokens(h.transpose(1, 2)).transpose(1, 2)).mean(1)
+
+
 MODELS = {
     "dense-gelu-dense": lambda: nn.Sequential(nn.Linear(8, 256), nn.GELU(), nn.Linear(256, 128),
                                               nn.GELU(approximate="tanh"), nn.Linear(128, 3)),
@@ -83,6 +96,7 @@ MODELS = {
     "residual": Residual,
     "activated-input": ActivatedInput,
     "rerouted": Rerouted,
+    "token-mixing": TokenMixing,
 }
 
 
@@ -96,7 +110,8 @@ def seeded(name: str) -> nn.Module:
 def test_factored_relevance_gives_what_the_torch_backend_gives(name, layers, torch_products):
     model = seeded(name)
     # 64 x 256 activations: large enough that the forward pass drops them (the layer after reads act(z))
-    x = torch.randn(64, {"activated-input": 256, "rerouted": 128}.get(name, 8), dtype=torch.float64)
+    x = torch.randn(1 if name == "token-mixing" else 64, {"activated-input": 256, "rerouted": 128,
+                                                          "token-mixing": 128}.get(name, 8), dtype=torch.float64)
     got = Explainer(model, composite="attnlrp", backend="cpp").explain(x, target=1, layers=layers)
     assert any(torch_products)  # the path under test was taken
     want = Explainer(model, composite="attnlrp", backend="torch").explain(x, target=1, layers=layers)

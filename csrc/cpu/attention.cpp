@@ -158,9 +158,10 @@ void head_relevance(const AttentionProblem& p, int64_t t, T* work) {
     const int64_t ldg = gradients ? ldr : dv;
     for (int64_t i = 0; i < n; ++i) {
       const T* r_row = r + (i0 + i) * ldr;
-      if (gradients) {  // (a query that may attend to no key has A = 0 and an O that may be NaN: H is 0 there)
+      if (gradients) {  // (a query that may attend to no key has A = 0 and an O that may be NaN: H is 0 there;
+                        // an overflowed total stays infinite and shows)
         const T total = T(0.5) * dot(r_row, o + i * ldo, dv);
-        row_sums[i] = std::isfinite(total) ? total : T(0);
+        row_sums[i] = std::isnan(total) ? T(0) : total;
       } else {
         for (int64_t j = 0; j < dv; ++j) g[i * dv + j] = attention_output_share(r_row[j], o[i * ldo + j]);
       }

@@ -83,9 +83,10 @@ def _epsilon_torch_product(x: torch.Tensor, weight: torch.Tensor, r: torch.Tenso
     relevance is divided in one pass, act(input) gradient / st(z). With `factored`, the result stays factored,
     (x, s W, activation); added to factored relevance pending at x (add_to), s W is added to its gradient inside
     the product."""
-    if isinstance(r, Factored):
-        s = r.gradient if r.owned else torch.empty_like(r.gradient)
-        native.divide_stabilized(r.gradient, z, s, epsilon, factor=r.input, activation_factor=r.activation)
+    if isinstance(r, Factored):  # (moved as views: contiguous copies first, a copied gradient this call's own)
+        gradient, factor = r.gradient.contiguous(), r.input.contiguous()
+        s = gradient if r.owned or gradient is not r.gradient else torch.empty_like(gradient)
+        native.divide_stabilized(gradient, z, s, epsilon, factor=factor, activation_factor=r.activation)
     else:
         s = r if writable else torch.empty_like(r)
         native.divide_stabilized(r, z, s, epsilon)
