@@ -20,7 +20,7 @@ import torch
 from lrptext.errors import UnsupportedLayerError
 from lrptext.graph.ir import CONSTANT, INPUT, OUTPUT, UNSUPPORTED, Graph, LayerKind, Node
 from lrptext.kernels import dispatch
-from lrptext.kernels.factored import Factored, summed
+from lrptext.kernels.factored import Factored, multiplied, summed
 from lrptext.kernels.torch_backend import stabilize
 from lrptext.layers.identity import IDENTITY
 from lrptext.layers.unsupported import unsupported_error
@@ -376,7 +376,7 @@ class RelevancePass:
                         f"relevance of shape {tuple(r_arg.shape)} for its input '{arg.qualified_name}' of shape "
                         f"{tuple(self.shapes[arg.name])}; it cannot stand in for this operation")
                 if self.on_relevance is not None and isinstance(r_arg, (torch.Tensor, Factored)):
-                    r_arg = _multiplied(r_arg)
+                    r_arg = multiplied(r_arg)
                     self.on_relevance(node, arg, r_arg)
                 if arg.name not in relevance:
                     relevance[arg.name] = r_arg
@@ -390,7 +390,7 @@ class RelevancePass:
             # Its consumers came before it in this reverse order, so nothing reads this node's output again:
             # activations are freed as the pass goes, as autograd frees its saved tensors.
             self.values.discard(node.name)
-        return {name: _multiplied(r) for name, r in relevance.items()}, sums
+        return {name: multiplied(r) for name, r in relevance.items()}, sums
 
     def node_relevance(self, node: Node, r: torch.Tensor) -> list[tuple[Node, torch.Tensor | None]]:
         rule = self.rules.get(node.name)
@@ -403,7 +403,7 @@ class RelevancePass:
                 r = dataclasses.replace(r, at_output=False)
             return [(carrying[0], r)] if carrying else []  # needs no values (a dropped activation stays dropped)
         if not kind.takes_factored:
-            r = _multiplied(r)
+            r = multiplied(r)
         if isinstance(rule, Norm) and type(kind).relevance is LayerKind.relevance:
             return self.norm(node, r, rule.stabilizer)
         if rule is None:
@@ -411,13 +411,8 @@ class RelevancePass:
         return kind.relevance(node, r, rule, self)
 
 
-def _multiplied(r: Any) -> Any:
-    """Relevance as a tensor: factored relevance multiplied out."""
-    return r.tensor() if isinstance(r, Factored) else r
-
-
 def _sum(a: Any, b: Any) -> Any:
     """Two relevances of one node added: factored ones of the same input by their gradients."""
     if isinstance(a, Factored) and isinstance(b, Factored) and (both := summed(a, b)) is not None:
         return both
-    return _multiplied(a) + _multiplied(b)
+    return multiplied(a) + multiplied(b)

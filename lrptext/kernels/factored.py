@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -71,6 +72,11 @@ class Factored:
         out = self.gradient if self.owned else torch.empty_like(self.gradient)
         native.multiply(self.input, self.gradient, out, activation_a=self.activation)
         return out
+
+
+def multiplied(r: Any) -> Any:
+    """Relevance as a tensor: factored relevance multiplied out, anything else as it is."""
+    return r.tensor() if isinstance(r, Factored) else r
 
 
 def summed(a: Factored, b: Factored) -> Factored | None:

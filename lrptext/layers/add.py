@@ -14,7 +14,7 @@ from torch.ops import aten
 
 from lrptext.graph.ir import LayerKind, Node, bind
 from lrptext.kernels import native
-from lrptext.kernels.factored import Factored
+from lrptext.kernels.factored import Factored, multiplied
 from lrptext.kernels.torch_backend import stabilize
 from lrptext.rules import Norm
 
@@ -49,7 +49,7 @@ class Add(LayerKind):
     def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
         factors = (node.params or {}).get("factors")
         if factors is None:
-            return state.norm(node, _multiplied(r), rule.stabilizer)
+            return state.norm(node, multiplied(r), rule.stabilizer)
         (a, b), _ = state.arguments(node)
         carrying = {n.name for n in state.carrying_inputs(node)}
         summands = [(summand, value, factor) for summand, value, factor in zip(node.args, (a, b), factors)
@@ -60,7 +60,7 @@ class Add(LayerKind):
             found = _share(r, y, rule.stabilizer)
             if found is not None:
                 return _shares(state, summands, *found)
-        r = _multiplied(r)
+        r = multiplied(r)
         # the pass's relevance is its own (RelevancePass.run): divided and multiplied in place
         own = r.is_contiguous() and r.shape == y.shape and r.dtype == y.dtype
         denominator = stabilize(y, rule.stabilizer) if rule.stabilizer else y
@@ -73,10 +73,6 @@ class Add(LayerKind):
             part = share.mul_(value) if own and last and value.shape == share.shape else value * share
             out.append((summand, part.sum_to_size(value.shape)))  # undo broadcasting
         return out
-
-
-def _multiplied(r: Any) -> Any:
-    return r.tensor() if isinstance(r, Factored) else r
 
 
 def _share(r: Any, y: torch.Tensor, stabilizer: float) -> tuple[torch.Tensor, bool] | None:

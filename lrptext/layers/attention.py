@@ -27,7 +27,7 @@ from torch.ops import aten
 
 from lrptext.graph.ir import UNSUPPORTED, LayerKind, Node, bind
 from lrptext.kernels import broadcast_mask, dispatch, native
-from lrptext.kernels.factored import Factored
+from lrptext.kernels.factored import Factored, multiplied
 from lrptext.rules import CPLRP, AttnLRP
 
 
@@ -83,7 +83,7 @@ class Attention(LayerKind):
         # output in the pass they make anyway (lrptext.kernels.factored)
         gradient = r.gradient_of(state.values[node.name]) if isinstance(r, Factored) and impl is native else None
         if gradient is None:
-            r = r.tensor() if isinstance(r, Factored) else r
+            r = multiplied(r)
         out = dispatch.attention(impl, q, k, v, r if gradient is None else gradient, allowed,
                                  rule="cp_lrp" if isinstance(rule, CPLRP) else "attnlrp", scale=scale,
                                  causal=node.params["is_causal"], check_finite=False,

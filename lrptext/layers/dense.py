@@ -10,7 +10,7 @@ from torch.ops import aten
 
 from lrptext.graph.ir import LayerKind, Node
 from lrptext.kernels import dispatch
-from lrptext.kernels.factored import Factored
+from lrptext.kernels.factored import Factored, multiplied
 from lrptext.layers import linear
 from lrptext.rules import LINEAR_RULES
 
@@ -44,7 +44,7 @@ class Dense(LayerKind):
         x, activation, z = linear.relevance_arguments(state, node, rule, tuple(dispatch.INPUT_ACTIVATIONS))
         extra = None
         if state.bias_factor:  # (reads the activation's output and the relevance multiplied out: computed here)
-            r = r.tensor() if isinstance(r, Factored) else r
+            r = multiplied(r)
             activated = x if activation is None else dispatch.INPUT_ACTIVATIONS[activation](x)
             extra = linear.bias_share(state, node, rule, activated, z, r, emb is not None)
         # where other layers' relevance has reached the input already (a transformer's Q, K and V projections

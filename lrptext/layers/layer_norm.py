@@ -19,7 +19,7 @@ from torch.ops import aten
 
 from lrptext.graph.ir import UNSUPPORTED, LayerKind, Node, bind
 from lrptext.kernels import dispatch
-from lrptext.kernels.factored import Factored
+from lrptext.kernels.factored import Factored, multiplied
 from lrptext.layers import linear
 from lrptext.rules import Epsilon
 
@@ -73,7 +73,7 @@ class LayerNorm(LayerKind):
         # layers after then take the gradient as it is (lrptext.kernels.factored)
         gradient = r.gradient_of(y) if isinstance(r, Factored) else None
         if gradient is None:
-            r = r.tensor() if isinstance(r, Factored) else r
+            r = multiplied(r)
         # past kernels.layer_norm_relevance's argument checks (about a third of the call at 128 tokens): the
         # arguments are the pass's own tensors
         rel = dispatch.layer_norm(state.implementation, x, y, r if gradient is None else gradient,

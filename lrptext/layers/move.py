@@ -10,7 +10,7 @@ import torch
 from torch.ops import aten
 
 from lrptext.graph.ir import LayerKind, Node, bind
-from lrptext.kernels.factored import Factored
+from lrptext.kernels.factored import Factored, multiplied
 
 _CONCATENATIONS = frozenset({torch.cat, torch.concat, torch.concatenate, aten.cat.default})
 
@@ -77,7 +77,7 @@ class Move(LayerKind):
                 return [(node.args[0], r.map(lambda t: t.transpose(*node.params["transpose"])))]
             if "permute" in node.params:
                 return [(node.args[0], r.map(lambda t: _permuted_back(node, t)))]
-        r = r.tensor() if isinstance(r, Factored) else r
+        r = multiplied(r)
         if "pieces" in node.params and (parts := _cat_parts(node, r, state)) is not None:
             return parts
         if "transpose" in node.params and node.args[0].name in state.carries:
