@@ -197,13 +197,14 @@ NOTES = {
            "31 MB gradient comes from fresh pages or from malloc's heap, by the run's history), and W5's ratios to "
            "it with it (lrptext 0.41-0.95).",
     "cuda": "W1 takes token ids: the floor and zennit start at the embedding output, lrptext at the ids. Below batch "
-            "32 every method is bound by kernel launches and Python (the floor takes 1-13 ms). The CUDA issue's "
-            "target (epsilon <= 1.1 and 2x faster than zennit at VGG-16 batch 32) is not met: per explanation there, "
-            "lrptext's convolution relevance (a cuBLAS GEMM into columns, about 22 ms, plus a gathering col2im, 9 ms) "
-            "takes about 31 of its 61 ms of GPU time and the forward through cuDNN 19 ms "
-            "(benchmarks/results/profile-cuda.txt), where the floor's backward-data through cuDNN takes about 20 ms. "
-            "zennit works on its own copy of each model (its in-place parameter rewrites would make lrptext prepare "
-            "its weights again on every call).",
+            "32 every method is bound by kernel launches and Python (the floor takes 1-13 ms). The convolutions' "
+            "transposed pass runs through cuDNN's backward-data, its heuristics' first algorithm (the default since "
+            "this run; LRPTEXT_CUDNN=0 takes the former path, a cuBLAS GEMM into columns plus a gathering col2im): "
+            "VGG-16 batch 32 epsilon takes 1.23x the floor (1.56x by columns on an H100 before) and is 1.88x faster "
+            "than zennit, short of the CUDA issue's target (1.1x, 2x). cuDNN's timed algorithms (LRPTEXT_CUDNN=find), "
+            "the same day, one run: batch 4 1.12x against 1.44x, batch 1 2.53x against 2.11x (batch 32 not reached "
+            "in that stage's time limit). zennit works on its own copy of each model (its in-place parameter "
+            "rewrites would make lrptext prepare its weights again on every call).",
 }
 METHODS = ["forward", "lrptext cpp", "lrptext torch", "zennit", "captum"]
 # Rows of fast calls get more rounds: until every method has run this long in all, up to MAX_ROUNDS.

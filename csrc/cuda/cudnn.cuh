@@ -9,7 +9,7 @@
 namespace lrptext::cuda {
 
 // c = G(r, w) + beta c for n samples of the convolution s on `stream`; false (nothing done) where cuDNN cannot
-// take it: not asked for (LRPTEXT_CUDNN), not loaded, over its int-indexed sizes, or no algorithm for the shape.
+// take it: turned off (LRPTEXT_CUDNN=0), not loaded, over its int-indexed sizes, or no algorithm for the shape.
 template <class T>
 bool cudnn_conv_transpose(cudaStream_t stream, const ConvShape& s, int64_t n, const T* w, const T* r, T* c, T beta);
 
