@@ -149,6 +149,12 @@ def _carries_value(kind: LayerKind, value: Any) -> bool:
     return isinstance(value, torch.Tensor) and value.is_floating_point()
 
 
+def _holds_floats(value: Any) -> bool:
+    """A tuple or list with a float tensor in it (torch.tensor_split's pieces)."""
+    return isinstance(value, (tuple, list)) and any(
+        isinstance(v, torch.Tensor) and v.is_floating_point() or _holds_floats(v) for v in value)
+
+
 def forward(graph: Graph, inputs: tuple[Any, ...], rules: dict[str, Any], layer: Callable[[Node], Layer],
             core: bool = False) -> tuple[ForwardPass, set[str]]:
     """Every node's value (with the shape of every tensor), and the names of the nodes that carry relevance."""
@@ -189,6 +195,12 @@ def forward(graph: Graph, inputs: tuple[Any, ...], rules: dict[str, Any], layer:
                 raise UnsupportedLayerError(
                     f"relevance would have to cross {node.op} at '{node.qualified_name}', which lrptext treats as "
                     "shape or mask arithmetic; see lrptext.support_table(model)")
+        elif node.kind is UNSUPPORTED and rule is None and _holds_floats(value):
+            hint = f"{node.hint}; " if node.hint else ""
+            raise UnsupportedLayerError(
+                f"no rule for {node.op} at '{node.qualified_name}'; {hint}it returns several tensors "
+                f"({type(value).__name__}), so relevance reaching them could not go back to its input and would "
+                "vanish there; no stand-in rule can route it; see lrptext.support_table(model)")
         elif node.kind is UNSUPPORTED and isinstance(rule, (Pass, Norm)):
             raise UnsupportedLayerError(
                 f"{node.op} at '{node.qualified_name}' returns {type(value).__name__}, not one tensor, so the "

@@ -26,11 +26,12 @@ from lrptext.layers.registry import Registry
 from lrptext.layers.reshape import RESHAPE
 from lrptext.layers.scale import SCALE
 from lrptext.layers.softmax import SOFTMAX
+from lrptext.layers.split import PIECE, SPLIT
 from lrptext.layers.statistic import STATISTIC
 
 KINDS = Registry([DENSE, CONV, EMBEDDING, EMBEDDING_BAG, BATCHNORM, ACTIVATION, IDENTITY, RESHAPE, MOVE, ADD, SCALE,
                   MAX_DIM, ITEM, POOL, REDUCE, META, PAD, LAYER_NORM, ATTENTION, PRODUCT, CONSTANT_PRODUCT, SOFTMAX,
-                  STATISTIC, RECURRENT, RECURRENT_ITEM, PACK, UNPACK],
+                  STATISTIC, RECURRENT, RECURRENT_ITEM, PACK, UNPACK, SPLIT, PIECE],
                  hints=unsupported.hint)
 
 # Canonizers by name: passes over the captured graph that rewrite it on copies of the weights.

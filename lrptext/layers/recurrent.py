@@ -27,25 +27,9 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from lrptext.graph.ir import UNSUPPORTED, LayerKind, Node
 from lrptext.kernels import native, recurrent
+from lrptext.layers.parts import Parts
 from lrptext.rules import Epsilon
 from lrptext.rules.composites import RECURRENT_EPSILON
-
-
-class Parts:
-    """The relevance of a tuple output, by the path of each part ((0,) the output sequence, (1,) h_n or the pair
-    (h_n, c_n), (1, 0) h_n, (1, 1) c_n). A PackedSequence's relevance is its padded tensor, batch first."""
-
-    def __init__(self, parts: dict[tuple[int, ...], torch.Tensor]):
-        self.parts = parts
-
-    def __add__(self, other: Parts) -> Parts:
-        merged = dict(self.parts)
-        for path, r in other.parts.items():
-            merged[path] = merged[path] + r if path in merged else r
-        return Parts(merged)
-
-    def get(self, path: tuple[int, ...]) -> torch.Tensor | None:
-        return self.parts.get(path)
 
 
 class Item(LayerKind):
