@@ -2,10 +2,13 @@
 
 Oracles, none of them lrptext's cut: LRP-0 on bias-free linear nets is gradient x input (autograd, float64); the
 same model written with explicit slices (lrptext's indexing, another kind) or with separate Linear layers for
-q, k and v (its dense kind) gives the same relevance; and cuts that lrptext cannot follow raise, where relevance
-used to vanish without a word (a fused q, k, v projection cut by chunk gave the attention branch nothing)."""
+q, k and v (its dense kind) gives the same relevance, captured by torch.fx and by torch.export; and cuts that
+lrptext cannot follow raise, where relevance used to vanish without a word (a fused q, k, v projection cut by
+chunk gave the attention branch nothing)."""
 
 from __future__ import annotations
+
+import operator
 
 import pytest
 import torch
@@ -14,6 +17,7 @@ from torch import nn
 
 import lrptext
 from lrptext.errors import UnsupportedLayerError
+from lrptext.rules import Norm
 
 
 class Cut(nn.Module):
@@ -148,3 +152,94 @@ def test_the_support_table_names_the_cut_and_its_pieces():
     kinds = {r.op: r.kind for r in rows}
     assert kinds["Tensor.chunk"] == "split"
     assert any(r.kind == "split_piece" for r in rows)
+
+
+class Encoder(nn.Module):
+    """SelfAttention from token ids, called with keyword tensors as a Hugging Face model is: captured by
+    torch.export, whose aten.split / aten.unbind return lists. q, k, v from three projections, from one cut by
+    chunk, or (as ModernBERT does) from one viewed as [B, T, 3, D] and unbound."""
+
+    def __init__(self, how: str, width: int = 8, heads: int = 2):
+        super().__init__()
+        self.how, self.heads = how, heads
+        self.embedding = nn.Embedding(30, width)
+        self.block = SelfAttention(how != "separate", width, heads)
+
+    def forward(self, input_ids, attention_mask=None):
+        x = self.embedding(input_ids)
+        if self.how != "unbind":
+            return self.block(x)
+        B, T, D = x.shape
+        q, k, v = self.block.qkv(x).view(B, T, 3, D).unbind(2)
+        q, k, v = (t.reshape(B, T, self.heads, D // self.heads).transpose(1, 2) for t in (q, k, v))
+        a = F.scaled_dot_product_attention(q, k, v)
+        h = x + self.block.out(a.transpose(1, 2).reshape(B, T, D))
+        return self.block.head(h.mean(1))
+
+
+@pytest.mark.parametrize("how", ["chunk", "unbind"])
+@pytest.mark.parametrize("composite", ["attnlrp", "cp_lrp"])
+def test_cuts_in_a_torch_export_graph_equal_three_projections(how, composite):
+    torch.manual_seed(3)
+    cut, separate = Encoder(how).double(), Encoder("separate").double()
+    separate.embedding.load_state_dict(cut.embedding.state_dict())
+    w = cut.block.qkv.weight.detach()
+    with torch.no_grad():
+        for i, layer in enumerate((separate.block.q, separate.block.k, separate.block.v)):
+            layer.weight.copy_(w[8 * i:8 * (i + 1)])
+        separate.block.out.weight.copy_(cut.block.out.weight)
+        separate.block.head.weight.copy_(cut.block.head.weight)
+    batch = {"input_ids": torch.randint(0, 30, (2, 6))}
+    torch.testing.assert_close(cut(**batch), separate(**batch))
+    a = lrptext.explain(cut, batch, composite=composite)
+    b = lrptext.explain(separate, batch, composite=composite)
+    torch.testing.assert_close(a.relevance, b.relevance, rtol=1e-9, atol=1e-12)
+
+
+class Reuses(nn.Module):
+    def __init__(self, how: str):
+        super().__init__()
+        self.how = how
+        self.a = nn.Linear(6, 12, bias=False)
+        self.b = nn.Linear(12, 3, bias=False)
+
+    def forward(self, x):
+        h = self.a(x)
+        if self.how == "sort indices":  # only the integer indices of a sort: a mask, no relevance through it
+            return self.b(h * (torch.sort(h, -1)[1] < 6))
+        if self.how == "topk indices":
+            return self.b(h * (h.topk(3, -1).indices.sum(-1, keepdim=True) > 10))
+        if self.how == "sort values":  # a float value of an operation that returns several: refused
+            return self.b(torch.sort(h, -1)[0])
+        if self.how == "whole tuple":
+            return self.b(torch.cat(h.chunk(2, -1), -1))
+        p, q = h.chunk(2, -1)  # "concatenations summed"
+        return self.b(torch.cat([p, q], -1) + torch.cat([q, p], -1))
+
+
+@pytest.mark.parametrize("how", ["sort indices", "topk indices"])
+def test_integer_items_of_several_outputs_stay_masks(how):
+    torch.manual_seed(4)
+    model = Reuses(how).double()
+    x = torch.randn(4, 6, dtype=torch.float64)
+    target = torch.tensor([0, 1, 2, 0])
+    e = lrptext.explain(model, x, target=target, composite="lrp0")
+    torch.testing.assert_close(e.relevance, _gradient_times_input(model, x, target), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("how,message", [("sort values", "no rule for torch.sort .* returns several tensors"),
+                                         ("whole tuple", "reach another operation as one tuple")])
+def test_float_items_of_unsupported_tuples_and_whole_tuples_are_refused(how, message):
+    with pytest.raises(UnsupportedLayerError, match=message):
+        lrptext.explain(Reuses(how), torch.randn(2, 6), composite="epsilon")
+
+
+def test_pieces_concatenated_twice_and_summed():
+    """Pieces into two concatenations that a sum meets (a concatenation's list of pieces crashed the indexing kind's
+    check for factored relevance): LRP-0 with an unstabilised sum is gradient x input on this linear net."""
+    torch.manual_seed(5)
+    model = Reuses("concatenations summed").double()
+    x = torch.randn(4, 6, dtype=torch.float64)
+    target = torch.tensor([2, 0, 1, 1])
+    e = lrptext.explain(model, x, target=target, composite="lrp0", layer_map={operator.add: Norm(0.0)})
+    torch.testing.assert_close(e.relevance, _gradient_times_input(model, x, target), rtol=1e-9, atol=1e-12)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import html
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from lrptext.errors import UnsupportedLayerError
+from lrptext.graph.capture import function_name
 from lrptext.graph.ir import CONSTANT, INPUT, OUTPUT, UNSUPPORTED, Graph, Node
 from lrptext.layers import unsupported
 from lrptext.rules.composites import Composite
@@ -16,20 +18,31 @@ from lrptext.rules.composites import Composite
 def _user_rule(node: Node, layer_map: Mapping[Any, Any], name_map: Mapping[str, Any]) -> Any:
     if node.qualified_name in name_map and node.module_type is not None:
         return name_map[node.qualified_name]
-    for key, rule in layer_map.items():
-        if isinstance(key, type) and node.module_type is not None and issubclass(node.module_type, key):
-            return rule
-        if not isinstance(key, type) and node.call is key:
-            return rule
-        if (method := unsupported.method_name(key)) and node.op.startswith("Tensor.") and (
-                node.op.removeprefix("Tensor.").rstrip("_") == method):  # layer_map={torch.Tensor.cumsum: Norm()}
-            return rule
-    return None
+    return next((rule for key, rule in layer_map.items() if _matches(key, node)), None)
+
+
+def _matches(key: Any, node: Node) -> bool:
+    """The layer_map key names the node's operation: a module type (or a base class of it), a function, or a Tensor
+    method (layer_map={torch.Tensor.cumsum: Norm()})."""
+    if isinstance(key, type):
+        return node.module_type is not None and issubclass(node.module_type, key)
+    if node.call is key:
+        return True
+    method = unsupported.method_name(key)
+    return method is not None and node.op.startswith("Tensor.") and (
+        node.op.removeprefix("Tensor.").rstrip("_") == method)
+
+
+def _key_name(key: Any) -> str:
+    """A layer_map key as messages name operations: nn.LSTM, torch.Tensor.cumsum, F.gelu, torch.cat."""
+    if isinstance(key, type):
+        return f"nn.{key.__name__}" if key.__module__.startswith("torch.nn") else key.__qualname__
+    method = unsupported.method_name(key)
+    return f"torch.Tensor.{method}" if method else function_name(key)
 
 
 def _allowed(node: Node) -> tuple[type, ...]:
     return unsupported.stand_ins(node) if node.kind is UNSUPPORTED else node.kind.allowed_rules(node)
-
 
 
 def _refuse(node: Node, rule: Any) -> ValueError:
@@ -52,6 +65,10 @@ def assign_rules(graph: Graph, composite: Composite, layer_map: Mapping[Any, Any
     unknown = sorted(set(name_map) - known)
     if unknown:
         raise ValueError(f"name_map names no module of the model: {unknown}; module names: {sorted(known)}")
+    unmatched = [key for key in layer_map if not any(_matches(key, n) for n in graph.nodes)]
+    if unmatched:  # a misspelt key would leave the composite's rules in place without a word; a shared map may not
+        warnings.warn(f"layer_map names no operation of the model: {[_key_name(k) for k in unmatched]}, so "
+                      "those entries change nothing; lrptext.support_table(model) lists its operations", stacklevel=3)
     first = graph.first_layers()
     rules: dict[str, Any] = {}
     for node in graph.nodes:

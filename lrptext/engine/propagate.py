@@ -144,15 +144,16 @@ class ForwardPass:
 
 
 def _carries_value(kind: LayerKind, value: Any) -> bool:
-    while kind.tuple_output and isinstance(value, tuple):  # (PackedSequence(data, ...), (h_n, c_n)): data
+    # (PackedSequence(data, ...), (h_n, c_n)): data; torch.export's aten.split returns a list
+    while kind.tuple_output and isinstance(value, (tuple, list)):
         value = value[0]
     return isinstance(value, torch.Tensor) and value.is_floating_point()
 
 
 def _holds_floats(value: Any) -> bool:
-    """A tuple or list with a float tensor in it (torch.tensor_split's pieces)."""
+    """A tuple or list with a float tensor in it (torch.tensor_split's pieces, torch.sort's values)."""
     return isinstance(value, (tuple, list)) and any(
-        isinstance(v, torch.Tensor) and v.is_floating_point() or _holds_floats(v) for v in value)
+        (isinstance(v, torch.Tensor) and v.is_floating_point()) or _holds_floats(v) for v in value)
 
 
 def forward(graph: Graph, inputs: tuple[Any, ...], rules: dict[str, Any], layer: Callable[[Node], Layer],
@@ -161,6 +162,8 @@ def forward(graph: Graph, inputs: tuple[Any, ...], rules: dict[str, Any], layer:
     state = ForwardPass(graph, layer, core)
     values = state.values
     carries: set[str] = set()  # floating values that relevance flows through
+    # Unsupported operations returning several tensors, reached by relevance: a float value read from one is refused
+    severed: dict[str, Node] = {}
     given = dict(zip((n.name for n in graph.inputs), inputs))
     for step in state.steps.values():
         node = step.node
@@ -182,6 +185,13 @@ def forward(graph: Graph, inputs: tuple[Any, ...], rules: dict[str, Any], layer:
             flows = step.from_input
         else:
             flows = any(r in carries for r in step.data_reads)
+        if (source := next((severed[r] for r in step.data_reads if r in severed), None)) is not None and (
+                _carries_value(node.kind, value) or _holds_floats(value)):
+            hint = f"{source.hint}; " if source.hint else ""
+            raise UnsupportedLayerError(
+                f"no rule for {source.op} at '{source.qualified_name}'; {hint}it returns several tensors, and "
+                f"relevance at the float value that {node.op} ('{node.qualified_name}') reads from them could not go "
+                "back to its input: it would vanish there; see lrptext.support_table(model)")
         if not flows:
             continue
         rule = rules.get(node.name)
@@ -196,11 +206,7 @@ def forward(graph: Graph, inputs: tuple[Any, ...], rules: dict[str, Any], layer:
                     f"relevance would have to cross {node.op} at '{node.qualified_name}', which lrptext treats as "
                     "shape or mask arithmetic; see lrptext.support_table(model)")
         elif node.kind is UNSUPPORTED and rule is None and _holds_floats(value):
-            hint = f"{node.hint}; " if node.hint else ""
-            raise UnsupportedLayerError(
-                f"no rule for {node.op} at '{node.qualified_name}'; {hint}it returns several tensors "
-                f"({type(value).__name__}), so relevance reaching them could not go back to its input and would "
-                "vanish there; no stand-in rule can route it; see lrptext.support_table(model)")
+            severed[node.name] = node  # (its integer items, torch.sort's indices, are metadata as ever)
         elif node.kind is UNSUPPORTED and isinstance(rule, (Pass, Norm)):
             raise UnsupportedLayerError(
                 f"{node.op} at '{node.qualified_name}' returns {type(value).__name__}, not one tensor, so the "

@@ -72,18 +72,20 @@ class Move(LayerKind):
         return "routed back (vector-Jacobian product)"
 
     def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
-        if isinstance(r, Factored) and r.activation == "identity" and node.args[0].name in state.carries:
+        source = node.args[0]  # (a concatenation's is the list of its pieces)
+        if isinstance(r, Factored) and r.activation == "identity" and isinstance(source, Node) and (
+                source.name in state.carries):
             if "transpose" in node.params:  # both factors moved back
-                return [(node.args[0], r.map(lambda t: t.transpose(*node.params["transpose"])))]
+                return [(source, r.map(lambda t: t.transpose(*node.params["transpose"])))]
             if "permute" in node.params:
-                return [(node.args[0], r.map(lambda t: _permuted_back(node, t)))]
+                return [(source, r.map(lambda t: _permuted_back(node, t)))]
         r = multiplied(r)
         if "pieces" in node.params and (parts := _cat_parts(node, r, state)) is not None:
             return parts
-        if "transpose" in node.params and node.args[0].name in state.carries:
-            return [(node.args[0], r.transpose(*node.params["transpose"]))]
-        if "permute" in node.params and node.args[0].name in state.carries:
-            return [(node.args[0], _permuted_back(node, r))]
+        if "transpose" in node.params and source.name in state.carries:  # (set only where the source is a node)
+            return [(source, r.transpose(*node.params["transpose"]))]
+        if "permute" in node.params and source.name in state.carries:
+            return [(source, _permuted_back(node, r))]
         return state.routed(node, lambda y: r)
 
 

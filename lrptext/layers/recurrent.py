@@ -34,7 +34,8 @@ from lrptext.rules.composites import RECURRENT_EPSILON
 
 class Item(LayerKind):
     """`out[0]`, `out[1]`, `out[1][0]`... of a recurrent layer's or a packing's tuple output: relevance goes back to
-    the tuple as one of its parts."""
+    the tuple as one of its parts, by path: (0,) the output sequence, (1,) h_n or the pair (h_n, c_n), (1, 0) h_n,
+    (1, 1) c_n. A PackedSequence's relevance is its padded tensor, batch first."""
 
     name = "recurrent_item"
     tuple_output = True  # (h_n, c_n) is an item too

@@ -1,24 +1,24 @@
-"""torch.chunk, torch.split and torch.unbind (and their Tensor methods): a tensor cut into pieces along one
-dimension. Each piece a model uses (`q, k, v = self.qkv(x).chunk(3, -1)`) hands its relevance back to the cut as
-one part (lrptext.layers.parts), and the cut puts every part into its own slice of the input: the slices do not
-overlap, so nothing is split or summed, and a piece that nothing used leaves zeros."""
+"""torch.chunk, torch.split and torch.unbind (their Tensor methods and torch.export's aten operators): a tensor cut
+into pieces along one dimension. Each piece a model takes (`q, k, v = self.qkv(x).chunk(3, -1)`) hands its
+relevance back to the cut as one part (lrptext.layers.parts), and the cut puts every part into its own slice of the
+input: the slices do not overlap, so nothing is split or summed, and a piece that nothing used leaves zeros."""
 
 from __future__ import annotations
 
 import math
-import operator
 from typing import Any
 
 import torch
 from torch.ops import aten
 
+from lrptext.errors import UnsupportedLayerError
 from lrptext.graph.ir import UNSUPPORTED, LayerKind, Node
 from lrptext.layers.parts import Parts
 
 _CHUNKS = frozenset({torch.chunk, aten.chunk.default})
 _UNBINDS = frozenset({torch.unbind, aten.unbind.int})
-# Their size argument under each of its names (torch.chunk's chunks, Tensor.split's split_size...).
-_SIZE_NAMES = ("chunks", "split_size", "split_size_or_sections", "split_sizes", "sections")
+# The size argument under each of its names: torch.chunk's, Tensor.split's, torch.split's, aten.split_with_sizes'.
+_SIZE_NAMES = ("chunks", "split_size", "split_size_or_sections", "split_sizes")
 
 
 def _how(node: Node) -> str:
@@ -31,14 +31,13 @@ def _how(node: Node) -> str:
 
 
 def _settings(node: Node, how: str) -> dict[str, Any] | None:
-    """{"how", "sizes", "dim"} where they are constants; None where they are not."""
-    args = list(node.args[1:])
-    kwargs = dict(node.kwargs)
+    """{"how", "sizes", "dim"} where the sizes and the dimension are constants; None where they are not."""
+    args, kwargs = list(node.args[1:]), dict(node.kwargs)
     sizes = None
     if how != "unbind":
         named = [kwargs.pop(k) for k in _SIZE_NAMES if k in kwargs]
         sizes = named[0] if named else (args.pop(0) if args else None)
-    dim = kwargs.pop("dim", args.pop(0) if args else 0)
+    dim = kwargs.pop("dim") if "dim" in kwargs else (args.pop(0) if args else 0)
     if kwargs or args or not isinstance(dim, int):
         return None
     if how == "unbind":
@@ -80,7 +79,7 @@ class Split(LayerKind):
         return self
 
     def item(self, node: Node) -> LayerKind | None:
-        if node.call is not operator.getitem or not isinstance(node.args[1], int) or node.kwargs:
+        if not isinstance(node.args[1], int) or node.kwargs:
             node.hint = "index the pieces of a chunk, split or unbind with a constant (q, k, v = x.chunk(3, -1))"
             return UNSUPPORTED
         node.params = {"index": node.args[1]}
@@ -90,15 +89,21 @@ class Split(LayerKind):
         return "routed back (each piece into its slice)"
 
     def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
+        if not isinstance(r, Parts):  # the tuple went whole into another operation: torch.cat(x.chunk(2, -1), -1)
+            raise UnsupportedLayerError(
+                f"the pieces of {node.op} at '{node.qualified_name}' reach another operation as one tuple; lrptext "
+                "follows pieces taken one by one: unpack them first (a, b = x.chunk(2, -1); torch.cat([a, b], -1))")
         source = node.args[0]
         shape = state.shape(source)
         dim = node.params["dim"] % len(shape)
         pieces = slices(node.params, shape[dim])
-        first = next(iter(r.parts.values()))
-        total = first.new_zeros(shape)
+        like = next(iter(r.parts.values()))  # (for the dtype and device)
+        total = like.new_zeros(shape)
+        unbind = node.params["how"] == "unbind"
         for (index,), part in r.parts.items():
-            start, length = pieces[index % len(pieces)]
-            total.narrow(dim, start, length).add_(part.unsqueeze(dim) if node.params["how"] == "unbind" else part)
+            if pieces:  # (an empty dimension has empty pieces: nothing to place)
+                start, length = pieces[index % len(pieces)]  # pieces[-1] is the last: the count is known only now
+                total.narrow(dim, start, length).add_(part.unsqueeze(dim) if unbind else part)
         return [(source, total)]
 
 
@@ -109,7 +114,7 @@ class Piece(LayerKind):
     keeps_input = True
 
     def default_rule(self, node: Node) -> Any:
-        return "routed back"
+        return f"piece {node.params['index']} of {node.args[0].op}, routed back"
 
     def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
         return [(node.args[0], Parts({(node.params["index"],): r}))]
