@@ -267,6 +267,36 @@ def test_bias_factor_one_conserves_relevance(mode, layers, bidirectional, head, 
     assert absorbed.abs().max() > 1e-3  # with bias_factor 0 the biases keep a visible share
 
 
+class TimeFirst(nn.Module):
+    """Token ids [B, T] -> embedding -> transposed to [T, B] for a recurrent layer with batch_first=False."""
+
+    def __init__(self, mode):
+        super().__init__()
+        self.embedding = nn.Embedding(20, 4)
+        self.rnn = getattr(nn, mode)(4, 3)
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, ids):
+        out, _ = self.rnn(self.embedding(ids).transpose(0, 1))
+        return self.fc(out[-1])
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "GRU"])
+def test_layer_totals_of_time_first_values_are_each_samples_own(mode):
+    """layers=True with as many time steps as samples: the recurrent layer's [T, B, H] values hold the batch on
+    their second axis, which their shape alone does not tell (it was summed per time step, as if batch-first)."""
+    torch.manual_seed(7)
+    model = TimeFirst(mode).double()
+    ids = torch.randint(0, 20, (4, 4))
+    explainer = lrptext.Explainer(model, composite="epsilon")
+    together = explainer.explain(ids, layers=True).layer_relevance
+    assert {"transpose", "getitem"} <= set(together)  # [T, B, 4] into the layer, its [T, B, 3] output sequence
+    for i in range(len(ids)):
+        alone = explainer.explain(ids[i:i + 1], layers=True).layer_relevance
+        for name, total in together.items():
+            torch.testing.assert_close(total[i:i + 1], alone[name], rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("mode", ["LSTM", "GRU"])
 @pytest.mark.parametrize("head", ["last", "sum"])
 def test_a_padded_batch_equals_one_sequence_at_a_time(mode, head, backend):

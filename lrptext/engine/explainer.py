@@ -257,7 +257,7 @@ class Explainer:
         with torch.no_grad():
             # the C++ core computes the small layers' forward pass too, unless the torch backend was asked for
             core = self.backend != "torch" and _native.core is not None
-            state, carries = forward(graph, inputs, rules, layer, core)
+            state, carries = forward(graph, inputs, rules, layer, core, batch_axes=layers)
             logits = state.values[graph.output.name]
             initial, target_t, contrast = initial_relevance(logits, target, output_relevance)
             initial_sum = initial.sum(1)  # before the pass, whose kernels may overwrite the relevance they take

@@ -19,9 +19,11 @@ class Explanation:
     delta: conservation delta per sample, Σ input relevance − initial (≈ 0 for bias-free models with ε → 0).
     layer_relevance: with layers=True, Σ of the relevance at each node's output per sample, Tensor[B], by module
         path ("encoder.layer.0.output.dense"), by the calling module's path and the node for functions in a Hugging
-        Face model ("encoder.layer.0.output:add_7"), else by node name ("add_7"); for the nodes whose output has the
-        batch first ([B, ...]); a node whose value the samples share (a broadcast parameter: position embeddings)
-        is listed only for a batch of one, since its relevance in a batch is the sum over the samples.
+        Face model ("encoder.layer.0.output:add_7"), else by node name ("add_7"); for the nodes whose output keeps
+        an axis per sample, wherever the graph put it (a recurrent layer's time-first [T, B, H] too); a node whose
+        value the samples share (a broadcast parameter: position embeddings) is listed only for a batch of one,
+        since its relevance in a batch is the sum over the samples; one that merges the samples with another axis
+        ([B * T, D]) is not listed, nor a tuple output (a recurrent layer's: its items are).
     head_relevance: with layers=True, for each attention (scaled dot-product attention, or the product of the
         probabilities and V in eager attention) by the path of the module that calls it: Σ of the relevance at its
         output per sample and head, Tensor[B, H]; the heads' shares of the relevance through that attention.
