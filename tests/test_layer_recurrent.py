@@ -6,6 +6,8 @@ constant (signal-take-all) and the state update split between its terms by the s
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -484,3 +486,22 @@ def test_the_recurrent_default_outside_the_named_cnn_composites():
     with pytest.raises(ValueError, match="recurrent_epsilon"):
         lrptext.explain(model, ids, composite="lrp0", recurrent_epsilon=0.1)
     assert "Epsilon(epsilon=0.01)" in str(lrptext.support_table(model, composite="attnlrp"))
+
+
+def test_cudnns_weight_layout_warning_about_lrptexts_own_calls_is_not_passed_on(monkeypatch):
+    """On CUDA, torch.lstm warns (and copies) where the weights are not one flat buffer in cuDNN's layout, telling
+    the user to call flatten_parameters(): lrptext's calls pass such weights (a lower layer's alone, zeros for
+    absent biases), the user's module is fine. Emulated on the CPU; the suite turns warnings into errors."""
+    real = torch.lstm
+
+    def warning_lstm(*args, **kwargs):
+        warnings.warn("RNN module weights are not part of single contiguous chunk of memory. This means they need "
+                      "to be compacted at every call, possibly greatly increasing memory usage. To compact weights "
+                      "again call flatten_parameters().", UserWarning)
+        return real(*args, **kwargs)
+
+    torch.manual_seed(8)
+    model = Classifier("LSTM", layers=2).double()
+    monkeypatch.setattr(torch, "lstm", warning_lstm)
+    e = lrptext.explain(model, torch.randint(1, 30, (2, 5)), composite=_composite())
+    assert torch.isfinite(e.relevance).all()

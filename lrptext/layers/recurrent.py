@@ -19,6 +19,9 @@ relevance of each part back here in one `Parts` value. Initial states other than
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -176,7 +179,8 @@ def _run(node: Node, weights: list[tuple[torch.Tensor, ...]], x: Any, layers: in
         data, batch_sizes, sorted_indices, unsorted_indices = x
         h0 = data.new_zeros(layers * D, int(batch_sizes[0]), H)
         hx = (h0, h0) if lstm else h0
-        result = (torch.lstm if lstm else torch.gru)(data, batch_sizes, hx, flat, True, layers, 0.0, False, D == 2)
+        with _own_weights():
+            result = (torch.lstm if lstm else torch.gru)(data, batch_sizes, hx, flat, True, layers, 0.0, False, D == 2)
         out = PackedSequence(result[0], batch_sizes, sorted_indices, unsorted_indices)
         states = tuple(s if unsorted_indices is None else s.index_select(1, unsorted_indices) for s in result[1:])
     else:
@@ -185,9 +189,21 @@ def _run(node: Node, weights: list[tuple[torch.Tensor, ...]], x: Any, layers: in
                              f"features] (or a PackedSequence), got shape {tuple(x.shape)}")
         h0 = x.new_zeros(layers * D, x.shape[0 if p["batch_first"] else 1], H)
         hx = (h0, h0) if lstm else h0
-        result = (torch.lstm if lstm else torch.gru)(x, hx, flat, True, layers, 0.0, False, D == 2, p["batch_first"])
+        with _own_weights():
+            result = (torch.lstm if lstm else torch.gru)(x, hx, flat, True, layers, 0.0, False, D == 2,
+                                                         p["batch_first"])
         out, states = result[0], tuple(result[1:])
     return (out, states) if lstm else (out, states[0])
+
+
+@contextlib.contextmanager
+def _own_weights() -> Iterator[None]:
+    """cuDNN warns, and copies them, where an RNN's weights are not one flat buffer in its layout, and tells the
+    user to call flatten_parameters(): true of some weights lrptext passes (a lower layer's alone, zeros for absent
+    biases, a cast copy), not of the user's module, so the advice would mislead."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous chunk")
+        yield
 
 
 def _padded_output(node: Node, out: Any, steps: int) -> torch.Tensor:
