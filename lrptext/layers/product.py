@@ -29,7 +29,7 @@ def _computed(a: Any) -> bool:
     return isinstance(a, Node) and a.kind is not CONSTANT
 
 
-def _from_softmax(a: Node) -> bool:
+def from_softmax(a: Node) -> bool:
     """The operand is a softmax's output, possibly through dropout or a dtype conversion."""
     from lrptext.layers.identity import IDENTITY
     from lrptext.layers.softmax import SOFTMAX
@@ -52,7 +52,7 @@ class Product(LayerKind):
         return self if all(_computed(a) for a in node.args) else CONSTANT_PRODUCT
 
     def attention_output(self, node: Node) -> bool:
-        return any(isinstance(a, Node) and _from_softmax(a) for a in node.args)  # A·V in eager attention
+        return any(isinstance(a, Node) and from_softmax(a) for a in node.args)  # A·V in eager attention
 
     def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
         (a, b), _ = state.arguments(node)
@@ -63,8 +63,8 @@ class Product(LayerKind):
             if carrying[0] is left:
                 return [(left, a * (g @ b.transpose(-2, -1)))]
             return [(right, b * (a.transpose(-2, -1) @ g))]
-        if isinstance(rule, CPLRP) and (_from_softmax(left) or _from_softmax(right)):
-            if _from_softmax(left):
+        if isinstance(rule, CPLRP) and (from_softmax(left) or from_softmax(right)):
+            if from_softmax(left):
                 return [(left, torch.zeros_like(a)), (right, b * (a.transpose(-2, -1) @ g))]
             return [(left, a * (g @ b.transpose(-2, -1))), (right, torch.zeros_like(b))]
         return [(left, 0.5 * a * (g @ b.transpose(-2, -1))), (right, 0.5 * b * (a.transpose(-2, -1) @ g))]

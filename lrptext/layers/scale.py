@@ -1,5 +1,10 @@
 """Multiplication or division by a constant (or by a statistic held constant, as F.normalize divides by a norm),
-and negation: relevance passes to the operand that carries it."""
+and negation: relevance passes to the operand that carries it.
+
+A product of two relevance-carrying tensors (a gated unit: GLU's act(a) ⊙ b) takes the transformer composites'
+attention rule, which they name for this kind: AttnLRP's uniform rule for multiplications (Achtibat et al. 2024)
+gives each operand half of the product's relevance, R(a) = R(b) = R / 2, without a stabiliser; CP-LRP treats an
+operand computed by a softmax as a constant, as in its attention products. The other composites refuse it."""
 
 from __future__ import annotations
 
@@ -12,6 +17,8 @@ from torch.ops import aten
 
 from lrptext.errors import UnsupportedLayerError
 from lrptext.graph.ir import LayerKind, Node
+from lrptext.layers.product import from_softmax
+from lrptext.rules import CPLRP, AttnLRP
 
 _DIVISIONS = frozenset({operator.truediv, torch.div, aten.div.Tensor, aten.div.Scalar})
 
@@ -22,6 +29,7 @@ class Scale(LayerKind):
                            aten.neg.default, F.normalize}) | _DIVISIONS
     methods = frozenset({"mul", "div", "neg"})
     keeps_input = True
+    rules = (AttnLRP, CPLRP)  # for products of two carrying tensors, where a composite names one
 
     def default_rule(self, node: Node) -> Any:
         return "passes to the non-constant operand"
@@ -29,11 +37,19 @@ class Scale(LayerKind):
     def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
         carrying = state.carrying_inputs(node)
         divides = node.call in _DIVISIONS or node.op.rstrip("_") == "Tensor.div"
-        if len(carrying) != 1 or (divides and node.args[0] is not carrying[0]):
+        gate = len(carrying) == 2 and not divides and isinstance(rule, (AttnLRP, CPLRP))
+        if not gate and (len(carrying) != 1 or (divides and node.args[0] is not carrying[0])):
             raise UnsupportedLayerError(
                 f"{node.op} at '{node.qualified_name}' multiplies or divides relevance-carrying tensors; lrptext "
-                "passes relevance through multiplication by constants only (gating and attention need their own rule)")
-        return [(carrying[0], r.sum_to_size(state.shape(carrying[0])))]  # undo broadcasting
+                "passes relevance through multiplication by constants only; a product of two (a gated unit) takes "
+                "the uniform rule of the transformer composites (attnlrp, cp_lrp)")
+        if not gate:
+            return [(carrying[0], r.sum_to_size(state.shape(carrying[0])))]  # undo broadcasting
+        if isinstance(rule, CPLRP) and any(from_softmax(a) for a in carrying):  # a constant: all to the other
+            return [(a, torch.zeros(state.shape(a), dtype=r.dtype, device=r.device) if from_softmax(a)
+                     else r.sum_to_size(state.shape(a))) for a in carrying]
+        # each operand its own tensor: the pass lets a layer's kernel overwrite the relevance it takes
+        return [(a, (0.5 * r).sum_to_size(state.shape(a))) for a in carrying]
 
 
 SCALE = Scale()

@@ -88,9 +88,9 @@ def _transformer(name: str, attention: Rule, epsilon: float, gamma: float | None
     rule; LayerNorm takes its own rule (identity on 1/std, epsilon on the centring)."""
     linear = Epsilon(epsilon) if gamma is None else Gamma(gamma)
     # additions (residuals, the embeddings' sum, an attention mask's) and sums (pooling) split exactly, without a
-    # stabiliser
+    # stabiliser; products of two computed tensors (gated units) by the attention rule's multiplication rule
     return Composite(name, dense=linear, conv=linear, attention=attention, layer_norm=Epsilon(epsilon), add=Norm(0.0),
-                     reduce=Norm(0.0))
+                     reduce=Norm(0.0), scale=attention)
 
 
 COMPOSITES: dict[str, Callable[..., Composite]] = {
