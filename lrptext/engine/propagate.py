@@ -184,8 +184,8 @@ def _batch_axis(node: Node, value: Any, data_reads: tuple[str, ...], axes: dict[
 
 
 def _indexed_axis(node: Node, axis: int) -> int | None:
-    """The batch axis after an indexing (x[-1], x[:, 0], x[..., None]) or torch.export's select: integers drop the
-    axes before it, None inserts one; None where the batch itself is indexed or the index is not a plain one."""
+    """The batch axis after an indexing (x[-1], x[:, 0], x[None]) or torch.export's select: integers drop the axes
+    before it, None inserts one; None where the batch itself is indexed or the index is not a plain one."""
     if node.call is aten.select.int:
         dim = node.args[1]
         return None if not isinstance(dim, int) or dim == axis else axis - (dim < axis)
@@ -436,7 +436,8 @@ class RelevancePass:
                 r = r.tensor()
             if record and isinstance(r, torch.Tensor) and (per := self._per_sample(node, r, len(initial))) is not None:
                 sums[_layer_name(node)] = per
-                if node.kind.attention_output(node) and r.dim() == 4:  # [B, heads, tokens, dim]
+                if node.kind.attention_output(node) and r.dim() == 4 and self.batch_axes.get(node.name, 0) == 0:
+                    # [B, heads, tokens, dim]
                     self.head_sums[node.qualified_name] = r.sum((2, 3))
             delivered = False
             for arg, r_arg in self.node_relevance(node, r):
