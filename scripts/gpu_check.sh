@@ -8,7 +8,7 @@
 #   3. runs the GPU benchmarks: W1, W3 (also at batch 32) and W4 against torch forward + input gradient and zennit
 #      on the same GPU, as same-run ratios, with peak GPU memory; W6 (MiniLM-L6's geometry with random weights:
 #      its package is too large to carry) against the floor and the LXT-equivalent anchor,
-#   4. profiles VGG-16 batch 32 and the digits CNN at batch 1024 (benchmarks/time_profile.py).
+#   4. profiles VGG-16 batch 32 and the digits CNN at batch 1024 (benchmarks/time_profile.py), and W6 at 1 x 128.
 # Results: benchmarks/results/gpu-check.txt, workloads-cuda.md, transformers-cuda.md, profile-cuda.txt; its run
 # time, behind the time limits below: docs/performance.md.
 # Prepare on the development machine, once (scipy-openblas32 and zennit are missing there):
@@ -66,8 +66,8 @@ ldd "$site"/lrptext/_core*.so >> "$out/gpu.txt" 2>&1
 timeout_option=$(python3 -c "import pytest_timeout" 2>/dev/null && echo --timeout=120)
 cuda_tests() {  # cuda_tests NAME LIMIT_S FILE...
   local name=$1 limit=$2; shift 2
-  stage "$name" "$limit" "$out/$name.log" env LRPTEXT_REQUIRE_CUDA=1 PYTHONPATH="$site:$root/scripts" python3 -m pytest \
-    -q -rf --tb=short $timeout_option -p live_failures -p no:cacheprovider -c "$root/pyproject.toml" \
+  stage "$name" "$limit" "$out/$name.log" env LRPTEXT_REQUIRE_CUDA=1 PYTHONPATH="$site:$root/scripts" \
+    python3 -m pytest -q -rf --tb=short $timeout_option -p live_failures -p no:cacheprovider -c "$root/pyproject.toml" \
     --rootdir "$root" -k "cuda and not torch_backend_takes_over" "$@"
 }
 cuda_tests kernel-tests 150 \
@@ -89,6 +89,8 @@ for case in "W3 VGG-16:32" "W4 digits CNN:1024"; do  # where the time goes, for 
   stage "profile ${case}" 40 "$out/profile-$((++n)).log" python3 benchmarks/time_profile.py --device cuda \
     --workload "${case%:*}" --batch "${case#*:}"
 done
+stage "profile W6 b1x128" 40 "$out/profile-$((++n)).log" python3 benchmarks/encoders.py --device cuda \
+  --weights random --minilm-config "$root/.minilm" --profile b1x128
 cat "$out"/profile-*.log > "$out/profile.txt" && rm "$out"/profile-*.log
 archive
 exit $status
