@@ -36,20 +36,17 @@ from torch import nn  # noqa: E402
 from torch.autograd import Function  # noqa: E402
 
 import lrptext  # noqa: E402
+from oracle_rules import (  # noqa: E402
+    Identity,
+    ProportionalAdd,
+    ProportionalSum,
+    assert_relevance,
+    ratio,
+    st,
+)
 
-EPS = 1e-6
 COMPOSITES = ("attnlrp", "cp_lrp")
 LENGTHS = (9, 5, 7)  # right-padded to 9; in the sliding layer (window ±2) padded queries 7, 8 of the 2nd row see no key
-RTOL = 1e-8
-
-
-def st(z: torch.Tensor) -> torch.Tensor:
-    return z + EPS * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
-
-
-def ratio(r: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """r / y without a stabiliser, 0 where r is 0 (an exact 0, e.g. at padding, sends nothing)."""
-    return torch.where(r == 0, torch.zeros_like(r), r / torch.where(y == 0, torch.ones_like(y), y))
 
 
 # ------------------------------------------------------------------------------------ the rules as Functions
@@ -66,46 +63,6 @@ class EpsLinear(Function):
     def backward(ctx, r):
         x, weight, z = ctx.saved_tensors
         return x * ((r / st(z)) @ weight), None, None
-
-
-class Identity(Function):
-    """An element-wise map whose relevance passes unchanged (GELU; × a constant mask; ÷ a constant count)."""
-
-    @staticmethod
-    def forward(ctx, x, fn):
-        return fn(x)
-
-    @staticmethod
-    def backward(ctx, r):
-        return r, None
-
-
-class ProportionalAdd(Function):
-    @staticmethod
-    def forward(ctx, a, b):
-        y = a + b
-        ctx.save_for_backward(a, b, y)
-        return y
-
-    @staticmethod
-    def backward(ctx, r):
-        a, b, y = ctx.saved_tensors
-        s = ratio(r, y)
-        return a * s, b * s
-
-
-class ProportionalSum(Function):
-    @staticmethod
-    def forward(ctx, x, dim):
-        y = x.sum(dim)
-        ctx.save_for_backward(x, y)
-        ctx.dim = dim
-        return y
-
-    @staticmethod
-    def backward(ctx, r):
-        x, y = ctx.saved_tensors
-        return x * ratio(r, y).unsqueeze(ctx.dim), None
 
 
 class LayerNormRule(Function):
@@ -308,10 +265,6 @@ def batch(seed: int = 1):
     ids = torch.randint(2, 64, (len(LENGTHS), max(LENGTHS)), generator=g)
     mask = (torch.arange(max(LENGTHS))[None, :] < torch.tensor(LENGTHS)[:, None]).long()
     return ids.masked_fill(mask == 0, 0), mask
-
-
-def assert_relevance(actual: torch.Tensor, expected: torch.Tensor) -> None:
-    torch.testing.assert_close(actual, expected, rtol=RTOL, atol=1e-9 * expected.abs().max().item())
 
 
 # ------------------------------------------------------------------------------------ the tests

@@ -53,24 +53,22 @@ class Cut(nn.Module):
         return self.head(torch.cat(pieces, -1))
 
 
-def _gradient_times_input(model, x, target):
-    x = x.clone().requires_grad_(True)
-    model(x)[torch.arange(len(x)), target].sum().backward()
-    return (x.grad * x).detach()
+def _assert_lrp0_is_gradient_times_input(model: nn.Module, features: int, **options) -> None:
+    """On a bias-free linear net LRP-0 is gradient x input (autograd, float64), and keeps the whole logit."""
+    model = model.double()
+    x = torch.randn(4, features, dtype=torch.float64, requires_grad=True)
+    target = torch.tensor([0, 2, 1, 2])
+    logits = model(x)[torch.arange(len(x)), target]
+    logits.sum().backward()
+    e = lrptext.explain(model, x.detach(), target=target, composite="lrp0", **options)
+    torch.testing.assert_close(e.relevance, (x.grad * x).detach(), rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(e.relevance.sum(1), logits.detach(), rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("how", ["chunk", "torch.chunk", "split", "split_size", "unbind"])
 def test_lrp0_through_a_cut_is_gradient_times_input(how):
     torch.manual_seed(0)
-    model = Cut(how).double()
-    x = torch.randn(4, 5, dtype=torch.float64)
-    target = torch.tensor([0, 2, 1, 2])
-    e = lrptext.explain(model, x, target=target, composite="lrp0")
-    want = _gradient_times_input(model, x, target)
-    torch.testing.assert_close(e.relevance, want, rtol=1e-10, atol=1e-12)
-    # conservation: a bias-free linear net keeps the whole logit
-    logits = model(x)[torch.arange(4), target]
-    torch.testing.assert_close(e.relevance.sum(1), logits, rtol=1e-10, atol=1e-12)
+    _assert_lrp0_is_gradient_times_input(Cut(how), 5)
 
 
 def test_chunk_equals_the_same_model_written_with_slices():
@@ -110,17 +108,24 @@ class SelfAttention(nn.Module):
 def test_a_fused_qkv_cut_by_chunk_equals_three_projections(composite):
     torch.manual_seed(2)
     fused, separate = SelfAttention(True).double(), SelfAttention(False).double()
-    w = fused.qkv.weight.detach()
+    _share_weights(fused, separate)
+    _assert_same_explanation(fused, separate, torch.randn(2, 5, 8, dtype=torch.float64), composite)
+
+
+def _share_weights(fused: SelfAttention, separate: SelfAttention) -> None:
+    """The three projections take the fused one's rows for q, k and v; the rest is copied."""
     with torch.no_grad():
         for i, layer in enumerate((separate.q, separate.k, separate.v)):
-            layer.weight.copy_(w[8 * i:8 * (i + 1)])
+            layer.weight.copy_(fused.qkv.weight[8 * i:8 * (i + 1)])
         separate.out.weight.copy_(fused.out.weight)
         separate.head.weight.copy_(fused.head.weight)
-    x = torch.randn(2, 5, 8, dtype=torch.float64)
-    torch.testing.assert_close(fused(x), separate(x))
-    a = lrptext.explain(fused, x, composite=composite)
-    b = lrptext.explain(separate, x, composite=composite)
-    torch.testing.assert_close(a.relevance, b.relevance, rtol=1e-9, atol=1e-12)
+
+
+def _assert_same_explanation(a: nn.Module, b: nn.Module, inputs, composite: str) -> None:
+    call = (lambda m: m(**inputs)) if isinstance(inputs, dict) else (lambda m: m(inputs))
+    torch.testing.assert_close(call(a), call(b))  # the same network
+    torch.testing.assert_close(lrptext.explain(a, inputs, composite=composite).relevance,
+                               lrptext.explain(b, inputs, composite=composite).relevance, rtol=1e-9, atol=1e-12)
 
 
 class Uncuttable(nn.Module):
@@ -183,17 +188,8 @@ def test_cuts_in_a_torch_export_graph_equal_three_projections(how, composite):
     torch.manual_seed(3)
     cut, separate = Encoder(how).double(), Encoder("separate").double()
     separate.embedding.load_state_dict(cut.embedding.state_dict())
-    w = cut.block.qkv.weight.detach()
-    with torch.no_grad():
-        for i, layer in enumerate((separate.block.q, separate.block.k, separate.block.v)):
-            layer.weight.copy_(w[8 * i:8 * (i + 1)])
-        separate.block.out.weight.copy_(cut.block.out.weight)
-        separate.block.head.weight.copy_(cut.block.head.weight)
-    batch = {"input_ids": torch.randint(0, 30, (2, 6))}
-    torch.testing.assert_close(cut(**batch), separate(**batch))
-    a = lrptext.explain(cut, batch, composite=composite)
-    b = lrptext.explain(separate, batch, composite=composite)
-    torch.testing.assert_close(a.relevance, b.relevance, rtol=1e-9, atol=1e-12)
+    _share_weights(cut.block, separate.block)
+    _assert_same_explanation(cut, separate, {"input_ids": torch.randint(0, 30, (2, 6))}, composite)
 
 
 class Reuses(nn.Module):
@@ -220,11 +216,7 @@ class Reuses(nn.Module):
 @pytest.mark.parametrize("how", ["sort indices", "topk indices"])
 def test_integer_items_of_several_outputs_stay_masks(how):
     torch.manual_seed(4)
-    model = Reuses(how).double()
-    x = torch.randn(4, 6, dtype=torch.float64)
-    target = torch.tensor([0, 1, 2, 0])
-    e = lrptext.explain(model, x, target=target, composite="lrp0")
-    torch.testing.assert_close(e.relevance, _gradient_times_input(model, x, target), rtol=1e-10, atol=1e-12)
+    _assert_lrp0_is_gradient_times_input(Reuses(how), 6)
 
 
 @pytest.mark.parametrize("how,message", [("sort values", "no rule for torch.sort .* returns several tensors"),
@@ -238,8 +230,4 @@ def test_pieces_concatenated_twice_and_summed():
     """Pieces into two concatenations that a sum meets (a concatenation's list of pieces crashed the indexing kind's
     check for factored relevance): LRP-0 with an unstabilised sum is gradient x input on this linear net."""
     torch.manual_seed(5)
-    model = Reuses("concatenations summed").double()
-    x = torch.randn(4, 6, dtype=torch.float64)
-    target = torch.tensor([2, 0, 1, 1])
-    e = lrptext.explain(model, x, target=target, composite="lrp0", layer_map={operator.add: Norm(0.0)})
-    torch.testing.assert_close(e.relevance, _gradient_times_input(model, x, target), rtol=1e-9, atol=1e-12)
+    _assert_lrp0_is_gradient_times_input(Reuses("concatenations summed"), 6, layer_map={operator.add: Norm(0.0)})

@@ -37,18 +37,22 @@ from torch.autograd import Function  # noqa: E402
 
 import lrptext  # noqa: E402
 from lrptext import Explainer, UnsupportedLayerError  # noqa: E402
+from oracle_rules import (  # noqa: E402
+    EPS,
+    RTOL,
+    Identity,
+    ProportionalAdd,
+    ProportionalSum,
+    assert_relevance,
+    ratio,
+    st,
+)
 
-EPS = 1e-6  # the composites' default ε and the LayerNorm rule's stabiliser (additions split exactly)
 COMPOSITES = ("attnlrp", "cp_lrp")
 KINDS = ("bert", "distilbert", "roberta", "electra")
 LENGTHS = (9, 6, 4)  # a padded batch: sequences of these lengths padded to the first
-RTOL = 1e-8
 AMPLIFY = 1000.0
 WORST: dict[tuple[str, str], float] = {}  # largest relative deviation seen per (model, composite), for the report
-
-
-def st(z: torch.Tensor) -> torch.Tensor:
-    return z + EPS * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
 
 
 # ------------------------------------------------------------------------------------ the rules as Functions
@@ -68,55 +72,6 @@ class EpsLinear(Function):
         x, weight, z = ctx.saved_tensors
         stabilised = z + EpsLinear.epsilon * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
         return x * ((r / stabilised) @ weight), None, None
-
-
-class Identity(Function):
-    """An element-wise non-linearity whose relevance passes unchanged."""
-
-    @staticmethod
-    def forward(ctx, x, fn):
-        return fn(x)
-
-    @staticmethod
-    def backward(ctx, r):
-        return r, None
-
-
-def ratio(r: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """r / y without a stabiliser, 0 where r is 0 (the proportional split of an exact 0 sends nothing)."""
-    return torch.where(r == 0, torch.zeros_like(r), r / torch.where(y == 0, torch.ones_like(y), y))
-
-
-class ProportionalAdd(Function):
-    """a + b split in proportion to each term, without a stabiliser (the sums here are never 0)."""
-
-    @staticmethod
-    def forward(ctx, a, b):
-        y = a + b
-        ctx.save_for_backward(a, b, y)
-        return y
-
-    @staticmethod
-    def backward(ctx, r):
-        a, b, y = ctx.saved_tensors
-        s = ratio(r, y)
-        return a * s, b * s
-
-
-class ProportionalSum(Function):
-    """y = Σ_dim x, split in proportion to each term (as the additions)."""
-
-    @staticmethod
-    def forward(ctx, x, dim):
-        y = x.sum(dim)
-        ctx.save_for_backward(x, y)
-        ctx.dim = dim
-        return y
-
-    @staticmethod
-    def backward(ctx, r):
-        x, y = ctx.saved_tensors
-        return x * ratio(r, y).unsqueeze(ctx.dim), None
 
 
 class LayerNormRule(Function):
@@ -367,10 +322,6 @@ def model_logits(model, ids, mask, token_type_ids=None):
 
 def relative_deviation(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return ((actual - expected).abs().max() / expected.abs().max()).item()
-
-
-def assert_relevance(actual: torch.Tensor, expected: torch.Tensor) -> None:
-    torch.testing.assert_close(actual, expected, rtol=RTOL, atol=1e-9 * expected.abs().max().item())
 
 
 # ------------------------------------------------------------------------------------ 1. against the oracle
