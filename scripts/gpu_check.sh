@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check of the CUDA issue, for the lent GPU machine (Python 3.12, torch with CUDA, nvcc, cmake, ninja,
 # scikit-build-core, pybind11, pytest, hypothesis, cuda-gdb; no network). It
-#   1. builds lrptext with its CUDA kernels required (LRPTEXT_CUDA=ON),
-#   2. runs the kernel and engine suites with LRPTEXT_REQUIRE_CUDA=1, so a skipped CUDA case fails the run: every
+#   1. installs the wheel built beforehand (below), or builds lrptext with its CUDA kernels required (LRPTEXT_CUDA=ON),
+#   2. runs the CUDA cases of the kernel and engine suites with LRPTEXT_REQUIRE_CUDA=1 (a skipped one fails): every
 #      CUDA kernel against the float64 oracle (and so against the CPU kernels, held to the same oracle), and
 #      explain() on CUDA models and tensors against the CPU; a crash is rerun under cuda-gdb for its native stack,
 #   3. runs the GPU benchmarks: W1, W3 (also at batch 32) and W4 against torch forward + input gradient and zennit
