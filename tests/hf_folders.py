@@ -76,6 +76,21 @@ def roberta(tokenizer, positions: int = 130, seed: int = 0):
     return RobertaForSequenceClassification(config).eval()
 
 
+def modernbert(tokenizer, positions: int = 64, seed: int = 0):
+    """ModernBERT: rotary positions, a fused q, k, v projection, gated feed-forward layers, and a local layer (a
+    window of 4) after a global one."""
+    from transformers import ModernBertConfig, ModernBertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = ModernBertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                              intermediate_size=24, max_position_embeddings=positions, global_attn_every_n_layers=2,
+                              local_attention=4, id2label=LABELS, label2id={v: k for k, v in LABELS.items()},
+                              pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.cls_token_id,
+                              eos_token_id=tokenizer.sep_token_id, cls_token_id=tokenizer.cls_token_id,
+                              sep_token_id=tokenizer.sep_token_id)
+    return ModernBertForSequenceClassification(config).eval()
+
+
 def save_folder(model, tokenizer, folder: Path) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -15,13 +15,22 @@ pytest.importorskip("transformers")
 import torch  # noqa: E402
 
 import lrptext  # noqa: E402
-from hf_folders import LABELS, bert, byte_bpe_tokenizer, roberta, save_folder, wordpiece_tokenizer  # noqa: E402
+from hf_folders import (  # noqa: E402
+    LABELS,
+    bert,
+    byte_bpe_tokenizer,
+    modernbert,
+    roberta,
+    save_folder,
+    wordpiece_tokenizer,
+)
 from lrptext.cli import main  # noqa: E402
 from lrptext.text.classifier import TextClassifier  # noqa: E402
 
 TEXT = "Unbelievable   offer!!\nnaïve 😀 cafés, FREE money\t\tclick here…  now. Résumé"
 TWELVE = "f r e e m o n e y n o w"  # twelve pieces for any WordPiece vocabulary (it holds every letter)
-KINDS = {"wordpiece": (wordpiece_tokenizer, bert), "byte-bpe": (byte_bpe_tokenizer, roberta)}
+KINDS = {"wordpiece": (wordpiece_tokenizer, bert), "byte-bpe": (byte_bpe_tokenizer, roberta),
+         "modernbert": (wordpiece_tokenizer, modernbert)}
 
 
 def first_character(text: str, start: int, end: int) -> int | None:
@@ -198,6 +207,17 @@ def test_cli_explains_with_a_model_folder_in_every_format(folder, tmp_path, caps
     assert main(["explain-text", long, "--model", str(tmp_path / "missing"), "--format", "json"]) == 1
     assert main(["explain-text", long, "--model", str(folder), "--composite", "cp_lrp", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["windows"] == 3
+
+
+def test_cli_explains_a_modernbert_folder(tmp_path, capsys):
+    tokenizer = wordpiece_tokenizer(max_length=8)
+    folder = save_folder(modernbert(tokenizer), tokenizer, tmp_path / "tiny-modernbert")
+    expected = TextClassifier.from_pretrained(folder).explain([TWELVE])[0]
+    assert main(["explain-text", TWELVE, "--model", str(folder), "--format", "json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["windows"] == 3 and record["prediction"] == expected.prediction
+    assert [w["relevance"] for w in record["words"]] == pytest.approx([w.relevance for w in expected.words])
+    assert any(w["relevance"] != 0 for w in record["words"])
 
 
 def test_cli_streams_a_corpus_and_resumes_with_a_model_folder(folder, tmp_path, capsys):
