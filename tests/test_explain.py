@@ -633,6 +633,72 @@ def test_a_concatenation_splits_relevance_like_the_autograd_route(dim, monkeypat
         torch.testing.assert_close(sliced.layer_relevance[name], routed.layer_relevance[name])
 
 
+class _InPlace(nn.Module):
+    def __init__(self, how):
+        super().__init__()
+        self.how = how
+        self.a, self.b, self.head = nn.Linear(4, 6), nn.Linear(4, 6), nn.Linear(6, 2)
+
+    def forward(self, x):
+        h = self.a(x).clone()
+        if self.how == "method, result unused":
+            h.mul_(self.b(x))
+        elif self.how == "function, result unused":
+            F.relu(h, inplace=True)
+        else:  # "method, result used"
+            h = h.mul_(self.b(x))
+        return self.head(h)
+
+
+@pytest.mark.parametrize("how", ["method, result unused", "function, result unused"])
+def test_an_in_place_change_read_afterwards_is_refused(how):
+    """lrptext computes each operation out of place: a change in place whose result nothing reads would be lost
+    to the later reads of the tensor, a wrong forward pass and explanation without a word."""
+    with pytest.raises(UnsupportedLayerError, match="in place .* reads it afterwards"):
+        explain(_InPlace(how), torch.randn(2, 4), composite="attnlrp")
+
+
+def test_an_in_place_change_whose_result_is_used_is_explained():
+    model, x = seeded(_InPlace("method, result used")), torch.randn(3, 4, dtype=torch.float64)
+    e = explain(model, x, composite="attnlrp")
+    torch.testing.assert_close(e.prediction, model(x))
+
+
+class _BatchMoved(nn.Module):
+    """[B, T, D] embeddings whose batch axis an operation moves (and another moves back); B == T == D."""
+
+    def __init__(self, how):
+        super().__init__()
+        self.how = how
+        self.embedding, self.fc = nn.Embedding(20, 4), nn.Linear(4, 2)
+
+    def forward(self, ids):
+        x = self.embedding(ids)
+        if self.how == "list index":
+            y = x.transpose(0, 1)[[3, 1, 0, 2]].relu().transpose(0, 1)
+        elif self.how == "transpose by keyword":
+            y = x.transpose(dim0=0, dim1=1).relu().transpose(0, 1)
+        elif self.how == "unsqueeze":
+            y = x.transpose(0, 1).unsqueeze(0).relu().squeeze(0).transpose(0, 1)
+        else:  # "t()"
+            y = x[:, 0].t().relu().t()[:, None] + x
+        return self.fc(y.sum(1))
+
+
+@pytest.mark.parametrize("how", ["list index", "transpose by keyword", "unsqueeze", "t()"])
+def test_layer_totals_follow_the_batch_wherever_an_operation_moves_it(how):
+    """layers=True: each listed total is the sample's own, as it gets it alone, though no shape tells the batch
+    axis apart (batch, tokens and width all 4)."""
+    model, ids = seeded(_BatchMoved(how), 17), torch.randint(0, 20, (4, 4))
+    explainer = Explainer(model, composite="epsilon")
+    together = explainer.explain(ids, layers=True).layer_relevance
+    assert len(together) >= 4
+    for i in range(len(ids)):
+        alone = explainer.explain(ids[i:i + 1], layers=True).layer_relevance
+        for name, total in together.items():
+            torch.testing.assert_close(total[i:i + 1], alone[name], rtol=1e-9, atol=1e-12)
+
+
 def test_a_layer_whose_rule_does_not_read_z_frees_it_before_its_kernel(monkeypatch):
     """z+ and flat never divide by the layer's forward z: it leaves the kept values before the kernel runs, which
     lowers the peak (VGG-16 batch 1, epsilon_plus_flat: 126-151 -> 114 MiB); epsilon still gets it. (Their

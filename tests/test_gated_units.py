@@ -59,6 +59,27 @@ def test_a_gated_unit_against_the_rules_equations(composite):
     torch.testing.assert_close(e.relevance, oracle(model, x, target), rtol=1e-10, atol=1e-13)
 
 
+class SoftmaxGated(Gated):
+    """x -> (softmax(W_a x) ⊙ W_b x) -> W_o: a gate computed by a softmax, which CP-LRP holds constant."""
+
+    def forward(self, x):
+        return self.out(torch.softmax(self.a(x), -1) * self.b(x))
+
+
+def test_cp_lrp_holds_a_softmax_gate_constant():
+    torch.manual_seed(1)
+    model = SoftmaxGated().double()
+    x = torch.randn(3, 5, dtype=torch.float64)
+    gate = torch.softmax(x @ model.a.weight.T, -1)
+    b = x @ model.b.weight.T
+    logits = (gate * b) @ model.out.weight.T
+    target = logits.argmax(-1)
+    r = torch.zeros_like(logits).scatter(1, target[:, None], logits.gather(1, target[:, None]))
+    want = _epsilon(x, model.b.weight, _epsilon(gate * b, model.out.weight, r))  # all of it through b
+    e = lrptext.explain(model, x, composite="cp_lrp")
+    torch.testing.assert_close(e.relevance, want, rtol=1e-10, atol=1e-13)
+
+
 def test_other_composites_refuse_a_gated_unit():
     with pytest.raises(UnsupportedLayerError, match="multiplies or divides relevance-carrying tensors.*attnlrp"):
         lrptext.explain(Gated(), torch.randn(2, 5), composite="epsilon")

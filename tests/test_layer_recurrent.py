@@ -270,29 +270,40 @@ def test_bias_factor_one_conserves_relevance(mode, layers, bidirectional, head, 
 
 
 class TimeFirst(nn.Module):
-    """Token ids [B, T] -> embedding -> transposed to [T, B] for a recurrent layer with batch_first=False."""
+    """Token ids [B, T] -> embedding -> a recurrent layer (time-first, or batch-first with two layers) -> a head,
+    every size (time steps, hidden, layers) equal to the batch's, so that no shape tells where the batch is."""
 
-    def __init__(self, mode):
+    def __init__(self, mode, head, size=4):
         super().__init__()
-        self.embedding = nn.Embedding(20, 4)
-        self.rnn = getattr(nn, mode)(4, 3)
-        self.fc = nn.Linear(3, 2)
+        self.head, self.lstm = head, mode == "LSTM"
+        self.embedding = nn.Embedding(20, size)
+        self.rnn = getattr(nn, mode)(size, size, num_layers=2 if head == "h_n[-1]" else 1,
+                                     batch_first=head == "h_n[-1]")
+        self.fc = nn.Linear(size, 2)
 
     def forward(self, ids):
-        out, _ = self.rnn(self.embedding(ids).transpose(0, 1))
-        return self.fc(out[-1])
+        x = self.embedding(ids)
+        out, state = self.rnn(x if self.rnn.batch_first else x.transpose(0, 1))
+        h = state[0] if self.lstm else state  # (h_n, c_n) or h_n
+        if self.head == "out[-1]":
+            return self.fc(out[-1])
+        if self.head == "out.mean(0)":
+            return self.fc(out.mean(0))
+        return self.fc(h[-1] if self.head == "h_n[-1]" else h.squeeze(0))
 
 
 @pytest.mark.parametrize("mode", ["LSTM", "GRU"])
-def test_layer_totals_of_time_first_values_are_each_samples_own(mode):
-    """layers=True with as many time steps as samples: the recurrent layer's [T, B, H] values hold the batch on
-    their second axis, which their shape alone does not tell (it was summed per time step, as if batch-first)."""
+@pytest.mark.parametrize("head", ["out[-1]", "out.mean(0)", "h_n.squeeze(0)", "h_n[-1]"])
+def test_layer_totals_are_each_samples_own_wherever_the_batch_axis_is(mode, head):
+    """layers=True where time steps, hidden size and layers all equal the batch: a time-first [T, B, H] output,
+    h_n [layers, B, H] with layers == B, pooled over time: each total is the sample's own, the one it gets
+    alone (shapes alone summed per time step or per layer here, as if batch-first)."""
     torch.manual_seed(7)
-    model = TimeFirst(mode).double()
+    model = TimeFirst(mode, head).double()
     ids = torch.randint(0, 20, (4, 4))
     explainer = lrptext.Explainer(model, composite="epsilon")
     together = explainer.explain(ids, layers=True).layer_relevance
-    assert {"transpose", "getitem"} <= set(together)  # [T, B, 4] into the layer, its [T, B, 3] output sequence
+    assert len(together) >= 4
     for i in range(len(ids)):
         alone = explainer.explain(ids[i:i + 1], layers=True).layer_relevance
         for name, total in together.items():

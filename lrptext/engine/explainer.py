@@ -14,7 +14,7 @@ from torch import nn
 from lrptext import _native, kernels
 from lrptext.engine.assign import SupportTable, assign_rules, check_static_support, support_rows
 from lrptext.engine.explanation import Explanation
-from lrptext.engine.propagate import Layer, RelevancePass, forward
+from lrptext.engine.propagate import Layer, RelevancePass, batch_axes, forward
 from lrptext.engine.targets import Target, initial_relevance
 from lrptext.graph import Graph, Node, capture
 from lrptext.graph.capture import export, forward_parameters
@@ -257,13 +257,15 @@ class Explainer:
         with torch.no_grad():
             # the C++ core computes the small layers' forward pass too, unless the torch backend was asked for
             core = self.backend != "torch" and _native.core is not None
-            state, carries = forward(graph, inputs, rules, layer, core, batch_axes=layers)
+            state, carries = forward(graph, inputs, rules, layer, core)
             logits = state.values[graph.output.name]
             initial, target_t, contrast = initial_relevance(logits, target, output_relevance)
             initial_sum = initial.sum(1)  # before the pass, whose kernels may overwrite the relevance they take
             # per-layer sums need every node's relevance, so the fused embedding path is off when they are asked for
             relevance_pass = RelevancePass(graph, rules, state, carries, self.backend, fuse=not layers,
                                            bias_factor=self.bias_factor)
+            if layers:
+                relevance_pass.batch_axes = batch_axes(graph, inputs, state, rules, layer, core)
             if locate_non_finite:
                 relevance_pass.on_relevance = lambda node, arg, r: _check_finite(node, rules.get(node.name), r, dtype)
             relevance, sums = relevance_pass.run(initial, layers)

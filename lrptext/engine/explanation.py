@@ -20,7 +20,8 @@ class Explanation:
     layer_relevance: with layers=True, Σ of the relevance at each node's output per sample, Tensor[B], by module
         path ("encoder.layer.0.output.dense"), by the calling module's path and the node for functions in a Hugging
         Face model ("encoder.layer.0.output:add_7"), else by node name ("add_7"); for the nodes whose output keeps
-        an axis per sample, wherever the graph put it (a recurrent layer's time-first [T, B, H] too); a node whose
+        an axis per sample, wherever the graph put it (a recurrent layer's time-first [T, B, H] too; found by a
+        second forward pass with one more sample, the first repeated, where the inputs allow it); a node whose
         value the samples share (a broadcast parameter: position embeddings) is listed only for a batch of one,
         since its relevance in a batch is the sum over the samples; one that merges the samples with another axis
         ([B * T, D]) is not listed, nor a tuple output (a recurrent layer's: its items are).

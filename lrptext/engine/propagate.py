@@ -11,13 +11,11 @@ value it belongs to, is an error too: a plausible-looking wrong heatmap is worse
 from __future__ import annotations
 
 import dataclasses
-import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.ops import aten
 
 from lrptext.errors import UnsupportedLayerError
 from lrptext.graph.ir import CONSTANT, INPUT, OUTPUT, UNSUPPORTED, Graph, LayerKind, Node
@@ -140,8 +138,6 @@ class ForwardPass:
         self.layer, self.core = layer, core
         self.values = Values(self.steps, lambda node, args, kwargs: node.kind.forward(node, args, kwargs, self))
         self.shapes: dict[str, torch.Size] = {}
-        # The axis of each value that holds the batch's samples, where it keeps one (_batch_axis)
-        self.batch_axes: dict[str, int] = {}
         # What forward steps keep for relevance steps beside the values, by node name (attention's log-sum-exp)
         # or (name, form) (an attention mask converted once for all the layers that read it)
         self.saved: dict[Any, Any] = {}
@@ -160,61 +156,44 @@ def _holds_floats(value: Any) -> bool:
         (isinstance(v, torch.Tensor) and v.is_floating_point()) or _holds_floats(v) for v in value)
 
 
-def _batch_axis(node: Node, value: Any, data_reads: tuple[str, ...], axes: dict[str, int], batch: int) -> int | None:
-    """The axis of a node's value (of a tuple's first item) that holds the batch: its data inputs' axis, moved by a
-    transpose or permutation, where the value has the batch's size there (by shapes alone, a time-first [T, B, D]
-    value with T == B would pass for batch-first); the first, for the model's inputs and values computed from none
-    of theirs (a buffer expanded to the batch: token types). None where no axis is each sample's own: a value the
-    batch shares (position embeddings), or one that merges the samples with another dimension."""
-    first = value[0] if isinstance(value, (tuple, list)) and value else value
-    if not isinstance(first, torch.Tensor) or first.dim() == 0:
+def batch_axes(graph: Graph, inputs: tuple[Any, ...], state: ForwardPass, rules: dict[str, Any],
+               layer: Callable[[Node], Layer], core: bool) -> dict[str, int] | None:
+    """The axis of each tensor value that holds the batch's samples, for per-sample sums: found by running the
+    forward pass again with one sample more (the first, repeated): the one axis that grew by one, from the batch
+    size. Shapes alone cannot tell it (a time-first [T, B, H] with T == B looks batch-first), nor can following
+    operations one by one without knowing each. Values that do not grow (shared by the batch, or reduced over it)
+    and values that merge the samples with another axis ([B * T, D]) have none. None where an input cannot take one
+    more sample (not a tensor with the batch first) or the model refuses it."""
+    def more(x: Any) -> Any:
+        if not isinstance(x, torch.Tensor) or x.dim() == 0:
+            raise TypeError
+        return torch.cat([x, x[:1]])
+
+    try:
+        probe, _ = forward(graph, tuple(more(x) for x in inputs), rules, layer, core)
+    except Exception:  # (an EmbeddingBag's flat ids and offsets, a PackedSequence: no simple sample to add)
         return None
-    axis = None if node.kind is INPUT else next((axes[name] for name in data_reads if name in axes), None)
-    if axis is None:
-        axis = 0
-    elif "transpose" in node.params:
-        a, b = (d % first.dim() for d in node.params["transpose"])
-        axis = b if axis == a else a if axis == b else axis
-    elif "permute" in node.params:
-        order = [d % first.dim() for d in node.params["permute"]]
-        axis = order.index(axis) if axis in order else None
-    elif (node.call is operator.getitem and not node.args[0].kind.tuple_output) or node.call is aten.select.int:
-        axis = _indexed_axis(node, axis)  # (an item of a tuple output keeps the tuple's axis)
-    return axis if axis is not None and axis < first.dim() and first.shape[axis] == batch else None
-
-
-def _indexed_axis(node: Node, axis: int) -> int | None:
-    """The batch axis after an indexing (x[-1], x[:, 0], x[None]) or torch.export's select: integers drop the axes
-    before it, None inserts one; None where the batch itself is indexed or the index is not a plain one."""
-    if node.call is aten.select.int:
-        dim = node.args[1]
-        return None if not isinstance(dim, int) or dim == axis else axis - (dim < axis)
-    index = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
-    if any(i is Ellipsis for i in index) or not all(i is None or isinstance(i, (int, slice)) for i in index):
-        return None  # (an ellipsis would need the input's rank; tensors index by gathering)
-    position, shift = 0, 0  # the input axis each entry indexes; how many axes before the batch's were added
-    for i in index:
-        if i is None:
-            shift += position <= axis
+    batch = inputs[0].shape[0]
+    axes: dict[str, int] = {}
+    for name, shape in state.shapes.items():
+        grown = probe.shapes.get(name)
+        if grown is None or len(grown) != len(shape):
             continue
-        if position == axis:
-            return axis + shift if isinstance(i, slice) else None
-        shift -= isinstance(i, int)
-        position += 1
-    return axis + shift
+        changed = [i for i, (a, b) in enumerate(zip(shape, grown)) if a != b]
+        if len(changed) == 1 and shape[changed[0]] == batch and grown[changed[0]] == batch + 1:
+            axes[name] = changed[0]
+    return axes
 
 
 def forward(graph: Graph, inputs: tuple[Any, ...], rules: dict[str, Any], layer: Callable[[Node], Layer],
-            core: bool = False, batch_axes: bool = False) -> tuple[ForwardPass, set[str]]:
-    """Every node's value (with the shape of every tensor), and the names of the nodes that carry relevance; with
-    batch_axes, each value's batch axis too (for per-sample sums)."""
+            core: bool = False) -> tuple[ForwardPass, set[str]]:
+    """Every node's value (with the shape of every tensor), and the names of the nodes that carry relevance."""
     state = ForwardPass(graph, layer, core)
     values = state.values
     carries: set[str] = set()  # floating values that relevance flows through
     # Unsupported operations returning several tensors, reached by relevance: a float value read from one is refused
     severed: dict[str, Node] = {}
     given = dict(zip((n.name for n in graph.inputs), inputs))
-    batch = None  # the first input tensor's first size, where batch axes are asked for
     for step in state.steps.values():
         node = step.node
         if node.kind is INPUT:
@@ -231,12 +210,6 @@ def forward(graph: Graph, inputs: tuple[Any, ...], rules: dict[str, Any], layer:
         values[node.name] = value
         if isinstance(value, torch.Tensor):
             state.shapes[node.name] = value.shape
-        if batch_axes and batch is None and node.kind is INPUT and isinstance(value, torch.Tensor) and value.dim():
-            batch = value.shape[0]
-        if batch is not None:
-            axis = _batch_axis(node, value, step.data_reads, state.batch_axes, batch)
-            if axis is not None:
-                state.batch_axes[node.name] = axis
         if node.kind is INPUT or node.kind.reads_ids:
             flows = step.from_input
         else:
@@ -329,7 +302,8 @@ class RelevancePass:
         # β: the share of biases (and stabilisers) that is redistributed over a layer's inputs (1: conserving)
         self.bias_factor = bias_factor
         self.values, self.shapes, self.steps, self.layer = state.values, state.shapes, state.steps, state.layer
-        self.batch_axes = state.batch_axes
+        # Each value's batch axis (batch_axes), set by the caller where per-node sums are recorded
+        self.batch_axes: dict[str, int] | None = None
         self.saved = state.saved
         self.backend = backend
         # explain() checks its inputs and its result for NaN/inf once; a check per layer would scan every activation
@@ -436,7 +410,8 @@ class RelevancePass:
                 r = r.tensor()
             if record and isinstance(r, torch.Tensor) and (per := self._per_sample(node, r, len(initial))) is not None:
                 sums[_layer_name(node)] = per
-                if node.kind.attention_output(node) and r.dim() == 4 and self.batch_axes.get(node.name, 0) == 0:
+                if node.kind.attention_output(node) and r.dim() == 4 and (
+                        self.batch_axes is None or self.batch_axes.get(node.name) == 0):
                     # [B, heads, tokens, dim]
                     self.head_sums[node.qualified_name] = r.sum((2, 3))
             delivered = False
@@ -470,7 +445,7 @@ class RelevancePass:
         """The node's relevance summed per sample, [batch]; None for a tuple output's parts (a recurrent layer's)
         and for a value without an axis of its own per sample (_batch_axis), except at batch 1, where a value the
         batch shares (a broadcast parameter such as position embeddings) belongs to the one sample."""
-        axis = self.batch_axes.get(node.name)
+        axis = self.batch_axes.get(node.name) if self.batch_axes is not None else 0  # (no probe: batch first)
         if axis is not None and r.dim() > axis and r.shape[axis] == batch:
             return r.movedim(axis, 0).reshape(batch, -1).sum(1)
         return r.reshape(1, -1).sum(1) if batch == 1 and r.shape[:1] == (1,) else None

@@ -147,11 +147,33 @@ def trace(model: nn.Module, present: tuple[str, ...] | None = None,
         ) from error
 
 
+def _refuse_lost_mutations(traced: torch.fx.Graph, model: str) -> None:
+    """An in-place operation whose result nothing reads (`h.mul_(g)`, `x[:, 0] = 0`, `F.relu(x, inplace=True)`)
+    changes a tensor that later operations read. lrptext computes every operation out of place, so they would read
+    it unchanged: a wrong forward pass and explanation, without a word. Refused, with the rewrite that works."""
+    order = {n: i for i, n in enumerate(traced.nodes)}
+    for n in traced.nodes:
+        if n.users or n.op not in ("call_method", "call_function"):
+            continue
+        method = n.target if n.op == "call_method" else None
+        mutates = (method is not None and method.endswith("_") and not method.startswith("_")) or (
+            n.target is operator.setitem or n.kwargs.get("inplace") is True)
+        changed = n.args[0] if n.args else None
+        if mutates and isinstance(changed, torch.fx.Node) and any(order[u] > order[n] for u in changed.users):
+            op = method or getattr(n.target, "__name__", str(n.target))
+            how = (f"write `h = h.{method[:-1]}(...)`" if method else "index with torch.where or masked_fill, "
+                   "e.g. `x = x.masked_fill(mask, 0)`" if n.target is operator.setitem else "use its result")
+            raise UnsupportedLayerError(
+                f"{model}.forward changes '{changed.name}' in place ({op}) and reads it afterwards; lrptext computes "
+                f"every operation out of place, so the later reads would see it unchanged: {how}")
+
+
 def capture(model: nn.Module, kinds: LayerKinds, *, present: tuple[str, ...] | None = None,
             canonizers: Sequence[Callable[[Graph], Graph]] = ()) -> Graph:
     """The model's forward as a Graph (the model itself is not changed), each canonizer applied in turn.
     `present`: see trace(); None traces every argument of forward as an input."""
     traced, root = trace(model, present, getattr(kinds, "leaf_functions", ()))
+    _refuse_lost_mutations(traced, type(model).__name__)
     parameters = iter(forward_parameters(model))
     nodes: dict[str, Node] = {}
     ordered: list[Node] = []

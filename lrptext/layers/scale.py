@@ -45,9 +45,10 @@ class Scale(LayerKind):
                 "the uniform rule of the transformer composites (attnlrp, cp_lrp)")
         if not gate:
             return [(carrying[0], r.sum_to_size(state.shape(carrying[0])))]  # undo broadcasting
-        if isinstance(rule, CPLRP) and any(from_softmax(a) for a in carrying):  # a constant: all to the other
-            return [(a, torch.zeros(state.shape(a), dtype=r.dtype, device=r.device) if from_softmax(a)
-                     else r.sum_to_size(state.shape(a))) for a in carrying]
+        held = next((i for i, a in enumerate(carrying) if from_softmax(a)), None)
+        if isinstance(rule, CPLRP) and held is not None:  # a constant (the first, as product.py's): all to the other
+            return [(a, torch.zeros(state.shape(a), dtype=r.dtype, device=r.device) if i == held
+                     else r.sum_to_size(state.shape(a))) for i, a in enumerate(carrying)]
         # each operand its own tensor: the pass lets a layer's kernel overwrite the relevance it takes
         return [(a, (0.5 * r).sum_to_size(state.shape(a))) for a in carrying]
 
