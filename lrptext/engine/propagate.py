@@ -443,7 +443,7 @@ class RelevancePass:
 
     def _per_sample(self, node: Node, r: torch.Tensor, batch: int) -> torch.Tensor | None:
         """The node's relevance summed per sample, [batch]; None for a tuple output's parts (a recurrent layer's)
-        and for a value without an axis of its own per sample (_batch_axis), except at batch 1, where a value the
+        and for a value without an axis of its own per sample (batch_axes), except at batch 1, where a value the
         batch shares (a broadcast parameter such as position embeddings) belongs to the one sample."""
         axis = self.batch_axes.get(node.name) if self.batch_axes is not None else 0  # (no probe: batch first)
         if axis is not None and r.dim() > axis and r.shape[axis] == batch:
