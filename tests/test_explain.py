@@ -13,6 +13,7 @@ from torch import nn
 
 import lrptext
 import reference
+from layer_totals import assert_each_samples_own
 from lrptext import Contrast, Explainer, UnsupportedLayerError, explain
 from lrptext.kernels import dispatch
 from lrptext.rules import AlphaBeta, Composite, Epsilon, Flat, Gamma, Norm, Pass, ZBox, ZPlus
@@ -690,13 +691,7 @@ def test_layer_totals_follow_the_batch_wherever_an_operation_moves_it(how):
     """layers=True: each listed total is the sample's own, as it gets it alone, though no shape tells the batch
     axis apart (batch, tokens and width all 4)."""
     model, ids = seeded(_BatchMoved(how), 17), torch.randint(0, 20, (4, 4))
-    explainer = Explainer(model, composite="epsilon")
-    together = explainer.explain(ids, layers=True).layer_relevance
-    assert len(together) >= 4
-    for i in range(len(ids)):
-        alone = explainer.explain(ids[i:i + 1], layers=True).layer_relevance
-        for name, total in together.items():
-            torch.testing.assert_close(total[i:i + 1], alone[name], rtol=1e-9, atol=1e-12)
+    assert_each_samples_own(Explainer(model, composite="epsilon"), ids)
 
 
 def test_a_layer_whose_rule_does_not_read_z_frees_it_before_its_kernel(monkeypatch):

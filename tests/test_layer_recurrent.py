@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import lrptext
+from layer_totals import assert_each_samples_own
 from lrptext import _native
 from lrptext.errors import UnsupportedLayerError
 from lrptext.kernels.recurrent import recurrent_sweep
@@ -300,14 +301,7 @@ def test_layer_totals_are_each_samples_own_wherever_the_batch_axis_is(mode, head
     alone (shapes alone summed per time step or per layer here, as if batch-first)."""
     torch.manual_seed(7)
     model = TimeFirst(mode, head).double()
-    ids = torch.randint(0, 20, (4, 4))
-    explainer = lrptext.Explainer(model, composite="epsilon")
-    together = explainer.explain(ids, layers=True).layer_relevance
-    assert len(together) >= 4
-    for i in range(len(ids)):
-        alone = explainer.explain(ids[i:i + 1], layers=True).layer_relevance
-        for name, total in together.items():
-            torch.testing.assert_close(total[i:i + 1], alone[name], rtol=1e-9, atol=1e-12)
+    assert_each_samples_own(lrptext.Explainer(model, composite="epsilon"), torch.randint(0, 20, (4, 4)))
 
 
 @pytest.mark.parametrize("mode", ["LSTM", "GRU"])

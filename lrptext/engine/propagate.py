@@ -214,7 +214,7 @@ def forward(graph: Graph, inputs: tuple[Any, ...], rules: dict[str, Any], layer:
             flows = step.from_input
         else:
             flows = any(r in carries for r in step.data_reads)
-        if (source := next((severed[r] for r in step.data_reads if r in severed), None)) is not None and (
+        if severed and (source := next((severed[r] for r in step.data_reads if r in severed), None)) is not None and (
                 _carries_value(node.kind, value) or _holds_floats(value)):
             hint = f"{source.hint}; " if source.hint else ""
             raise UnsupportedLayerError(

@@ -86,8 +86,13 @@ def _function_node(name: str, fn: Callable[..., Any], args: tuple, kwargs: dict,
     return _call_node(node, kinds.for_function(fn), kinds, fn)
 
 
+def _out_of_place(method: str) -> str:
+    """"mul" for the in-place "mul_"; a method that changes nothing ("view", "__getitem__") as it is."""
+    return method[:-1] if method.endswith("_") and not method.startswith("_") else method
+
+
 def _method_node(name: str, method: str, args: tuple, kwargs: dict, kinds: LayerKinds) -> Node:
-    out_of_place = method[:-1] if method.endswith("_") and not method.startswith("_") else method
+    out_of_place = _out_of_place(method)
 
     def call(self: Any, *rest: Any, **kw: Any) -> Any:
         return getattr(self, out_of_place)(*rest, **kw)
@@ -156,13 +161,14 @@ def _refuse_lost_mutations(traced: torch.fx.Graph, model: str) -> None:
         if n.users or n.op not in ("call_method", "call_function"):
             continue
         method = n.target if n.op == "call_method" else None
-        mutates = (method is not None and method.endswith("_") and not method.startswith("_")) or (
+        mutates = (method is not None and _out_of_place(method) != method) or (
             n.target is operator.setitem or n.kwargs.get("inplace") is True)
         changed = n.args[0] if n.args else None
         if mutates and isinstance(changed, torch.fx.Node) and any(order[u] > order[n] for u in changed.users):
             op = method or getattr(n.target, "__name__", str(n.target))
-            how = (f"write `h = h.{method[:-1]}(...)`" if method else "index with torch.where or masked_fill, "
-                   "e.g. `x = x.masked_fill(mask, 0)`" if n.target is operator.setitem else "use its result")
+            how = (f"write `h = h.{_out_of_place(method)}(...)`" if method else
+                   "index with torch.where or masked_fill, e.g. `x = x.masked_fill(mask, 0)`"
+                   if n.target is operator.setitem else "use its result")
             raise UnsupportedLayerError(
                 f"{model}.forward changes '{changed.name}' in place ({op}) and reads it afterwards; lrptext computes "
                 f"every operation out of place, so the later reads would see it unchanged: {how}")

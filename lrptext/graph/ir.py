@@ -136,6 +136,11 @@ class Node:
     hint: str = ""                  # for UNSUPPORTED: how to proceed
     note: str = ""                  # canonization that touched it ("BatchNorm 'bn1' folded in")
 
+    @property
+    def method(self) -> str | None:
+        """The Tensor method a method call calls, as written ("transpose", "mul_"); None for anything else."""
+        return self.op.removeprefix("Tensor.") if self.op.startswith("Tensor.") else None
+
     def inputs(self) -> list[Node]:
         """The nodes among args and kwargs; kept until args or kwargs are replaced (the engine asks per call)."""
         cached = self.__dict__.get("_inputs")

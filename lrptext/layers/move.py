@@ -26,7 +26,7 @@ _PERMUTES = frozenset({torch.permute, aten.permute.default})
 def _axes(node: Node) -> dict[str, Any]:
     """A transpose's two axes or a permutation's order, where they are constants: relevance then moves back by the
     inverse rearrangement itself, not by differentiating the call."""
-    method = node.op.removeprefix("Tensor.") if node.op.startswith("Tensor.") else None
+    method = node.method
     rest = node.args[1:]
     if node.kwargs or not all(isinstance(a, int) or isinstance(a, (list, tuple)) and
                               all(isinstance(i, int) for i in a) for a in rest):

@@ -22,10 +22,9 @@ _SIZE_NAMES = ("chunks", "split_size", "split_size_or_sections", "split_sizes")
 
 
 def _how(node: Node) -> str:
-    method = node.op.removeprefix("Tensor.") if node.op.startswith("Tensor.") else None
-    if node.call in _CHUNKS or method == "chunk":
+    if node.call in _CHUNKS or node.method == "chunk":
         return "chunk"
-    if node.call in _UNBINDS or method == "unbind":
+    if node.call in _UNBINDS or node.method == "unbind":
         return "unbind"
     return "split"
 
