@@ -940,7 +940,7 @@ void elementwise(const char* name, ElementwiseOp op, py::handle a_obj, const cha
 void attention_relevance(py::handle query, py::handle key, py::handle value, py::handle relevance, py::handle mask,
                          py::handle out_query, py::handle out_key, py::handle out_value, const std::string& rule,
                          double scale, bool causal, bool check_finite, py::handle output, py::handle logsumexp,
-                         bool gradient_form, py::object stream) {
+                         bool gradient_form, py::object quotient_epsilon, py::object stream) {
   Call c("attention_relevance", stream);
   const auto rows = Call::Layout::Rows;
   Tensor q = c.arg(query, "query", rows), k = c.arg(key, "key", rows), v = c.arg(value, "value", rows),
@@ -1004,6 +1004,15 @@ void attention_relevance(py::handle query, py::handle key, py::handle value, py:
   if (gradient_form && c.on_cuda())
     fail(c.fn(), "'gradient_form' runs on the CPU only; on CUDA pass the relevance R_O and take R_Q, R_K, R_V");
   p.gradient_form = gradient_form;
+  if (!quotient_epsilon.is_none()) {
+    const double eps = quotient_epsilon.cast<double>();
+    if (!gradient_form)
+      fail(c.fn(), "'quotient_epsilon' belongs to gradient_form (the CPU kernel's); pass None or gradient_form=True");
+    if (!(eps >= 0) || !std::isfinite(eps))
+      fail(c.fn(), "'quotient_epsilon' must be a finite number >= 0 (the epsilon rule's ε), got " +
+                       std::to_string(eps));
+    p.quotient_epsilon = eps;
+  }
   for (const Tensor* t : {&q, &k, &v, &r, &oq, &ok, &ov})
     if (c.on_cuda() && !t->contiguous())
       fail(c.fn(), "'" + t->name + "' must be C-contiguous on CUDA (the CPU takes strided heads); call .contiguous()");
@@ -1230,9 +1239,10 @@ PYBIND11_MODULE(LRPTEXT_MODULE, m) {
         "value"_a.noconvert(), "relevance"_a.noconvert(), "mask"_a.none(), "out_query"_a.noconvert(),
         "out_key"_a.noconvert(), "out_value"_a.noconvert(), py::kw_only(), "rule"_a, "scale"_a, "causal"_a = false,
         "check_finite"_a = true, "output"_a = py::none(), "logsumexp"_a = py::none(), "gradient_form"_a = false,
-        "stream"_a = py::none(),
+        "quotient_epsilon"_a = py::none(), "stream"_a = py::none(),
         "AttnLRP (rule='attnlrp') or CP-LRP (rule='cp_lrp') relevance of scaled dot-product attention, per head. "
-        "gradient_form (CPU): 'relevance' holds G with R_O = O * G, and the outputs receive R_Q / Q, R_K / K, R_V / V.");
+        "gradient_form (CPU): 'relevance' holds G with R_O = O * G, and the outputs receive R_Q / Q, R_K / K, R_V / V; "
+        "with quotient_epsilon = eps also, R_Q / st(Q), R_K / st(K), R_V / st(V), st(x) = x + eps sign(x).");
   m.def("recurrent_sweep", &recurrent_sweep, "decay"_a.noconvert(), "fresh"_a.noconvert(), "pre"_a.noconvert(),
         "hidden"_a.noconvert(), "weight"_a.noconvert(), "relevance"_a.noconvert(), "last"_a.noconvert(),
         "lengths"_a.noconvert(), "out"_a.noconvert(), py::kw_only(), "scale"_a = py::none(), "bias"_a = py::none(),

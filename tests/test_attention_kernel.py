@@ -403,6 +403,45 @@ def test_gradient_form_is_the_relevance_divided_by_each_operand(rule, causal, dt
     assert (outs[0][0, 1, 7] == 0).all()  # nothing reaches a query that attends to nothing
 
 
+@pytest.mark.parametrize("rule", ["attnlrp", "cp_lrp"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_quotient_epsilon_writes_the_projections_epsilon_quotients(rule, dtype):
+    """With quotient_epsilon ε the gradient form's outputs are R_X / st(X), st(x) = x + ε sign(x) with sign(0) = +1
+    (what the projection that computed X divides by): the oracle's relevance divided by st of the operand, and
+    bit for bit what the core's divide_stabilized makes of the plain gradient form. Operands with exact zeros and
+    rows laid out as a transformer's heads are (strided views of [batch, tokens, heads, dim])."""
+    from lrptext._native import require_core
+    from lrptext.kernels import native
+
+    core = require_core()
+    q, k, v = (rand((2, 40, 3, 4), dtype, "cpu", s).transpose(1, 2) for s in (60, 61, 62))
+    for x in (q, k, v):
+        x[0, 1, :3] = 0.0
+    g = rand((2, 3, 40, 4), dtype, "cpu", 63)
+    mask = torch.ones(2, 3, 40, 40, dtype=torch.bool)
+    mask[1, ..., 30:] = False
+    eps = 0.25  # large enough to move every quotient visibly
+    o, lse = _forward(q, k, v, mask, 0.6, False)
+    plain = [torch.empty_like(t) for t in (q, k, v)]
+    core.attention_relevance(q, k, v, g, mask, *plain, rule=rule, scale=0.6, gradient_form=True)
+    quotients = [torch.empty_like(t) for t in (q, k, v)]
+    core.attention_relevance(q, k, v, g, mask, *quotients, rule=rule, scale=0.6, gradient_form=True,
+                             quotient_epsilon=eps)
+    (e_q, e_k, e_v), _ = oracle(q, k, v, o * g, mask, 0.6, False, rule)
+    for quotient, gradient, operand, expected in zip(quotients, plain, (q, k, v), (e_q, e_k, e_v)):
+        st = operand + torch.where(operand >= 0, eps, -eps).to(dtype)
+        assert_matches(quotient, torch.as_tensor(expected) / st, dtype)
+        divided = torch.empty(gradient.shape, dtype=dtype)
+        native.divide_stabilized(gradient.contiguous(), operand.contiguous(), divided, eps,
+                                 factor=operand.contiguous())
+        assert torch.equal(quotient, divided)
+    with pytest.raises(ValueError, match="'quotient_epsilon' belongs to gradient_form"):
+        core.attention_relevance(q, k, v, g, mask, *quotients, rule=rule, scale=0.6, quotient_epsilon=eps)
+    with pytest.raises(ValueError, match="'quotient_epsilon' must be a finite number >= 0"):
+        core.attention_relevance(q, k, v, g, mask, *quotients, rule=rule, scale=0.6, gradient_form=True,
+                                 quotient_epsilon=-1.0)
+
+
 def test_gradient_form_is_refused_on_cuda_and_for_the_softmax():
     from lrptext._native import require_core
 

@@ -89,6 +89,30 @@ class TokenMixing(nn.Module):
         return self.out(self.tokens(h.transpose(1, 2)).transpose(1, 2)).mean(1)
 
 
+class SelfAttention(nn.Module):
+    """Causal self-attention over heads split off three projections of one input by views, an output projection
+    and a residual: attention's kernel writes the projections' epsilon quotients (lrptext/layers/projections.py).
+    variant "shared-value": the value projection's output is also added to the result, so nothing is folded;
+    "max-residual": the residual is the input's maximum, whose relevance reaches the input multiplied out before
+    attention's (the folded products add to a tensor)."""
+
+    def __init__(self, variant: str = "plain"):
+        super().__init__()
+        self.q, self.k, self.v, self.o = (nn.Linear(16, 16) for _ in range(4))
+        self.out = nn.Linear(16, 3)
+        self.variant = variant
+
+    def forward(self, x):
+        h = x.reshape(-1, 8, 16)
+        b = h.shape[0]
+        zq, zk, zv = self.q(h), self.k(h), self.v(h)
+        q, k, v = (z.view(b, 8, 2, 8).transpose(1, 2) for z in (zq, zk, zv))
+        a = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        y = self.o(a.transpose(1, 2).reshape(b, 8, 16))
+        y = y + (h.amax(-1, keepdim=True) if self.variant == "max-residual" else h)
+        return self.out((y + zv if self.variant == "shared-value" else y).mean(1))
+
+
 MODELS = {
     "dense-gelu-dense": lambda: nn.Sequential(nn.Linear(8, 256), nn.GELU(), nn.Linear(256, 128),
                                               nn.GELU(approximate="tanh"), nn.Linear(128, 3)),
@@ -97,7 +121,14 @@ MODELS = {
     "activated-input": ActivatedInput,
     "rerouted": Rerouted,
     "token-mixing": TokenMixing,
+    "attention": SelfAttention,
+    "attention-shared-value": lambda: SelfAttention("shared-value"),
+    "attention-max-residual": lambda: SelfAttention("max-residual"),
 }
+
+
+_WIDTHS = {"activated-input": 256, "rerouted": 128, "token-mixing": 128, "attention": 128,
+           "attention-shared-value": 128, "attention-max-residual": 128}
 
 
 def seeded(name: str) -> nn.Module:
@@ -110,8 +141,7 @@ def seeded(name: str) -> nn.Module:
 def test_factored_relevance_gives_what_the_torch_backend_gives(name, layers, torch_products):
     model = seeded(name)
     # 64 x 256 activations: large enough that the forward pass drops them (the layer after reads act(z))
-    x = torch.randn(1 if name == "token-mixing" else 64, {"activated-input": 256, "rerouted": 128,
-                                                          "token-mixing": 128}.get(name, 8), dtype=torch.float64)
+    x = torch.randn(1 if name == "token-mixing" else 64, _WIDTHS.get(name, 8), dtype=torch.float64)
     got = Explainer(model, composite="attnlrp", backend="cpp").explain(x, target=1, layers=layers)
     assert any(torch_products)  # the path under test was taken
     want = Explainer(model, composite="attnlrp", backend="torch").explain(x, target=1, layers=layers)
@@ -120,6 +150,22 @@ def test_factored_relevance_gives_what_the_torch_backend_gives(name, layers, tor
         assert got.layer_relevance.keys() == want.layer_relevance.keys()
         for key, value in want.layer_relevance.items():
             torch.testing.assert_close(got.layer_relevance[key], value, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("layers", [False, True])
+@pytest.mark.parametrize("name", ["attention", "attention-shared-value", "attention-max-residual"])
+def test_projections_fold_into_attention_only_where_their_steps_are_not_needed(name, layers, torch_products,
+                                                                                monkeypatch):
+    """Folded where nothing else reads the projections (the relevance is the torch backend's: the test above);
+    not where the value projection's output is read again, nor where each layer's relevance is recorded."""
+    from lrptext.layers import projections
+
+    folded, fold = [], projections.fold
+    monkeypatch.setattr(projections, "fold", lambda *a: folded.append(f := fold(*a)) or f)
+    x = torch.randn(64, 128, dtype=torch.float64)
+    Explainer(seeded(name), composite="attnlrp", backend="cpp").explain(x, target=1, layers=layers)
+    assert any(f is not None for f in folded) == (name != "attention-shared-value" and not layers)
+    assert len(folded) == (0 if layers else 1)  # (recorded relevance is multiplied out: no gradient form)
 
 
 def test_a_factored_product_multiplies_out_in_its_gradient_buffer():

@@ -383,20 +383,24 @@ def test_either_blas_for_the_dense_products_matches_the_oracle(kind, product, co
     (lrptext.build_info()["dense_product"]); both give the oracle's relevance. Here every product, however small,
     takes the one chosen, and the test sees that it did. Torch's products hand relevance on in gradient form
     (lrptext.kernels.factored: through residual sums, LayerNorm, reshapes and attention), which each
-    architecture's graph routes its own way; padding still gets exactly 0, and the per-layer sums (relevance
-    multiplied out at every node) are the core products' ones."""
+    architecture's graph routes its own way, and attention's kernel writes the Q, K and V projections' quotients
+    (lrptext/layers/projections.py); padding still gets exactly 0, and the per-layer sums (relevance multiplied
+    out at every node, nothing folded) are the core products' ones."""
     from lrptext import _native
     from lrptext.kernels import dispatch
+    from lrptext.layers import projections
 
-    taken = []
-    torch_product = dispatch._epsilon_torch_product
+    taken, folded = [], []
+    torch_product, fold = dispatch._epsilon_torch_product, projections.fold
     monkeypatch.setattr(_native, "dense_product", product)
     monkeypatch.setattr(dispatch, "_TORCH_PRODUCT_FROM", 0)
     monkeypatch.setattr(dispatch, "_epsilon_torch_product", lambda *a: taken.append(1) or torch_product(*a))
+    monkeypatch.setattr(projections, "fold", lambda *a: folded.append(f := fold(*a)) or f)
     model, ids, mask = setup(kind)
     batch = {"input_ids": ids, "attention_mask": mask}
     e = Explainer(model, composite=composite).explain(batch)
     assert (len(taken) > 0) == (product == "torch")
+    assert any(f is not None for f in folded) == (product == "torch")
     assert_relevance(e.relevance, expected(kind, composite)[0])
     assert (e.relevance[mask == 0] == 0).all()
     if product == "torch":
@@ -407,6 +411,33 @@ def test_either_blas_for_the_dense_products_matches_the_oracle(kind, product, co
         assert layered.layer_relevance.keys() == core.layer_relevance.keys()
         for name, sums in core.layer_relevance.items():
             torch.testing.assert_close(layered.layer_relevance[name], sums, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("composite", COMPOSITES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_projections_folded_into_attention_change_no_bit(kind, composite, monkeypatch):
+    """Where attention's kernel writes the Q, K and V projections' epsilon quotients and their products add into
+    the relevance at the shared input (lrptext/layers/projections.py), the explanation is the one the
+    projections' own steps give, bit for bit, in float32 on the padded batch (the products add in the same order)."""
+    import copy
+
+    from lrptext import _native
+    from lrptext.kernels import dispatch
+    from lrptext.layers import projections
+
+    monkeypatch.setattr(_native, "dense_product", "torch")
+    monkeypatch.setattr(dispatch, "_TORCH_PRODUCT_FROM", 0)
+    model, ids, mask = setup(kind)
+    model = copy.deepcopy(model).float()
+    batch = {"input_ids": ids, "attention_mask": mask}
+    folded, fold = [], projections.fold
+    monkeypatch.setattr(projections, "fold", lambda *a: folded.append(f := fold(*a)) or f)
+    got = Explainer(model, composite=composite).explain(batch)
+    assert folded and all(f is not None for f in folded)
+    monkeypatch.setattr(projections, "fold", lambda *a: None)
+    want = Explainer(model, composite=composite).explain(batch)
+    assert got.relevance.dtype == torch.float32
+    assert torch.equal(got.relevance, want.relevance) and torch.equal(got.delta, want.delta)
 
 
 @pytest.mark.cuda

@@ -59,6 +59,17 @@ void scale_rows(const T* sum, T* out, int64_t ldo, const T* y, int64_t ldy, int6
     for (int64_t j = 0; j < cols; ++j) out[i * ldo + j] = sum[i * cols + j] * (factor * y[i * ldy + j]);
 }
 
+// out[i, :] = x[i, :] out[i, :] / st(x[i, :]) over `rows` rows of `cols`: R_X / X into the epsilon rule's quotient
+// R_X / st(X) (the order of lrptext's divide_stabilized, so that both give the same bits)
+template <class T>
+void stabilized_quotient_rows(T* out, int64_t ldo, const T* x, int64_t ldx, int64_t rows, int64_t cols, T eps) {
+  for (int64_t i = 0; i < rows; ++i) {
+    const T* x_row = x + i * ldx;
+    T* out_row = out + i * ldo;
+    for (int64_t j = 0; j < cols; ++j) out_row[j] = x_row[j] * out_row[j] / stabilize(x_row[j], eps);
+  }
+}
+
 // The probabilities of a block's n queries when every query may attend to every key (no mask, not causal), from
 // the forward pass's log-sum-exp: one vectorised loop per row, in AVX-512 where the CPU has it (exec.h; the
 // exponential is most of the row steps' time).
@@ -177,6 +188,9 @@ void head_relevance(const AttentionProblem& p, int64_t t, T* work) {
   // R_V = ½ V ⊙ (Aᵀ G) (CP-LRP: all of it); R_Q = ½ Q ⊙ (H K), R_K = ½ K ⊙ (Hᵀ Q); in gradient form without
   // the products with V, Q and K
   scale_rows(sum_v, rv, ldrv, gradients ? nullptr : v_in, ldv_in, nk, dv, cp ? T(1) : T(0.5));
+  const bool quotients = gradients && p.quotient_epsilon >= 0;
+  const T eps = T(p.quotient_epsilon);
+  if (quotients) stabilized_quotient_rows(rv, ldrv, v_in, ldv_in, nk, dv, eps);
   if (cp) {  // A is a constant: nothing reaches Q and K
     for (int64_t i = 0; i < nq; ++i) std::fill(rq + i * ldrq, rq + i * ldrq + d, T(0));
     for (int64_t i = 0; i < nk; ++i) std::fill(rk + i * ldrk, rk + i * ldrk + d, T(0));
@@ -185,6 +199,10 @@ void head_relevance(const AttentionProblem& p, int64_t t, T* work) {
   for (int64_t i = 0; i < nq; ++i)  // H K was written straight into R_Q's rows
     for (int64_t j = 0; j < d; ++j) rq[i * ldrq + j] *= T(0.5) * (gradients ? T(1) : q[i * ldq + j]);
   scale_rows(sum_k, rk, ldrk, gradients ? nullptr : k, ldk, nk, d, T(0.5));
+  if (quotients) {
+    stabilized_quotient_rows(rq, ldrq, q, ldq, nq, d, eps);
+    stabilized_quotient_rows(rk, ldrk, k, ldk, nk, d, eps);
+  }
 }
 
 template <class T>

@@ -75,6 +75,14 @@ INPUT_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": torch.relu, "gelu": F.gelu, "gelu_tanh": functools.partial(F.gelu, approximate="tanh"), "silu": F.silu}
 
 
+def epsilon_in_torch(impl: ModuleType, rule: Any, rows: Array, weight: Array) -> bool:
+    """Whether a dense layer's epsilon rule over these input rows [N, in] takes its product in torch's BLAS
+    (_epsilon_torch_product) rather than in one call to the core."""
+    return (impl is native and _native.dense_product == "torch" and type(rule) is Epsilon
+            and isinstance(rows, torch.Tensor) and rows.is_cpu
+            and rows.shape[0] * weight.shape[0] * weight.shape[1] >= _TORCH_PRODUCT_FROM)
+
+
 def _epsilon_torch_product(x: torch.Tensor, weight: torch.Tensor, r: torch.Tensor | Factored, z: torch.Tensor,
                            epsilon: float, writable: bool, input_activation: str | None,
                            add_to: torch.Tensor | Factored | None, factored: bool) -> torch.Tensor | Factored:
@@ -90,6 +98,13 @@ def _epsilon_torch_product(x: torch.Tensor, weight: torch.Tensor, r: torch.Tenso
     else:
         s = r if writable else torch.empty_like(r)
         native.divide_stabilized(r, z, s, epsilon)
+    return from_quotient(x, weight, s, input_activation, add_to, factored)
+
+
+def from_quotient(x: torch.Tensor, weight: torch.Tensor, s: torch.Tensor, input_activation: str | None = None,
+                  add_to: torch.Tensor | Factored | None = None, factored: bool = False) -> torch.Tensor | Factored:
+    """The epsilon rule on rows from its quotient s = R / st(z): R_in = act(x) ⊙ (s W), the product in torch's
+    BLAS; add_to and factored as in _epsilon_torch_product."""
     if isinstance(add_to, Factored):  # x ⊙ g + x ⊙ (s W) = x ⊙ (g + s W)
         g = add_to.gradient.view(x.shape)
         if add_to.owned:
@@ -127,9 +142,8 @@ def dense(impl: ModuleType, input: Array, weight: Array, bias: Array | None, rel
         x = contiguous(input).reshape(rows, in_features)
         zz = None if z is None else contiguous(z).reshape(rows, out_features)
     options: dict[str, Any] = _core_options(impl, relevance_writable, input_activation == "relu")
-    torch_product = (impl is native and _native.dense_product == "torch" and type(rule) is Epsilon and zz is not None
-                     and not (reduce_channels or check_finite) and prepared[0] is None and isinstance(x, torch.Tensor)
-                     and x.is_cpu and x.shape[0] * in_features * out_features >= _TORCH_PRODUCT_FROM)
+    torch_product = (epsilon_in_torch(impl, rule, x, weight) and zz is not None
+                     and not (reduce_channels or check_finite) and prepared[0] is None)
     if isinstance(add_to, Factored):  # gradients add in the torch product only; else run() adds the two
         if torch_product and input_activation is None:
             options["add_to"] = add_to
@@ -248,10 +262,12 @@ def layer_norm(impl: ModuleType, input: Array, output: Array, relevance: Array, 
 
 def attention(impl: ModuleType, q: Array, k: Array, v: Array, relevance: Array, mask: Array | None, *, rule: str,
               scale: float, causal: bool, check_finite: bool, output: Array | None = None,
-              logsumexp: Array | None = None, gradient_form: bool = False) -> tuple[Array, Array, Array]:
+              logsumexp: Array | None = None, gradient_form: bool = False, quotient_epsilon: float | None = None,
+              out: tuple[Array, Array, Array] | None = None) -> tuple[Array, Array, Array]:
     """[batch, heads, tokens, dim] operands; mask: bool [batch or 1, heads or 1, queries or 1, keys] or None;
     output, logsumexp: the forward pass's O and log-sum-exp per query, or None (only the C++ CPU kernel reads
-    them; the others compute them again). gradient_form: the C++ CPU kernel's (native.attention)."""
+    them; the others compute them again). gradient_form, quotient_epsilon and out: the C++ CPU kernel's
+    (native.attention)."""
     # the C++ CPU kernel reads strided heads in place; CUDA's batched products take contiguous ones
     on_cpu = isinstance(q, np.ndarray) or not q.is_cuda
     args = [contiguous_rows(a) if impl is native and on_cpu else contiguous(a) for a in (q, k, v, relevance)]
@@ -259,7 +275,9 @@ def attention(impl: ModuleType, q: Array, k: Array, v: Array, relevance: Array, 
         args, mask = [to_torch(a) for a in args], None if mask is None else to_torch(mask)
         out = torch_backend.attention(*args, mask, rule=rule, scale=scale, causal=causal, check_finite=check_finite)
         return tuple(like_input(o, q) for o in out)
-    saved: dict[str, Any] = {"gradient_form": True} if gradient_form else {}
+    saved: dict[str, Any] = {}
+    if gradient_form:
+        saved.update(gradient_form=True, quotient_epsilon=quotient_epsilon, out=out)
     if impl is native and on_cpu and output is not None:
         saved.update(output=contiguous_rows(output), logsumexp=strided(logsumexp))
     return impl.attention(*args, contiguous(mask), rule=rule, scale=scale, causal=causal, check_finite=check_finite,

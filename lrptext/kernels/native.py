@@ -164,13 +164,15 @@ def rows(x: Array, y: Array, relevance: Array, *, rule: str, bias: Array | None,
 
 
 def attention(q: Array, k: Array, v: Array, relevance: Array, mask: Array | None, *, rule: str, scale: float,
-              causal: bool, check_finite: bool, output: Array | None = None,
-              logsumexp: Array | None = None, gradient_form: bool = False) -> tuple[Array, Array, Array]:
+              causal: bool, check_finite: bool, output: Array | None = None, logsumexp: Array | None = None,
+              gradient_form: bool = False, quotient_epsilon: float | None = None,
+              out: tuple[Array, Array, Array] | None = None) -> tuple[Array, Array, Array]:
     """Scaled dot-product attention relevance per head, [batch, heads, tokens, dim]; on the CPU the operands may
-    be strided heads, and each output is laid out like its operand. gradient_form (CPU): `relevance` is G with
-    R_O = O ⊙ G, and the results R_Q / Q, R_K / K, R_V / V."""
-    out = (empty_like_rows(q), empty_like_rows(k), empty_like_rows(v))
+    be strided heads, and each output is laid out like its operand (or written into `out`). gradient_form (CPU):
+    `relevance` is G with R_O = O ⊙ G, and the results R_Q / Q, R_K / K, R_V / V; with quotient_epsilon ε,
+    R_Q / st(Q), R_K / st(K), R_V / st(V)."""
+    out = out or (empty_like_rows(q), empty_like_rows(k), empty_like_rows(v))
     _call("attention_relevance", q, k, v, relevance, mask, *out, rule=rule, scale=scale, causal=causal,
           check_finite=check_finite, output=output, logsumexp=logsumexp, gradient_form=gradient_form,
-          stream=stream(q))
+          quotient_epsilon=quotient_epsilon, stream=stream(q))
     return out

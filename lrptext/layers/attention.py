@@ -28,6 +28,7 @@ from torch.ops import aten
 from lrptext.graph.ir import UNSUPPORTED, LayerKind, Node, bind
 from lrptext.kernels import broadcast_mask, dispatch, native
 from lrptext.kernels.factored import Factored, multiplied
+from lrptext.layers import projections
 from lrptext.rules import CPLRP, AttnLRP
 
 
@@ -84,16 +85,20 @@ class Attention(LayerKind):
         gradient = r.gradient_of(state.values[node.name]) if isinstance(r, Factored) and impl is native else None
         if gradient is None:
             r = multiplied(r)
+        receiving = (2,) if isinstance(rule, CPLRP) else (0, 1, 2)
+        # the Q, K and V projections' epsilon rule taken into this step where it can be (lrptext/layers/projections.py)
+        folded = projections.fold(node, state, (q, k, v), receiving) if gradient is not None else None
         out = dispatch.attention(impl, q, k, v, r if gradient is None else gradient, allowed,
                                  rule="cp_lrp" if isinstance(rule, CPLRP) else "attnlrp", scale=scale,
                                  causal=node.params["is_causal"], check_finite=False,
-                                 gradient_form=gradient is not None, **saved)
+                                 gradient_form=gradient is not None,
+                                 quotient_epsilon=None if folded is None else folded.epsilon,
+                                 out=None if folded is None else folded.outputs, **saved)
+        if folded is not None:
+            return folded.relevance(state)
         if gradient is not None:
             out = tuple(Factored(x, g, at_output=True) for x, g in zip((q, k, v), out))
-        q_node, k_node, v_node = node.args[:3]
-        if isinstance(rule, CPLRP):
-            return [(v_node, out[2])]
-        return list(zip((q_node, k_node, v_node), out))
+        return [(node.args[i], out[i]) for i in receiving]
 
 
 def _flash_on_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> bool:
