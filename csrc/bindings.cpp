@@ -940,7 +940,7 @@ void elementwise(const char* name, ElementwiseOp op, py::handle a_obj, const cha
 void attention_relevance(py::handle query, py::handle key, py::handle value, py::handle relevance, py::handle mask,
                          py::handle out_query, py::handle out_key, py::handle out_value, const std::string& rule,
                          double scale, bool causal, bool check_finite, py::handle output, py::handle logsumexp,
-                         bool gradient_form, py::object quotient_epsilon, py::object stream) {
+                         bool gradient_form, std::optional<double> quotient_epsilon, py::object stream) {
   Call c("attention_relevance", stream);
   const auto rows = Call::Layout::Rows;
   Tensor q = c.arg(query, "query", rows), k = c.arg(key, "key", rows), v = c.arg(value, "value", rows),
@@ -1004,14 +1004,13 @@ void attention_relevance(py::handle query, py::handle key, py::handle value, py:
   if (gradient_form && c.on_cuda())
     fail(c.fn(), "'gradient_form' runs on the CPU only; on CUDA pass the relevance R_O and take R_Q, R_K, R_V");
   p.gradient_form = gradient_form;
-  if (!quotient_epsilon.is_none()) {
-    const double eps = quotient_epsilon.cast<double>();
+  if (quotient_epsilon) {
     if (!gradient_form)
       fail(c.fn(), "'quotient_epsilon' belongs to gradient_form (the CPU kernel's); pass None or gradient_form=True");
-    if (!(eps >= 0) || !std::isfinite(eps))
+    if (!(*quotient_epsilon >= 0) || !std::isfinite(*quotient_epsilon))
       fail(c.fn(), "'quotient_epsilon' must be a finite number >= 0 (the epsilon rule's ε), got " +
-                       std::to_string(eps));
-    p.quotient_epsilon = eps;
+                       py::repr(py::float_(*quotient_epsilon)).cast<std::string>());
+    p.quotient_epsilon = *quotient_epsilon;
   }
   for (const Tensor* t : {&q, &k, &v, &r, &oq, &ok, &ov})
     if (c.on_cuda() && !t->contiguous())

@@ -7,6 +7,8 @@ relevance is recorded (layers=True); and in gradient form through sums, LayerNor
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from torch import nn
@@ -91,26 +93,39 @@ class TokenMixing(nn.Module):
 
 class SelfAttention(nn.Module):
     """Causal self-attention over heads split off three projections of one input by views, an output projection
-    and a residual: attention's kernel writes the projections' epsilon quotients (lrptext/layers/projections.py).
-    variant "shared-value": the value projection's output is also added to the result, so nothing is folded;
+    and a residual: attention's kernel writes the projections' epsilon quotients (lrptext/layers/projections.py)
+    where the variant allows it. "shared-value": the value projection's output is added to the result too;
     "max-residual": the residual is the input's maximum, whose relevance reaches the input multiplied out before
-    attention's (the folded products add to a tensor)."""
+    attention's; "reshaped-residual": the residual reaches the input through a reshape (factored on a view of
+    it); "gated": a gate over the input is computed between the projections and added to the result;
+    "permuted-query": the query's heads are the last factor of its width (rows of a head not contiguous)."""
 
     def __init__(self, variant: str = "plain"):
         super().__init__()
-        self.q, self.k, self.v, self.o = (nn.Linear(16, 16) for _ in range(4))
+        self.q, self.k, self.v, self.o, self.g = (nn.Linear(16, 16) for _ in range(5))
         self.out = nn.Linear(16, 3)
         self.variant = variant
 
     def forward(self, x):
         h = x.reshape(-1, 8, 16)
         b = h.shape[0]
-        zq, zk, zv = self.q(h), self.k(h), self.v(h)
-        q, k, v = (z.view(b, 8, 2, 8).transpose(1, 2) for z in (zq, zk, zv))
+        zq, zk = self.q(h), self.k(h)
+        gate = self.g(h) if self.variant == "gated" else 0.0
+        zv = self.v(h)
+        k, v = (z.view(b, 8, 2, 8).transpose(1, 2) for z in (zk, zv))
+        q = zq.view(b, 8, 8, 2).permute(0, 3, 1, 2) if self.variant == "permuted-query" else (
+            zq.view(b, 8, 2, 8).transpose(1, 2))
         a = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
-        y = self.o(a.transpose(1, 2).reshape(b, 8, 16))
-        y = y + (h.amax(-1, keepdim=True) if self.variant == "max-residual" else h)
+        y = self.o(a.transpose(1, 2).reshape(b, 8, 16)) + gate
+        residual = {"max-residual": lambda: h.amax(-1, keepdim=True),
+                    "reshaped-residual": lambda: h.reshape(b, 8, 16)}.get(self.variant, lambda: h)()
+        y = y + residual
         return self.out((y + zv if self.variant == "shared-value" else y).mean(1))
+
+
+# Whether each variant's projections fold, under attnlrp and cp_lrp (where only the value projection receives)
+FOLDS = {"plain": (True, True), "shared-value": (False, False), "max-residual": (True, True),
+         "reshaped-residual": (False, False), "gated": (False, True), "permuted-query": (False, True)}
 
 
 MODELS = {
@@ -121,14 +136,12 @@ MODELS = {
     "activated-input": ActivatedInput,
     "rerouted": Rerouted,
     "token-mixing": TokenMixing,
-    "attention": SelfAttention,
-    "attention-shared-value": lambda: SelfAttention("shared-value"),
-    "attention-max-residual": lambda: SelfAttention("max-residual"),
+    **{f"attention-{variant}": functools.partial(SelfAttention, variant) for variant in FOLDS},
 }
 
 
-_WIDTHS = {"activated-input": 256, "rerouted": 128, "token-mixing": 128, "attention": 128,
-           "attention-shared-value": 128, "attention-max-residual": 128}
+_WIDTHS = {"activated-input": 256, "rerouted": 128, "token-mixing": 128,
+           **{f"attention-{variant}": 128 for variant in FOLDS}}
 
 
 def seeded(name: str) -> nn.Module:
@@ -152,20 +165,42 @@ def test_factored_relevance_gives_what_the_torch_backend_gives(name, layers, tor
             torch.testing.assert_close(got.layer_relevance[key], value, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("layers", [False, True])
-@pytest.mark.parametrize("name", ["attention", "attention-shared-value", "attention-max-residual"])
-def test_projections_fold_into_attention_only_where_their_steps_are_not_needed(name, layers, torch_products,
-                                                                                monkeypatch):
-    """Folded where nothing else reads the projections (the relevance is the torch backend's: the test above);
-    not where the value projection's output is read again, nor where each layer's relevance is recorded."""
+@pytest.mark.parametrize("composite", ["attnlrp", "cp_lrp"])
+@pytest.mark.parametrize("variant", sorted(FOLDS))
+def test_projections_fold_into_attention_only_where_the_bits_stay_the_same(variant, composite, torch_products,
+                                                                            monkeypatch):
+    """Where the projections fold, the explanation is the one their own steps give, bit for bit in float32 (the
+    test above compares both with the torch backend in float64); where another reader of their outputs or input
+    would see its share added in another order, or a query's rows are not whole, they take their own steps."""
     from lrptext.layers import projections
 
     folded, fold = [], projections.fold
     monkeypatch.setattr(projections, "fold", lambda *a: folded.append(f := fold(*a)) or f)
-    x = torch.randn(64, 128, dtype=torch.float64)
-    Explainer(seeded(name), composite="attnlrp", backend="cpp").explain(x, target=1, layers=layers)
-    assert any(f is not None for f in folded) == (name != "attention-shared-value" and not layers)
-    assert len(folded) == (0 if layers else 1)  # (recorded relevance is multiplied out: no gradient form)
+    torch.manual_seed(7)
+    model = SelfAttention(variant).eval()
+    x = torch.randn(64, 128)
+    got = Explainer(model, composite=composite, backend="cpp").explain(x, target=1)
+    assert len(folded) == 1 and (folded[0] is not None) == FOLDS[variant][composite == "cp_lrp"]
+    monkeypatch.setattr(projections, "fold", lambda *a: None)
+    want = Explainer(model, composite=composite, backend="cpp").explain(x, target=1)
+    assert torch.equal(got.relevance, want.relevance) and torch.equal(got.delta, want.delta)
+    layered = Explainer(model, composite=composite, backend="cpp").explain(x, target=1, layers=True)
+    assert len(folded) == 1  # per-layer sums: relevance multiplied out at every node, no gradient form to fold
+    scale = want.relevance.abs().max().item()  # (multiplied out at every node: float32 rounding of its own)
+    torch.testing.assert_close(layered.relevance, want.relevance, rtol=1e-4, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("variant", ["plain", "permuted-query"])
+def test_the_forward_pass_through_attention_predicts_what_the_model_does(variant):
+    """Heads split off as the last factor of the width have rows that are not contiguous: torch's CPU flash
+    attention, which lrptext calls directly for its log-sum-exp, reads them as if they were (garbage); such
+    operands go through F.scaled_dot_product_attention instead."""
+    torch.manual_seed(7)
+    model = SelfAttention(variant).eval()
+    x = torch.randn(4, 128)
+    e = Explainer(model, composite="attnlrp").explain(x, target=1)
+    with torch.no_grad():
+        torch.testing.assert_close(e.prediction, model(x), rtol=1e-5, atol=1e-6)
 
 
 def test_a_factored_product_multiplies_out_in_its_gradient_buffer():

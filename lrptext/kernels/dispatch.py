@@ -273,8 +273,9 @@ def attention(impl: ModuleType, q: Array, k: Array, v: Array, relevance: Array, 
     args = [contiguous_rows(a) if impl is native and on_cpu else contiguous(a) for a in (q, k, v, relevance)]
     if impl is torch_backend and isinstance(q, np.ndarray):
         args, mask = [to_torch(a) for a in args], None if mask is None else to_torch(mask)
-        out = torch_backend.attention(*args, mask, rule=rule, scale=scale, causal=causal, check_finite=check_finite)
-        return tuple(like_input(o, q) for o in out)
+        results = torch_backend.attention(*args, mask, rule=rule, scale=scale, causal=causal,
+                                          check_finite=check_finite)
+        return tuple(like_input(r, q) for r in results)
     saved: dict[str, Any] = {}
     if gradient_form:
         saved.update(gradient_form=True, quotient_epsilon=quotient_epsilon, out=out)

@@ -103,9 +103,12 @@ class Attention(LayerKind):
 
 def _flash_on_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> bool:
     """Whether torch's CPU flash attention takes these operands: 4-D float32/float64 CPU tensors of one dtype, the
-    same head size throughout, a boolean mask or an additive one of their dtype."""
+    same head size throughout, each row contiguous (called directly it reads rows of strided ones as if they were:
+    heads split off as the last factor of the width, 'b t (d h) -> b h t d', gave garbage; torch 2.13), a boolean
+    mask or an additive one of their dtype."""
     return (q.device.type == "cpu" and q.dim() == k.dim() == v.dim() == 4 and q.dtype in (torch.float32, torch.float64)
             and k.dtype == v.dtype == q.dtype and q.shape[-1] == k.shape[-1] == v.shape[-1]
+            and all(t.stride(-1) == 1 or t.shape[-1] == 1 for t in (q, k, v))
             and (mask is None or mask.dtype in (torch.bool, q.dtype)))
 
 

@@ -249,8 +249,9 @@ struct AttentionProblem {
   // R_V / V (lrptext/kernels/factored.py): the division by O and the products with Q, K and V are left out.
   bool gradient_form = false;
   // In gradient form with ε >= 0: out_* receive the epsilon rule's quotients R_Q / st(Q), R_K / st(K) and
-  // R_V / st(V) instead (st(x) = x + ε sign(x)), which the projections whose outputs Q, K and V are divide by next:
-  // the kernel reads Q, K and V anyway, a pass over each of them less (lrptext/layers/attention.py). −1: off.
+  // R_V / st(V) instead (st(x) = x + ε sign(x)): the quotients of the dense layers whose outputs Q, K and V are,
+  // which the kernel makes without a pass of its own, as it reads Q, K and V (lrptext/layers/projections.py).
+  // −1: off.
   double quotient_epsilon = -1.0;
   void* stream = nullptr;
 };
