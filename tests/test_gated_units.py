@@ -85,6 +85,33 @@ def test_other_composites_refuse_a_gated_unit():
         lrptext.explain(Gated(), torch.randn(2, 5), composite="epsilon")
 
 
+class ScaledGated(Gated):
+    """The gate's product scaled by a constant after it: one multiplication is a gate, the other a scaling."""
+
+    def forward(self, x):
+        return self.out(F.gelu(self.a(x)) * self.b(x) * 0.5)
+
+
+@pytest.mark.parametrize("composite", ["attnlrp", "cp_lrp", "epsilon"])
+def test_the_support_table_tells_a_gate_from_a_constant_scaling(composite):
+    """Both multiplications take the composite's rule for their kind, which applies to gates alone: the table says
+    what each does, and REFUSED where explain() refuses."""
+    model = ScaledGated()
+    gate, scaling = (row.rule for row in lrptext.support_table(model, composite=composite).rows
+                     if row.kind == "scale")
+    assert scaling == "passes to the non-constant operand"
+    if composite == "epsilon":
+        assert gate.startswith("REFUSED")
+        with pytest.raises(UnsupportedLayerError, match="multiplies or divides relevance-carrying tensors"):
+            lrptext.explain(model, torch.randn(2, 5), composite=composite)
+    else:
+        assert gate == f"{'AttnLRP' if composite == 'attnlrp' else 'CPLRP'}(): half to each relevance-carrying operand"
+        assert torch.isfinite(lrptext.explain(model, torch.randn(2, 5), composite=composite).relevance).all()
+    softmax_gate = [row.rule for row in lrptext.support_table(SoftmaxGated(), composite="cp_lrp").rows
+                    if row.kind == "scale"]
+    assert softmax_gate == ["CPLRP(): all to the operand not computed by a softmax (held constant)"]
+
+
 def _modernbert(seed=0):
     from transformers import ModernBertConfig, ModernBertForSequenceClassification
 

@@ -195,7 +195,7 @@ def support_rows(graph: Graph, rules: dict[str, Any]) -> SupportTable:
         elif rule is None:
             text = "UNSUPPORTED" + (f" ({node.hint})" if node.hint else "")
         else:
-            text = rule if isinstance(rule, str) else repr(rule)
+            text = node.kind.rule_text(node, rule, carrying)
         note = "; ".join(n for n in (node.note, "first layer" if node.name in first else "") if n)
         rows.append(SupportRow(node.qualified_name, node.op, node.kind.name, text, note))
     return SupportTable(rows)

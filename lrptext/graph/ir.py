@@ -68,6 +68,11 @@ class LayerKind:
         """The rule (or the description of a fixed rule) when no composite slot or user map gives one."""
         return None
 
+    def rule_text(self, node: Node, rule: Any, carrying: set[str]) -> str:
+        """What the support table says of the node's rule; `carrying`: the graph's relevance-carrying nodes (a kind
+        whose rule depends on which of its inputs carry relevance tells them apart here)."""
+        return rule if isinstance(rule, str) else repr(rule)
+
     def allowed_rules(self, node: Node) -> tuple[type, ...]:
         """The rule types a layer_map or name_map may give this node (kinds without a slot)."""
         return self.rules

@@ -34,9 +34,19 @@ class Scale(LayerKind):
     def default_rule(self, node: Node) -> Any:
         return "passes to the non-constant operand"
 
+    def rule_text(self, node: Node, rule: Any, carrying: set[str]) -> str:
+        # a composite's rule for this kind applies to gates alone: a constant scaling passes relevance whatever it is
+        if sum(a.name in carrying for a in self.data_inputs(node)) != 2 or _divides(node):
+            return self.default_rule(node)
+        if isinstance(rule, CPLRP) and any(from_softmax(a) for a in self.data_inputs(node)):
+            return f"{rule!r}: all to the operand not computed by a softmax (held constant)"
+        if isinstance(rule, (AttnLRP, CPLRP)):
+            return f"{rule!r}: half to each relevance-carrying operand"
+        return "REFUSED: a product of two relevance-carrying operands (a gate) takes attnlrp's or cp_lrp's uniform rule"
+
     def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
         carrying = state.carrying_inputs(node)
-        divides = node.call in _DIVISIONS or node.op.rstrip("_") == "Tensor.div"
+        divides = _divides(node)
         gate = len(carrying) == 2 and not divides and isinstance(rule, (AttnLRP, CPLRP))
         if not gate and (len(carrying) != 1 or (divides and node.args[0] is not carrying[0])):
             raise UnsupportedLayerError(
@@ -51,6 +61,10 @@ class Scale(LayerKind):
                      else r.sum_to_size(state.shape(a))) for i, a in enumerate(carrying)]
         # each operand its own tensor: the pass lets a layer's kernel overwrite the relevance it takes
         return [(a, (0.5 * r).sum_to_size(state.shape(a))) for a in carrying]
+
+
+def _divides(node: Node) -> bool:
+    return node.call in _DIVISIONS or node.op.rstrip("_") == "Tensor.div"
 
 
 SCALE = Scale()
