@@ -11,8 +11,8 @@ Taken only where that holds: each operand that receives relevance is a view of a
 every element once and its rows whole, through reshapes and transposes alone, with nothing else reading the layer
 or the views on the way; the layers share their input and take Epsilon with one ε; their products would run in
 torch's BLAS (dispatch.epsilon_in_torch); the relevance already pending at the input is one the products can add
-to as the layers' steps would (PASS.accumulator), and no other reader of the input lies between the layers and
-attention (its share would be added in another order); and the pass records no per-layer relevance,
+to as the layers' steps would (RelevancePass.accumulator), and no other reader of the input lies between the
+layers and attention (its share would be added in another order); and the pass records no per-layer relevance,
 redistributes no bias share and is not locating a NaN (each of those reads every node's own step). Elsewhere
 the layers take their own steps."""
 
@@ -96,7 +96,7 @@ class Folded:
     """The projections of the operands that receive relevance, ready to take attention's quotients."""
 
     input: Node
-    pending: Any  # the relevance pending at the input that the products add to (PASS.accumulator), or None
+    pending: Any  # the relevance pending at the input that the products add to (RelevancePass.accumulator)
     epsilon: float
     parts: list[tuple[Projection, torch.Tensor]]  # each with the buffer that takes its quotients, shaped like z
     outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # what the kernel writes: views of those buffers
