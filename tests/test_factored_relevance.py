@@ -203,6 +203,44 @@ def test_the_forward_pass_through_attention_predicts_what_the_model_does(variant
         torch.testing.assert_close(e.prediction, model(x), rtol=1e-5, atol=1e-6)
 
 
+class SharedMemory(nn.Module):
+    """Each sample's queries attend over one learned memory of keys and values that the batch shares: [1, heads,
+    slots, dim], broadcast by F.scaled_dot_product_attention, or expanded to the batch first (`expanded`)."""
+
+    def __init__(self, expanded: bool):
+        super().__init__()
+        self.q, self.out = nn.Linear(16, 16), nn.Linear(16, 3)
+        self.keys, self.values = nn.Parameter(torch.randn(1, 2, 5, 8)), nn.Parameter(torch.randn(1, 2, 5, 8))
+        self.expanded = expanded
+
+    def forward(self, x):
+        h = x.reshape(-1, 8, 16)
+        b = h.shape[0]
+        q = self.q(h).view(b, 8, 2, 8).transpose(1, 2)
+        k, v = self.keys, self.values
+        if self.expanded:
+            k, v = k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)
+        a = nn.functional.scaled_dot_product_attention(q, k, v)
+        return self.out(a.transpose(1, 2).reshape(b, 8, 16).mean(1))
+
+
+def test_keys_and_values_the_batch_shares_are_broadcast_as_torch_does():
+    """torch's CPU flash attention, called directly, reads keys and values of one sample as if the batch had its
+    own (garbage); such operands take F.scaled_dot_product_attention, and attention's relevance step expands them
+    as it does: the same explanation as with the memory expanded in the model."""
+    torch.manual_seed(7)
+    broadcast = SharedMemory(expanded=False).double().eval()
+    expanded = SharedMemory(expanded=True).double().eval()
+    expanded.load_state_dict(broadcast.state_dict())
+    x = torch.randn(4, 128, dtype=torch.float64)
+    got = Explainer(broadcast, composite="attnlrp").explain(x, target=1)
+    want = Explainer(expanded, composite="attnlrp").explain(x, target=1)
+    with torch.no_grad():
+        torch.testing.assert_close(got.prediction, broadcast(x), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got.relevance, want.relevance, rtol=1e-10, atol=1e-13)
+    torch.testing.assert_close(got.delta, want.delta, rtol=1e-10, atol=1e-13)
+
+
 def test_a_factored_product_multiplies_out_in_its_gradient_buffer():
     z = torch.tensor([[-1.0, 0.0, 2.0]], dtype=torch.float64)
     gradient = torch.tensor([[3.0, 4.0, 5.0]], dtype=torch.float64)

@@ -74,6 +74,11 @@ class Attention(LayerKind):
 
     def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
         (q, k, v, mask), _ = state.arguments(node)
+        given = (q, k, v)
+        heads = torch.broadcast_shapes(q.shape[:2], k.shape[:2], v.shape[:2])
+        broadcast = any(t.shape[:2] != heads for t in given)  # operands the batch or the heads share (a memory)
+        if broadcast:
+            q, k, v = (t.expand(*heads, *t.shape[2:]) for t in given)
         scale = node.params["scale"] if node.params["scale"] is not None else 1 / math.sqrt(q.shape[-1])
         allowed = _once(node, state, ("allowed", q.shape, k.shape),
                         lambda: None if mask is None else _allowed(node, mask, q, k))
@@ -82,7 +87,8 @@ class Attention(LayerKind):
         saved = {} if lse is None else {"output": state.values[node.name], "logsumexp": lse}
         # O ⊙ G in, Q ⊙ G_Q (and K, V) out, in the C++ CPU kernel: the projections around it then divide by their
         # output in the pass they make anyway (lrptext.kernels.factored)
-        gradient = r.gradient_of(state.values[node.name]) if isinstance(r, Factored) and impl is native else None
+        gradient = (r.gradient_of(state.values[node.name]) if isinstance(r, Factored) and impl is native
+                    and not broadcast else None)
         if gradient is None:
             r = multiplied(r)
         receiving = (2,) if isinstance(rule, CPLRP) else (0, 1, 2)
@@ -98,18 +104,24 @@ class Attention(LayerKind):
             return folded.relevance(state)
         if gradient is not None:
             out = tuple(Factored(x, g, at_output=True) for x, g in zip((q, k, v), out))
+        if broadcast:  # each shared operand's relevance summed over what shared it
+            out = tuple(o.sum_to_size(t.shape) for o, t in zip(out, given))
         return [(node.args[i], out[i]) for i in receiving]
 
 
 def _flash_on_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> bool:
-    """Whether torch's CPU flash attention takes these operands: 4-D float32/float64 CPU tensors of one dtype, the
-    same head size throughout, each row contiguous (called directly it reads rows of strided ones as if they were:
-    heads split off as the last factor of the width, 'b t (d h) -> b h t d', gave garbage; torch 2.13), a boolean
-    mask or an additive one of their dtype."""
+    """Whether torch's CPU flash attention takes these operands, as F.scaled_dot_product_attention checks before
+    it picks it (called directly it checks less, torch 2.13: rows that are not contiguous, as heads split off as the
+    last factor of the width 'b t (d h) -> b h t d', and keys and values of one batch for several queries' gave
+    garbage, an empty sequence a floating-point exception): 4-D float32/float64 CPU tensors of one dtype, batch,
+    heads and head size, as many keys as values, no empty axis, each row contiguous, and a 2-D or 4-D mask,
+    boolean or additive of their dtype."""
     return (q.device.type == "cpu" and q.dim() == k.dim() == v.dim() == 4 and q.dtype in (torch.float32, torch.float64)
             and k.dtype == v.dtype == q.dtype and q.shape[-1] == k.shape[-1] == v.shape[-1]
+            and q.shape[:2] == k.shape[:2] == v.shape[:2] and k.shape[2] == v.shape[2]
+            and q.numel() > 0 and k.numel() > 0
             and all(t.stride(-1) == 1 or t.shape[-1] == 1 for t in (q, k, v))
-            and (mask is None or mask.dtype in (torch.bool, q.dtype)))
+            and (mask is None or (mask.dim() in (2, 4) and mask.dtype in (torch.bool, q.dtype))))
 
 
 def _once(node: Node, state: Any, form: tuple, compute: Callable[[], Any]) -> Any:
