@@ -220,6 +220,7 @@ class Call {
   // An output written by several threads or blocks must not reach one element twice: with its axes sorted by
   // stride, each stride spans the axes below it.
   void non_overlapping(const Tensor& a) {
+    if (a.numel() == 0) return;  // (no element to reach twice: torch keeps an expanded empty array's 0 strides)
     std::vector<std::pair<int64_t, int64_t>> axes;  // (stride, size) of the axes longer than 1
     for (int i = 0; i < a.ndim(); ++i)
       if (a.size(i) > 1) axes.emplace_back(a.stride(i), a.size(i));

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from lrptext import Explainer
+from lrptext import Explainer, UnsupportedLayerError
 from lrptext.kernels import dispatch
 from lrptext.kernels.factored import Factored
 
@@ -203,38 +203,52 @@ def test_the_forward_pass_through_attention_predicts_what_the_model_does(variant
         torch.testing.assert_close(e.prediction, model(x), rtol=1e-5, atol=1e-6)
 
 
-class SharedMemory(nn.Module):
-    """Each sample's queries attend over one learned memory of keys and values that the batch shares: [1, heads,
-    slots, dim], broadcast by F.scaled_dot_product_attention, or expanded to the batch first (`expanded`)."""
+class SharedOperands(nn.Module):
+    """Operands that F.scaled_dot_product_attention broadcasts, or (`expanded`) the model expands first: "memory",
+    learned keys and values one for the batch ([1, heads, slots, dim]; "empty-memory": no slots); "multi-query",
+    one head of keys and values computed from the input for two heads of queries."""
 
-    def __init__(self, expanded: bool):
+    def __init__(self, variant: str, expanded: bool):
         super().__init__()
         self.q, self.out = nn.Linear(16, 16), nn.Linear(16, 3)
-        self.keys, self.values = nn.Parameter(torch.randn(1, 2, 5, 8)), nn.Parameter(torch.randn(1, 2, 5, 8))
-        self.expanded = expanded
+        self.k, self.v = nn.Linear(16, 8), nn.Linear(16, 8)
+        slots = 0 if variant == "empty-memory" else 5
+        self.keys, self.values = nn.Parameter(torch.randn(1, 2, slots, 8)), nn.Parameter(torch.randn(1, 2, slots, 8))
+        self.variant, self.expanded = variant, expanded
 
     def forward(self, x):
         h = x.reshape(-1, 8, 16)
         b = h.shape[0]
         q = self.q(h).view(b, 8, 2, 8).transpose(1, 2)
-        k, v = self.keys, self.values
+        if self.variant == "multi-query":
+            k, v = self.k(h).view(b, 8, 1, 8).transpose(1, 2), self.v(h).view(b, 8, 1, 8).transpose(1, 2)
+        else:
+            k, v = self.keys, self.values
         if self.expanded:
-            k, v = k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)
+            k, v = k.expand(b, 2, -1, -1), v.expand(b, 2, -1, -1)
         a = nn.functional.scaled_dot_product_attention(q, k, v)
         return self.out(a.transpose(1, 2).reshape(b, 8, 16).mean(1))
 
 
-def test_keys_and_values_the_batch_shares_are_broadcast_as_torch_does():
-    """torch's CPU flash attention, called directly, reads keys and values of one sample as if the batch had its
-    own (garbage); such operands take F.scaled_dot_product_attention, and attention's relevance step expands them
-    as it does: the same explanation as with the memory expanded in the model."""
+@pytest.mark.parametrize("composite", ["attnlrp", "cp_lrp"])
+@pytest.mark.parametrize("variant", ["memory", "empty-memory", "multi-query"])
+def test_operands_attention_broadcasts_are_broadcast_as_torch_does(variant, composite):
+    """torch's CPU flash attention, called directly, reads keys and values of one sample as if each sample had its
+    own (garbage) and stops the process on an empty axis (a floating-point exception); such operands take
+    F.scaled_dot_product_attention, and attention's relevance step expands them as it does, each shared
+    operand's relevance summed back: the same explanation as with them expanded in the model (where multi-query's
+    keys and values carry relevance back to the input)."""
     torch.manual_seed(7)
-    broadcast = SharedMemory(expanded=False).double().eval()
-    expanded = SharedMemory(expanded=True).double().eval()
+    broadcast = SharedOperands(variant, expanded=False).double().eval()
+    expanded = SharedOperands(variant, expanded=True).double().eval()
     expanded.load_state_dict(broadcast.state_dict())
     x = torch.randn(4, 128, dtype=torch.float64)
-    got = Explainer(broadcast, composite="attnlrp").explain(x, target=1)
-    want = Explainer(expanded, composite="attnlrp").explain(x, target=1)
+    if composite == "cp_lrp" and variant != "multi-query":  # A and V constants: nothing reaches the queries
+        with pytest.raises(UnsupportedLayerError, match="relevance vanishes"):
+            Explainer(broadcast, composite=composite).explain(x, target=1)
+        return
+    got = Explainer(broadcast, composite=composite).explain(x, target=1)
+    want = Explainer(expanded, composite=composite).explain(x, target=1)
     with torch.no_grad():
         torch.testing.assert_close(got.prediction, broadcast(x), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(got.relevance, want.relevance, rtol=1e-10, atol=1e-13)

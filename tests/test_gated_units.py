@@ -109,7 +109,40 @@ def test_the_support_table_tells_a_gate_from_a_constant_scaling(composite):
         assert torch.isfinite(lrptext.explain(model, torch.randn(2, 5), composite=composite).relevance).all()
     softmax_gate = [row.rule for row in lrptext.support_table(SoftmaxGated(), composite="cp_lrp").rows
                     if row.kind == "scale"]
-    assert softmax_gate == ["CPLRP(): all to the operand not computed by a softmax (held constant)"]
+    assert softmax_gate == ["CPLRP(): all to the other operand (the first computed by a softmax held constant)"]
+
+
+class Divisions(nn.Module):
+    """x / 2 passes relevance; a / b and 2 / a divide by a relevance-carrying tensor, which has no rule."""
+
+    def __init__(self, divisor: str):
+        super().__init__()
+        self.a, self.b, self.out = nn.Linear(5, 7), nn.Linear(5, 7), nn.Linear(7, 3)
+        self.divisor = divisor
+
+    def forward(self, x):
+        a = self.a(x)
+        if self.divisor == "constant":
+            return self.out(a / 2)
+        if self.divisor == "computed":
+            return self.out(a / (self.b(x).sigmoid() + 1))
+        return self.out(torch.div(2.0, a.sigmoid() + 1))
+
+
+@pytest.mark.parametrize("composite", ["attnlrp", "epsilon"])
+@pytest.mark.parametrize("divisor", ["constant", "computed", "reciprocal"])
+def test_the_support_table_says_which_divisions_are_refused(divisor, composite):
+    model = Divisions(divisor)
+    rule = next(row.rule for row in lrptext.support_table(model, composite=composite).rows
+                if "div" in row.op)
+    x = torch.randn(2, 5)
+    if divisor == "constant":
+        assert rule == "passes to the non-constant operand"
+        assert torch.isfinite(lrptext.explain(model, x, composite=composite).relevance).all()
+    else:
+        assert rule.startswith("REFUSED")
+        with pytest.raises(UnsupportedLayerError, match="multiplies or divides relevance-carrying tensors"):
+            lrptext.explain(model, x, composite=composite)
 
 
 def _modernbert(seed=0):

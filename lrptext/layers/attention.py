@@ -75,9 +75,10 @@ class Attention(LayerKind):
     def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
         (q, k, v, mask), _ = state.arguments(node)
         given = (q, k, v)
-        heads = torch.broadcast_shapes(q.shape[:2], k.shape[:2], v.shape[:2])
-        broadcast = any(t.shape[:2] != heads for t in given)  # operands the batch or the heads share (a memory)
+        # operands the batch or the heads share (a learned memory, multi-query attention's keys and values)
+        broadcast = all(t.dim() == 4 for t in given) and len({t.shape[:2] for t in given}) > 1
         if broadcast:
+            heads = torch.broadcast_shapes(q.shape[:2], k.shape[:2], v.shape[:2])
             q, k, v = (t.expand(*heads, *t.shape[2:]) for t in given)
         scale = node.params["scale"] if node.params["scale"] is not None else 1 / math.sqrt(q.shape[-1])
         allowed = _once(node, state, ("allowed", q.shape, k.shape),

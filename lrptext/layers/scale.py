@@ -36,10 +36,15 @@ class Scale(LayerKind):
 
     def rule_text(self, node: Node, rule: Any, carrying: set[str]) -> str:
         # a composite's rule for this kind applies to gates alone: a constant scaling passes relevance whatever it is
-        if sum(a.name in carrying for a in self.data_inputs(node)) != 2 or _divides(node):
+        operands = [a for a in self.data_inputs(node) if a.name in carrying]
+        if _divides(node):
+            if len(operands) == 1 and node.args[0] is operands[0]:
+                return self.default_rule(node)
+            return "REFUSED: a division by a relevance-carrying tensor has no rule in lrptext"
+        if len(operands) != 2:
             return self.default_rule(node)
-        if isinstance(rule, CPLRP) and any(from_softmax(a) for a in self.data_inputs(node)):
-            return f"{rule!r}: all to the operand not computed by a softmax (held constant)"
+        if isinstance(rule, CPLRP) and any(from_softmax(a) for a in operands):
+            return f"{rule!r}: all to the other operand (the first computed by a softmax held constant)"
         if isinstance(rule, (AttnLRP, CPLRP)):
             return f"{rule!r}: half to each relevance-carrying operand"
         return "REFUSED: a product of two relevance-carrying operands (a gate) takes attnlrp's or cp_lrp's uniform rule"
