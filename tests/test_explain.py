@@ -855,3 +855,31 @@ def copy_to(model: nn.Module, device: str) -> nn.Module:
     import copy
 
     return copy.deepcopy(model).to(device)
+
+
+class MadeLike(nn.Module):
+    """Tensors made like a relevance-carrying one (full_like, zeros_like, new_zeros) read its shape, not its
+    values: h * full_like(h, 0.5) + zeros_like(h) is h scaled by a constant (`plain`: h * 0.5)."""
+
+    def __init__(self, plain: bool):
+        super().__init__()
+        self.a, self.out = nn.Linear(5, 7), nn.Linear(7, 3)
+        self.plain = plain
+
+    def forward(self, x):
+        h = self.a(x)
+        if self.plain:
+            return self.out(h * 0.5)
+        return self.out(h * torch.full_like(h, 0.5) + torch.zeros_like(h) + h.new_zeros(h.shape))
+
+
+def test_tensors_made_like_another_are_constants():
+    torch.manual_seed(0)
+    like, plain = MadeLike(plain=False).double(), MadeLike(plain=True).double()
+    plain.load_state_dict(like.state_dict())
+    x = torch.randn(3, 5, dtype=torch.float64)
+    got = lrptext.explain(like, x, composite="attnlrp")  # (sums without a stabiliser: the zeros take nothing)
+    torch.testing.assert_close(got.relevance, lrptext.explain(plain, x, composite="attnlrp").relevance,
+                               rtol=1e-12, atol=1e-15)
+    rows = [row.rule for row in lrptext.support_table(like, composite="attnlrp").rows if row.kind == "scale"]
+    assert rows == ["passes to the non-constant operand"]

@@ -28,6 +28,13 @@ class Meta(LayerKind):
                          "new_zeros", "new_ones", "new_full", "logical_not"})
     carries = False
 
+    def data_inputs(self, node: Node) -> list[Node]:
+        # a tensor made like another (zeros_like, new_ones) reads its shape, dtype and device, not its values: a
+        # constant, through which no relevance would have to pass (torch.ones_like(h) * h scales h)
+        if node.call in _MADE_LIKE or node.method in ("new_zeros", "new_ones", "new_full"):
+            return [a for a in super().data_inputs(node) if a is not node.args[0]]
+        return super().data_inputs(node)
+
     def capture_call(self, node: Node) -> LayerKind:
         from lrptext.layers.max_dim import ITEM, MAX_DIM
 
@@ -39,5 +46,8 @@ class Meta(LayerKind):
     def default_rule(self, node: Node) -> Any:
         return "-"
 
+
+_MADE_LIKE = frozenset({torch.zeros_like, torch.ones_like, torch.full_like, aten.zeros_like.default,
+                        aten.ones_like.default, aten.new_ones.default, aten.new_zeros.default})
 
 META = Meta()
