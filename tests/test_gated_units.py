@@ -178,3 +178,6 @@ def test_modernbert_conserves_and_pads_with_nothing():
         torch.testing.assert_close(alone.relevance[0], e.relevance[i, :n], rtol=1e-9, atol=1e-12)
     attn = lrptext.explain(model, {"input_ids": ids, "attention_mask": mask}, composite="attnlrp")
     assert torch.isfinite(attn.relevance).all() and (attn.relevance[mask == 0] == 0).all()
+    # a float mask (its mean pooling once read as a gate and refused) explains as the integer one
+    floats = lrptext.explain(model, {"input_ids": ids, "attention_mask": mask.float()}, composite="attnlrp")
+    torch.testing.assert_close(floats.relevance, attn.relevance, rtol=1e-12, atol=1e-15)

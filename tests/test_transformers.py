@@ -655,6 +655,20 @@ def test_explainer_explains_a_batch_encoding():
         assert_relevance(explainer("bert", "attnlrp").explain(encoding).relevance, expected("bert", "attnlrp")[0])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bool])
+def test_a_mask_of_another_dtype_gives_the_same_explanation(dtype):
+    """Some pipelines hand the attention mask over as floats (or booleans): 0s and 1s of any dtype explain as the
+    tokenizer's integers do (a float32 mask of a float64 model once failed with torch's "Tensor dtype mismatch");
+    a soft mask, which no rule covers, is refused by name."""
+    _, ids, mask = setup("bert")
+    got = explainer("bert", "attnlrp").explain({"input_ids": ids, "attention_mask": mask.to(dtype)})
+    assert_relevance(got.relevance, expected("bert", "attnlrp")[0])
+    assert (got.relevance[mask == 0] == 0).all()
+    if dtype != torch.bool:
+        with pytest.raises(ValueError, match="input 'attention_mask' must hold 0s and 1s, got 0.5"):
+            explainer("bert", "attnlrp").explain({"input_ids": ids, "attention_mask": mask.to(dtype) * 0.5})
+
+
 def test_eager_attention():
     """attn_implementation="eager": attention as matmul, softmax, matmul in the graph, with the mask added to the
     scores (HF adds the dtype's minimum, not −inf). Explained like SDPA attention, it must match the same oracle.

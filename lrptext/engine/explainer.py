@@ -25,6 +25,23 @@ from lrptext.rules.rule import Epsilon, LinearRule
 CANONIZERS = tuple(CANONIZER_PASSES)
 TOKEN_IDS = "input_ids"  # the keyword of token ids in Hugging Face models' forward
 TOKENIZER_EXTRAS = {"token_type_ids", "special_tokens_mask", "offset_mapping", "overflow_to_sample_mapping", "length"}
+_MASK_AND_IDS = ("attention_mask", "token_type_ids")  # keyword inputs that hold whole numbers, whatever their dtype
+
+
+def _as_integers(name: str, value: Any) -> Any:
+    """A float attention mask of 0s and 1s (some pipelines make one) or float token types as integers, which the
+    model reads the same: captured as floats, they would be inputs relevance flows through (a mask's products
+    with the hidden states refused as gates) and take the model's compute dtype."""
+    if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+        return value
+    whole = value == value.round()
+    if name == "attention_mask":
+        whole &= (value == 0) | (value == 1)
+    if not bool(whole.all()):
+        raise ValueError(f"input '{name}' must hold {'0s and 1s' if name == 'attention_mask' else 'whole numbers'}, "
+                         f"got {value[~whole].flatten()[0].item()!r}; lrptext has no rule for a soft mask: pass "
+                         f"{name}.round().long() or a tokenizer's own {name}")
+    return value.long()
 
 
 def _promote(dtype: torch.dtype) -> torch.dtype:
@@ -155,6 +172,9 @@ class Explainer:
             if value is not None and not isinstance(value, torch.Tensor):
                 raise TypeError(f"input '{name}' must be a torch.Tensor, got {type(value).__name__}; ask the tokenizer "
                                 "for tensors with return_tensors='pt'")
+        for name in _MASK_AND_IDS:
+            if name in given:
+                given[name] = _as_integers(name, given[name])
         names = tuple(k for k in self._parameters if given.get(k) is not None)
         key = Key("export", names, tuple(str(given[k].dtype) for k in names))
         graph, rules = self._graph(key)
