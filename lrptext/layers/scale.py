@@ -35,37 +35,44 @@ class Scale(LayerKind):
         return "passes to the non-constant operand"
 
     def rule_text(self, node: Node, rule: Any, carrying: set[str]) -> str:
-        # a composite's rule for this kind applies to gates alone: a constant scaling passes relevance whatever it is
-        operands = [a for a in self.data_inputs(node) if a.name in carrying]
-        if _divides(node):
-            if len(operands) == 1 and node.args[0] is operands[0]:
-                return self.default_rule(node)
-            return "REFUSED: a division by a relevance-carrying tensor has no rule in lrptext"
-        if len(operands) != 2:
-            return self.default_rule(node)
-        if isinstance(rule, CPLRP) and any(from_softmax(a) for a in operands):
-            return f"{rule!r}: all to the other operand (the first computed by a softmax held constant)"
-        if isinstance(rule, (AttnLRP, CPLRP)):
-            return f"{rule!r}: half to each relevance-carrying operand"
-        return "REFUSED: a product of two relevance-carrying operands (a gate) takes attnlrp's or cp_lrp's uniform rule"
+        how = _treatment(node, [a for a in self.data_inputs(node) if a.name in carrying], rule)
+        if how == "refused":
+            return ("REFUSED: a division by a relevance-carrying tensor has no rule in lrptext" if _divides(node) else
+                    "REFUSED: a product of two relevance-carrying operands (a gate) takes attnlrp's or cp_lrp's "
+                    "uniform rule")
+        return {"passes": self.default_rule(node),
+                "held": f"{rule!r}: all to the other operand (the first computed by a softmax held constant)",
+                "uniform": f"{rule!r}: half to each relevance-carrying operand"}[how]
 
     def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
         carrying = state.carrying_inputs(node)
-        divides = _divides(node)
-        gate = len(carrying) == 2 and not divides and isinstance(rule, (AttnLRP, CPLRP))
-        if not gate and (len(carrying) != 1 or (divides and node.args[0] is not carrying[0])):
+        how = _treatment(node, carrying, rule)
+        if how == "refused":
             raise UnsupportedLayerError(
                 f"{node.op} at '{node.qualified_name}' multiplies or divides relevance-carrying tensors; lrptext "
                 "passes relevance through multiplication by constants only; a product of two (a gated unit) takes "
                 "the uniform rule of the transformer composites (attnlrp, cp_lrp)")
-        if not gate:
+        if how == "passes":
             return [(carrying[0], r.sum_to_size(state.shape(carrying[0])))]  # undo broadcasting
-        held = next((i for i, a in enumerate(carrying) if from_softmax(a)), None)
-        if isinstance(rule, CPLRP) and held is not None:  # a constant (the first, as product.py's): all to the other
+        if how == "held":  # a constant (the first from a softmax, as product.py's): all to the other
+            held = next(i for i, a in enumerate(carrying) if from_softmax(a))
             return [(a, torch.zeros(state.shape(a), dtype=r.dtype, device=r.device) if i == held
                      else r.sum_to_size(state.shape(a))) for i, a in enumerate(carrying)]
         # each operand its own tensor: the pass lets a layer's kernel overwrite the relevance it takes
         return [(a, (0.5 * r).sum_to_size(state.shape(a))) for a in carrying]
+
+
+def _treatment(node: Node, operands: list[Node], rule: Any) -> str:
+    """What the node's step does with its relevance-carrying operands under `rule`, for the step itself and for
+    the support table alike: "passes" (a scaling by constants, a division of one by constants), "uniform" (a gate
+    under the transformer composites), "held" (CP-LRP's gate with an operand computed by a softmax) or
+    "refused"."""
+    divides = _divides(node)
+    if len(operands) == 2 and not divides and isinstance(rule, (AttnLRP, CPLRP)):
+        return "held" if isinstance(rule, CPLRP) and any(from_softmax(a) for a in operands) else "uniform"
+    if len(operands) != 1 or (divides and node.args[0] is not operands[0]):
+        return "refused"
+    return "passes"
 
 
 def _divides(node: Node) -> bool:
