@@ -207,8 +207,40 @@ class Call {
   void disjoint(const Tensor& out, const Tensor& in) {
     const auto begin = [](const Tensor& a) { return reinterpret_cast<uintptr_t>(a.data()); };
     const auto end = [&](const Tensor& a) { return begin(a) + uintptr_t(a.extent()) * (a.t->dtype.bits / 8); };
-    if (out.numel() && in.numel() && out.cuda() == in.cuda() && begin(out) < end(in) && begin(in) < end(out))
+    if (out.numel() && in.numel() && out.cuda() == in.cuda() && begin(out) < end(in) && begin(in) < end(out) &&
+        !interleaved(out, in))
       fail(fn_, "'" + out.name + "' shares memory with '" + in.name + "'; pass a separate output array");
+  }
+
+  // Whether two arrays whose ranges overlap still reach no common element because they are blocks of columns of
+  // one row-major array (a stacked product's outputs): for some period P that every longer stride is a multiple
+  // of, each array's shorter axes reach less than P elements from where it starts, and the two ranges of
+  // positions within a period do not meet.
+  static bool interleaved(const Tensor& a, const Tensor& b) {
+    const int64_t bytes = a.t->dtype.bits / 8;
+    const intptr_t gap = reinterpret_cast<intptr_t>(b.data()) - reinterpret_cast<intptr_t>(a.data());
+    if (bytes == 0 || b.t->dtype.bits / 8 != bytes || gap % bytes) return false;
+    const int64_t shift = gap / bytes;  // b's first element, counted from a's
+    const auto inner = [](const Tensor& t, int64_t period) -> int64_t {  // reach below the period, or -1
+      int64_t reach = 1;
+      for (int i = 0; i < t.ndim(); ++i) {
+        if (t.size(i) == 1) continue;
+        if (t.stride(i) < period) reach += (t.size(i) - 1) * t.stride(i);
+        else if (t.stride(i) % period) return -1;
+      }
+      return reach <= period ? reach : -1;
+    };
+    for (const Tensor* t : {&a, &b})
+      for (int i = 0; i < t->ndim(); ++i) {
+        const int64_t period = t->stride(i);
+        if (t->size(i) == 1 || period <= 0) continue;
+        const int64_t ra = inner(a, period), rb = inner(b, period);
+        if (ra < 0 || rb < 0) continue;
+        // within a period from a's first element, a reaches [0, ra) and b [start, start + rb)
+        const int64_t start = ((shift % period) + period) % period;
+        if (start >= ra && start + rb <= period) return true;
+      }
+    return false;
   }
 
   void blas_size(int64_t v, const char* what) {

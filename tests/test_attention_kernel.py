@@ -442,6 +442,39 @@ def test_quotient_epsilon_writes_the_projections_epsilon_quotients(rule, dtype):
                                  quotient_epsilon=-1.0)
 
 
+def test_outputs_may_be_column_blocks_of_one_array_but_not_overlap():
+    """Q, K and V computed as one product over stacked weights are column blocks of its output, [batch, tokens,
+    3 x heads x dim]; the kernel writes R_Q, R_K and R_V into blocks of one array laid out alike (one product
+    then takes all three). Blocks that share a column, or an output over an input, are refused by name."""
+    from lrptext._native import require_core
+
+    core = require_core()
+    stacked = rand((2, 40, 3 * 12), torch.float64, "cpu", 64)
+    q, k, v = (stacked[..., i * 12:(i + 1) * 12].view(2, 40, 3, 4).transpose(1, 2) for i in range(3))
+    g = rand((2, 3, 40, 4), torch.float64, "cpu", 65)
+    mask = torch.ones(2, 3, 40, 40, dtype=torch.bool)
+    separate = [torch.empty_like(t) for t in (q, k, v)]
+    core.attention_relevance(q, k, v, g, mask, *separate, rule="attnlrp", scale=0.5, gradient_form=True)
+    out = torch.full(stacked.shape, float("nan"), dtype=torch.float64)
+    blocks = [out.as_strided(t.shape, t.stride(), t.storage_offset()) for t in (q, k, v)]
+    core.attention_relevance(q, k, v, g, mask, *blocks, rule="attnlrp", scale=0.5, gradient_form=True)
+    for block, want in zip(blocks, separate):
+        assert torch.equal(block, want)
+    assert not out.isnan().any()  # every element written once: the three blocks tile the array
+    shifted = out.as_strided(q.shape, q.stride(), 10)  # columns 10..21: two of them are R_Q's too
+    with pytest.raises(ValueError, match="'out_query' shares memory with 'out_key'"):
+        core.attention_relevance(q, k, v, g, mask, blocks[0], shifted, blocks[2], rule="attnlrp", scale=0.5,
+                                 gradient_form=True)
+    with pytest.raises(ValueError, match="'out_key' shares memory with 'query'"):
+        core.attention_relevance(q, k, v, g, mask, separate[0], q, separate[2], rule="attnlrp", scale=0.5,
+                                 gradient_form=True)
+    room = torch.empty(stacked.numel() + 36, dtype=torch.float64)
+    wrapping = room.as_strided(q.shape, q.stride(), 30)  # columns 30..41 of 36-wide rows: 0..5 of the next row
+    with pytest.raises(ValueError, match="'out_query' shares memory with 'out_key'"):
+        core.attention_relevance(q, k, v, g, mask, room.as_strided(q.shape, q.stride(), 0), wrapping, separate[2],
+                                 rule="attnlrp", scale=0.5, gradient_form=True)
+
+
 def test_gradient_form_is_refused_on_cuda_and_for_the_softmax():
     from lrptext._native import require_core
 

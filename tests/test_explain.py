@@ -318,6 +318,27 @@ def test_unsupported_functions_are_refused_when_relevance_reaches_them():
         explain(Softmaxed(), torch.randn(2, 4))
 
 
+def test_what_the_inputs_dtypes_decide_is_decided_again_for_other_dtypes():
+    """Which values carry relevance (and the errors where it would reach an operation that cannot take it) is
+    worked out on an Explainer's first pass for each set of input dtypes and kept: an integer offset is
+    arithmetic, a float one carries relevance into a cumulative sum that has no rule, refused every time."""
+    class Offset(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(4, 3)
+
+        def forward(self, x, offset):
+            return self.a(x) + offset.cumsum(-1)
+
+    explainer = Explainer(seeded(Offset()))
+    x = torch.randn(2, 4)
+    whole = torch.ones(2, 3, dtype=torch.long)
+    for _ in range(2):
+        assert explainer.explain((x, whole)).relevance[0].shape == (2, 4)
+        with pytest.raises(UnsupportedLayerError, match="cumsum"):
+            explainer.explain((x, whole.float()))
+
+
 def test_masks_from_token_ids_are_allowed():
     class Masked(nn.Module):
         def __init__(self):

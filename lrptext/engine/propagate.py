@@ -22,6 +22,8 @@ from lrptext.graph.ir import CONSTANT, INPUT, OUTPUT, UNSUPPORTED, Graph, LayerK
 from lrptext.kernels import dispatch
 from lrptext.kernels.factored import Factored, multiplied, summed
 from lrptext.kernels.torch_backend import stabilize
+from lrptext.layers import projections
+from lrptext.layers.attention import ATTENTION
 from lrptext.layers.identity import IDENTITY
 from lrptext.layers.unsupported import unsupported_error
 from lrptext.rules.rule import Norm, Pass
@@ -136,6 +138,7 @@ class ForwardPass:
     def __init__(self, graph: Graph, layer: Callable[[Node], Layer], core: bool):
         self.steps = plan(graph)
         self.layer, self.core = layer, core
+        self.stacks = projections.stacks(graph, ATTENTION)  # dense layers computed as one product
         self.values = Values(self.steps, lambda node, args, kwargs: node.kind.forward(node, args, kwargs, self))
         self.shapes: dict[str, torch.Size] = {}
         # What forward steps keep for relevance steps beside the values, by node name (attention's log-sum-exp)
@@ -185,14 +188,25 @@ def batch_axes(graph: Graph, inputs: tuple[Any, ...], state: ForwardPass, rules:
     return axes
 
 
+def _signature(inputs: tuple[Any, ...]) -> tuple | None:
+    """What decides which values of a graph's forward pass are float tensors: each input's dtype (its number of
+    dimensions for good measure); None where an input is not a tensor (its structure could decide it)."""
+    if not all(isinstance(x, torch.Tensor) for x in inputs):
+        return None
+    return tuple((x.dtype, x.dim()) for x in inputs)
+
+
 def forward(graph: Graph, inputs: tuple[Any, ...], rules: dict[str, Any], layer: Callable[[Node], Layer],
             core: bool = False) -> tuple[ForwardPass, set[str]]:
-    """Every node's value (with the shape of every tensor), and the names of the nodes that carry relevance."""
+    """Every node's value (with the shape of every tensor), and the names of the nodes that carry relevance.
+    Which nodes carry it, and whether the rules let it through, depends on the graph, the rules and the inputs'
+    dtypes only: it is worked out (with the errors it raises) on the first pass for each, and kept on the graph."""
     state = ForwardPass(graph, layer, core)
     values = state.values
-    carries: set[str] = set()  # floating values that relevance flows through
-    # Unsupported operations returning several tensors, reached by relevance: a float value read from one is refused
-    severed: dict[str, Node] = {}
+    signature = _signature(inputs)
+    known: dict[Any, tuple[dict[str, Any], frozenset[str]]] = graph.__dict__.setdefault("_carrying", {})
+    cached = known.get((id(rules), signature)) if signature is not None else None
+    flow = None if cached is not None and cached[0] is rules else _Flow(rules)
     given = dict(zip((n.name for n in graph.inputs), inputs))
     for step in state.steps.values():
         node = step.node
@@ -210,6 +224,28 @@ def forward(graph: Graph, inputs: tuple[Any, ...], rules: dict[str, Any], layer:
         values[node.name] = value
         if isinstance(value, torch.Tensor):
             state.shapes[node.name] = value.shape
+        if flow is not None:
+            flow.check(step, value)
+    if flow is None:
+        return state, set(cached[1])
+    if signature is not None:  # (the rules kept with it: their id stays theirs)
+        known[(id(rules), signature)] = rules, frozenset(flow.carries)
+    return state, flow.carries
+
+
+class _Flow:
+    """Which nodes of a forward pass carry relevance, node by node; an error where relevance would reach an
+    operation that has no rule for it or cannot take it."""
+
+    def __init__(self, rules: dict[str, Any]):
+        self.rules = rules
+        self.carries: set[str] = set()  # floating values that relevance flows through
+        # Unsupported operations returning several tensors, reached by relevance: a float value read from one is
+        # refused
+        self.severed: dict[str, Node] = {}
+
+    def check(self, step: Step, value: Any) -> None:
+        node, carries, severed = step.node, self.carries, self.severed
         if node.kind is INPUT or node.kind.reads_ids:
             flows = step.from_input
         else:
@@ -222,10 +258,10 @@ def forward(graph: Graph, inputs: tuple[Any, ...], rules: dict[str, Any], layer:
                 f"relevance at the float value that {node.op} ('{node.qualified_name}') reads from them could not go "
                 "back to its input: it would vanish there; see lrptext.support_table(model)")
         if not flows:
-            continue
-        rule = rules.get(node.name)
+            return
+        rule = self.rules.get(node.name)
         if node.kind.holds_constant:
-            continue
+            return
         if _carries_value(node.kind, value):
             carries.add(node.name)
             if rule is None and node.kind is not OUTPUT:
@@ -241,7 +277,6 @@ def forward(graph: Graph, inputs: tuple[Any, ...], rules: dict[str, Any], layer:
                 f"{node.op} at '{node.qualified_name}' returns {type(value).__name__}, not one tensor, so the "
                 f"relevance at its output cannot reach its input under {rule!r}: it would vanish there; lrptext has "
                 "no rule for it")
-    return state, carries
 
 
 # --------------------------------------------------------------------------------------------- relevance

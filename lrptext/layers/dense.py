@@ -34,6 +34,9 @@ class Dense(LayerKind):
 
     def forward(self, node: Node, args: tuple, kwargs: dict, state: Any) -> Any:
         layer, x = state.layer(node), linear.contiguous_input(node, args[0], state.values)
+        stack = state.stacks.get(node.name)  # projections computed as one product (lrptext/layers/projections.py)
+        if stack is not None and (y := stack.forward(node, x, state)) is not None:
+            return y
         if state.core and (y := linear.core_forward(layer, x, node)) is not None:
             return y
         return F.linear(x, layer.weight, layer.bias)

@@ -60,9 +60,7 @@ def core_forward(layer: Any, x: torch.Tensor, node: Node) -> torch.Tensor | None
     if not x.is_cpu:
         return None
     if w.dim() == 2:
-        if x.dim() != 2 or (x.shape[0] != 1 and x.shape[0] * w.numel() >= SPLIT_PRODUCTS):
-            return None
-        return native.dense_forward(x.contiguous(), w, layer.bias)
+        return native.dense_forward(x.contiguous(), w, layer.bias) if dense_in_core(w, x) else None
     p = node.params
     if x.dim() != w.dim():
         return None
@@ -76,6 +74,11 @@ def core_forward(layer: Any, x: torch.Tensor, node: Node) -> torch.Tensor | None
                               padding=(0,) + tuple(p["padding"]), dilation=(1,) + tuple(p["dilation"]),
                               groups=p["groups"])
     return y[:, :, 0]
+
+
+def dense_in_core(weight: torch.Tensor, x: torch.Tensor) -> bool:
+    """Whether core_forward computes a dense layer of this weight over these CPU rows."""
+    return x.dim() == 2 and (x.shape[0] == 1 or x.shape[0] * weight.numel() < SPLIT_PRODUCTS)
 
 
 def activation_read_by_rule(state: Any, node: Node, rule: Any, forms: tuple[str, ...]) -> tuple[Node, str] | None:

@@ -5,7 +5,9 @@ z_p = x W_pᵀ + b_p over one input x, and under AttnLRP and CP-LRP each of thos
 R_x = x ⊙ Σ_p (R_p / st(z_p)) W_p. In gradient form attention's C++ kernel writes R_p / p; it writes the quotient
 R_p / st(p) instead at no cost (it reads p anyway), and the products then add into the relevance pending at x in
 torch's BLAS: the projections' passes over their outputs and the Python steps of the projections and their
-reshapes (nine of a BERT layer's nodes) are left out. The result is what those steps compute, to the bit.
+reshapes (nine of a BERT layer's nodes) are left out. The result is what those steps compute: to the bit where
+each product is a layer's own, to the rounding of a sum taken in another order where one product takes a stack's
+three (below).
 
 Taken only where that holds: each operand that receives relevance is a view of all of a dense layer's output,
 every element once and its rows whole, through reshapes and transposes alone, with nothing else reading the layer
@@ -14,7 +16,14 @@ torch's BLAS (dispatch.epsilon_in_torch); the relevance already pending at the i
 to as the layers' steps would (RelevancePass.accumulator), and no other reader of the input lies between the
 layers and attention (its share would be added in another order); and the pass records no per-layer relevance,
 redistributes no bias share and is not locating a NaN (each of those reads every node's own step). Elsewhere
-the layers take their own steps."""
+the layers take their own steps.
+
+The forward pass computes the three projections as one product over their weights stacked (`Stack`): a product
+three times as wide runs faster than three, and their outputs are column blocks of it (views whose rows lie the
+stacked width apart). The kernel then writes the quotients into blocks of one buffer laid out alike, and where
+all three receive relevance (AttnLRP; CP-LRP's value projection alone does) one product over the stacked weights
+adds Σ_p (R_p / st(z_p)) W_p to the input's relevance. Products that the C++ core computes (small ones over rows),
+and tensors off the CPU, are left to each layer."""
 
 from __future__ import annotations
 
@@ -23,8 +32,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
-from lrptext.graph.ir import Graph, Node
+from lrptext.graph.ir import Graph, LayerKind, Node
 from lrptext.kernels import dispatch
 from lrptext.layers import linear
 from lrptext.layers.dense import DENSE
@@ -39,29 +49,91 @@ class Projection:
     views: tuple[Node, ...]  # the reshapes and transposes from its output to the operand
 
 
+class Stack:
+    """Dense layers over one input whose products the forward pass computes as one, over their weights stacked
+    (in graph order; all with a bias or none): each layer's output is its block of the stacked output's columns."""
+
+    def __init__(self, layers: tuple[Node, ...]):
+        self.layers = layers
+        widths = [n.params["weight"].shape[0] for n in layers]
+        starts = [sum(widths[:i]) for i in range(len(widths))]
+        self.columns = {n.name: (a, a + w) for n, a, w in zip(layers, starts, widths)}
+        self._weights: dict[Any, tuple[tuple[Any, ...], torch.Tensor, torch.Tensor | None]] = {}
+
+    def forward(self, node: Node, x: torch.Tensor, state: Any) -> torch.Tensor | None:
+        """The layer's output as its block of the stacked product, which the first layer computes; None where the
+        layers compute their own (products the C++ core computes, tensors off the CPU)."""
+        first = self.layers[0]
+        key = ("stacked", first.name)
+        if node is first:
+            layers = tuple(state.layer(n) for n in self.layers)
+            if not x.is_cpu or x.dim() < 2 or (state.core and linear.dense_in_core(layers[0].weight, x)):
+                return None
+            state.saved[key] = F.linear(x, *self.weights(layers))
+        y = state.saved.get(key)
+        if y is None:
+            return None
+        if node is self.layers[-1]:
+            del state.saved[key]
+        start, end = self.columns[node.name]
+        return y[..., start:end]
+
+    def weights(self, layers: tuple[Any, ...]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The layers' weights and biases stacked, kept for the layers' (cached) weights they were made from."""
+        key = tuple(id(layer) for layer in layers)
+        kept = self._weights.get(key)
+        if kept is None or any(a is not b for a, b in zip(kept[0], layers)):
+            bias = None if layers[0].bias is None else torch.cat([layer.bias for layer in layers])
+            kept = self._weights[key] = layers, torch.cat([layer.weight for layer in layers]), bias
+        return kept[1], kept[2]
+
+
 @dataclass(frozen=True)
 class _Layout:
-    """What the graph alone says, worked out once per graph: each attention node's projections, the nodes that
-    read each node's value (not only its shape) and each node's place in the graph."""
+    """What the graph alone says, worked out once per graph: each attention node's projections, the stacks of the
+    projections that share an input, the nodes that read each node's value (not only its shape) and each node's
+    place in the graph."""
 
     projections: dict[str, tuple[Projection | None, ...]]
+    stacks: dict[str, Stack]  # by layer name
     readers: dict[str, list[Node]]
     positions: dict[str, int]
 
 
-def _layout(graph: Graph, attention: Node) -> _Layout:
+def _layout(graph: Graph, attention: LayerKind) -> _Layout:
     layout = graph.__dict__.get("_projections")
     if layout is None:
         readers: dict[str, list[Node]] = {n.name: [] for n in graph.nodes}
         for n in graph.nodes:
             for name in dict.fromkeys(a.name for a in n.kind.data_inputs(n)):
                 readers[name].append(n)
-        layout = _Layout({}, readers, {n.name: i for i, n in enumerate(graph.nodes)})
+        positions = {n.name: i for i, n in enumerate(graph.nodes)}
+        layout = _Layout({}, {}, readers, positions)
         for n in graph.nodes:
-            if n.kind is attention.kind:
-                layout.projections[n.name] = tuple(_projection(a, readers) for a in n.args[:3])
+            if n.kind is attention:
+                found = layout.projections[n.name] = tuple(_projection(a, readers) for a in n.args[:3])
+                layers = sorted({p.layer.name: p.layer for p in found if p is not None}.values(),
+                                key=lambda m: positions[m.name])
+                if len(layers) == 3 and _stackable(layers) and not any(m.name in layout.stacks for m in layers):
+                    stack = Stack(tuple(layers))
+                    layout.stacks.update({m.name: stack for m in layers})
         graph.__dict__["_projections"] = layout
     return layout
+
+
+def stacks(graph: Graph, attention: LayerKind) -> dict[str, Stack]:
+    """The stacks of projections the forward pass computes as one product, by layer name."""
+    return _layout(graph, attention).stacks
+
+
+def _stackable(layers: list[Node]) -> bool:
+    """Dense layers over one input whose weights stack: one dtype and device, as many inputs, a bias each or none."""
+    weights = [n.params["weight"] for n in layers]
+    biases = [n.params.get("bias") for n in layers]
+    return (all(n.args and n.args[0] is layers[0].args[0] for n in layers)
+            and all(isinstance(w, torch.Tensor) and w.dim() == 2 for w in weights)
+            and len({(w.dtype, w.device, w.shape[1]) for w in weights}) == 1
+            and (all(b is None for b in biases) or all(isinstance(b, torch.Tensor) for b in biases)))
 
 
 def _projection(operand: Any, readers: dict[str, list[Node]]) -> Projection | None:
@@ -75,20 +147,36 @@ def _projection(operand: Any, readers: dict[str, list[Node]]) -> Projection | No
     return Projection(n, tuple(views))
 
 
+def _axes(t: torch.Tensor) -> list[tuple[int, int]]:
+    """The (size, stride) of t's axes by stride, axes of size 1 left out and each axis that continues the one
+    before it merged into it: two views with the same axes from the same place read the same elements."""
+    axes: list[tuple[int, int]] = []
+    for size, stride in sorted(((n, s) for n, s in zip(t.shape, t.stride()) if n != 1), key=lambda a: a[1]):
+        if axes and axes[-1][0] * axes[-1][1] == stride:
+            axes[-1] = (axes[-1][0] * size, axes[-1][1])
+        else:
+            axes.append((size, stride))
+    return axes
+
+
 def _whole_view(operand: torch.Tensor, z: torch.Tensor) -> bool:
-    """Whether `operand` is a rearranging view of all of the contiguous `z`, every element once, with rows whole
-    (the kernel writes rows): the same memory from the same place, strides that order a dense block (a
-    permutation of a contiguous layout), the last one 1."""
-    if (not z.is_contiguous() or operand.numel() != z.numel() or operand.storage_offset() != z.storage_offset()
-            or operand.untyped_storage().data_ptr() != z.untyped_storage().data_ptr()
-            or (operand.shape[-1] != 1 and operand.stride(-1) != 1)):
-        return False
-    expected = 1
-    for size, stride in sorted(zip(operand.shape, operand.stride()), key=lambda p: p[1]):
-        if size != 1 and stride != expected:
-            return False
-        expected *= size
-    return True
+    """Whether `operand` is a rearranging view of all of `z` (contiguous, or a stacked product's block of columns),
+    every element once, with rows whole (the kernel writes rows): the same memory from the same place, the same
+    axes up to their order and splitting, the last stride 1."""
+    return (operand.numel() == z.numel() and operand.storage_offset() == z.storage_offset()
+            and operand.untyped_storage().data_ptr() == z.untyped_storage().data_ptr()
+            and (operand.shape[-1] == 1 or operand.stride(-1) == 1) and _axes(operand) == _axes(z))
+
+
+def _stacked_shape(z: torch.Tensor, start: int) -> tuple[int, ...] | None:
+    """The shape of the contiguous stacked output whose columns from `start` on `z` is, or None where it is not."""
+    if z.dim() < 2:
+        return None
+    whole = (*z.shape[:-1], z.stride(-2))
+    strides = [1] * len(whole)
+    for i in range(len(whole) - 2, -1, -1):
+        strides[i] = strides[i + 1] * whole[i + 1]
+    return whole if tuple(z.stride()) == tuple(strides) and start + z.shape[-1] <= whole[-1] else None
 
 
 @dataclass
@@ -98,8 +186,11 @@ class Folded:
     input: Node
     pending: Any  # the relevance pending at the input that the products add to (RelevancePass.accumulator)
     epsilon: float
-    parts: list[tuple[Projection, torch.Tensor]]  # each with the buffer that takes its quotients, shaped like z
+    parts: list[tuple[Projection, torch.Tensor]]  # each with the buffer that takes its quotients, laid out like z
     outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # what the kernel writes: views of those buffers
+
+    # a stack's quotients in one buffer with its stacked weights, where the parts are the whole stack: one product
+    stacked: tuple[torch.Tensor, Stack] | None = None
 
     def relevance(self, state: Any) -> list[tuple[Node, Any]]:
         """R at the shared input, added to what is pending there (in place where the pass owns it)."""
@@ -107,10 +198,15 @@ class Folded:
         rows = x.reshape(-1, x.shape[-1])
         pending = self.pending
         rel = pending.view(rows.shape) if isinstance(pending, torch.Tensor) else pending
-        for projection, quotients in self.parts:
-            weight = state.layer(projection.layer).weight
+        if self.stacked is not None:
+            quotients, stack = self.stacked
+            products = [(quotients, stack.weights(tuple(state.layer(n) for n in stack.layers))[0])]
+        else:
+            products = [(quotients, state.layer(p.layer).weight) for p, quotients in self.parts]
+        for quotients, weight in products:
             rel = dispatch.from_quotient(rows, weight, quotients.view(rows.shape[0], -1), add_to=rel, factored=True)
-            for n in (projection.layer, *projection.views):  # never reached by the pass: freed here
+        for projection, _ in self.parts:  # never reached by the pass: freed here
+            for n in (projection.layer, *projection.views):
                 state.values.discard(n.name)
         if isinstance(pending, torch.Tensor):  # relevance multiplied out before: added to in place
             rel = pending
@@ -125,7 +221,7 @@ def fold(node: Node, state: Any, operands: tuple[torch.Tensor, ...], receiving: 
     """The attention node's projections folded into its step (module docstring), or None where it does not hold."""
     if not state.fuse or state.bias_factor or state.on_relevance is not None:
         return None
-    layout = _layout(state.graph, node)
+    layout = _layout(state.graph, node.kind)
     chosen = [layout.projections[node.name][i] for i in receiving]
     if any(p is None for p in chosen):
         return None
@@ -152,21 +248,41 @@ def fold(node: Node, state: Any, operands: tuple[torch.Tensor, ...], receiving: 
     if not x.is_contiguous() or x.dim() < 2:
         return None
     rows = x.reshape(-1, x.shape[-1])
+    # where each z lies: its own contiguous tensor, or columns from `start` of a stacked output of `shape`
+    places: dict[str, tuple[int, tuple[int, ...] | None]] = {}
     for i, p in zip(receiving, chosen):
         z = state.values[p.layer.name]
         if (not dispatch.epsilon_in_torch(state.implementation, state.rules[p.layer.name], rows,
                                           state.layer(p.layer).weight)
                 or z.dtype != x.dtype or not _whole_view(operands[i], z)):
             return None
+        if z.is_contiguous():
+            places[p.layer.name] = 0, None
+        elif (stack := layout.stacks.get(p.layer.name)) is not None and (
+                shape := _stacked_shape(z, start := stack.columns[p.layer.name][0])) is not None:
+            places[p.layer.name] = start, shape
+        else:
+            return None
     pending = state.accumulator(source, x, x, factored=True)
     if pending is None and source.name in state.pending:
         return None  # (multiplied out and summed by the pass, after the products added up: another rounding)
-    # what the kernel writes: rows of the buffers laid out like z (the others, zeros of CP-LRP's Q and K, anywhere)
+    # what the kernel writes: rows of buffers laid out like z, a stack's in one laid out like its output (the
+    # others, zeros of CP-LRP's Q and K, anywhere)
     outputs: list[torch.Tensor] = [torch.empty(a.shape, dtype=a.dtype) for a in operands]
+    stacked: dict[int, torch.Tensor] = {}  # by the stacked output's memory
     parts = []
     for j in order:
         i, p = receiving[j], chosen[j]
-        buffer = torch.empty_like(state.values[p.layer.name])
-        outputs[i] = buffer.as_strided(operands[i].shape, operands[i].stride())
-        parts.append((p, buffer))
-    return Folded(source, pending, epsilons.pop(), parts, tuple(outputs))
+        z = state.values[p.layer.name]
+        start, shape = places[p.layer.name]
+        if shape is None:
+            whole = torch.empty_like(z)
+        elif (whole := stacked.get(z.untyped_storage().data_ptr())) is None:
+            whole = stacked[z.untyped_storage().data_ptr()] = torch.empty(shape, dtype=z.dtype)
+        outputs[i] = whole.as_strided(operands[i].shape, operands[i].stride(), start)
+        parts.append((p, whole.as_strided(z.shape, z.stride(), start)))
+    folded = Folded(source, pending, epsilons.pop(), parts, tuple(outputs))
+    stack = layout.stacks.get(chosen[0].layer.name)
+    if len(stacked) == 1 and stack is not None and {p.layer.name for p in chosen} == set(stack.columns):
+        folded.stacked = next(iter(stacked.values())), stack
+    return folded
