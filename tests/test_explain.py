@@ -339,6 +339,35 @@ def test_what_the_inputs_dtypes_decide_is_decided_again_for_other_dtypes():
             explainer.explain((x, whole.float()))
 
 
+def test_the_cycle_collector_is_off_during_a_pass_and_as_it_was_after(monkeypatch):
+    import gc
+
+    from lrptext.engine import explainer as engine
+
+    seen, forward = [], engine.forward
+
+    def recorded(*args, **kwargs):
+        seen.append(gc.isenabled())
+        if len(seen) == 3:
+            raise RuntimeError("a pass that fails")
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "forward", recorded)
+    explainer = Explainer(seeded(nn.Linear(4, 3)))
+    assert gc.isenabled()
+    explainer.explain(torch.randn(2, 4))
+    assert seen == [False] and gc.isenabled()
+    gc.disable()
+    try:
+        explainer.explain(torch.randn(2, 4))
+        assert seen == [False, False] and not gc.isenabled()  # the caller's choice stays
+    finally:
+        gc.enable()
+    with pytest.raises(RuntimeError, match="a pass that fails"):
+        explainer.explain(torch.randn(2, 4))
+    assert gc.isenabled()
+
+
 def test_masks_from_token_ids_are_allowed():
     class Masked(nn.Module):
         def __init__(self):

@@ -50,6 +50,46 @@ class Residual(nn.Module):
         return self.out(self.down(nn.functional.gelu(z)) + z)
 
 
+class SkipOwner(nn.Module):
+    """Residual sums whose skip connection may own the gradient both summands share (the branch's dense layer,
+    behind a dropout, reads it before anything adds to the skip's relevance), or may not: "late-reader", a
+    layer that reads the skip's value after the branch's dense layer, adds to the skip's relevance first."""
+
+    def __init__(self, late_reader: bool = False):
+        super().__init__()
+        self.a, self.b, self.c, self.d = (nn.Linear(16, 16) for _ in range(4))
+        self.drop, self.out, self.out2 = nn.Dropout(0.1), nn.Linear(16, 3), nn.Linear(16, 3)
+        self.late_reader = late_reader
+
+    def forward(self, x):
+        h = self.a(x.reshape(-1, 8, 16))
+        t = self.b(self.c(h))
+        if self.late_reader:
+            u = self.d(h)
+            return self.out(self.drop(t) + h).mean(1) + self.out2(u).mean(1)
+        y = self.drop(t) + h
+        return self.out(self.drop(self.d(y)) + y).mean(1)
+
+
+class SequenceFirst(nn.Module):
+    """Self-attention with the heads merged into the batch, [batch x heads, tokens, dim] from sequence-first
+    [tokens, batch, width] (torch.nn.MultiheadAttention's and fairseq's layout): no view of a column block of the
+    projections computed as one product merges those axes (lrptext copies it, as the model's own contiguous
+    output is viewed)."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.v = (nn.Linear(16, 16) for _ in range(3))
+        self.out = nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = x.reshape(-1, 8, 16).transpose(0, 1)
+        t, b = h.shape[0], h.shape[1]
+        q, k, v = (p(h).view(t, b * 2, 8).transpose(0, 1).view(b, 2, t, 8) for p in (self.q, self.k, self.v))
+        a = nn.functional.scaled_dot_product_attention(q, k, v).reshape(b * 2, t, 8)
+        return self.out(a.transpose(0, 1).reshape(t, b, 16).mean(0))
+
+
 class ActivatedInput(nn.Module):
     """SiLU of the model's input, then a dense layer: the factored relevance reaches the input itself."""
 
@@ -136,11 +176,15 @@ MODELS = {
     "activated-input": ActivatedInput,
     "rerouted": Rerouted,
     "token-mixing": TokenMixing,
+    "skip-owner": SkipOwner,
+    "sequence-first": SequenceFirst,
+    "skip-owner-late-reader": functools.partial(SkipOwner, late_reader=True),
     **{f"attention-{variant}": functools.partial(SelfAttention, variant) for variant in FOLDS},
 }
 
 
-_WIDTHS = {"activated-input": 256, "rerouted": 128, "token-mixing": 128,
+_WIDTHS = {"activated-input": 256, "rerouted": 128, "token-mixing": 128, "skip-owner": 128, "sequence-first": 128,
+           "skip-owner-late-reader": 128,
            **{f"attention-{variant}": 128 for variant in FOLDS}}
 
 
@@ -163,6 +207,24 @@ def test_factored_relevance_gives_what_the_torch_backend_gives(name, layers, tor
         assert got.layer_relevance.keys() == want.layer_relevance.keys()
         for key, value in want.layer_relevance.items():
             torch.testing.assert_close(got.layer_relevance[key], value, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("late_reader", [False, True])
+def test_a_skip_connection_owns_the_shared_gradient_only_where_nothing_reads_it_first(late_reader, torch_products,
+                                                                                     monkeypatch):
+    """A residual sum hands one gradient to both summands; the skip connection's relevance owns it (the layers
+    reading the skip add to it in place) where the branch's dense layer has read it before any of them: both sums
+    of the plain model, neither of "late-reader" (the sum of its two outputs has no dense summand). The test
+    above checks the explanations (an owner where a reader comes first would have that reader's share added to
+    the gradient before the branch reads it)."""
+    from lrptext.layers import add
+
+    kept, keeper = [], add._keeper
+    monkeypatch.setattr(add, "_keeper", lambda *a: kept.append(k := keeper(*a)) or k)
+    model = seeded("skip-owner-late-reader" if late_reader else "skip-owner")
+    Explainer(model, composite="attnlrp", backend="cpp").explain(torch.randn(4, 128, dtype=torch.float64), target=1)
+    owners = [k is not None for k in kept]  # in the pass's order: the last sum first
+    assert owners == ([False, False] if late_reader else [True, True])
 
 
 @pytest.mark.parametrize("composite", ["attnlrp", "cp_lrp"])
@@ -205,6 +267,39 @@ def test_the_forward_pass_through_attention_predicts_what_the_model_does(variant
     operands go through F.scaled_dot_product_attention instead."""
     torch.manual_seed(7)
     model = SelfAttention(variant).eval()
+    x = torch.randn(4, 128)
+    e = Explainer(model, composite="attnlrp").explain(x, target=1)
+    with torch.no_grad():
+        torch.testing.assert_close(e.prediction, model(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("edit", ["data", "version"])
+def test_an_explainer_sees_the_projections_weights_as_they_are_now(edit):
+    """The projections computed as one product read their weights as they are at each explanation: an edit
+    through .data, which bumps no version (so the Explainer does not capture the model again), reaches the
+    prediction and the relevance as it reaches the model."""
+    torch.manual_seed(7)
+    model = SelfAttention("plain").eval()
+    x = torch.randn(4, 128)
+    explainer = Explainer(model, composite="attnlrp")
+    explainer.explain(x, target=1)
+    if edit == "data":
+        model.q.weight.data.mul_(2)
+        model.v.bias.data.add_(3)
+    else:
+        with torch.no_grad():
+            model.q.weight.mul_(2)
+            model.v.bias.add_(3)
+    got = explainer.explain(x, target=1)
+    want = Explainer(model, composite="attnlrp").explain(x, target=1)
+    with torch.no_grad():
+        torch.testing.assert_close(got.prediction, model(x), rtol=1e-5, atol=1e-6)
+    assert torch.equal(got.relevance, want.relevance)
+
+
+def test_sequence_first_heads_are_copied_where_no_view_can_take_them():
+    torch.manual_seed(7)
+    model = SequenceFirst().eval()
     x = torch.randn(4, 128)
     e = Explainer(model, composite="attnlrp").explain(x, target=1)
     with torch.no_grad():

@@ -3,8 +3,10 @@ each explain() call runs one recorded forward pass and one relevance pass."""
 
 from __future__ import annotations
 
+import gc
 import inspect
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -70,6 +72,35 @@ def _state_versions(model: nn.Module) -> list[tuple[int, int, int]]:
             versions.extend((id(t), t.data_ptr(), t._version) for t in table.values() if t is not None)
         stack.extend(c for c in m._modules.values() if c is not None)
     return versions
+
+
+class _CollectorPaused:
+    """Python's cycle collector off while explanations run: a pass makes thousands of short-lived objects, which
+    start collections that walk every object of the process (a loaded tokenizer and model: hundreds of
+    thousands), about 2% of a 6-layer encoder's explanation at batch 1 (docs/performance.md); the pass's objects
+    go by reference counting anyway. Back on when the last of concurrent explanations ends, if it was on before
+    the first began."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running = 0
+        self._was_enabled = False
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._running == 0:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+            self._running += 1
+
+    def __exit__(self, *exc: Any) -> None:
+        with self._lock:
+            self._running -= 1
+            if self._running == 0 and self._was_enabled:
+                gc.enable()
+
+
+_COLLECTOR_PAUSED = _CollectorPaused()
 
 
 class Explainer:
@@ -235,8 +266,9 @@ class Explainer:
             if x.is_floating_point() and not _all_finite(x):
                 raise ValueError(f"input {i} ('{graph.inputs[i].qualified_name}') holds NaN or infinity; "
                                  "relevance of non-finite values is undefined, so clean the input first")
-        relevance, logits, initial_sum, target_t, contrast, sums, segments, heads = self._run(
-            graph, rules, inputs, dtype, target, output_relevance, layers)
+        with _COLLECTOR_PAUSED:
+            relevance, logits, initial_sum, target_t, contrast, sums, segments, heads = self._run(
+                graph, rules, inputs, dtype, target, output_relevance, layers)
         per_input: list[torch.Tensor | None] = []
         for node, x in zip(graph.inputs, inputs):
             if self.keyword_inputs and node.qualified_name != TOKEN_IDS:

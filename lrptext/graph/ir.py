@@ -192,6 +192,20 @@ class Graph:
         parameters change)."""
         return {p.device for n in self.nodes for p in [n.params.get("weight")] if isinstance(p, torch.Tensor)}
 
+    @functools.cached_property
+    def positions(self) -> dict[str, int]:
+        """Each node's place in the graph's (topological) order, which the relevance pass walks backwards."""
+        return {n.name: i for i, n in enumerate(self.nodes)}
+
+    @functools.cached_property
+    def readers(self) -> dict[str, list[Node]]:
+        """The nodes that read each node's value (its data, LayerKind.data_inputs, not only its shape), each once."""
+        readers: dict[str, list[Node]] = {n.name: [] for n in self.nodes}
+        for n in self.nodes:
+            for name in dict.fromkeys(a.name for a in n.kind.data_inputs(n)):
+                readers[name].append(n)
+        return readers
+
     def consumers(self) -> dict[str, list[Node]]:
         users: dict[str, list[Node]] = {n.name: [] for n in self.nodes}
         for n in self.nodes:

@@ -16,7 +16,8 @@ from lrptext.graph.ir import LayerKind, Node, bind
 from lrptext.kernels import native
 from lrptext.kernels.factored import Factored, multiplied
 from lrptext.kernels.torch_backend import stabilize
-from lrptext.rules import Norm
+from lrptext.layers.dense import DENSE
+from lrptext.rules import LinearRule, Norm, Pass
 
 _SUBTRACTIONS = frozenset({operator.sub, torch.sub, aten.sub.Tensor, aten.sub.Scalar})
 
@@ -59,7 +60,7 @@ class Add(LayerKind):
                 v.shape == y.shape and v.dtype == y.dtype and v.is_contiguous() for _, v, _ in summands):
             found = _share(r, y, rule.stabilizer)
             if found is not None:
-                return _shares(state, summands, *found)
+                return _shares(state, node, summands, *found)
         r = multiplied(r)
         # the pass's relevance is its own (RelevancePass.run): divided and multiplied in place
         own = r.is_contiguous() and r.shape == y.shape and r.dtype == y.dtype
@@ -96,9 +97,10 @@ def _share(r: Any, y: torch.Tensor, stabilizer: float) -> tuple[torch.Tensor, bo
     return r, True
 
 
-def _shares(state: Any, summands: list, g: torch.Tensor, owned: bool) -> list[tuple[Node, Any]]:
-    """Each summand's relevance value ⊙ g, factored (one g shared by the summands, read only), or added to the
-    relevance already pending at the summand where there is some."""
+def _shares(state: Any, node: Node, summands: list, g: torch.Tensor, owned: bool) -> list[tuple[Node, Any]]:
+    """Each summand's relevance value ⊙ g, factored (one g shared by the summands, read only but by its keeper),
+    or added to the relevance already pending at the summand where there is some."""
+    keeper = _keeper(state, node, summands) if owned else None
     out = []
     for summand, value, factor in summands:
         pending = state.accumulator(summand, value, g)
@@ -106,12 +108,37 @@ def _shares(state: Any, summands: list, g: torch.Tensor, owned: bool) -> list[tu
             native.multiply(value, g, pending, scale=factor, accumulate=True)
             out.append((summand, pending))
         elif factor == 1:
-            out.append((summand, Factored(value, g, owned=owned and len(summands) == 1, at_output=True)))
+            mine = owned and (len(summands) == 1 or summand is keeper)
+            out.append((summand, Factored(value, g, owned=mine, at_output=True)))
         else:
             part = torch.empty_like(g)
             native.multiply(value, g, part, scale=factor)
             out.append((summand, part))
     return out
+
+
+def _keeper(state: Any, node: Node, summands: list) -> Node | None:
+    """The summand of two whose relevance may own the gradient they share (a residual sum's skip connection): the
+    earlier in the graph, where the later one is a dense layer under a rule of its own, or passes its relevance on
+    unchanged to one (dropout), whose step, the next of the two in the pass, reads the gradient once and keeps
+    nothing of it; and where no other reader of the earlier one comes after that layer, so that none adds to the
+    relevance pending there before the layer's step (the layer itself may read the earlier one: it adds there
+    after reading the gradient). The layers that read the earlier one then add to the gradient in place instead
+    of copying it first."""
+    if len(summands) != 2 or state.on_relevance is not None or any(factor != 1 for *_, factor in summands):
+        return None
+    (a, *_), (b, *_) = summands
+    positions = state.graph.positions
+    if a.name == b.name:
+        return None
+    later, earlier = (a, b) if positions[a.name] > positions[b.name] else (b, a)
+    reader = later
+    while isinstance(state.rules.get(reader.name), Pass) and len(inputs := state.carrying_inputs(reader)) == 1:
+        reader = inputs[0]
+    if reader.kind is not DENSE or not isinstance(state.rules.get(reader.name), LinearRule):
+        return None
+    others = [r for r in state.graph.readers[earlier.name] if r is not node]
+    return earlier if all(positions[r.name] <= positions[reader.name] for r in others) else None
 
 
 ADD = Add()

@@ -57,8 +57,8 @@ class Stack:
         self.layers = layers
         widths = [n.params["weight"].shape[0] for n in layers]
         starts = [sum(widths[:i]) for i in range(len(widths))]
-        self.columns = {n.name: (a, a + w) for n, a, w in zip(layers, starts, widths)}
-        self._weights: dict[Any, tuple[tuple[Any, ...], torch.Tensor, torch.Tensor | None]] = {}
+        self.columns = {n.name: (a, a + w) for n, a, w in zip(layers, starts, widths)}  # in the layers' order
+        self._kept: dict[torch.dtype, _Stacked] = {}  # by compute dtype
 
     def forward(self, node: Node, x: torch.Tensor, state: Any) -> torch.Tensor | None:
         """The layer's output as its block of the stacked product, which the first layer computes; None where the
@@ -66,10 +66,9 @@ class Stack:
         first = self.layers[0]
         key = ("stacked", first.name)
         if node is first:
-            layers = tuple(state.layer(n) for n in self.layers)
-            if not x.is_cpu or x.dim() < 2 or (state.core and linear.dense_in_core(layers[0].weight, x)):
+            if not x.is_cpu or x.dim() < 2 or (state.core and linear.dense_in_core(state.layer(first).weight, x)):
                 return None
-            state.saved[key] = F.linear(x, *self.weights(layers))
+            state.saved[key] = F.linear(x, *self.weights(state))
         y = state.saved.get(key)
         if y is None:
             return None
@@ -78,42 +77,54 @@ class Stack:
         start, end = self.columns[node.name]
         return y[..., start:end]
 
-    def weights(self, layers: tuple[Any, ...]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The layers' weights and biases stacked, kept for the layers' (cached) weights they were made from."""
-        key = tuple(id(layer) for layer in layers)
-        kept = self._weights.get(key)
-        if kept is None or any(a is not b for a, b in zip(kept[0], layers)):
-            bias = None if layers[0].bias is None else torch.cat([layer.bias for layer in layers])
-            kept = self._weights[key] = layers, torch.cat([layer.weight for layer in layers]), bias
-        return kept[1], kept[2]
+    def weights(self, state: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The layers' weights (in the compute dtype) and biases stacked: kept across explanations (stacking them
+        anew took half of what the stacked products save) and looked over at each: a change in place bumps a
+        parameter's version and the Explainer prepares its layers again, but one through .data
+        (p.data.mul_(2), p.data -= lr * p.grad) does not; 16 elements spread over each weight and bias are
+        compared with what was stacked (any update of all of a tensor's elements shows)."""
+        key = ("stacked weights", self.layers[0].name)
+        if key not in state.saved:
+            layers = tuple(state.layer(n) for n in self.layers)
+            kept = self._kept.get(layers[0].weight.dtype)
+            if (kept is None or any(a is not b for a, b in zip(kept.layers, layers))
+                    or any(view.tolist() != values for view, values in kept.samples)):
+                kept = self._kept[layers[0].weight.dtype] = _Stacked(layers)
+            state.saved[key] = kept.weight, kept.bias
+        return state.saved[key]
+
+
+class _Stacked:
+    """Layers' weights and biases stacked, with views of a few elements of each layer's own (the views read the
+    layer's weights as they are now) and those elements' values when stacked."""
+
+    def __init__(self, layers: tuple[Any, ...]):
+        self.layers = layers
+        self.weight = torch.cat([layer.weight for layer in layers])
+        self.bias = None if layers[0].bias is None else torch.cat([layer.bias for layer in layers])
+        tensors = [t for layer in layers for t in (layer.weight, layer.bias) if t is not None]
+        views = [t.reshape(-1)[::max(1, t.numel() // 16)] for t in tensors]
+        self.samples = [(view, view.tolist()) for view in views]
 
 
 @dataclass(frozen=True)
 class _Layout:
-    """What the graph alone says, worked out once per graph: each attention node's projections, the stacks of the
-    projections that share an input, the nodes that read each node's value (not only its shape) and each node's
-    place in the graph."""
+    """What the graph alone says, worked out once per graph: each attention node's projections, and the stacks of
+    the projections that share an input."""
 
     projections: dict[str, tuple[Projection | None, ...]]
     stacks: dict[str, Stack]  # by layer name
-    readers: dict[str, list[Node]]
-    positions: dict[str, int]
 
 
 def _layout(graph: Graph, attention: LayerKind) -> _Layout:
     layout = graph.__dict__.get("_projections")
     if layout is None:
-        readers: dict[str, list[Node]] = {n.name: [] for n in graph.nodes}
-        for n in graph.nodes:
-            for name in dict.fromkeys(a.name for a in n.kind.data_inputs(n)):
-                readers[name].append(n)
-        positions = {n.name: i for i, n in enumerate(graph.nodes)}
-        layout = _Layout({}, {}, readers, positions)
+        layout = _Layout({}, {})
         for n in graph.nodes:
             if n.kind is attention:
-                found = layout.projections[n.name] = tuple(_projection(a, readers) for a in n.args[:3])
+                found = layout.projections[n.name] = tuple(_projection(a, graph.readers) for a in n.args[:3])
                 layers = sorted({p.layer.name: p.layer for p in found if p is not None}.values(),
-                                key=lambda m: positions[m.name])
+                                key=lambda m: graph.positions[m.name])
                 if len(layers) == 3 and _stackable(layers) and not any(m.name in layout.stacks for m in layers):
                     stack = Stack(tuple(layers))
                     layout.stacks.update({m.name: stack for m in layers})
@@ -200,7 +211,7 @@ class Folded:
         rel = pending.view(rows.shape) if isinstance(pending, torch.Tensor) else pending
         if self.stacked is not None:
             quotients, stack = self.stacked
-            products = [(quotients, stack.weights(tuple(state.layer(n) for n in stack.layers))[0])]
+            products = [(quotients, stack.weights(state)[0])]
         else:
             products = [(quotients, state.layer(p.layer).weight) for p, quotients in self.parts]
         for quotients, weight in products:
@@ -226,14 +237,15 @@ def fold(node: Node, state: Any, operands: tuple[torch.Tensor, ...], receiving: 
     if any(p is None for p in chosen):
         return None
     # in the pass's order (later layers first), so that the products add up as the layers' own steps would
-    order = sorted(range(len(chosen)), key=lambda j: -layout.positions[chosen[j].layer.name])
+    positions = state.graph.positions
+    order = sorted(range(len(chosen)), key=lambda j: -positions[chosen[j].layer.name])
     source = chosen[0].layer.args[0]
     if (not isinstance(source, Node) or any(p.layer.args[0] is not source for p in chosen)
             or len({p.layer.name for p in chosen}) != len(chosen)):
         return None
-    first, last = layout.positions[chosen[order[-1]].layer.name], layout.positions[node.name]
+    first, last = positions[chosen[order[-1]].layer.name], positions[node.name]
     layers = {p.layer.name for p in chosen}
-    if any(first < layout.positions[r.name] < last and r.name not in layers for r in layout.readers[source.name]):
+    if any(first < positions[r.name] < last and r.name not in layers for r in state.graph.readers[source.name]):
         return None  # another reader's share would reach the input between the projections' in the pass
     epsilons = set()
     for p in chosen:

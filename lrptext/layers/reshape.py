@@ -24,6 +24,18 @@ class Reshape(LayerKind):
     def default_rule(self, node: Node) -> Any:
         return "reshaped back"
 
+    def forward(self, node: Node, args: tuple, kwargs: dict, state: Any) -> Any:
+        try:
+            return node.call(*args, **kwargs)
+        except RuntimeError:
+            # a view of a value laid out otherwise than the model lays it out (a column block of projections
+            # computed as one product, lrptext/layers/projections.py) that no view can rearrange: the same values
+            # from a contiguous copy (torch.export records a reshape of a contiguous tensor as a view)
+            x = args[0] if args else None
+            if not isinstance(x, torch.Tensor) or x.is_contiguous():
+                raise
+            return node.call(x.contiguous(), *args[1:], **kwargs)
+
     def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
         return [(node.args[0], r.reshape(state.shape(node.args[0])))]
 
