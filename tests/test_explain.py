@@ -202,6 +202,33 @@ def test_residual_add_and_batchnorm_end_to_end(backend):
     torch.testing.assert_close(unfolded.explain(x).prediction, model(x))
 
 
+@pytest.mark.parametrize("case", ["gamma rule", "float64 of a float32 model", "folded batchnorm"])
+def test_an_edit_through_data_is_seen_by_the_next_explanation(case):
+    """Edits through .data bump no version; the Explainer still sees them (samples of every parameter and buffer):
+    rule-modified weights (gamma), weights converted to the compute dtype and BatchNorm folded into a
+    convolution are prepared again, and the explanation is a fresh Explainer's."""
+    if case == "folded batchnorm":
+        model = seeded(ResidualBlock(), 5).float()
+        randomize_batchnorm(model)
+        x = torch.rand(2, 3, 8, 8)
+        kwargs = {"composite": "epsilon_gamma_box", "low": 0.0, "high": 1.0}
+    else:  # (seeded() makes a float64 model)
+        model = seeded(nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 4))).float()
+        x = torch.randn(3, 10, dtype=torch.float64 if case.startswith("float64") else torch.float32)
+        kwargs = {"composite": "epsilon_gamma_box", "low": -3.0, "high": 3.0}
+    explainer = Explainer(model, **kwargs)
+    explainer.explain(x)
+    for p in model.parameters():
+        p.data.mul_(1.5)
+    for b in model.buffers():
+        if b.is_floating_point():
+            b.data.add_(0.25)
+    got, want = explainer.explain(x), Explainer(model, **kwargs).explain(x)
+    assert torch.equal(got.relevance, want.relevance) and torch.equal(got.prediction, want.prediction)
+    with torch.no_grad():
+        torch.testing.assert_close(got.prediction, model(x.float()).to(got.prediction.dtype))
+
+
 def test_residual_add_conserves_without_biases():
     """The Norm rule splits a residual sum in proportion to its summands and conserves relevance."""
 
@@ -366,6 +393,31 @@ def test_the_cycle_collector_is_off_during_a_pass_and_as_it_was_after(monkeypatc
     with pytest.raises(RuntimeError, match="a pass that fails"):
         explainer.explain(torch.randn(2, 4))
     assert gc.isenabled()
+
+
+def test_an_explanation_leaves_nothing_for_the_cycle_collector(monkeypatch):
+    """Its passes' objects go by reference counting alone (the collector is paused while explanations run)."""
+    import gc
+    import weakref
+
+    from lrptext.engine import propagate
+
+    made, init = [], propagate.ForwardPass.__init__
+
+    def recorded(self, *args, **kwargs):
+        made.append(weakref.ref(self))
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(propagate.ForwardPass, "__init__", recorded)
+    explainer = Explainer(seeded(ResidualBlock(), 5))
+    gc.collect()
+    gc.disable()
+    try:
+        explainer.explain(torch.rand(2, 3, 8, 8, dtype=torch.float64), layers=True)  # (with the batch-axis probe)
+        alive = [r for r in made if r() is not None]
+    finally:
+        gc.enable()
+    assert len(made) == 2 and alive == []
 
 
 def test_masks_from_token_ids_are_allowed():

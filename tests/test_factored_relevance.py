@@ -71,6 +71,33 @@ class SkipOwner(nn.Module):
         return self.out(self.drop(self.d(y)) + y).mean(1)
 
 
+class BranchFirst(nn.Module):
+    """Residual sums whose skip must not own the shared gradient: "late-activation", the branch's dense layer
+    computed before the skip's (its activation applied at the sum), so the skip's step comes first in the pass;
+    "parallel", attention's folded projections add to the relevance at the block's input at attention's step,
+    which lies between the branch's dense layer and the sum."""
+
+    def __init__(self, variant: str):
+        super().__init__()
+        self.fc, self.fc2, self.skip = nn.Linear(16, 16), nn.Linear(16, 16), nn.Linear(16, 16)
+        self.q, self.k, self.v = (nn.Linear(16, 16) for _ in range(3))
+        self.out, self.out2 = nn.Linear(16, 3), nn.Linear(16, 3)
+        self.variant = variant
+
+    def forward(self, x):
+        h = x.reshape(-1, 8, 16)
+        if self.variant == "late-activation":
+            u = self.fc(h)
+            return self.out(torch.relu(self.skip(h)) + nn.functional.gelu(u)).mean(1)
+        h0 = self.skip(h)
+        b = h0.shape[0]
+        u = self.fc(h0)
+        q, k, v = (p(h0).view(b, 8, 2, 8).transpose(1, 2) for p in (self.q, self.k, self.v))
+        m = self.fc2(nn.functional.gelu(u))
+        a = nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, 8, 16)
+        return self.out(h0 + m).mean(1) + self.out2(a).mean(1)
+
+
 class SequenceFirst(nn.Module):
     """Self-attention with the heads merged into the batch, [batch x heads, tokens, dim] from sequence-first
     [tokens, batch, width] (torch.nn.MultiheadAttention's and fairseq's layout): no view of a column block of the
@@ -178,13 +205,15 @@ MODELS = {
     "token-mixing": TokenMixing,
     "skip-owner": SkipOwner,
     "sequence-first": SequenceFirst,
+    "late-activation": functools.partial(BranchFirst, "late-activation"),
+    "parallel-block": functools.partial(BranchFirst, "parallel"),
     "skip-owner-late-reader": functools.partial(SkipOwner, late_reader=True),
     **{f"attention-{variant}": functools.partial(SelfAttention, variant) for variant in FOLDS},
 }
 
 
-_WIDTHS = {"activated-input": 256, "rerouted": 128, "token-mixing": 128, "skip-owner": 128, "sequence-first": 128,
-           "skip-owner-late-reader": 128,
+_WIDTHS = {"activated-input": 256, "rerouted": 128, "token-mixing": 128, "skip-owner": 128,
+           "skip-owner-late-reader": 128, "sequence-first": 128, "late-activation": 128, "parallel-block": 128,
            **{f"attention-{variant}": 128 for variant in FOLDS}}
 
 
@@ -273,7 +302,7 @@ def test_the_forward_pass_through_attention_predicts_what_the_model_does(variant
         torch.testing.assert_close(e.prediction, model(x), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("edit", ["data", "version"])
+@pytest.mark.parametrize("edit", ["data", "data-columns", "version"])
 def test_an_explainer_sees_the_projections_weights_as_they_are_now(edit):
     """The projections computed as one product read their weights as they are at each explanation: an edit
     through .data, which bumps no version (so the Explainer does not capture the model again), reaches the
@@ -286,6 +315,8 @@ def test_an_explainer_sees_the_projections_weights_as_they_are_now(edit):
     if edit == "data":
         model.q.weight.data.mul_(2)
         model.v.bias.data.add_(3)
+    elif edit == "data-columns":  # (every column but the first: samples a whole row apart would miss it)
+        model.q.weight.data[:, 1:] *= 2
     else:
         with torch.no_grad():
             model.q.weight.mul_(2)
@@ -295,6 +326,24 @@ def test_an_explainer_sees_the_projections_weights_as_they_are_now(edit):
     with torch.no_grad():
         torch.testing.assert_close(got.prediction, model(x), rtol=1e-5, atol=1e-6)
     assert torch.equal(got.relevance, want.relevance)
+
+
+def test_a_view_the_model_cannot_take_fails_as_in_the_model():
+    """Only values lrptext lays out otherwise (stacked projections' column blocks) are copied for a view."""
+    class Transposed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.out = nn.Linear(16, 16), nn.Linear(128, 3)
+
+        def forward(self, x):
+            return self.out(self.a(x.reshape(-1, 8, 16)).transpose(1, 2).view(x.shape[0], -1))
+
+    model = Transposed().eval()
+    x = torch.randn(4, 128)
+    with pytest.raises(RuntimeError, match="view size is not compatible"):
+        model(x)
+    with pytest.raises(RuntimeError, match="view size is not compatible"):
+        Explainer(model, composite="attnlrp").explain(x, target=1)
 
 
 def test_sequence_first_heads_are_copied_where_no_view_can_take_them():
@@ -354,6 +403,47 @@ def test_operands_attention_broadcasts_are_broadcast_as_torch_does(variant, comp
     want = Explainer(expanded, composite=composite).explain(x, target=1)
     with torch.no_grad():
         torch.testing.assert_close(got.prediction, broadcast(x), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got.relevance, want.relevance, rtol=1e-10, atol=1e-13)
+    torch.testing.assert_close(got.delta, want.delta, rtol=1e-10, atol=1e-13)
+
+
+class Headless(nn.Module):
+    """Attention over [batch, tokens, dim] operands without a head axis, which torch takes as one head; or (`heads`)
+    the same with a head axis of one made explicit; with a causal flag or a [batch, tokens, tokens] mask."""
+
+    def __init__(self, heads: bool, mask: str):
+        super().__init__()
+        self.q, self.k, self.v, self.out = nn.Linear(16, 16), nn.Linear(16, 16), nn.Linear(16, 16), nn.Linear(16, 3)
+        self.heads, self.mask = heads, mask
+        allowed = torch.ones(4, 8, 8, dtype=torch.bool)
+        allowed[1, :, 5:] = allowed[3, :, 2:] = False  # keys padded away, per sample (a batch of 4)
+        self.register_buffer("allowed", allowed)
+
+    def forward(self, x):
+        h = x.reshape(4, 8, 16)
+        q, k, v = self.q(h), self.k(h), self.v(h)
+        mask = self.allowed if self.mask == "padding" else None
+        if self.heads:
+            q, k, v = q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)
+            mask = None if mask is None else mask.unsqueeze(1)
+        a = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=self.mask == "causal")
+        return self.out(a.reshape(h.shape).mean(1))
+
+
+@pytest.mark.parametrize("composite", ["attnlrp", "cp_lrp"])
+@pytest.mark.parametrize("mask", ["none", "causal", "padding"])
+def test_attention_without_a_head_axis_is_one_head(mask, composite):
+    """F.scaled_dot_product_attention takes 3-D operands (no head axis): the explanation is the one of the same
+    model with a head axis of one (was: the kernel's 'query must be 4-D' error)."""
+    torch.manual_seed(7)
+    headless = Headless(False, mask).double().eval()
+    heads = Headless(True, mask).double().eval()
+    heads.load_state_dict(headless.state_dict())
+    x = torch.randn(4, 128, dtype=torch.float64)
+    got = Explainer(headless, composite=composite).explain(x, target=1)
+    want = Explainer(heads, composite=composite).explain(x, target=1)
+    with torch.no_grad():
+        torch.testing.assert_close(got.prediction, headless(x), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(got.relevance, want.relevance, rtol=1e-10, atol=1e-13)
     torch.testing.assert_close(got.delta, want.delta, rtol=1e-10, atol=1e-13)
 

@@ -74,12 +74,41 @@ def _state_versions(model: nn.Module) -> list[tuple[int, int, int]]:
     return versions
 
 
+def _spread(t: torch.Tensor) -> torch.Tensor:
+    """A view of 16 elements of t spread over its rows and its columns: a step through the flat tensor whole rows
+    long plus 0.38 of a row (a multiple of the row length alone would read one column only)."""
+    n, row = t.numel(), t.shape[-1] if t.dim() else 1
+    step = max(1, n // 16)
+    if step >= row:
+        step = step - step % row + int(0.381966 * row)
+    return t.detach().reshape(-1)[::step][:16]
+
+
+def _samples(model: nn.Module) -> list[tuple[torch.Tensor, list]]:
+    """16 elements spread over each parameter and buffer of the model, as views (which read the tensor as it is
+    then) and their values now: an edit through .data (p.data.mul_(2), p.data -= lr * p.grad) bumps no version,
+    but shows in the samples of any tensor whose elements it all changes."""
+    samples, stack, seen = [], [model], set()
+    while stack:
+        m = stack.pop()
+        if id(m) in seen:
+            continue
+        seen.add(id(m))
+        for table in (m._parameters, m._buffers):
+            for t in table.values():
+                if t is not None and t.numel() and t.device.type == "cpu":
+                    view = _spread(t)
+                    samples.append((view, view.tolist()))
+        stack.extend(c for c in m._modules.values() if c is not None)
+    return samples
+
+
 class _CollectorPaused:
     """Python's cycle collector off while explanations run: a pass makes thousands of short-lived objects, which
     start collections that walk every object of the process (a loaded tokenizer and model: hundreds of
     thousands), about 2% of a 6-layer encoder's explanation at batch 1 (docs/performance.md); the pass's objects
-    go by reference counting anyway. Back on when the last of concurrent explanations ends, if it was on before
-    the first began."""
+    go by reference counting (they form no cycles). Back on when the last of concurrent explanations ends, if it
+    was on before the first began (so a gc.disable() that another thread makes meanwhile is undone then)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -153,6 +182,7 @@ class Explainer:
         # nodes, and a name may stand for another layer in another graph
         self._layers: dict[tuple[int, torch.dtype, torch.device], Layer] = {}
         self._versions = _state_versions(self.model)
+        self._samples = _samples(self.model)
 
     def _graph(self, key: Key) -> tuple[Graph, dict[str, Any]]:
         """The graph (and its rules) for a call that gives forward's arguments `key` (see Key)."""
@@ -257,8 +287,8 @@ class Explainer:
                 layers: bool = False) -> Explanation:
         """Relevance of every input element for the target logit (None: the predicted class per sample; an int;
         one per sample; or Contrast(c, c')), or for a given output_relevance Tensor[B, C]."""
-        if _state_versions(self.model) != self._versions:
-            self._build()  # parameters changed in place since the weights were prepared
+        if _state_versions(self.model) != self._versions or any(v.tolist() != was for v, was in self._samples):
+            self._build()  # parameters changed (in place, or through .data) since the weights were prepared
         inputs, graph, rules = self._check_inputs(inputs)
         dtype = self._compute_dtype(inputs)
         inputs = tuple(x.detach().to(dtype) if x.is_floating_point() else x.detach() for x in inputs)
@@ -277,7 +307,9 @@ class Explainer:
             if node.name in relevance:
                 if not _all_finite(relevance[node.name]):
                     # Run again with a check after every node, to name the node and the rule it came from.
-                    self._run(graph, rules, inputs, dtype, target, output_relevance, layers, locate_non_finite=True)
+                    with _COLLECTOR_PAUSED:
+                        self._run(graph, rules, inputs, dtype, target, output_relevance, layers,
+                                  locate_non_finite=True)
                     raise ValueError(f"the relevance of input '{node.qualified_name}' came out NaN or infinite from "
                                      "finite inputs")
                 per_input.append(relevance[node.name])
@@ -310,17 +342,22 @@ class Explainer:
             # the C++ core computes the small layers' forward pass too, unless the torch backend was asked for
             core = self.backend != "torch" and _native.core is not None
             state, carries = forward(graph, inputs, rules, layer, core)
-            logits = state.values[graph.output.name]
-            initial, target_t, contrast = initial_relevance(logits, target, output_relevance)
-            initial_sum = initial.sum(1)  # before the pass, whose kernels may overwrite the relevance they take
-            # per-layer sums need every node's relevance, so the fused embedding path is off when they are asked for
-            relevance_pass = RelevancePass(graph, rules, state, carries, self.backend, fuse=not layers,
-                                           bias_factor=self.bias_factor)
-            if layers:
-                relevance_pass.batch_axes = batch_axes(graph, inputs, state, rules, layer, core)
-            if locate_non_finite:
-                relevance_pass.on_relevance = lambda node, arg, r: _check_finite(node, rules.get(node.name), r, dtype)
-            relevance, sums = relevance_pass.run(initial, layers)
+            try:
+                logits = state.values[graph.output.name]
+                initial, target_t, contrast = initial_relevance(logits, target, output_relevance)
+                initial_sum = initial.sum(1)  # before the pass, whose kernels may overwrite the relevance they take
+                # per-layer sums need every node's relevance, so the fused embedding path is off when they are
+                # asked for
+                relevance_pass = RelevancePass(graph, rules, state, carries, self.backend, fuse=not layers,
+                                               bias_factor=self.bias_factor)
+                if layers:
+                    relevance_pass.batch_axes = batch_axes(graph, inputs, state, rules, layer, core)
+                if locate_non_finite:
+                    relevance_pass.on_relevance = lambda node, arg, r: _check_finite(node, rules.get(node.name), r,
+                                                                                     dtype)
+                relevance, sums = relevance_pass.run(initial, layers)
+            finally:
+                state.close()
         return (relevance, logits, initial_sum, target_t, contrast, sums, relevance_pass.segments,
                 relevance_pass.head_sums)
 

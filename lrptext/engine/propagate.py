@@ -130,6 +130,10 @@ class Values(dict):
         self.pop(name, None)
         self.dropped.discard(name)
 
+    def close(self) -> None:
+        self._compute = None
+        self.dropped.clear()
+
 
 class ForwardPass:
     """What a layer kind's forward step reads: the values so far, the layers' weights in the compute dtype, and
@@ -144,6 +148,11 @@ class ForwardPass:
         # What forward steps keep for relevance steps beside the values, by node name (attention's log-sum-exp)
         # or (name, form) (an attention mask converted once for all the layers that read it)
         self.saved: dict[Any, Any] = {}
+
+    def close(self) -> None:
+        """Ends the pass: its values no longer compute dropped ones again, which needs the pass (a reference
+        cycle that only the cycle collector would free, with every activation in it)."""
+        self.values.close()
 
 
 def _carries_value(kind: LayerKind, value: Any) -> bool:
@@ -176,6 +185,7 @@ def batch_axes(graph: Graph, inputs: tuple[Any, ...], state: ForwardPass, rules:
         probe, _ = forward(graph, tuple(more(x) for x in inputs), rules, layer, core)
     except Exception:  # (an EmbeddingBag's flat ids and offsets, a PackedSequence: no simple sample to add)
         return None
+    probe.close()
     batch = inputs[0].shape[0]
     axes: dict[str, int] = {}
     for name, shape in state.shapes.items():

@@ -120,11 +120,12 @@ def _shares(state: Any, node: Node, summands: list, g: torch.Tensor, owned: bool
 def _keeper(state: Any, node: Node, summands: list) -> Node | None:
     """The summand of two whose relevance may own the gradient they share (a residual sum's skip connection): the
     earlier in the graph, where the later one is a dense layer under a rule of its own, or passes its relevance on
-    unchanged to one (dropout), whose step, the next of the two in the pass, reads the gradient once and keeps
-    nothing of it; and where no other reader of the earlier one comes after that layer, so that none adds to the
-    relevance pending there before the layer's step (the layer itself may read the earlier one: it adds there
-    after reading the gradient). The layers that read the earlier one then add to the gradient in place instead
-    of copying it first."""
+    unchanged to one (dropout), whose step reads the gradient once and keeps nothing of it, and that step is the
+    next to touch it: the dense layer comes after the earlier summand (whose own step would overwrite it), no
+    step runs between the sum's and the dense layer's but those passing the relevance on (attention's folded
+    projections add to their input's relevance at attention's step), and no other reader of the earlier summand
+    comes after the dense layer (the dense layer itself may read it: it adds there after reading the gradient).
+    The layers that read the earlier one then add to the gradient in place instead of copying it first."""
     if len(summands) != 2 or state.on_relevance is not None or any(factor != 1 for *_, factor in summands):
         return None
     (a, *_), (b, *_) = summands
@@ -132,10 +133,15 @@ def _keeper(state: Any, node: Node, summands: list) -> Node | None:
     if a.name == b.name:
         return None
     later, earlier = (a, b) if positions[a.name] > positions[b.name] else (b, a)
-    reader = later
+    chain, reader = set(), later
     while isinstance(state.rules.get(reader.name), Pass) and len(inputs := state.carrying_inputs(reader)) == 1:
+        chain.add(reader.name)
         reader = inputs[0]
-    if reader.kind is not DENSE or not isinstance(state.rules.get(reader.name), LinearRule):
+    if (reader.kind is not DENSE or not isinstance(state.rules.get(reader.name), LinearRule)
+            or positions[reader.name] <= positions[earlier.name]):
+        return None
+    between = state.graph.nodes[positions[reader.name] + 1:positions[node.name]]
+    if any(n.name in state.carries and n.name not in chain for n in between):
         return None
     others = [r for r in state.graph.readers[earlier.name] if r is not node]
     return earlier if all(positions[r.name] <= positions[reader.name] for r in others) else None

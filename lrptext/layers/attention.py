@@ -74,6 +74,12 @@ class Attention(LayerKind):
 
     def relevance(self, node: Node, r: Any, rule: Any, state: Any) -> list[tuple[Node, Any]]:
         (q, k, v, mask), _ = state.arguments(node)
+        # [batch, tokens, dim] operands without a head axis (torch takes them): one head, its relevance multiplied
+        headless = q.dim() == k.dim() == v.dim() == 3
+        if headless:
+            q, k, v = (t.unsqueeze(1) for t in (q, k, v))
+            mask = mask.unsqueeze(1) if mask is not None and mask.dim() == 3 else mask
+            r = multiplied(r).unsqueeze(1)
         given = (q, k, v)
         # operands the batch or the heads share (a learned memory, multi-query attention's keys and values)
         broadcast = all(t.dim() == 4 for t in given) and len({t.shape[:2] for t in given}) > 1
@@ -107,6 +113,8 @@ class Attention(LayerKind):
             out = tuple(Factored(x, g, at_output=True) for x, g in zip((q, k, v), out))
         if broadcast:  # each shared operand's relevance summed over what shared it
             out = tuple(o.sum_to_size(t.shape) for o, t in zip(out, given))
+        if headless:
+            out = tuple(o.squeeze(1) for o in out)
         return [(node.args[i], out[i]) for i in receiving]
 
 

@@ -39,7 +39,7 @@ from lrptext.kernels import dispatch
 from lrptext.layers import linear
 from lrptext.layers.dense import DENSE
 from lrptext.layers.move import MOVE
-from lrptext.layers.reshape import RESHAPE
+from lrptext.layers.reshape import RELAID, RESHAPE
 from lrptext.rules import Epsilon
 
 
@@ -58,7 +58,8 @@ class Stack:
         widths = [n.params["weight"].shape[0] for n in layers]
         starts = [sum(widths[:i]) for i in range(len(widths))]
         self.columns = {n.name: (a, a + w) for n, a, w in zip(layers, starts, widths)}  # in the layers' order
-        self._kept: dict[torch.dtype, _Stacked] = {}  # by compute dtype
+        # by compute dtype: the layers' prepared weights, and their weights and biases stacked
+        self._kept: dict[torch.dtype, tuple[tuple[Any, ...], torch.Tensor, torch.Tensor | None]] = {}
 
     def forward(self, node: Node, x: torch.Tensor, state: Any) -> torch.Tensor | None:
         """The layer's output as its block of the stacked product, which the first layer computes; None where the
@@ -68,7 +69,8 @@ class Stack:
         if node is first:
             if not x.is_cpu or x.dim() < 2 or (state.core and linear.dense_in_core(state.layer(first).weight, x)):
                 return None
-            state.saved[key] = F.linear(x, *self.weights(state))
+            state.saved[key] = y = F.linear(x, *self.weights(state))
+            state.saved.setdefault(RELAID, set()).add(y.untyped_storage().data_ptr())
         y = state.saved.get(key)
         if y is None:
             return None
@@ -78,33 +80,18 @@ class Stack:
         return y[..., start:end]
 
     def weights(self, state: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The layers' weights (in the compute dtype) and biases stacked: kept across explanations (stacking them
-        anew took half of what the stacked products save) and looked over at each: a change in place bumps a
-        parameter's version and the Explainer prepares its layers again, but one through .data
-        (p.data.mul_(2), p.data -= lr * p.grad) does not; 16 elements spread over each weight and bias are
-        compared with what was stacked (any update of all of a tensor's elements shows)."""
+        """The layers' weights (in the compute dtype) and biases stacked, kept for the layers' prepared weights
+        they were stacked from (stacking them anew at each explanation took half of what the stacked products
+        save); the Explainer prepares its layers again when the parameters change."""
         key = ("stacked weights", self.layers[0].name)
         if key not in state.saved:
             layers = tuple(state.layer(n) for n in self.layers)
             kept = self._kept.get(layers[0].weight.dtype)
-            if (kept is None or any(a is not b for a, b in zip(kept.layers, layers))
-                    or any(view.tolist() != values for view, values in kept.samples)):
-                kept = self._kept[layers[0].weight.dtype] = _Stacked(layers)
-            state.saved[key] = kept.weight, kept.bias
+            if kept is None or any(a is not b for a, b in zip(kept[0], layers)):
+                bias = None if layers[0].bias is None else torch.cat([layer.bias for layer in layers])
+                kept = self._kept[layers[0].weight.dtype] = layers, torch.cat([layer.weight for layer in layers]), bias
+            state.saved[key] = kept[1:]
         return state.saved[key]
-
-
-class _Stacked:
-    """Layers' weights and biases stacked, with views of a few elements of each layer's own (the views read the
-    layer's weights as they are now) and those elements' values when stacked."""
-
-    def __init__(self, layers: tuple[Any, ...]):
-        self.layers = layers
-        self.weight = torch.cat([layer.weight for layer in layers])
-        self.bias = None if layers[0].bias is None else torch.cat([layer.bias for layer in layers])
-        tensors = [t for layer in layers for t in (layer.weight, layer.bias) if t is not None]
-        views = [t.reshape(-1)[::max(1, t.numel() // 16)] for t in tensors]
-        self.samples = [(view, view.tolist()) for view in views]
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,10 @@ from torch.ops import aten
 
 from lrptext.graph.ir import LayerKind, Node
 
+# state.saved's key of the memory of the values an explanation lays out otherwise than the model does (projections
+# computed as one product, lrptext/layers/projections.py): a view that no view of them can take copies them
+RELAID = "relaid values"
+
 
 class Reshape(LayerKind):
     name = "reshape"
@@ -28,11 +32,12 @@ class Reshape(LayerKind):
         try:
             return node.call(*args, **kwargs)
         except RuntimeError:
-            # a view of a value laid out otherwise than the model lays it out (a column block of projections
-            # computed as one product, lrptext/layers/projections.py) that no view can rearrange: the same values
-            # from a contiguous copy (torch.export records a reshape of a contiguous tensor as a view)
+            # a view of a value that lrptext lays out otherwise than the model (a column block of projections
+            # computed as one product) and no view can rearrange: the same values from a contiguous copy, as the
+            # model's own contiguous output is viewed (any other failing view fails as in the model)
             x = args[0] if args else None
-            if not isinstance(x, torch.Tensor) or x.is_contiguous():
+            if not (isinstance(x, torch.Tensor) and x.untyped_storage().data_ptr()
+                    in state.saved.get(RELAID, ())):
                 raise
             return node.call(x.contiguous(), *args[1:], **kwargs)
 
