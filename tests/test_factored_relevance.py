@@ -399,10 +399,15 @@ def test_operands_attention_broadcasts_are_broadcast_as_torch_does(variant, comp
         with pytest.raises(UnsupportedLayerError, match="relevance vanishes"):
             Explainer(broadcast, composite=composite).explain(x, target=1)
         return
-    got = Explainer(broadcast, composite=composite).explain(x, target=1)
-    want = Explainer(expanded, composite=composite).explain(x, target=1)
+    assert_explained_alike(broadcast, expanded, x, composite)
+
+
+def assert_explained_alike(model: nn.Module, alike: nn.Module, x: torch.Tensor, composite: str) -> None:
+    """model predicts what it computes, and explains as `alike`, the same computation written otherwise (float64)."""
+    got = Explainer(model, composite=composite).explain(x, target=1)
+    want = Explainer(alike, composite=composite).explain(x, target=1)
     with torch.no_grad():
-        torch.testing.assert_close(got.prediction, broadcast(x), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(got.prediction, model(x), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(got.relevance, want.relevance, rtol=1e-10, atol=1e-13)
     torch.testing.assert_close(got.delta, want.delta, rtol=1e-10, atol=1e-13)
 
@@ -439,13 +444,7 @@ def test_attention_without_a_head_axis_is_one_head(mask, composite):
     headless = Headless(False, mask).double().eval()
     heads = Headless(True, mask).double().eval()
     heads.load_state_dict(headless.state_dict())
-    x = torch.randn(4, 128, dtype=torch.float64)
-    got = Explainer(headless, composite=composite).explain(x, target=1)
-    want = Explainer(heads, composite=composite).explain(x, target=1)
-    with torch.no_grad():
-        torch.testing.assert_close(got.prediction, headless(x), rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(got.relevance, want.relevance, rtol=1e-10, atol=1e-13)
-    torch.testing.assert_close(got.delta, want.delta, rtol=1e-10, atol=1e-13)
+    assert_explained_alike(headless, heads, torch.randn(4, 128, dtype=torch.float64), composite)
 
 
 def test_a_factored_product_multiplies_out_in_its_gradient_buffer():

@@ -58,20 +58,25 @@ def _all_finite(t: torch.Tensor) -> bool:
     return math.isfinite(t.sum().item()) or bool(torch.isfinite(t).all())
 
 
-def _state_versions(model: nn.Module) -> list[tuple[int, int, int]]:
-    """Changes in place bump a tensor's version; a replaced parameter changes its identity and storage. Read from
-    each module's own tables, walked here: model.modules() and model.parameters() build names and generators on the
-    way (a third of a millisecond per explanation for a 6-layer encoder)."""
-    versions, stack, seen = [], [model], set()
+def _tensors(model: nn.Module) -> list[torch.Tensor]:
+    """Every parameter and buffer of the model, read from each module's own tables: model.modules() and
+    model.parameters() build names and generators on the way (a third of a millisecond per explanation for a
+    6-layer encoder)."""
+    tensors, stack, seen = [], [model], set()
     while stack:
         m = stack.pop()
         if id(m) in seen:
             continue
         seen.add(id(m))
         for table in (m._parameters, m._buffers):
-            versions.extend((id(t), t.data_ptr(), t._version) for t in table.values() if t is not None)
+            tensors.extend(t for t in table.values() if t is not None)
         stack.extend(c for c in m._modules.values() if c is not None)
-    return versions
+    return tensors
+
+
+def _state_versions(model: nn.Module) -> list[tuple[int, int, int]]:
+    """Changes in place bump a tensor's version; a replaced parameter changes its identity and storage."""
+    return [(id(t), t.data_ptr(), t._version) for t in _tensors(model)]
 
 
 def _spread(t: torch.Tensor) -> torch.Tensor:
@@ -88,19 +93,8 @@ def _samples(model: nn.Module) -> list[tuple[torch.Tensor, list]]:
     """16 elements spread over each parameter and buffer of the model, as views (which read the tensor as it is
     then) and their values now: an edit through .data (p.data.mul_(2), p.data -= lr * p.grad) bumps no version,
     but shows in the samples of any tensor whose elements it all changes."""
-    samples, stack, seen = [], [model], set()
-    while stack:
-        m = stack.pop()
-        if id(m) in seen:
-            continue
-        seen.add(id(m))
-        for table in (m._parameters, m._buffers):
-            for t in table.values():
-                if t is not None and t.numel() and t.device.type == "cpu":
-                    view = _spread(t)
-                    samples.append((view, view.tolist()))
-        stack.extend(c for c in m._modules.values() if c is not None)
-    return samples
+    views = [_spread(t) for t in _tensors(model) if t.numel() and t.device.type == "cpu"]
+    return [(view, view.tolist()) for view in views]
 
 
 class _CollectorPaused:
