@@ -28,3 +28,14 @@ def relative_error(actual, expected) -> float:
 def assert_matches(actual, expected, dtype: torch.dtype) -> None:
     err = relative_error(actual, expected)
     assert err <= RELATIVE[dtype], f"relative error {err:.3e} exceeds {RELATIVE[dtype]:.0e} for {dtype}"
+
+
+def assert_same_sums(got, want, same_order: bool) -> None:
+    """Two float32 explanations of one model whose sums add the same terms: in the same order (same_order), bit for
+    bit; in another (one product over stacked weights instead of one per layer), to float32's rounding."""
+    if same_order:
+        assert torch.equal(got.relevance, want.relevance) and torch.equal(got.delta, want.delta)
+        return
+    scale = want.relevance.abs().max().item()
+    torch.testing.assert_close(got.relevance, want.relevance, rtol=1e-5, atol=1e-6 * scale)
+    torch.testing.assert_close(got.delta, want.delta, rtol=1e-5, atol=1e-6 * scale)
