@@ -33,17 +33,33 @@ T dot(const T* x, const T* y, int64_t n) {
   return sum;
 }
 
-// x [rows, cols] (rows ldx apart) into y = xᵀ [cols, rows] (contiguous)
-template <class T>
-void transpose_rows(const T* x, int64_t ldx, T* y, int64_t rows, int64_t cols) {
-  for (int64_t i = 0; i < rows; ++i)
-    for (int64_t j = 0; j < cols; ++j) y[j * rows + i] = x[i * ldx + j];
+// Rows [first, last) of x (cols elements each, ld apart) on their way into the cache, to be read or (write) written:
+// a head's rows in [tokens, heads x dim] lie pages apart, where the hardware prefetchers stop, and each row would
+// wait for its own miss (at batch 32 x 128 tokens, where the operands come from memory, prefetching took a tenth
+// off the kernel's time).
+template <bool write = false, class T>
+inline void prefetch_rows(const T* x, int64_t ld, int64_t first, int64_t last, int64_t cols) {
+  constexpr int64_t line = 64 / sizeof(T);
+  for (int64_t i = first; i < last; ++i)
+    for (int64_t j = 0; j < cols; j += line) __builtin_prefetch(x + i * ld + j, write ? 1 : 0);
 }
 
-// rows x cols of x (rows ldx apart) into y (contiguous)
+// x [rows, cols] (rows ldx apart) into y = xᵀ [cols, rows] (contiguous), and into a contiguous copy where `copy`
+// is given, in tiles of 16 rows: a tile stays in L1 while each of y's rows gets 16 elements at once (row by row,
+// every element went to another cache line; at 512 tokens the copies of K and V took as long as one of the
+// products).
 template <class T>
-void copy_rows(const T* x, int64_t ldx, T* y, int64_t rows, int64_t cols) {
-  for (int64_t i = 0; i < rows; ++i) std::copy(x + i * ldx, x + i * ldx + cols, y + i * cols);
+void transpose_rows(const T* x, int64_t ldx, T* y, int64_t rows, int64_t cols, T* copy = nullptr) {
+  constexpr int64_t tile = 16;
+  prefetch_rows(x, ldx, 0, std::min(rows, tile), cols);
+  for (int64_t i0 = 0; i0 < rows; i0 += tile) {
+    const int64_t i1 = std::min(rows, i0 + tile);
+    prefetch_rows(x, ldx, i1, std::min(rows, i1 + tile), cols);
+    if (copy)
+      for (int64_t i = i0; i < i1; ++i) std::copy(x + i * ldx, x + i * ldx + cols, copy + i * cols);
+    for (int64_t j = 0; j < cols; ++j)
+      for (int64_t i = i0; i < i1; ++i) y[j * rows + i] = x[i * ldx + j];
+  }
 }
 
 // out[i, :] = factor * y[i, :] * sum[i, :] over `rows` rows of `cols` (y null: factor * sum[i, :]); out and y
@@ -59,15 +75,33 @@ void scale_rows(const T* sum, T* out, int64_t ldo, const T* y, int64_t ldy, int6
     for (int64_t j = 0; j < cols; ++j) out[i * ldo + j] = sum[i * cols + j] * (factor * y[i * ldy + j]);
 }
 
-// out[i, :] = x[i, :] out[i, :] / st(x[i, :]) over `rows` rows of `cols`: R_X / X into the epsilon rule's quotient
-// R_X / st(X) (the order of lrptext's divide_stabilized, so that both give the same bits)
+// out[i, :] = x[i, :] (factor g[i, :]) / st(x[i, :]) over `rows` rows of `cols`, g rows ldg apart (g may be out):
+// a head's R_X / X (gradient form), scaled, into the epsilon rule's quotient R_X / st(X) in one pass (the order
+// of lrptext's divide_stabilized, so that both give the same bits). In AVX-512 where the CPU has it, for float.
 template <class T>
-void stabilized_quotient_rows(T* out, int64_t ldo, const T* x, int64_t ldx, int64_t rows, int64_t cols, T eps) {
+inline __attribute__((always_inline)) void quotient_rows(T* out, int64_t ldo, const T* g, int64_t ldg, const T* x,
+                                                         int64_t ldx, int64_t rows, int64_t cols, T factor, T eps) {
+  constexpr int64_t ahead = 8;
+  prefetch_rows<true>(out, ldo, 0, std::min(rows, ahead), cols);
   for (int64_t i = 0; i < rows; ++i) {
+    if (i + ahead < rows) prefetch_rows<true>(out, ldo, i + ahead, i + ahead + 1, cols);
     const T* x_row = x + i * ldx;
+    const T* g_row = g + i * ldg;
     T* out_row = out + i * ldo;
-    for (int64_t j = 0; j < cols; ++j) out_row[j] = x_row[j] * out_row[j] / stabilize(x_row[j], eps);
+#pragma omp simd
+    for (int64_t j = 0; j < cols; ++j) out_row[j] = x_row[j] * (factor * g_row[j]) / stabilize(x_row[j], eps);
   }
+}
+
+LRPTEXT_AVX512_CLONE void stabilized_quotient_rows(float* out, int64_t ldo, const float* g, int64_t ldg,
+                                                   const float* x, int64_t ldx, int64_t rows, int64_t cols,
+                                                   float factor, float eps) {
+  quotient_rows(out, ldo, g, ldg, x, ldx, rows, cols, factor, eps);
+}
+
+void stabilized_quotient_rows(double* out, int64_t ldo, const double* g, int64_t ldg, const double* x, int64_t ldx,
+                              int64_t rows, int64_t cols, double factor, double eps) {
+  quotient_rows(out, ldo, g, ldg, x, ldx, rows, cols, factor, eps);
 }
 
 // The probabilities of a block's n queries when every query may attend to every key (no mask, not causal), from
@@ -145,10 +179,10 @@ void head_relevance(const AttentionProblem& p, int64_t t, T* work) {
   T* vt = kt + nk * d;
   T* sum_v = vt + nk * dv;  // Aᵀ G
   T* sum_k = sum_v + nk * dv;  // Hᵀ Q
-  const T* k = k_in;
-  int64_t ldk = ldk_in;
-  if (ldk != d) copy_rows(k_in, ldk_in, k_own, nk, d), k = k_own, ldk = d;
-  transpose_rows(k, ldk, kt, nk, d);
+  T* k_copy = ldk_in != d ? k_own : nullptr;  // K's rows contiguous where they are not
+  transpose_rows(k_in, ldk_in, kt, nk, d, k_copy);
+  const T* k = k_copy ? k_copy : k_in;
+  const int64_t ldk = k_copy ? d : ldk_in;
   transpose_rows(v_in, ldv_in, vt, nk, dv);
   const T scale = T(p.scale);
   const bool cp = p.rule == AttentionRule::CPLRP, gradients = p.gradient_form;
@@ -157,9 +191,17 @@ void head_relevance(const AttentionProblem& p, int64_t t, T* work) {
   const T* lse = p.logsumexp ? static_cast<const T*>(p.logsumexp) + head_offset(p.logsumexp_strides, p.heads, t)
                              : nullptr;
   const int64_t ldo = saved_o ? p.output_strides.row : dv, lse_stride = p.logsumexp_strides.row;
+  auto prefetch_block = [&](int64_t first, int64_t last) {  // a block's rows of Q, the relevance, O and R_Q
+    prefetch_rows(q, ldq, first, last, d);
+    prefetch_rows(r, ldr, first, last, dv);
+    if (saved_o) prefetch_rows(saved_o, ldo, first, last, dv);
+    prefetch_rows<true>(rq, ldrq, first, last, d);
+  };
+  prefetch_block(0, std::min(rows, nq));
   for (int64_t i0 = 0; i0 < nq; i0 += rows) {
     const int64_t n = std::min(rows, nq - i0);
     const T accumulate = i0 == 0 ? T(0) : T(1);  // Aᵀ G and Hᵀ Q sum over the blocks of queries
+    prefetch_block(i0 + n, std::min(nq, i0 + n + rows));
     gemm<T>(false, false, n, nk, d, q + i0 * ldq, ldq, kt, nk, T(0), s, nk);
     probability_rows(p, t, i0, n, s, a, scale, lse, lse_stride);
     const T* o = saved_o ? saved_o + i0 * ldo : g;
@@ -186,23 +228,25 @@ void head_relevance(const AttentionProblem& p, int64_t t, T* work) {
     gemm<T>(true, false, nk, d, n, m, nk, q + i0 * ldq, ldq, accumulate, sum_k, d);
   }
   // R_V = ½ V ⊙ (Aᵀ G) (CP-LRP: all of it); R_Q = ½ Q ⊙ (H K), R_K = ½ K ⊙ (Hᵀ Q); in gradient form without
-  // the products with V, Q and K
-  scale_rows(sum_v, rv, ldrv, gradients ? nullptr : v_in, ldv_in, nk, dv, cp ? T(1) : T(0.5));
+  // the products with V, Q and K, or (quotients) those divided by st(V), st(Q), st(K)
   const bool quotients = gradients && p.quotient_epsilon >= 0;
-  const T eps = T(p.quotient_epsilon);
-  if (quotients) stabilized_quotient_rows(rv, ldrv, v_in, ldv_in, nk, dv, eps);
+  const T eps = T(p.quotient_epsilon), v_share = cp ? T(1) : T(0.5);
+  if (quotients) stabilized_quotient_rows(rv, ldrv, sum_v, dv, v_in, ldv_in, nk, dv, v_share, eps);
+  else scale_rows(sum_v, rv, ldrv, gradients ? nullptr : v_in, ldv_in, nk, dv, v_share);
   if (cp) {  // A is a constant: nothing reaches Q and K
     for (int64_t i = 0; i < nq; ++i) std::fill(rq + i * ldrq, rq + i * ldrq + d, T(0));
     for (int64_t i = 0; i < nk; ++i) std::fill(rk + i * ldrk, rk + i * ldrk + d, T(0));
     return;
   }
-  for (int64_t i = 0; i < nq; ++i)  // H K was written straight into R_Q's rows
+  // H K was written straight into R_Q's rows
+  if (quotients) {
+    stabilized_quotient_rows(rq, ldrq, rq, ldrq, q, ldq, nq, d, T(0.5), eps);
+    stabilized_quotient_rows(rk, ldrk, sum_k, d, k, ldk, nk, d, T(0.5), eps);
+    return;
+  }
+  for (int64_t i = 0; i < nq; ++i)
     for (int64_t j = 0; j < d; ++j) rq[i * ldrq + j] *= T(0.5) * (gradients ? T(1) : q[i * ldq + j]);
   scale_rows(sum_k, rk, ldrk, gradients ? nullptr : k, ldk, nk, d, T(0.5));
-  if (quotients) {
-    stabilized_quotient_rows(rq, ldrq, q, ldq, nq, d, eps);
-    stabilized_quotient_rows(rk, ldrk, k, ldk, nk, d, eps);
-  }
 }
 
 template <class T>
