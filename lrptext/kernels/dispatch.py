@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from lrptext import _native
 from lrptext.kernels import native, torch_backend
 from lrptext.kernels.arrays import Array, contiguous, contiguous_rows, like_input, strided, to_torch
-from lrptext.kernels.factored import Factored
+from lrptext.kernels.factored import IN_PLACE_ACTIVATIONS, Factored
 from lrptext.rules import Epsilon, LinearRule
 
 BACKENDS = ("auto", "cpp", "torch")
@@ -93,7 +93,8 @@ def _epsilon_torch_product(x: torch.Tensor, weight: torch.Tensor, r: torch.Tenso
     the product."""
     if isinstance(r, Factored):  # (moved as views: contiguous copies first, a copied gradient this call's own)
         gradient, factor = r.gradient.contiguous(), r.input.contiguous()
-        s = gradient if r.owned or gradient is not r.gradient else torch.empty_like(gradient)
+        own = r.owned or gradient is not r.gradient
+        s = gradient if own and r.activation in IN_PLACE_ACTIVATIONS else torch.empty_like(gradient)
         native.divide_stabilized(gradient, z, s, epsilon, factor=factor, activation_factor=r.activation)
     else:
         s = r if writable else torch.empty_like(r)
