@@ -217,12 +217,14 @@ def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("rule", ["attnlrp", "cp_lrp"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_strided_heads_are_read_and_written_in_place(rule, dtype):
+@pytest.mark.parametrize("dim", [4, 12, 24])
+def test_strided_heads_are_read_and_written_in_place(rule, dtype, dim):
     """Q, K and V as head views of one fused projection ([batch, tokens, 3 * heads * dim], so rows lie 3 * width
     apart), R_O as a head view of its own [batch, tokens, width]: the C++ CPU kernel reads them without a copy, and
     each output comes back laid out like its operand (so merging the heads again is a free view), against the
-    oracle; numpy views likewise. 40 keys with a padded sample, so blocks and masks meet the strides."""
-    heads, dim = 3, 4
+    oracle; numpy views likewise. 40 keys with a padded sample, so blocks and masks meet the strides; head sizes
+    below, across and at multiples of the kernel's 8 x 8 blocks for transposing K and V (16 rows at a time)."""
+    heads = 3
     qkv = rand((2, 40, 3 * heads * dim), dtype, "cpu", 40)
     q, k, v = (split_heads(part, heads) for part in qkv.split(heads * dim, dim=-1))
     r = split_heads(rand((2, 40, heads * dim), dtype, "cpu", 41), heads)
@@ -230,7 +232,7 @@ def test_strided_heads_are_read_and_written_in_place(rule, dtype):
     mask[1, ..., 30:] = False
     assert not q.is_contiguous() and not r.is_contiguous()
     out = K.attention_relevance(q, k, v, r, mask=mask, rule=rule, backend="cpp")
-    (e_q, e_k, e_v), _ = oracle(q, k, v, r, mask, 0.5, False, rule)
+    (e_q, e_k, e_v), _ = oracle(q, k, v, r, mask, dim ** -0.5, False, rule)  # the default scale
     for actual, operand, expected in zip(out, (q, k, v), (e_q, e_k, e_v)):
         assert actual.stride() == (40 * heads * dim, dim, heads * dim, 1)  # [batch, tokens, heads, dim] memory
         assert actual.transpose(1, 2).reshape(2, 40, heads * dim)._base is actual  # merging is a view
