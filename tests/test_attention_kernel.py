@@ -407,19 +407,21 @@ def test_gradient_form_is_the_relevance_divided_by_each_operand(rule, causal, dt
 
 @pytest.mark.parametrize("rule", ["attnlrp", "cp_lrp"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_quotient_epsilon_writes_the_projections_epsilon_quotients(rule, dtype):
+@pytest.mark.parametrize("dim", [4, 20])
+def test_quotient_epsilon_writes_the_projections_epsilon_quotients(rule, dtype, dim):
     """With quotient_epsilon ε the gradient form's outputs are R_X / st(X), st(x) = x + ε sign(x) with sign(0) = +1
     (what the projection that computed X divides by): the oracle's relevance divided by st of the operand, and
     bit for bit what the core's divide_stabilized makes of the plain gradient form. Operands with exact zeros and
-    rows laid out as a transformer's heads are (strided views of [batch, tokens, heads, dim])."""
+    rows laid out as a transformer's heads are (strided views of [batch, tokens, heads, dim]); head size 20 runs
+    the quotients' vector loop and its tail, and the 8 x 8 transposes."""
     from lrptext._native import require_core
     from lrptext.kernels import native
 
     core = require_core()
-    q, k, v = (rand((2, 40, 3, 4), dtype, "cpu", s).transpose(1, 2) for s in (60, 61, 62))
+    q, k, v = (rand((2, 40, 3, dim), dtype, "cpu", s).transpose(1, 2) for s in (60, 61, 62))
     for x in (q, k, v):
         x[0, 1, :3] = 0.0
-    g = rand((2, 3, 40, 4), dtype, "cpu", 63)
+    g = rand((2, 3, 40, dim), dtype, "cpu", 63)
     mask = torch.ones(2, 3, 40, 40, dtype=torch.bool)
     mask[1, ..., 30:] = False
     eps = 0.25  # large enough to move every quotient visibly

@@ -129,6 +129,20 @@ class ActivatedInput(nn.Module):
         return self.dense(nn.functional.silu(x))
 
 
+class ActivatedSum(nn.Module):
+    """The sum of two dense layers through an activation, then a dense layer: the sum's relevance arrives
+    factored through the activation (act(s) times a gradient) and the sum divides it by st(s) itself, in place
+    (ReLU, SiLU) or into a buffer of its own (GELU)."""
+
+    def __init__(self, activation: str):
+        super().__init__()
+        self.a, self.b, self.out = nn.Linear(8, 256), nn.Linear(8, 256), nn.Linear(256, 3)
+        self.activation = {"gelu": nn.functional.gelu, "silu": nn.functional.silu, "relu": torch.relu}[activation]
+
+    def forward(self, x):
+        return self.out(self.activation(self.a(x) + self.b(x)))
+
+
 class Rerouted(nn.Module):
     """Gradient form through every route: a residual sum reached through two transposes (its gradient a view), a
     value added to itself, LayerNorm, two dense layers and a residual sharing one input (the gradients they add
@@ -209,6 +223,7 @@ MODELS = {
     "late-activation": functools.partial(BranchFirst, "late-activation"),
     "parallel-block": functools.partial(BranchFirst, "parallel"),
     "skip-owner-late-reader": functools.partial(SkipOwner, late_reader=True),
+    **{f"activated-sum-{act}": functools.partial(ActivatedSum, act) for act in ("gelu", "silu", "relu")},
     **{f"attention-{variant}": functools.partial(SelfAttention, variant) for variant in FOLDS},
 }
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from lrptext import _native
 from lrptext.kernels import native, torch_backend
 from lrptext.kernels.arrays import Array, contiguous, contiguous_rows, like_input, strided, to_torch
-from lrptext.kernels.factored import IN_PLACE_ACTIVATIONS, Factored
+from lrptext.kernels.factored import QUOTIENT_APART, Factored
 from lrptext.rules import Epsilon, LinearRule
 
 BACKENDS = ("auto", "cpp", "torch")
@@ -94,7 +94,7 @@ def _epsilon_torch_product(x: torch.Tensor, weight: torch.Tensor, r: torch.Tenso
     if isinstance(r, Factored):  # (moved as views: contiguous copies first, a copied gradient this call's own)
         gradient, factor = r.gradient.contiguous(), r.input.contiguous()
         own = r.owned or gradient is not r.gradient
-        s = gradient if own and r.activation in IN_PLACE_ACTIVATIONS else torch.empty_like(gradient)
+        s = gradient if own and r.activation not in QUOTIENT_APART else torch.empty_like(gradient)
         native.divide_stabilized(gradient, z, s, epsilon, factor=factor, activation_factor=r.activation)
     else:
         s = r if writable else torch.empty_like(r)

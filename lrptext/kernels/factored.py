@@ -26,10 +26,11 @@ import torch
 
 from lrptext.kernels import native
 
-# The activations with which the core may write act(input) gradient / st(z) over the gradient it reads. A loop
-# that computes GELU or SiLU ran at half speed storing where it loads (the feed-forward quotient at batch
-# 32 x 128: 9 ms in place, 5 into a buffer of its own; docs/performance.md), so those quotients get a new buffer.
-IN_PLACE_ACTIVATIONS = frozenset({"identity", "relu"})
+# The activations whose quotient act(input) gradient / st(z) the core writes into a buffer of its own rather than
+# over the gradient it reads: with GELU that loop ran at about half speed storing where it loads (the
+# feed-forward quotient at batch 32 x 128: 9 ms in place, 5 apart; docs/performance.md). SiLU measured faster in
+# place on warm buffers and slower on cold ones, so it stays in place.
+QUOTIENT_APART = frozenset({"gelu"})
 
 
 @dataclass(slots=True)

@@ -14,7 +14,7 @@ from torch.ops import aten
 
 from lrptext.graph.ir import LayerKind, Node, bind
 from lrptext.kernels import native
-from lrptext.kernels.factored import IN_PLACE_ACTIVATIONS, Factored, multiplied
+from lrptext.kernels.factored import QUOTIENT_APART, Factored, multiplied
 from lrptext.kernels.torch_backend import stabilize
 from lrptext.layers.dense import DENSE
 from lrptext.rules import LinearRule, Norm, Pass
@@ -88,7 +88,7 @@ def _share(r: Any, y: torch.Tensor, stabilizer: float) -> tuple[torch.Tensor, bo
         if not (r.gradient.is_contiguous() and r.input.is_contiguous() and r.shape == y.shape
                 and r.gradient.dtype == y.dtype):
             return None
-        in_place = r.owned and r.activation in IN_PLACE_ACTIVATIONS
+        in_place = r.owned and r.activation not in QUOTIENT_APART
         g = r.gradient if in_place else torch.empty_like(r.gradient)
         native.divide_stabilized(r.gradient, y, g, stabilizer, factor=r.input, activation_factor=r.activation)
         return g, True
