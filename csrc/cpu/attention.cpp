@@ -42,9 +42,7 @@ T dot(const T* x, const T* y, int64_t n) {
 // off the kernel's time).
 template <bool write = false, class T>
 inline void prefetch_rows(const T* x, int64_t ld, int64_t first, int64_t last, int64_t cols) {
-  constexpr int64_t line = 64 / sizeof(T);
-  for (int64_t i = first; i < last; ++i)
-    for (int64_t j = 0; j < cols; j += line) __builtin_prefetch(x + i * ld + j, write ? 1 : 0);
+  for (int64_t i = first; i < last; ++i) prefetch_row<write>(x + i * ld, cols);
 }
 
 #if defined(__AVX2__)

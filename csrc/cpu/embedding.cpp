@@ -37,17 +37,9 @@ void embedding(const EmbeddingProblem& p) {
 // cache, a standalone copy of these loops took 1.3x the time with the baseline's 4-wide products (interleaved
 // medians; AVX-512 gained nothing more).
 
-// Fetches the cache lines of a table row before it is read: rows are scattered over the table, where the
-// hardware prefetchers cannot follow. (Measured on W5's table, 24 MB: fetching 4 to 64 rows ahead or none took
-// the same time, whether the rows sat in the 32 MiB L3 or had been evicted; kept, at no cost, for larger tables.)
-template <class T>
-inline void prefetch_row(const T* row, int64_t d) {
-  if (d <= 0) return;
-  const char* first = reinterpret_cast<const char*>(row);
-  const char* last = reinterpret_cast<const char*>(row + d) - 1;
-  for (const char* line = first; line <= last; line += 64) __builtin_prefetch(line);
-  __builtin_prefetch(last);  // a row that does not start on a line boundary ends on one more line
-}
+// Table rows are fetched ahead (prefetch_row, exec.h): they are scattered over the table, where the hardware
+// prefetchers cannot follow. (Measured on W5's table, 24 MB: fetching 4 to 64 rows ahead or none took the same
+// time, whether the rows sat in the 32 MiB L3 or had been evicted; kept, at no cost, for larger tables.)
 
 // One bag of the embedding-bag relevance (below): tokens [lo, hi), the bag's relevance r[d], its output y[d] (null:
 // summed here first, one more read of the rows), s[d] scratch.

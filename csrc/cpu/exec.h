@@ -34,6 +34,17 @@ constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 #define LRPTEXT_AVX512_CLONE
 #endif
 
+// Fetches the cache lines of a row of d elements before it is read (or, `write`, written): for rows the hardware
+// prefetchers cannot follow, scattered (an embedding table's) or more than a page apart (attention's heads).
+template <bool write = false, class T>
+inline void prefetch_row(const T* row, int64_t d) {
+  if (d <= 0) return;
+  const char* first = reinterpret_cast<const char*>(row);
+  const char* last = reinterpret_cast<const char*>(row + d) - 1;
+  for (const char* line = first; line <= last; line += 64) __builtin_prefetch(line, write ? 1 : 0);
+  __builtin_prefetch(last, write ? 1 : 0);  // a row that does not start on a line boundary ends on one more line
+}
+
 // C[M, N] = op(A) op(B) + beta C, row-major. Splits the larger of M and N over the OpenMP threads
 // unless called from inside a parallel region.
 // Threads of every parallel region in our kernels (lrptext.set_num_threads); process-wide, unlike
