@@ -65,7 +65,8 @@ class Attention(LayerKind):
         if _flash_on_cpu(q, k, v, mask):
             # what F.scaled_dot_product_attention runs on the CPU, called directly for its log-sum-exp per query:
             # the relevance kernel then reads A and O instead of computing them again
-            additive = _once(node, state, ("additive", q.dtype), lambda: _additive(mask, q.dtype))
+            additive = _once(node, state, ("additive", q.dtype),
+                             lambda: _additive(mask, q.dtype, _allows_all(node, mask, state)))
             out, lse = aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal, attn_mask=additive,
                                                                         scale=scale)
             state.saved[node.name] = lse
@@ -88,7 +89,7 @@ class Attention(LayerKind):
             q, k, v = (t.expand(*heads, *t.shape[2:]) for t in given)
         scale = node.params["scale"] if node.params["scale"] is not None else 1 / math.sqrt(q.shape[-1])
         allowed = _once(node, state, ("allowed", q.shape, k.shape),
-                        lambda: None if mask is None else _allowed(node, mask, q, k))
+                        lambda: None if mask is None else _allowed(node, mask, q, k, _allows_all(node, mask, state)))
         impl = dispatch.implementation("attention_relevance", state.backend, q)
         lse = state.saved.get(node.name)
         saved = {} if lse is None else {"output": state.values[node.name], "logsumexp": lse}
@@ -146,17 +147,33 @@ def _once(node: Node, state: Any, form: tuple, compute: Callable[[], Any]) -> An
     return state.saved[key]
 
 
-def _additive(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+def _allows_all(node: Node, mask: torch.Tensor | None, state: Any) -> bool:
+    """Whether a boolean mask is True, or an additive one 0, everywhere (the forward and relevance steps ask once).
+    A contiguous boolean mask is read 8 bytes at a time: torch's all() over Hugging Face's [1, 1, 512, 512] mask took
+    0.13 ms, three times this."""
+    def check() -> bool:
+        if mask is None:
+            return True
+        if mask.dtype != torch.bool:
+            return not bool(mask.any())
+        if mask.is_contiguous() and mask.numel() % 8 == 0 and mask.storage_offset() % 8 == 0:
+            return bool(mask.reshape(-1).view(torch.uint8).view(torch.int64).eq(0x0101010101010101).all())
+        return bool(mask.all())
+    return _once(node, state, ("allows all",), check)
+
+
+def _additive(mask: torch.Tensor | None, dtype: torch.dtype, allows_all: bool) -> torch.Tensor | None:
     """The mask as torch's CPU flash attention takes it: additive (0 / −inf, as F.scaled_dot_product_attention turns
     a boolean one into), or None where it lets every query attend to every key (a batch without padding)."""
-    if mask is None or (mask.all() if mask.dtype == torch.bool else not mask.any()):
+    if mask is None or allows_all:
         return None
     if mask.dtype != torch.bool:
         return mask
     return torch.zeros(mask.shape, dtype=dtype).masked_fill_(~mask, float("-inf"))
 
 
-def _allowed(node: Node, mask: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor | None:
+def _allowed(node: Node, mask: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
+             allows_all: bool) -> torch.Tensor | None:
     """Where a query may attend to a key, as the kernels read it (4-D, broadcast axes of size 1), or None where
     it may attend to every key."""
     if mask.dtype != torch.bool:
@@ -164,7 +181,7 @@ def _allowed(node: Node, mask: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -
             raise ValueError(f"{node.op} at '{node.qualified_name}': an additive attention mask other than 0 / -inf "
                              "has no rule in lrptext (it would shift the scores like a bias); pass a boolean mask")
         mask = mask == 0
-    if mask.all():
+    if allows_all:
         return None
     shape = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
     return broadcast_mask(f"{node.op} at '{node.qualified_name}'", mask, shape)

@@ -53,7 +53,7 @@ LRPT_HD inline void attention_probabilities_row_from(T* s, T* a, const uint8_t* 
   scaled_scores_row(s, mask_row, allowed_to, nk, scale);
   for (int64_t j = 0; j < nk; ++j) {
     const T shifted = s[j] - logsumexp;
-    const T e = exp_nonpositive(shifted > T(0) ? T(0) : shifted > T(-1000) ? shifted : T(-1000));
+    const T e = exp_clamped(shifted);
     a[j] = s[j] == minus_inf ? T(0) : e;
   }
 }
@@ -66,7 +66,7 @@ LRPT_HD inline void attention_probabilities_row_unmasked_from(T* s, T* a, int64_
     const T scaled = s[j] * scale;
     const T shifted = scaled - logsumexp;
     s[j] = scaled;
-    a[j] = exp_nonpositive(shifted > T(0) ? T(0) : shifted > T(-1000) ? shifted : T(-1000));  // NaN: -1000
+    a[j] = exp_clamped(shifted);
   }
 }
 
@@ -76,7 +76,7 @@ LRPT_HD inline void attention_probabilities_only_row_unmasked_from(const T* s, T
                                                                    T logsumexp) {
   for (int64_t j = 0; j < nk; ++j) {
     const T shifted = s[j] * scale - logsumexp;
-    a[j] = exp_nonpositive(shifted > T(0) ? T(0) : shifted > T(-1000) ? shifted : T(-1000));  // NaN: -1000
+    a[j] = exp_clamped(shifted);
   }
 }
 
