@@ -108,6 +108,17 @@ def plan(graph: Graph) -> dict[str, Step]:
     return steps
 
 
+def _constants_apart(graph: Graph, steps: dict[str, Step]) -> tuple[tuple[Node, ...], tuple[Step, ...]]:
+    """The graph's constants (its parameters and buffers, a third of an encoder's nodes) and the other steps in
+    order, kept on the graph: the forward pass sets the constants' values first instead of stepping through them."""
+    cached = graph.__dict__.get("_constants_apart")
+    if cached is None:
+        cached = (tuple(s.node for s in steps.values() if s.node.kind is CONSTANT),
+                  tuple(s for s in steps.values() if s.node.kind is not CONSTANT))
+        graph.__dict__["_constants_apart"] = cached
+    return cached
+
+
 class Values(dict):
     """Every node's value by name; a value dropped after its last use in the forward pass is computed again from
     its inputs by `compute(node, args, kwargs)` (as in the forward pass) when the relevance pass asks."""
@@ -218,12 +229,15 @@ def forward(graph: Graph, inputs: tuple[Any, ...], rules: dict[str, Any], layer:
     cached = known.get((id(rules), signature)) if signature is not None else None
     flow = None if cached is not None and cached[0] is rules else _Flow(rules)
     given = dict(zip((n.name for n in graph.inputs), inputs))
-    for step in state.steps.values():
+    constants, computed = _constants_apart(graph, state.steps)
+    for node in constants:  # (no relevance flows to or from them: flow.check has nothing to do)
+        values[node.name] = value = node.params["value"]
+        if isinstance(value, torch.Tensor):
+            state.shapes[node.name] = value.shape
+    for step in computed:
         node = step.node
         if node.kind is INPUT:
             value = given[node.name]
-        elif node.kind is CONSTANT:
-            value = node.params["value"]
         else:
             args, kwargs = step.arguments(values)
             value = args[0] if node.kind is OUTPUT else node.kind.forward(node, args, kwargs, state)
