@@ -139,7 +139,8 @@ class Values(dict):
 
     def discard(self, name: str) -> None:
         self.pop(name, None)
-        self.dropped.discard(name)
+        if self.dropped:
+            self.dropped.discard(name)
 
     def close(self) -> None:
         self._compute = None
@@ -461,8 +462,8 @@ class RelevancePass:
                                         "from its input as a float tensor, so no relevance can reach the input")
         relevance[source.name] = initial
         self.implementation = dispatch.implementation("explain", self.backend, initial)
-        for node in reversed(self.graph.nodes):
-            if node.kind in (INPUT, OUTPUT, CONSTANT) or node.name not in relevance:
+        for node in _steps_back(self.graph):
+            if node.name not in relevance:
                 continue
             r = relevance.pop(node.name)
             if record and isinstance(r, Factored):
@@ -526,6 +527,16 @@ class RelevancePass:
         if rule is None:
             raise unsupported_error(node)
         return kind.relevance(node, r, rule, self)
+
+
+def _steps_back(graph: Graph) -> tuple[Node, ...]:
+    """The nodes that may take a relevance step, last first (no inputs, outputs or constants: a third of an
+    encoder's nodes are its parameters), kept on the graph."""
+    cached = graph.__dict__.get("_steps_back")
+    if cached is None:
+        cached = tuple(n for n in reversed(graph.nodes) if n.kind not in (INPUT, OUTPUT, CONSTANT))
+        graph.__dict__["_steps_back"] = cached
+    return cached
 
 
 def _sum(a: Any, b: Any) -> Any:
