@@ -864,7 +864,8 @@ void pool_relevance(py::handle input, py::handle relevance, py::handle out, cons
 
 void row_relevance(py::handle input, py::handle output, py::handle relevance, py::handle out, py::handle bias,
                    py::handle weight, const std::string& rule, double epsilon, std::optional<double> variance_epsilon,
-                   bool check_finite, bool gradient_form, py::object stream) {
+                   bool check_finite, bool gradient_form, py::handle quotient_of, py::handle quotient_out,
+                   std::optional<double> quotient_epsilon, py::object stream) {
   Call c("row_relevance", stream);
   Tensor x = c.arg(input, "input"), y = c.arg(output, "output"), r = c.arg(relevance, "relevance"),
          o = c.arg(out, "out");
@@ -900,6 +901,25 @@ void row_relevance(py::handle input, py::handle output, py::handle relevance, py
   for (const Tensor* t : {&x, &y, &r}) c.disjoint(o, *t);
   if (b) c.disjoint(o, *b);
   if (w) c.disjoint(o, *w);
+  std::optional<Tensor> zq = c.optional_arg(quotient_of, "quotient_of"), q = c.optional_arg(quotient_out,
+                                                                                               "quotient_out");
+  if (zq || q || quotient_epsilon) {
+    if (!(zq && q && quotient_epsilon))
+      fail(c.fn(), "'quotient_of', 'quotient_out' and 'quotient_epsilon' come together; pass all three or none");
+    if (!gradient_form) fail(c.fn(), "'quotient_of' belongs to gradient_form (layer_norm); pass gradient_form=True");
+    if (c.on_cuda()) fail(c.fn(), "'quotient_of' runs on the CPU only; on CUDA divide in a step of its own");
+    for (Tensor* t : {&*zq, &*q}) {
+      c.float_dtype(*t);
+      c.shape(*t, {p.rows, p.width}, "like 'input' (rows, width)");
+    }
+    if (!(*quotient_epsilon >= 0) || !std::isfinite(*quotient_epsilon))
+      fail(c.fn(), "'quotient_epsilon' must be a finite number >= 0, got " + std::to_string(*quotient_epsilon));
+    c.writable(*q);
+    for (const Tensor* t : {&x, &y, &r, &o, &*zq}) c.disjoint(*q, *t);
+    p.quotient_of = zq->data();
+    p.quotient_out = q->data();
+    p.quotient_epsilon = *quotient_epsilon;
+  }
   if (check_finite) {  // a softmax's input may hold -inf where scores are masked: its probabilities are checked
     if (p.rule == RowRule::LayerNorm) c.finite(x, p.dtype);
     c.finite(y, p.dtype);
@@ -1246,9 +1266,12 @@ PYBIND11_MODULE(LRPTEXT_MODULE, m) {
   m.def("row_relevance", &row_relevance, "input"_a.noconvert(), "output"_a.noconvert(), "relevance"_a.noconvert(),
         "out"_a.noconvert(), py::kw_only(), "bias"_a = py::none(), "weight"_a = py::none(), "rule"_a,
         "epsilon"_a = 1e-6, "variance_epsilon"_a = py::none(), "check_finite"_a = true, "gradient_form"_a = false,
+        "quotient_of"_a = py::none(), "quotient_out"_a = py::none(), "quotient_epsilon"_a = py::none(),
         "stream"_a = py::none(),
         "LayerNorm (rule='layer_norm') or softmax (rule='softmax') relevance along the rows of [rows, width]. "
-        "gradient_form (layer_norm): 'relevance' holds g with R = output * g, and 'out' receives R_input / input.");
+        "gradient_form (layer_norm): 'relevance' holds g with R = output * g, and 'out' receives R_input / input; "
+        "with quotient_of z (CPU), 'quotient_out' also receives z * out / st(z, quotient_epsilon), a dense layer's "
+        "epsilon quotient for its output z summed into the input.");
   m.def("divide_stabilized", [](py::handle numerator, py::handle denominator, py::handle out, double epsilon,
                                 py::handle factor, const std::string& activation_factor) {
     elementwise("divide_stabilized", ElementwiseOp::DivideStabilized, numerator, "numerator", denominator,

@@ -85,13 +85,16 @@ def epsilon_in_torch(impl: ModuleType, rule: Any, rows: Array, weight: Array) ->
 
 def _epsilon_torch_product(x: torch.Tensor, weight: torch.Tensor, r: torch.Tensor | Factored, z: torch.Tensor,
                            epsilon: float, writable: bool, input_activation: str | None,
-                           add_to: torch.Tensor | Factored | None, factored: bool) -> torch.Tensor | Factored:
+                           add_to: torch.Tensor | Factored | None, factored: bool,
+                           quotient: torch.Tensor | None = None) -> torch.Tensor | Factored:
     """The epsilon rule on rows, R_in = x (s W) with s = R / st(z), its product in torch's BLAS and its element-wise
     steps in the core (torch's would each wake its thread pool); act(x) for x with input_activation. Factored
-    relevance is divided in one pass, act(input) gradient / st(z). With `factored`, the result stays factored,
-    (x, s W, activation); added to factored relevance pending at x (add_to), s W is added to its gradient inside
-    the product."""
-    if isinstance(r, Factored):  # (moved as views: contiguous copies first, a copied gradient this call's own)
+    relevance is divided in one pass, act(input) gradient / st(z), unless the step before computed that quotient
+    already (`quotient`, rows like r). With `factored`, the result stays factored, (x, s W, activation); added to
+    factored relevance pending at x (add_to), s W is added to its gradient inside the product."""
+    if quotient is not None:
+        s = quotient.view(r.shape)
+    elif isinstance(r, Factored):  # (moved as views: contiguous copies first, a copied gradient this call's own)
         gradient, factor = r.gradient.contiguous(), r.input.contiguous()
         own = r.owned or gradient is not r.gradient
         s = gradient if own and r.activation not in QUOTIENT_APART else torch.empty_like(gradient)
@@ -126,14 +129,17 @@ def from_quotient(x: torch.Tensor, weight: torch.Tensor, s: torch.Tensor, input_
 def dense(impl: ModuleType, input: Array, weight: Array, bias: Array | None, relevance: Array | Factored, *,
           rule: LinearRule, z: Array | None, prepared: Prepared, reduce_channels: bool, check_finite: bool,
           relevance_writable: bool = False, input_activation: str | None = None,
-          add_to: torch.Tensor | Factored | None = None, factored: bool = False) -> Array | Factored:
+          add_to: torch.Tensor | Factored | None = None, factored: bool = False,
+          quotient: torch.Tensor | None = None) -> Array | Factored:
     """input [..., in] as rows [N, in]; the result back in input's leading shape. relevance_writable: the caller
     hands `relevance` over (it is not read after this call; Factored relevance always is). input_activation (C++
     kernels): `input` is the kept pre-activation of a dropped activation (INPUT_ACTIVATIONS) whose output the layer
     read. add_to (C++ kernels, not with reduce_channels): a contiguous tensor shaped like input that the relevance
     is added to in place and returned, instead of a new one; or factored relevance input ⊙ g pending at the input,
     whose g the product adds to where the product is torch's (the sum returned; else the relevance alone).
-    factored: the caller takes the result as Factored, (input, gradient), where the product is torch's."""
+    factored: the caller takes the result as Factored, (input, gradient), where the product is torch's. quotient:
+    the epsilon quotient R / st(z) of factored relevance, computed by the step before (LayerNorm's kernel), shaped
+    like z; read where the product is torch's (the caller checks that it belongs to this relevance)."""
     lead = tuple(input.shape[:-1])
     out_features, in_features = weight.shape
     rows = math.prod(lead)
@@ -160,7 +166,7 @@ def dense(impl: ModuleType, input: Array, weight: Array, bias: Array | None, rel
         r = r.reshape(rows, out_features)
     if torch_product:
         out = _epsilon_torch_product(x, weight, r, zz, rule.epsilon, relevance_writable, input_activation,
-                                     options.get("add_to"), factored)
+                                     options.get("add_to"), factored, quotient)
     else:
         if input_activation not in (None, "relu"):  # the dense kernel reads relu(x) only
             x = INPUT_ACTIVATIONS[input_activation](x)
@@ -229,9 +235,10 @@ def global_max(impl: ModuleType, input: Array, relevance: Array, *, dim: int, ch
 
 def rows(impl: ModuleType, input: Array, output: Array, relevance: Array, *, rule: str, bias: Array | None,
          epsilon: float, check_finite: bool, weight: Array | None = None,
-         variance_epsilon: float | None = None, gradient_form: bool = False) -> Array:
-    """An operation along the last axis of [..., width], as rows [N, width]. gradient_form: the C++ kernels'
-    LayerNorm in gradient form (native.rows)."""
+         variance_epsilon: float | None = None, gradient_form: bool = False,
+         quotient: tuple[Array, Array, float] | None = None) -> Array:
+    """An operation along the last axis of [..., width], as rows [N, width]. gradient_form and quotient (z and its
+    output shaped like input, ε): the C++ kernels' LayerNorm in gradient form (native.rows)."""
     shape = tuple(input.shape)
     width = shape[-1] if shape else 1
     rows = math.prod(shape[:-1]) if shape else 1
@@ -240,6 +247,9 @@ def rows(impl: ModuleType, input: Array, output: Array, relevance: Array, *, rul
                                                  "variance_epsilon": float(variance_epsilon)}
     if gradient_form:
         extra["gradient_form"] = True
+    if quotient is not None:
+        z, q, q_epsilon = quotient
+        extra["quotient"] = (z.view(rows, width), q.view(rows, width), q_epsilon)
     out = call(impl, "rows", input, *flat, rule=rule, bias=contiguous(bias), epsilon=float(epsilon),
                check_finite=check_finite, **extra)
     return out.reshape(shape)
@@ -247,9 +257,11 @@ def rows(impl: ModuleType, input: Array, output: Array, relevance: Array, *, rul
 
 def layer_norm(impl: ModuleType, input: Array, output: Array, relevance: Array, *, normalized_dims: int,
                bias: Array | None, weight: Array | None, epsilon: float, variance_epsilon: float | None,
-               check_finite: bool, gradient_form: bool = False) -> Array:
+               check_finite: bool, gradient_form: bool = False,
+               quotient: tuple[Array, Array, float] | None = None) -> Array:
     """LayerNorm over the last `normalized_dims` axes, as rows of their product; bias and weight shaped like them.
-    gradient_form (C++ kernels): relevance is g with R = output ⊙ g, and the result R_input / input."""
+    gradient_form (C++ kernels): relevance is g with R = output ⊙ g, and the result R_input / input; quotient (z,
+    out, ε), z and out contiguous and shaped like input: out also receives z ⊙ result / st(z, ε) (native.rows)."""
     shape = tuple(input.shape)
     lead = shape[:len(shape) - normalized_dims]
     width = math.prod(shape[len(shape) - normalized_dims:])
@@ -257,7 +269,7 @@ def layer_norm(impl: ModuleType, input: Array, output: Array, relevance: Array, 
     out = rows(impl, *flat, rule="layer_norm", bias=None if bias is None else contiguous(bias).reshape(width),
                epsilon=epsilon, check_finite=check_finite,
                weight=None if weight is None else contiguous(weight).reshape(width), variance_epsilon=variance_epsilon,
-               gradient_form=gradient_form)
+               gradient_form=gradient_form, quotient=quotient)
     return out.reshape(shape)
 
 

@@ -154,12 +154,15 @@ def pool(planes: Array, relevance: Array, *, mode: str, kernel: tuple[int, int],
 
 def rows(x: Array, y: Array, relevance: Array, *, rule: str, bias: Array | None, epsilon: float,
          check_finite: bool, weight: Array | None = None, variance_epsilon: float | None = None,
-         gradient_form: bool = False) -> Array:
+         gradient_form: bool = False, quotient: tuple[Array, Array, float] | None = None) -> Array:
     """LayerNorm or softmax relevance along the rows of [rows, width]. gradient_form (LayerNorm): `relevance` is g
-    with R = y ⊙ g, and the result R_x / x."""
+    with R = y ⊙ g, and the result R_x / x; with quotient (z, out, ε) (CPU), out also receives z ⊙ (R_x / x) /
+    st(z, ε), the epsilon quotient of a dense layer whose output z is summed into x."""
     out = empty(x, tuple(x.shape))
+    z, q, q_epsilon = quotient if quotient is not None else (None, None, None)
     _call("row_relevance", x, y, relevance, out, bias=bias, weight=weight, rule=rule, epsilon=epsilon,
-          variance_epsilon=variance_epsilon, check_finite=check_finite, gradient_form=gradient_form, stream=stream(x))
+          variance_epsilon=variance_epsilon, check_finite=check_finite, gradient_form=gradient_form, quotient_of=z,
+          quotient_out=q, quotient_epsilon=q_epsilon, stream=stream(x))
     return out
 
 

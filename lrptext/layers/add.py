@@ -13,11 +13,12 @@ import torch
 from torch.ops import aten
 
 from lrptext.graph.ir import LayerKind, Node, bind
-from lrptext.kernels import native
+from lrptext.kernels import dispatch, native
 from lrptext.kernels.factored import QUOTIENT_APART, Factored, multiplied
 from lrptext.kernels.torch_backend import stabilize
+from lrptext.layers import linear
 from lrptext.layers.dense import DENSE
-from lrptext.rules import LinearRule, Norm, Pass
+from lrptext.rules import Epsilon, LinearRule, Norm, Pass
 
 _SUBTRACTIONS = frozenset({operator.sub, torch.sub, aten.sub.Tensor, aten.sub.Scalar})
 
@@ -146,6 +147,43 @@ def _keeper(state: Any, node: Node, summands: list) -> Node | None:
         return None
     others = [r for r in state.graph.readers[earlier.name] if r is not node]
     return earlier if all(positions[r.name] <= positions[reader.name] for r in others) else None
+
+
+def dense_summand(state: Any, node: Any) -> tuple[Node, torch.Tensor, float] | None:
+    """(the dense layer, its output z, its ε) where `node` is a sum that hands the gradient at its output on to its
+    summands as it is (_share) and one summand is, through steps passing relevance on unchanged (dropout), a dense
+    layer whose epsilon rule divides that gradient by st(z) before torch's product (dispatch._epsilon_torch_product):
+    the step before the sum (LayerNorm's kernel, gradient in cache) may compute the quotient z ⊙ g / st(z) for it.
+    Nothing writes into the gradient before that layer reads it: only a summand that owns it (_keeper) adds to it
+    in place, and only after that layer's step. None where any of this does not hold."""
+    if (not isinstance(node, Node) or node.kind is not ADD or not state.fuse or state.bias_factor
+            or state.on_relevance is not None or state.implementation is not native
+            or (node.params or {}).get("factors") != (1, 1)):
+        rule = None
+    else:
+        rule = state.rules.get(node.name)
+    if not isinstance(rule, Norm) or rule.stabilizer:
+        return None
+    y = state.values[node.name]
+    (a, b), _ = state.arguments(node)
+    if not (y.is_cpu and all(isinstance(v, torch.Tensor) and v.shape == y.shape and v.dtype == y.dtype
+                             and v.is_contiguous() for v in (a, b))):
+        return None
+    for summand in state.carrying_inputs(node):
+        reader = summand
+        while isinstance(state.rules.get(reader.name), Pass) and len(inputs := state.carrying_inputs(reader)) == 1:
+            reader = inputs[0]
+        layer_rule = state.rules.get(reader.name)
+        if reader.kind is not DENSE or type(layer_rule) is not Epsilon:
+            continue
+        z = state.values[reader.name]
+        if (z is not state.values[summand.name] or not z.is_contiguous()
+                or linear.embedding_source(state, reader) is not None or state.layer(reader).prepared[0] is not None
+                or not dispatch.epsilon_in_torch(native, layer_rule, z.reshape(-1, z.shape[-1]),
+                                                 state.layer(reader).weight)):
+            continue
+        return reader, z, layer_rule.epsilon
+    return None
 
 
 ADD = Add()

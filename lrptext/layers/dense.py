@@ -15,6 +15,10 @@ from lrptext.layers import linear
 from lrptext.rules import LINEAR_RULES
 
 
+# state.saved's key of an epsilon quotient computed for a dense layer by an earlier step: (QUOTIENT, layer name)
+QUOTIENT = "epsilon quotient"
+
+
 class Dense(LayerKind):
     name = "dense"
     modules = (nn.Linear,)
@@ -56,9 +60,15 @@ class Dense(LayerKind):
         plain = emb is None and extra is None
         add_to = state.accumulator(node.args[0], x, r.gradient if isinstance(r, Factored) else r,
                                    factored=activation is None) if plain else None
+        # the quotient z ⊙ g / st(z), where the step before computed it from this very gradient (a LayerNorm after
+        # the residual sum this layer's output goes into: add.dense_summand)
+        given = state.saved.pop((QUOTIENT, node.name), None)
+        quotient = (given[1] if given is not None and isinstance(r, Factored) and r.gradient is given[0]
+                    and r.input is z and r.activation == "identity" else None)
         rel = dispatch.dense(state.implementation, x, layer.weight, layer.bias, r, rule=rule, z=z,
                              prepared=layer.prepared, reduce_channels=emb is not None, check_finite=False,
-                             relevance_writable=True, input_activation=activation, add_to=add_to, factored=plain)
+                             relevance_writable=True, input_activation=activation, add_to=add_to, factored=plain,
+                             quotient=quotient)
         if isinstance(add_to, Factored) and isinstance(rel, Factored) and rel.input is add_to.input:
             state.pending[node.args[0].name] = rel  # the sum, a new gradient where the pending one was shared
         rel = rel if extra is None else rel + extra

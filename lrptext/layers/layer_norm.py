@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.ops import aten
@@ -21,6 +22,8 @@ from lrptext.graph.ir import UNSUPPORTED, LayerKind, Node, bind
 from lrptext.kernels import dispatch
 from lrptext.kernels.factored import Factored, multiplied
 from lrptext.layers import linear
+from lrptext.layers.add import dense_summand
+from lrptext.layers.dense import QUOTIENT
 from lrptext.rules import Epsilon
 
 
@@ -74,11 +77,18 @@ class LayerNorm(LayerKind):
         gradient = r.gradient_of(y) if isinstance(r, Factored) else None
         if gradient is None:
             r = multiplied(r)
+        # a residual sum before it whose branch is a dense layer: its epsilon quotient written by this kernel from
+        # the rows in cache, instead of in a pass of the dense layer's own (add.dense_summand)
+        branch = dense_summand(state, node.args[0]) if gradient is not None and x.shape == y.shape else None
+        quotient = None if branch is None else (branch[1], torch.empty_like(branch[1]), branch[2])
         # past kernels.layer_norm_relevance's argument checks (about a third of the call at 128 tokens): the
         # arguments are the pass's own tensors
         rel = dispatch.layer_norm(state.implementation, x, y, r if gradient is None else gradient,
                                   normalized_dims=p["dims"], bias=bias, weight=weight, epsilon=rule.epsilon,
-                                  variance_epsilon=p["eps"], check_finite=False, gradient_form=gradient is not None)
+                                  variance_epsilon=p["eps"], check_finite=False, gradient_form=gradient is not None,
+                                  quotient=quotient)
+        if quotient is not None:  # for the dense layer's step, which takes it where its relevance is rel's
+            state.saved[(QUOTIENT, branch[0].name)] = rel, quotient[1]
         return [(node.args[0], rel if gradient is None else Factored(x, rel, at_output=True))]
 
 

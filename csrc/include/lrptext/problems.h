@@ -205,6 +205,12 @@ struct RowProblem {
   // LayerNorm in gradient form: `relevance` holds g with R_y = y ⊙ g, and `out` receives R_x / x (the relevance at
   // the input is x ⊙ out), so the steps before and after need not multiply (lrptext/kernels/factored.py).
   bool gradient_form = false;
+  // In gradient form, optionally the epsilon quotient of a dense layer whose output z is a summand of x (a residual
+  // sum's branch): quotient_out = z ⊙ (R_x / x) / st(z, quotient_epsilon), [rows, width] each, written from the row
+  // while it is in cache (the dense layer's step would divide the gradient in a pass of its own). CPU only.
+  const void* quotient_of = nullptr;
+  void* quotient_out = nullptr;
+  double quotient_epsilon = 0.0;
   void* stream = nullptr;
 };
 

@@ -51,7 +51,8 @@ LRPT_HD inline void layer_norm_quotients(const T* x, const T* y, const T* r, con
 
 template <class T>
 LRPT_HD inline void layer_norm_row(const T* x, const T* y, const T* r, const T* gamma, const T* beta, T* out, int64_t n,
-                                   T eps, T variance_eps, bool gradient_form) {
+                                   T eps, T variance_eps, bool gradient_form, const T* quotient_of = nullptr,
+                                   T* quotient_out = nullptr, T quotient_eps = T(0)) {
   const T mean = row_sum(x, n) / T(n);
   const bool from_z = variance_eps >= T(0);
   const T inv_std = from_z ? T(1) / std::sqrt(row_squared_deviation(x, n, mean) / T(n) + variance_eps) : T(0);
@@ -60,6 +61,9 @@ LRPT_HD inline void layer_norm_row(const T* x, const T* y, const T* r, const T* 
   const T s_mean = row_sum(out, n) / T(n);
   if (gradient_form) {
     for (int64_t i = 0; i < n; ++i) out[i] -= s_mean;
+    // (the order of divide_stabilized with a factor, act(z) g / st(z): the same bits as the dense layer's own pass)
+    if (quotient_out)
+      for (int64_t i = 0; i < n; ++i) quotient_out[i] = quotient_of[i] * out[i] / stabilize(quotient_of[i], quotient_eps);
   } else {
     for (int64_t i = 0; i < n; ++i) out[i] = x[i] * (out[i] - s_mean);
   }
@@ -85,10 +89,13 @@ void row_relevance(const Exec& ex, const RowProblem& p) {
   const int64_t n = p.width;
   const T eps = T(p.epsilon);
   const bool gradient_form = p.gradient_form;
+  const T* zq = static_cast<const T*>(p.quotient_of);
+  T* q = static_cast<T*>(p.quotient_out);
+  const T q_eps = T(p.quotient_epsilon);
   if (p.rule == RowRule::LayerNorm)
     ex.map(p.rows, LRPT_LAMBDA(int64_t row) {
       layer_norm_row(x + row * n, y + row * n, r + row * n, gamma, beta, out + row * n, n, eps, variance_eps,
-                     gradient_form);
+                     gradient_form, q ? zq + row * n : nullptr, q ? q + row * n : nullptr, q_eps);
     }, n);
   else
     ex.map(p.rows, LRPT_LAMBDA(int64_t row) { softmax_row(x + row * n, y + row * n, r + row * n, out + row * n, n); },
