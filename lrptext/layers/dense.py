@@ -14,7 +14,6 @@ from lrptext.kernels.factored import Factored, multiplied
 from lrptext.layers import linear
 from lrptext.rules import LINEAR_RULES
 
-
 # state.saved's key of an epsilon quotient computed for a dense layer by an earlier step: (QUOTIENT, layer name)
 QUOTIENT = "epsilon quotient"
 
