@@ -174,7 +174,7 @@ class Explainer:
         self.graph, self.rules = self._graph(_default_key(self.model))
         # by node object: each graph of this Explainer (optional arguments given or not, keyword sets) has its own
         # nodes, and a name may stand for another layer in another graph
-        self._layers: dict[tuple[int, torch.dtype, torch.device], Layer] = {}
+        self._layers: dict[tuple[int, torch.dtype], Layer] = {}
         self._versions = _state_versions(self.model)
         self._samples = _samples(self.model)
 
@@ -191,13 +191,15 @@ class Explainer:
     def support_table(self) -> SupportTable:
         return support_rows(self.graph, self.rules)
 
-    # -- weights in the compute dtype, with rule-modified copies, once per (node, dtype, device) -------------
+    # -- weights in the compute dtype, with rule-modified copies, once per (node, dtype) ---------------------
+    # (a weight moved to another device is another tensor: the Explainer builds its layers again then, as for any
+    # parameter changed in place)
     def _layer(self, node: Node, dtype: torch.dtype, rules: dict[str, Any] | None = None) -> Layer:
-        rules = self.rules if rules is None else rules
-        weight = node.params["weight"]
-        key = (id(node), dtype, weight.device)
-        if key not in self._layers:
-            w = weight.detach().to(dtype)
+        key = (id(node), dtype)
+        layer = self._layers.get(key)
+        if layer is None:
+            rules = self.rules if rules is None else rules
+            w = node.params["weight"].detach().to(dtype)
             bias = node.params.get("bias")
             b = None if bias is None else bias.detach().to(dtype)
             prepared = (None, None)
@@ -205,8 +207,8 @@ class Explainer:
                 w, b = w.contiguous(), None if b is None else b.contiguous()
                 modified = kernels.prepare_weights(rules[node.name], w, backend=self.backend)
                 prepared = (modified.weight_a, modified.weight_b)
-            self._layers[key] = Layer(w, b, prepared)
-        return self._layers[key]
+            layer = self._layers[key] = Layer(w, b, prepared)
+        return layer
 
     def _compute_dtype(self, inputs: tuple[Any, ...]) -> torch.dtype:
         dtypes = [n.params["weight"].dtype for n in self.graph.nodes if n.params.get("weight") is not None]

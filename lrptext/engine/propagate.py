@@ -49,17 +49,31 @@ def substitute(a: Any, values: dict[str, Any]) -> Any:
 
 
 def _binder(args: tuple, kwargs: dict) -> Callable[[dict[str, Any]], tuple[tuple, dict]]:
-    """values -> (args, kwargs) with every Node replaced by its value. Flat arguments (the common case) are filled in
-    by position, without substitute's walk over every constant."""
-    if any(isinstance(a, (list, tuple, dict)) for a in (*args, *kwargs.values())):
+    """values -> (args, kwargs) with every Node replaced by its value. Flat arguments (the common case), and flat
+    lists or tuples among the positional ones (a view's shape with sizes computed in the graph), are filled in by
+    position, without substitute's walk over every constant."""
+    def flat(a: Any) -> bool:
+        return not isinstance(a, (list, tuple, dict)) or (
+            isinstance(a, (list, tuple)) and type(a) in (list, tuple)
+            and not any(isinstance(x, (list, tuple, dict)) for x in a))
+
+    if not all(flat(a) for a in args) or any(isinstance(a, (list, tuple, dict)) for a in kwargs.values()):
         return lambda values: (substitute(args, values), substitute(kwargs, values))
     slots = [(i, a.name) for i, a in enumerate(args) if isinstance(a, Node)]
+    # (position, list or tuple, its items, where its nodes are) for the sequences that hold nodes
+    sequences = [(i, type(a), list(a), [(j, x.name) for j, x in enumerate(a) if isinstance(x, Node)])
+                 for i, a in enumerate(args) if isinstance(a, (list, tuple)) and any(isinstance(x, Node) for x in a)]
     keyword_slots = [(k, a.name) for k, a in kwargs.items() if isinstance(a, Node)]
 
     def bind(values: dict[str, Any]) -> tuple[tuple, dict]:
         filled = list(args)
         for i, name in slots:
             filled[i] = values[name]
+        for i, kind, items, inner in sequences:
+            items = items.copy()
+            for j, name in inner:
+                items[j] = values[name]
+            filled[i] = items if kind is list else tuple(items)
         if not keyword_slots:
             return tuple(filled), kwargs
         keywords = dict(kwargs)
