@@ -72,6 +72,23 @@ class SkipOwner(nn.Module):
         return self.out(self.drop(self.d(y)) + y).mean(1)
 
 
+class PostNorm(nn.Module):
+    """Post-norm residual blocks as BERT's: LayerNorm(h + dropout(W2 gelu(W1 h))) and LayerNorm(W3 h + h), the
+    dense summand behind a dropout or not, first or second: LayerNorm's kernel writes the branch's epsilon quotient
+    (add.dense_summand)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp, self.w1, self.w2, self.w3 = nn.Linear(16, 16), nn.Linear(16, 32), nn.Linear(32, 16), nn.Linear(16, 16)
+        self.norm1, self.norm2, self.drop, self.out = nn.LayerNorm(16), nn.LayerNorm(16), nn.Dropout(0.1), nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = self.inp(x.reshape(-1, 8, 16))
+        h = self.norm1(h + self.drop(self.w2(nn.functional.gelu(self.w1(h)))))
+        h = self.norm2(self.w3(h) + h)
+        return self.out(h).mean(1)
+
+
 class BranchFirst(nn.Module):
     """Residual sums whose skip must not own the shared gradient: "late-activation", the branch's dense layer
     computed before the skip's (its activation applied at the sum), so the skip's step comes first in the pass;
@@ -215,6 +232,7 @@ MODELS = {
                                               nn.GELU(approximate="tanh"), nn.Linear(128, 3)),
     "layernorm-gelu-dense": lambda: nn.Sequential(nn.Linear(8, 256), nn.LayerNorm(256), nn.GELU(), nn.Linear(256, 3)),
     "residual": Residual,
+    "post-norm": PostNorm,
     "activated-input": ActivatedInput,
     "rerouted": Rerouted,
     "token-mixing": TokenMixing,
@@ -228,7 +246,7 @@ MODELS = {
 }
 
 
-_WIDTHS = {"activated-input": 256, "rerouted": 128, "token-mixing": 128, "skip-owner": 128,
+_WIDTHS = {"activated-input": 256, "rerouted": 128, "token-mixing": 128, "skip-owner": 128, "post-norm": 128,
            "skip-owner-late-reader": 128, "sequence-first": 128, "late-activation": 128, "parallel-block": 128,
            **{f"attention-{variant}": 128 for variant in FOLDS}}
 
@@ -270,6 +288,23 @@ def test_a_skip_connection_owns_the_shared_gradient_only_where_nothing_reads_it_
     Explainer(model, composite="attnlrp", backend="cpp").explain(torch.randn(4, 128, dtype=torch.float64), target=1)
     owners = [k is not None for k in kept]  # in the pass's order: the last sum first
     assert owners == ([False, False] if late_reader else [True, True])
+
+
+def test_layer_norm_writes_the_quotient_of_the_dense_summand_with_its_own_steps_bits(torch_products, monkeypatch):
+    """LayerNorm's kernel writes the epsilon quotient of the dense layer summed into its input, which that layer's
+    step then takes instead of dividing: for both blocks of the post-norm model (the test comparing with the torch
+    backend above covers it in float64), and in float32 to the bit of the steps taken apart."""
+    from lrptext.layers import layer_norm
+
+    found, find = [], layer_norm.dense_summand
+    monkeypatch.setattr(layer_norm, "dense_summand", lambda *a: found.append(f := find(*a)) or f)
+    torch.manual_seed(7)
+    model, x = PostNorm().eval(), torch.randn(64, 128)
+    got = Explainer(model, composite="attnlrp", backend="cpp").explain(x, target=1)
+    assert [f[0].qualified_name for f in found if f is not None] == ["w3", "w2"]  # (the pass's order)
+    monkeypatch.setattr(layer_norm, "dense_summand", lambda *a: None)
+    want = Explainer(model, composite="attnlrp", backend="cpp").explain(x, target=1)
+    assert torch.equal(got.relevance, want.relevance)
 
 
 @pytest.mark.parametrize("composite", ["attnlrp", "cp_lrp"])

@@ -9,6 +9,8 @@ from the equations, element by element in float64:
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -178,3 +180,46 @@ def test_layer_norm_in_gradient_form(with_affine, dtype):
                        variance_epsilon=1e-5 if with_affine else None, epsilon=1e-6, gradient_form=True)
     expected = layer_norm_oracle(x, y, y * g, None if beta is None else beta.double(), 1e-6)
     assert_matches(out * x, expected, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_layer_norm_in_gradient_form_writes_a_dense_summands_quotient(dtype):
+    """With quotient_of z, gradient form also writes z ⊙ out / st(z), the epsilon quotient of a dense layer whose
+    output z was summed into x: the bits of divide_stabilized over the same out (the dense layer's own pass), and
+    out unchanged. Half of z lies within the stabiliser of 0, where st(z) is all but eps sign(z)."""
+    from lrptext._native import require_core
+    from lrptext.kernels import native
+
+    core = require_core()
+    x, g, z = rand((6, 9), dtype, "cpu", 20), rand((6, 9), dtype, "cpu", 21), rand((6, 9), dtype, "cpu", 22)
+    z[::2] *= 1e-4
+    y = torch.nn.functional.layer_norm(x, (9,), eps=1e-5)
+    alone, out, q = torch.empty_like(x), torch.empty_like(x), torch.empty_like(x)
+    core.row_relevance(x, y, g, alone, rule="layer_norm", epsilon=1e-6, gradient_form=True)
+    core.row_relevance(x, y, g, out, rule="layer_norm", epsilon=1e-6, gradient_form=True, quotient_of=z,
+                       quotient_out=q, quotient_epsilon=1e-4)
+    assert torch.equal(out, alone)
+    divided = torch.empty_like(x)
+    native.divide_stabilized(out, z, divided, 1e-4, factor=z)
+    assert torch.equal(q, divided)
+    zz = z.double()
+    assert_matches(q, zz * out.double() / (zz + 1e-4 * torch.where(zz >= 0, 1.0, -1.0).double()), dtype)
+
+
+def test_the_dense_summands_quotient_is_refused_with_the_argument_named():
+    from lrptext._native import require_core
+
+    core = require_core()
+    x = rand((4, 5), torch.float32, "cpu", 23)
+    y, g, z, out, q = (torch.ones_like(x) for _ in range(5))
+    call = functools.partial(core.row_relevance, x, y, g, out, rule="layer_norm", epsilon=1e-6)
+    with pytest.raises(ValueError, match="come together"):
+        call(gradient_form=True, quotient_of=z, quotient_out=q)
+    with pytest.raises(ValueError, match="belongs to gradient_form"):
+        call(quotient_of=z, quotient_out=q, quotient_epsilon=1e-6)
+    with pytest.raises(ValueError, match="'quotient_out'.*like 'input'"):
+        call(gradient_form=True, quotient_of=z, quotient_out=torch.ones(4, 6), quotient_epsilon=1e-6)
+    with pytest.raises(ValueError, match="'quotient_epsilon' must be"):
+        call(gradient_form=True, quotient_of=z, quotient_out=q, quotient_epsilon=-1.0)
+    with pytest.raises(ValueError, match="quotient_out"):
+        call(gradient_form=True, quotient_of=z, quotient_out=out, quotient_epsilon=1e-6)  # its own out

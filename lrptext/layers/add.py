@@ -154,8 +154,9 @@ def dense_summand(state: Any, node: Any) -> tuple[Node, torch.Tensor, float] | N
     summands as it is (_share) and one summand is, through steps passing relevance on unchanged (dropout), a dense
     layer whose epsilon rule divides that gradient by st(z) before torch's product (dispatch._epsilon_torch_product):
     the step before the sum (LayerNorm's kernel, gradient in cache) may compute the quotient z ⊙ g / st(z) for it.
-    Nothing writes into the gradient before that layer reads it: only a summand that owns it (_keeper) adds to it
-    in place, and only after that layer's step. None where any of this does not hold."""
+    The sum is the only reader of that layer's output (and of the steps between), so its relevance is the sum's
+    share alone; nothing writes into the gradient before that layer reads it: only the other summand may own it
+    (_keeper), and adds to it in place only after that layer's step. None where any of this does not hold."""
     if (not isinstance(node, Node) or node.kind is not ADD or not state.fuse or state.bias_factor
             or state.on_relevance is not None or state.implementation is not native
             or (node.params or {}).get("factors") != (1, 1)):
@@ -169,12 +170,14 @@ def dense_summand(state: Any, node: Any) -> tuple[Node, torch.Tensor, float] | N
     if not (y.is_cpu and all(isinstance(v, torch.Tensor) and v.shape == y.shape and v.dtype == y.dtype
                              and v.is_contiguous() for v in (a, b))):
         return None
+    readers = state.graph.readers
     for summand in state.carrying_inputs(node):
-        reader = summand
+        reader, alone = summand, len(readers[summand.name]) == 1
         while isinstance(state.rules.get(reader.name), Pass) and len(inputs := state.carrying_inputs(reader)) == 1:
             reader = inputs[0]
+            alone = alone and len(readers[reader.name]) == 1
         layer_rule = state.rules.get(reader.name)
-        if reader.kind is not DENSE or type(layer_rule) is not Epsilon:
+        if not alone or reader.kind is not DENSE or type(layer_rule) is not Epsilon:
             continue
         z = state.values[reader.name]
         if (z is not state.values[summand.name] or not z.is_contiguous()
