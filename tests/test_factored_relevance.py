@@ -80,7 +80,8 @@ class PostNorm(nn.Module):
     def __init__(self):
         super().__init__()
         self.inp, self.w1, self.w2, self.w3 = nn.Linear(16, 16), nn.Linear(16, 32), nn.Linear(32, 16), nn.Linear(16, 16)
-        self.norm1, self.norm2, self.drop, self.out = nn.LayerNorm(16), nn.LayerNorm(16), nn.Dropout(0.1), nn.Linear(16, 3)
+        self.norm1, self.norm2, self.drop = nn.LayerNorm(16), nn.LayerNorm(16), nn.Dropout(0.1)
+        self.out = nn.Linear(16, 3)
 
     def forward(self, x):
         h = self.inp(x.reshape(-1, 8, 16))
