@@ -160,9 +160,8 @@ def dense_summand(state: Any, node: Any) -> tuple[Node, torch.Tensor, float] | N
     if (not isinstance(node, Node) or node.kind is not ADD or not state.fuse or state.bias_factor
             or state.on_relevance is not None or state.implementation is not native
             or (node.params or {}).get("factors") != (1, 1)):
-        rule = None
-    else:
-        rule = state.rules.get(node.name)
+        return None
+    rule = state.rules.get(node.name)
     if not isinstance(rule, Norm) or rule.stabilizer:
         return None
     y = state.values[node.name]
@@ -179,11 +178,10 @@ def dense_summand(state: Any, node: Any) -> tuple[Node, torch.Tensor, float] | N
         layer_rule = state.rules.get(reader.name)
         if not alone or reader.kind is not DENSE or type(layer_rule) is not Epsilon:
             continue
-        z = state.values[reader.name]
+        z, layer = state.values[reader.name], state.layer(reader)
         if (z is not state.values[summand.name] or not z.is_contiguous()
-                or linear.embedding_source(state, reader) is not None or state.layer(reader).prepared[0] is not None
-                or not dispatch.epsilon_in_torch(native, layer_rule, z.reshape(-1, z.shape[-1]),
-                                                 state.layer(reader).weight)):
+                or linear.embedding_source(state, reader) is not None or layer.prepared[0] is not None
+                or not dispatch.epsilon_in_torch(native, layer_rule, z.reshape(-1, z.shape[-1]), layer.weight)):
             continue
         return reader, z, layer_rule.epsilon
     return None

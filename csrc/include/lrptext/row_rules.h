@@ -63,7 +63,8 @@ LRPT_HD inline void layer_norm_row(const T* x, const T* y, const T* r, const T* 
     for (int64_t i = 0; i < n; ++i) out[i] -= s_mean;
     // (the order of divide_stabilized with a factor, act(z) g / st(z): the same bits as the dense layer's own pass)
     if (quotient_out)
-      for (int64_t i = 0; i < n; ++i) quotient_out[i] = quotient_of[i] * out[i] / stabilize(quotient_of[i], quotient_eps);
+      for (int64_t i = 0; i < n; ++i)
+        quotient_out[i] = quotient_of[i] * out[i] / stabilize(quotient_of[i], quotient_eps);
   } else {
     for (int64_t i = 0; i < n; ++i) out[i] = x[i] * (out[i] - s_mean);
   }
