@@ -52,13 +52,9 @@ class Add(LayerKind):
         factors = (node.params or {}).get("factors")
         if factors is None:
             return state.norm(node, multiplied(r), rule.stabilizer)
-        (a, b), _ = state.arguments(node)
-        carrying = {n.name for n in state.carrying_inputs(node)}
-        summands = [(summand, value, factor) for summand, value, factor in zip(node.args, (a, b), factors)
-                    if isinstance(summand, Node) and summand.name in carrying]
+        summands = _summands(state, node, factors)
         y = state.values[node.name]
-        if state.implementation is native and y.is_cpu and all(
-                v.shape == y.shape and v.dtype == y.dtype and v.is_contiguous() for _, v, _ in summands):
+        if _in_core(state, y, summands):
             found = _share(r, y, rule.stabilizer)
             if found is not None:
                 return _shares(state, node, summands, *found)
@@ -75,6 +71,30 @@ class Add(LayerKind):
             part = share.mul_(value) if own and last and value.shape == share.shape else value * share
             out.append((summand, part.sum_to_size(value.shape)))  # undo broadcasting
         return out
+
+
+def _summands(state: Any, node: Node, factors: tuple) -> list[tuple[Node, torch.Tensor, Any]]:
+    """(summand, its value, its factor) of each summand that carries relevance."""
+    (a, b), _ = state.arguments(node)
+    carrying = {n.name for n in state.carrying_inputs(node)}
+    return [(summand, value, factor) for summand, value, factor in zip(node.args, (a, b), factors)
+            if isinstance(summand, Node) and summand.name in carrying]
+
+
+def _in_core(state: Any, y: torch.Tensor, summands: list) -> bool:
+    """Whether the core's steps share the relevance out (_share): CPU values shaped and typed like the sum y."""
+    return state.implementation is native and y.is_cpu and all(
+        v.shape == y.shape and v.dtype == y.dtype and v.is_contiguous() for _, v, _ in summands)
+
+
+def _passed_on(state: Any, summand: Node) -> tuple[Node, list[Node]]:
+    """The node that takes the relevance a summand gets, through the steps that pass it on unchanged (dropout),
+    and those steps (the summand first)."""
+    chain, reader = [], summand
+    while isinstance(state.rules.get(reader.name), Pass) and len(inputs := state.carrying_inputs(reader)) == 1:
+        chain.append(reader)
+        reader = inputs[0]
+    return reader, chain
 
 
 def _share(r: Any, y: torch.Tensor, stabilizer: float) -> tuple[torch.Tensor, bool] | None:
@@ -135,10 +155,8 @@ def _keeper(state: Any, node: Node, summands: list) -> Node | None:
     if a.name == b.name:
         return None
     later, earlier = (a, b) if positions[a.name] > positions[b.name] else (b, a)
-    chain, reader = set(), later
-    while isinstance(state.rules.get(reader.name), Pass) and len(inputs := state.carrying_inputs(reader)) == 1:
-        chain.add(reader.name)
-        reader = inputs[0]
+    reader, passes = _passed_on(state, later)
+    chain = {n.name for n in passes}
     if (reader.kind is not DENSE or not isinstance(state.rules.get(reader.name), LinearRule)
             or positions[reader.name] <= positions[earlier.name]):
         return None
@@ -158,25 +176,20 @@ def dense_summand(state: Any, node: Any) -> tuple[Node, torch.Tensor, float] | N
     share alone; nothing writes into the gradient before that layer reads it: only the other summand may own it
     (_keeper), and adds to it in place only after that layer's step. None where any of this does not hold."""
     if (not isinstance(node, Node) or node.kind is not ADD or not state.fuse or state.bias_factor
-            or state.on_relevance is not None or state.implementation is not native
-            or (node.params or {}).get("factors") != (1, 1)):
+            or state.on_relevance is not None or (node.params or {}).get("factors") != (1, 1)):
         return None
     rule = state.rules.get(node.name)
     if not isinstance(rule, Norm) or rule.stabilizer:
         return None
-    y = state.values[node.name]
-    (a, b), _ = state.arguments(node)
-    if not (y.is_cpu and all(isinstance(v, torch.Tensor) and v.shape == y.shape and v.dtype == y.dtype
-                             and v.is_contiguous() for v in (a, b))):
+    y, summands = state.values[node.name], _summands(state, node, (1, 1))
+    if not _in_core(state, y, summands):
         return None
     readers = state.graph.readers
-    for summand in state.carrying_inputs(node):
-        reader, alone = summand, len(readers[summand.name]) == 1
-        while isinstance(state.rules.get(reader.name), Pass) and len(inputs := state.carrying_inputs(reader)) == 1:
-            reader = inputs[0]
-            alone = alone and len(readers[reader.name]) == 1
+    for summand, _, _ in summands:
+        reader, passes = _passed_on(state, summand)
         layer_rule = state.rules.get(reader.name)
-        if not alone or reader.kind is not DENSE or type(layer_rule) is not Epsilon:
+        if (any(len(readers[n.name]) != 1 for n in (*passes, reader)) or reader.kind is not DENSE
+                or type(layer_rule) is not Epsilon):
             continue
         z, layer = state.values[reader.name], state.layer(reader)
         if (z is not state.values[summand.name] or not z.is_contiguous()

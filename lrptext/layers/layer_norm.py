@@ -78,7 +78,7 @@ class LayerNorm(LayerKind):
             r = multiplied(r)
         # a residual sum before it whose branch is a dense layer: its epsilon quotient written by this kernel from
         # the rows in cache, instead of in a pass of the dense layer's own (add.dense_summand)
-        branch = dense_summand(state, node.args[0]) if gradient is not None and x.shape == y.shape else None
+        branch = dense_summand(state, node.args[0]) if gradient is not None else None
         quotient = None if branch is None else (branch[1], torch.empty_like(branch[1]), branch[2])
         # past kernels.layer_norm_relevance's argument checks (about a third of the call at 128 tokens): the
         # arguments are the pass's own tensors
