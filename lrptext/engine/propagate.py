@@ -174,6 +174,9 @@ class ForwardPass:
         # What forward steps keep for relevance steps beside the values, by node name (attention's log-sum-exp)
         # or (name, form) (an attention mask converted once for all the layers that read it)
         self.saved: dict[Any, Any] = {}
+        # What relevance steps work out from the graph, the rules and which nodes carry relevance alone (which
+        # steps may fuse), kept with those (forward()) for the next explanation: RelevancePass.planned
+        self.plans: dict[Any, Any] = {}
 
     def close(self) -> None:
         """Ends the pass: its values no longer compute dropped ones again, which needs the pass (a reference
@@ -243,6 +246,8 @@ def forward(graph: Graph, inputs: tuple[Any, ...], rules: dict[str, Any], layer:
     known: dict[Any, tuple[dict[str, Any], frozenset[str]]] = graph.__dict__.setdefault("_carrying", {})
     cached = known.get((id(rules), signature)) if signature is not None else None
     flow = None if cached is not None and cached[0] is rules else _Flow(rules)
+    if flow is None:
+        state.plans = cached[2]
     given = dict(zip((n.name for n in graph.inputs), inputs))
     constants, computed = _constants_apart(graph, state.steps)
     for node in constants:  # (no relevance flows to or from them: flow.check has nothing to do)
@@ -268,7 +273,7 @@ def forward(graph: Graph, inputs: tuple[Any, ...], rules: dict[str, Any], layer:
     if flow is None:
         return state, set(cached[1])
     if signature is not None:  # (the rules kept with it: their id stays theirs)
-        known[(id(rules), signature)] = rules, frozenset(flow.carries)
+        known[(id(rules), signature)] = rules, frozenset(flow.carries), state.plans
     return state, flow.carries
 
 
@@ -378,7 +383,7 @@ class RelevancePass:
         self.values, self.shapes, self.steps, self.layer = state.values, state.shapes, state.steps, state.layer
         # Each value's batch axis (batch_axes), set by the caller where per-node sums are recorded
         self.batch_axes: dict[str, int] | None = None
-        self.saved = state.saved
+        self.saved, self._plans = state.saved, state.plans
         self.backend = backend
         # explain() checks its inputs and its result for NaN/inf once; a check per layer would scan every activation
         # again and, on a GPU, wait for the device at every layer.
@@ -397,6 +402,15 @@ class RelevancePass:
         self.head_sums: dict[str, torch.Tensor] = {}
 
     # services for the layer kinds -----------------------------------------------------------------------
+    def planned(self, key: Any, work_out: Callable[[], Any]) -> Any:
+        """What `work_out()` decides from the graph, the rules and which nodes carry relevance alone (never from
+        values, shapes or this pass's options), worked out at the first explanation that asks and kept for the
+        next ones with the same graph, rules and input dtypes. key: (what, node name)."""
+        plans = self._plans
+        if key not in plans:
+            plans[key] = work_out()
+        return plans[key]
+
     def arguments(self, node: Node) -> tuple[tuple, dict]:
         """The node's arguments with every node replaced by its value (dropped values computed again)."""
         return self.steps[node.name].arguments(self.values)

@@ -151,6 +151,11 @@ def _keeper(state: Any, node: Node, summands: list) -> Node | None:
     if len(summands) != 2 or state.on_relevance is not None or any(factor != 1 for *_, factor in summands):
         return None
     (a, *_), (b, *_) = summands
+    return state.planned(("keeper", node.name), lambda: _earlier_keeps(state, node, a, b))
+
+
+def _earlier_keeps(state: Any, node: Node, a: Node, b: Node) -> Node | None:
+    """_keeper's answer for the carrying summands a and b, from the graph and the rules alone."""
     positions = state.graph.positions
     if a.name == b.name:
         return None
@@ -175,29 +180,40 @@ def dense_summand(state: Any, node: Any) -> tuple[Node, torch.Tensor, float] | N
     The sum is the only reader of that layer's output (and of the steps between), so its relevance is the sum's
     share alone; nothing writes into the gradient before that layer reads it: only the other summand may own it
     (_keeper), and adds to it in place only after that layer's step. None where any of this does not hold."""
-    if (not isinstance(node, Node) or node.kind is not ADD or not state.fuse or state.bias_factor
-            or state.on_relevance is not None or (node.params or {}).get("factors") != (1, 1)):
+    if not isinstance(node, Node) or not state.fuse or state.bias_factor or state.on_relevance is not None:
         return None
-    rule = state.rules.get(node.name)
-    if not isinstance(rule, Norm) or rule.stabilizer:
+    candidates = state.planned(("dense summands", node.name), lambda: _dense_branches(state, node))
+    if not candidates:
         return None
     y, summands = state.values[node.name], _summands(state, node, (1, 1))
     if not _in_core(state, y, summands):
         return None
-    readers = state.graph.readers
-    for summand, _, _ in summands:
-        reader, passes = _passed_on(state, summand)
-        layer_rule = state.rules.get(reader.name)
-        if (any(len(readers[n.name]) != 1 for n in (*passes, reader)) or reader.kind is not DENSE
-                or type(layer_rule) is not Epsilon):
-            continue
+    for summand, reader, epsilon in candidates:
         z, layer = state.values[reader.name], state.layer(reader)
         if (z is not state.values[summand.name] or not z.is_contiguous()
                 or linear.embedding_source(state, reader) is not None or layer.prepared[0] is not None
-                or not dispatch.epsilon_in_torch(native, layer_rule, z.reshape(-1, z.shape[-1]), layer.weight)):
+                or not dispatch.epsilon_in_torch(native, state.rules[reader.name], z.reshape(-1, z.shape[-1]),
+                                                 layer.weight)):
             continue
-        return reader, z, layer_rule.epsilon
+        return reader, z, epsilon
     return None
+
+
+def _dense_branches(state: Any, node: Node) -> list[tuple[Node, Node, float]]:
+    """dense_summand's candidates from the graph and the rules alone: (summand, the dense layer it is, or passes
+    its relevance on to unchanged, that layer's ε) for a sum under Norm without a stabiliser."""
+    rule = state.rules.get(node.name)
+    if (node.kind is not ADD or (node.params or {}).get("factors") != (1, 1) or not isinstance(rule, Norm)
+            or rule.stabilizer):
+        return []
+    readers, found = state.graph.readers, []
+    for summand in state.carrying_inputs(node):
+        reader, passes = _passed_on(state, summand)
+        layer_rule = state.rules.get(reader.name)
+        if (all(len(readers[n.name]) == 1 for n in (*passes, reader)) and reader.kind is DENSE
+                and type(layer_rule) is Epsilon):
+            found.append((summand, reader, layer_rule.epsilon))
+    return found
 
 
 ADD = Add()

@@ -219,30 +219,16 @@ def fold(node: Node, state: Any, operands: tuple[torch.Tensor, ...], receiving: 
     """The attention node's projections folded into its step (module docstring), or None where it does not hold."""
     if not state.fuse or state.bias_factor or state.on_relevance is not None:
         return None
-    layout = _layout(state.graph, node.kind)
-    chosen = [layout.projections[node.name][i] for i in receiving]
-    if any(p is None for p in chosen):
+    planned = state.planned(("fold", node.name, receiving), lambda: _foldable(node, state, receiving))
+    if planned is None:
         return None
-    # in the pass's order (later layers first), so that the products add up as the layers' own steps would
-    positions = state.graph.positions
-    order = sorted(range(len(chosen)), key=lambda j: -positions[chosen[j].layer.name])
-    source = chosen[0].layer.args[0]
-    if (not isinstance(source, Node) or any(p.layer.args[0] is not source for p in chosen)
-            or len({p.layer.name for p in chosen}) != len(chosen)):
-        return None
-    first, last = positions[chosen[order[-1]].layer.name], positions[node.name]
-    layers = {p.layer.name for p in chosen}
-    if any(first < positions[r.name] < last and r.name not in layers for r in state.graph.readers[source.name]):
-        return None  # another reader's share would reach the input between the projections' in the pass
-    epsilons = set()
-    for p in chosen:
-        rule = state.rules.get(p.layer.name)
-        if (type(rule) is not Epsilon or linear.embedding_source(state, p.layer) is not None
-                or linear.activation_read_by_rule(state, p.layer, rule, tuple(dispatch.INPUT_ACTIVATIONS)) is not None):
+    chosen, order, epsilon = planned
+    for p in chosen:  # (whether the layer's input activation was dropped depends on its size)
+        if linear.activation_read_by_rule(state, p.layer, state.rules[p.layer.name],
+                                          tuple(dispatch.INPUT_ACTIVATIONS)) is not None:
             return None
-        epsilons.add(rule.epsilon)
-    if len(epsilons) != 1:
-        return None
+    layout = _layout(state.graph, node.kind)
+    source = chosen[0].layer.args[0]
     x = state.values[source.name]
     if not x.is_contiguous() or x.dim() < 2:
         return None
@@ -280,8 +266,34 @@ def fold(node: Node, state: Any, operands: tuple[torch.Tensor, ...], receiving: 
             whole = stacked[z.untyped_storage().data_ptr()] = torch.empty(shape, dtype=z.dtype)
         outputs[i] = whole.as_strided(operands[i].shape, operands[i].stride(), start)
         parts.append((p, whole.as_strided(z.shape, z.stride(), start)))
-    folded = Folded(source, pending, epsilons.pop(), parts, tuple(outputs))
+    folded = Folded(source, pending, epsilon, parts, tuple(outputs))
     stack = layout.stacks.get(chosen[0].layer.name)
     if len(stacked) == 1 and stack is not None and {p.layer.name for p in chosen} == set(stack.columns):
         folded.stacked = next(iter(stacked.values())), stack
     return folded
+
+
+def _foldable(node: Node, state: Any, receiving: tuple[int, ...]) -> tuple[list[Projection], list[int], float] | None:
+    """What fold() takes from the graph and the rules alone: the projections of the receiving operands, in the
+    pass's order, and their one ε; None where those do not allow the fold."""
+    chosen = [_layout(state.graph, node.kind).projections[node.name][i] for i in receiving]
+    if any(p is None for p in chosen):
+        return None
+    # in the pass's order (later layers first), so that the products add up as the layers' own steps would
+    positions = state.graph.positions
+    order = sorted(range(len(chosen)), key=lambda j: -positions[chosen[j].layer.name])
+    source = chosen[0].layer.args[0]
+    if (not isinstance(source, Node) or any(p.layer.args[0] is not source for p in chosen)
+            or len({p.layer.name for p in chosen}) != len(chosen)):
+        return None
+    first, last = positions[chosen[order[-1]].layer.name], positions[node.name]
+    layers = {p.layer.name for p in chosen}
+    if any(first < positions[r.name] < last and r.name not in layers for r in state.graph.readers[source.name]):
+        return None  # another reader's share would reach the input between the projections' in the pass
+    epsilons = set()
+    for p in chosen:
+        rule = state.rules.get(p.layer.name)
+        if type(rule) is not Epsilon or linear.embedding_source(state, p.layer) is not None:
+            return None
+        epsilons.add(rule.epsilon)
+    return (chosen, order, epsilons.pop()) if len(epsilons) == 1 else None
