@@ -338,6 +338,41 @@ def test_projections_fold_into_attention_only_where_they_give_what_their_steps_g
     torch.testing.assert_close(layered.relevance, want.relevance, rtol=1e-4, atol=1e-5 * scale)
 
 
+@pytest.mark.parametrize("model", ["post-norm", "attention"])
+def test_what_relevance_steps_keep_for_the_next_explanation_serves_every_later_call(model, torch_products,
+                                                                                   monkeypatch):
+    """Relevance steps keep what they work out from the graph and the rules (RelevancePass.planned: a sum's
+    keeper, LayerNorm's dense summand, attention's folded projections) from one explanation to the next. One
+    Explainer through calls that fuse and calls that cannot (per-layer sums; a batch whose products stay in the
+    core, which neither fuses nor folds) gives, call by call, what a fresh Explainer gives, bit for bit."""
+    from lrptext.layers import add, projections
+
+    torch.manual_seed(7)
+    net = PostNorm().eval() if model == "post-norm" else SelfAttention("plain").eval()
+    worked_out = []
+    for module, name in ((add, "_earlier_keeps"), (add, "_dense_branches"), (projections, "_foldable")):
+        original = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, original=original: worked_out.append(1) or original(*a))
+    kept = Explainer(net, composite="attnlrp", backend="cpp")
+    calls = [(64, False), (64, True), (64, False), (2, False), (64, False)]
+    for i, (rows, layers) in enumerate(calls):
+        if i == 3:  # products below torch's threshold: the core's, unfused
+            monkeypatch.setattr(dispatch, "_TORCH_PRODUCT_FROM", 1 << 40)
+        if i == 4:
+            monkeypatch.setattr(dispatch, "_TORCH_PRODUCT_FROM", 0)
+        x = torch.randn(rows, 128)
+        if i == 2:
+            before = len(worked_out)
+        got = kept.explain(x, target=1, layers=layers)
+        if i == 2:
+            assert len(worked_out) == before  # (kept from the first call)
+        want = Explainer(net, composite="attnlrp", backend="cpp").explain(x, target=1, layers=layers)
+        assert torch.equal(got.relevance, want.relevance), (rows, layers)
+        if layers:
+            assert all(torch.equal(got.layer_relevance[k], v) for k, v in want.layer_relevance.items())
+    assert worked_out  # the path under test was taken
+
+
 @pytest.mark.parametrize("variant", ["plain", "permuted-query"])
 def test_the_forward_pass_through_attention_predicts_what_the_model_does(variant):
     """Heads split off as the last factor of the width have rows that are not contiguous: torch's CPU flash
