@@ -28,6 +28,7 @@ and tensors off the CPU, are left to each layer."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,16 +146,18 @@ def _projection(operand: Any, readers: dict[str, list[Node]]) -> Projection | No
     return Projection(n, tuple(views))
 
 
-def _axes(t: torch.Tensor) -> list[tuple[int, int]]:
-    """The (size, stride) of t's axes by stride, axes of size 1 left out and each axis that continues the one
-    before it merged into it: two views with the same axes from the same place read the same elements."""
+@functools.lru_cache(maxsize=256)
+def _axes(shape: tuple[int, ...], strides: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    """The (size, stride) of a view's axes by stride, axes of size 1 left out and each axis that continues the one
+    before it merged into it: two views with the same axes from the same place read the same elements. (Kept by
+    layout: an explanation asks for the same few at every layer.)"""
     axes: list[tuple[int, int]] = []
-    for size, stride in sorted(((n, s) for n, s in zip(t.shape, t.stride()) if n != 1), key=lambda a: a[1]):
+    for size, stride in sorted(((n, s) for n, s in zip(shape, strides) if n != 1), key=lambda a: a[1]):
         if axes and axes[-1][0] * axes[-1][1] == stride:
             axes[-1] = (axes[-1][0] * size, axes[-1][1])
         else:
             axes.append((size, stride))
-    return axes
+    return tuple(axes)
 
 
 def _whole_view(operand: torch.Tensor, z: torch.Tensor) -> bool:
@@ -163,18 +166,21 @@ def _whole_view(operand: torch.Tensor, z: torch.Tensor) -> bool:
     axes up to their order and splitting, the last stride 1."""
     return (operand.numel() == z.numel() and operand.storage_offset() == z.storage_offset()
             and operand.untyped_storage().data_ptr() == z.untyped_storage().data_ptr()
-            and (operand.shape[-1] == 1 or operand.stride(-1) == 1) and _axes(operand) == _axes(z))
+            and (operand.shape[-1] == 1 or operand.stride(-1) == 1)
+            and _axes(operand.shape, operand.stride()) == _axes(z.shape, z.stride()))
 
 
-def _stacked_shape(z: torch.Tensor, start: int) -> tuple[int, ...] | None:
-    """The shape of the contiguous stacked output whose columns from `start` on `z` is, or None where it is not."""
-    if z.dim() < 2:
+@functools.lru_cache(maxsize=256)
+def _stacked_shape(shape: tuple[int, ...], strides: tuple[int, ...], start: int) -> tuple[int, ...] | None:
+    """The shape of the contiguous stacked output whose columns from `start` on a view of `shape` and `strides`
+    are, or None where they are not."""
+    if len(shape) < 2:
         return None
-    whole = (*z.shape[:-1], z.stride(-2))
-    strides = [1] * len(whole)
+    whole = (*shape[:-1], strides[-2])
+    contiguous = [1] * len(whole)
     for i in range(len(whole) - 2, -1, -1):
-        strides[i] = strides[i + 1] * whole[i + 1]
-    return whole if tuple(z.stride()) == tuple(strides) and start + z.shape[-1] <= whole[-1] else None
+        contiguous[i] = contiguous[i + 1] * whole[i + 1]
+    return whole if tuple(strides) == tuple(contiguous) and start + shape[-1] <= whole[-1] else None
 
 
 @dataclass
@@ -244,7 +250,7 @@ def fold(node: Node, state: Any, operands: tuple[torch.Tensor, ...], receiving: 
         if z.is_contiguous():
             places[p.layer.name] = 0, None
         elif (stack := layout.stacks.get(p.layer.name)) is not None and (
-                shape := _stacked_shape(z, start := stack.columns[p.layer.name][0])) is not None:
+                shape := _stacked_shape(z.shape, z.stride(), start := stack.columns[p.layer.name][0])) is not None:
             places[p.layer.name] = start, shape
         else:
             return None
@@ -253,7 +259,8 @@ def fold(node: Node, state: Any, operands: tuple[torch.Tensor, ...], receiving: 
         return None  # (multiplied out and summed by the pass, after the products added up: another rounding)
     # what the kernel writes: rows of buffers laid out like z, a stack's in one laid out like its output (the
     # others, zeros of CP-LRP's Q and K, anywhere)
-    outputs: list[torch.Tensor] = [torch.empty(a.shape, dtype=a.dtype) for a in operands]
+    outputs: list[torch.Tensor | None] = [None if i in receiving else torch.empty(a.shape, dtype=a.dtype)
+                                          for i, a in enumerate(operands)]  # (the receiving ones' below)
     stacked: dict[int, torch.Tensor] = {}  # by the stacked output's memory
     parts = []
     for j in order:
