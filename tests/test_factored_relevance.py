@@ -198,7 +198,9 @@ class SelfAttention(nn.Module):
     "max-residual": the residual is the input's maximum, whose relevance reaches the input multiplied out before
     attention's; "reshaped-residual": the residual reaches the input through a reshape (factored on a view of
     it); "gated": a gate over the input is computed between the projections and added to the result;
-    "permuted-query": the query's heads are the last factor of its width (rows of a head not contiguous)."""
+    "permuted-query": the query's heads are the last factor of its width (rows of a head not contiguous);
+    "activated": the projections read GELU(W x), which the forward pass drops from 8,192 elements on (64 rows),
+    so that their steps read it through their kernel's activation, which the fold does not take (it folds at 2)."""
 
     def __init__(self, variant: str = "plain"):
         super().__init__()
@@ -209,9 +211,10 @@ class SelfAttention(nn.Module):
     def forward(self, x):
         h = x.reshape(-1, 8, 16)
         b = h.shape[0]
-        zq, zk = self.q(h), self.k(h)
+        a = nn.functional.gelu(self.g(h)) if self.variant == "activated" else h
+        zq, zk = self.q(a), self.k(a)
         gate = self.g(h) if self.variant == "gated" else 0.0
-        zv = self.v(h)
+        zv = self.v(a)
         k, v = (z.view(b, 8, 2, 8).transpose(1, 2) for z in (zk, zv))
         q = zq.view(b, 8, 8, 2).permute(0, 3, 1, 2) if self.variant == "permuted-query" else (
             zq.view(b, 8, 2, 8).transpose(1, 2))
@@ -225,7 +228,8 @@ class SelfAttention(nn.Module):
 
 # Whether each variant's projections fold, under attnlrp and cp_lrp (where only the value projection receives)
 FOLDS = {"plain": (True, True), "shared-value": (False, False), "max-residual": (True, True),
-         "reshaped-residual": (False, False), "gated": (False, True), "permuted-query": (False, True)}
+         "reshaped-residual": (False, False), "gated": (False, True), "permuted-query": (False, True),
+         "activated": (False, False)}
 
 
 MODELS = {
@@ -338,39 +342,41 @@ def test_projections_fold_into_attention_only_where_they_give_what_their_steps_g
     torch.testing.assert_close(layered.relevance, want.relevance, rtol=1e-4, atol=1e-5 * scale)
 
 
-@pytest.mark.parametrize("model", ["post-norm", "attention"])
+@pytest.mark.parametrize("model", ["post-norm", "attention", "activated"])
 def test_what_relevance_steps_keep_for_the_next_explanation_serves_every_later_call(model, torch_products,
                                                                                    monkeypatch):
     """Relevance steps keep what they work out from the graph and the rules (RelevancePass.planned: a sum's
     keeper, LayerNorm's dense summand, attention's folded projections) from one explanation to the next. One
     Explainer through calls that fuse and calls that cannot (per-layer sums; a batch whose products stay in the
-    core, which neither fuses nor folds) gives, call by call, what a fresh Explainer gives, bit for bit."""
+    core, which neither fuses nor folds; projections reading a dropped activation) gives, call by call, what a
+    fresh Explainer gives, bit for bit (a fold taken or refused where it should not be changes the rounding)."""
     from lrptext.layers import add, projections
 
     torch.manual_seed(7)
-    net = PostNorm().eval() if model == "post-norm" else SelfAttention("plain").eval()
-    worked_out = []
+    net = (PostNorm() if model == "post-norm" else SelfAttention("plain" if model == "attention" else model)).eval()
+    worked_out, folds = [], []
     for module, name in ((add, "_earlier_keeps"), (add, "_dense_branches"), (projections, "_foldable")):
         original = getattr(module, name)
         monkeypatch.setattr(module, name, lambda *a, original=original: worked_out.append(1) or original(*a))
+    fold = projections.fold
+    monkeypatch.setattr(projections, "fold", lambda *a: folds.append(f := fold(*a)) or f)
     kept = Explainer(net, composite="attnlrp", backend="cpp")
-    calls = [(64, False), (64, True), (64, False), (2, False), (64, False)]
+    calls = [(2, False), (64, False), (64, True), (2, False), (64, False), (64, False)]
     for i, (rows, layers) in enumerate(calls):
-        if i == 3:  # products below torch's threshold: the core's, unfused
-            monkeypatch.setattr(dispatch, "_TORCH_PRODUCT_FROM", 1 << 40)
-        if i == 4:
-            monkeypatch.setattr(dispatch, "_TORCH_PRODUCT_FROM", 0)
+        # the fifth call's products below torch's threshold: the core's, unfused
+        monkeypatch.setattr(dispatch, "_TORCH_PRODUCT_FROM", 1 << 40 if i == 4 else 0)
         x = torch.randn(rows, 128)
-        if i == 2:
-            before = len(worked_out)
+        before = len(worked_out)
         got = kept.explain(x, target=1, layers=layers)
-        if i == 2:
+        if i == 3:
             assert len(worked_out) == before  # (kept from the first call)
         want = Explainer(net, composite="attnlrp", backend="cpp").explain(x, target=1, layers=layers)
         assert torch.equal(got.relevance, want.relevance), (rows, layers)
         if layers:
             assert all(torch.equal(got.layer_relevance[k], v) for k, v in want.layer_relevance.items())
     assert worked_out  # the path under test was taken
+    if model == "activated":  # (each call's kept and fresh Explainer: two folds asked per call)
+        assert [f is not None for f in folds[:4]] == [True, True, False, False]
 
 
 @pytest.mark.parametrize("variant", ["plain", "permuted-query"])

@@ -243,7 +243,9 @@ def forward(graph: Graph, inputs: tuple[Any, ...], rules: dict[str, Any], layer:
     state = ForwardPass(graph, layer, core)
     values = state.values
     signature = _signature(inputs)
-    known: dict[Any, tuple[dict[str, Any], frozenset[str]]] = graph.__dict__.setdefault("_carrying", {})
+    # (rules, the nodes that carry relevance, the relevance steps' plans) by the rules' id and the input signature
+    known: dict[Any, tuple[dict[str, Any], frozenset[str], dict[Any, Any]]] = graph.__dict__.setdefault(
+        "_carrying", {})
     cached = known.get((id(rules), signature)) if signature is not None else None
     flow = None if cached is not None and cached[0] is rules else _Flow(rules)
     if flow is None:
@@ -405,7 +407,8 @@ class RelevancePass:
     def planned(self, key: Any, work_out: Callable[[], Any]) -> Any:
         """What `work_out()` decides from the graph, the rules and which nodes carry relevance alone (never from
         values, shapes or this pass's options), worked out at the first explanation that asks and kept for the
-        next ones with the same graph, rules and input dtypes. key: (what, node name)."""
+        next ones with the same graph, rules and input dtypes. key: what is decided, for which node (and
+        anything else the decision depends on, e.g. which of attention's operands receive relevance)."""
         plans = self._plans
         if key not in plans:
             plans[key] = work_out()

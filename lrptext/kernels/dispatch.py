@@ -262,6 +262,10 @@ def layer_norm(impl: ModuleType, input: Array, output: Array, relevance: Array, 
     """LayerNorm over the last `normalized_dims` axes, as rows of their product; bias and weight shaped like them.
     gradient_form (C++ kernels): relevance is g with R = output ⊙ g, and the result R_input / input; quotient (z,
     out, ε), z and out contiguous and shaped like input: out also receives z ⊙ result / st(z, ε) (native.rows)."""
+    if normalized_dims == 1:  # rows already (the common case: no reshapes on the way)
+        return rows(impl, input, output, relevance, rule="layer_norm", bias=bias, epsilon=epsilon,
+                    check_finite=check_finite, weight=weight, variance_epsilon=variance_epsilon,
+                    gradient_form=gradient_form, quotient=quotient)
     shape = tuple(input.shape)
     lead = shape[:len(shape) - normalized_dims]
     width = math.prod(shape[len(shape) - normalized_dims:])
