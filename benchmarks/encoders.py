@@ -510,15 +510,15 @@ WHERE = (
     "computed again: the first feed-forward layer's quotient reads gelu(z) itself. Attention's relevance is one C++ "
     "kernel per head: it reads the heads in place (strided views, no copies; K and V transposed into its "
     "workspace), takes the probabilities from the forward pass's log-sum-exp (torch's CPU flash attention returns "
-    "it), in blocks of query rows that stay in cache; at 1 x 512 on 2 threads it takes about 1.2x the time of "
-    "SDPA's backward (its five products run in OpenBLAS near the core's peak, SDPA's in MKL), at 128 tokens 0.5x. "
+    "it), in blocks of query rows that stay in cache; at 1 x 512 on 2 threads it takes about the time of SDPA's "
+    "backward (its five products run in OpenBLAS near the core's peak, SDPA's in MKL), at 128 tokens 0.5x. "
     "Its exponentials and the rules' row steps run vectorised in the x86-64-v3 build of the core, the "
     "exponentials and GELU in AVX-512 function clones where the CPU has it (lrptext.build_info()['cpu_level']). "
     "On an Intel CPU the dense rule's products run in torch's BLAS (MKL, as the floor's), its element-wise steps "
     "in the core; elsewhere in the core's OpenBLAS (lrptext.build_info()['dense_product']). What remains above "
-    "the floor: those quotients, which autograd does not make, attention's kernel at 512 tokens, and Python per "
-    "node (autograd's backward is one C++ loop; at 1 x 8 tokens lrptext's fixed cost is about 4 ms above the "
-    "floor's under ACTIVE)."
+    "the floor: Python per node in the relevance pass (autograd's backward is one C++ loop): at 1 x 512 the pass "
+    "spends about 7 ms outside its kernels and products, twice what the same steps take between small kernels, "
+    "as the large ones evict the interpreter's data from the caches (docs/performance.md, W6)."
 )
 
 
