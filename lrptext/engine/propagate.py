@@ -101,11 +101,21 @@ class Step:
     arguments: Callable[[dict[str, Any]], tuple[tuple, dict]]
 
 
+def _kept(graph: Graph, key: str, work_out: Callable[[], Any]) -> Any:
+    """What `work_out()` derives from the graph alone, worked out once and kept on the graph (the engine walks the
+    same graph at every call)."""
+    kept = graph.__dict__.get(key)
+    if kept is None:
+        kept = graph.__dict__[key] = work_out()
+    return kept
+
+
 def plan(graph: Graph) -> dict[str, Step]:
-    """Every node's Step in topological order, kept on the graph (the engine walks the same graph every call)."""
-    cached = graph.__dict__.get("_plan")
-    if cached is not None:
-        return cached
+    """Every node's Step in topological order, kept on the graph."""
+    return _kept(graph, "_plan", lambda: _steps(graph))
+
+
+def _steps(graph: Graph) -> dict[str, Step]:
     last_reader = {a.name: node.name for node in graph.nodes for a in node.inputs()}
     from_input: set[str] = set()
     steps: dict[str, Step] = {}
@@ -118,19 +128,15 @@ def plan(graph: Graph) -> dict[str, Step]:
         data_reads = tuple(a.name for a in node.kind.data_inputs(node))
         steps[node.name] = Step(node, reads, data_reads, frees, node.name in from_input,
                                 _binder(node.args, node.kwargs))
-    graph.__dict__["_plan"] = steps
     return steps
 
 
 def _constants_apart(graph: Graph, steps: dict[str, Step]) -> tuple[tuple[Node, ...], tuple[Step, ...]]:
     """The graph's constants (its parameters and buffers, a third of an encoder's nodes) and the other steps in
     order, kept on the graph: the forward pass sets the constants' values first instead of stepping through them."""
-    cached = graph.__dict__.get("_constants_apart")
-    if cached is None:
-        cached = (tuple(s.node for s in steps.values() if s.node.kind is CONSTANT),
-                  tuple(s for s in steps.values() if s.node.kind is not CONSTANT))
-        graph.__dict__["_constants_apart"] = cached
-    return cached
+    return _kept(graph, "_constants_apart", lambda: (
+        tuple(s.node for s in steps.values() if s.node.kind is CONSTANT),
+        tuple(s for s in steps.values() if s.node.kind is not CONSTANT)))
 
 
 class Values(dict):
@@ -563,11 +569,8 @@ class RelevancePass:
 def _steps_back(graph: Graph) -> tuple[Node, ...]:
     """The nodes that may take a relevance step, last first (no inputs, outputs or constants: a third of an
     encoder's nodes are its parameters), kept on the graph."""
-    cached = graph.__dict__.get("_steps_back")
-    if cached is None:
-        cached = tuple(n for n in reversed(graph.nodes) if n.kind not in (INPUT, OUTPUT, CONSTANT))
-        graph.__dict__["_steps_back"] = cached
-    return cached
+    return _kept(graph, "_steps_back",
+                 lambda: tuple(n for n in reversed(graph.nodes) if n.kind not in (INPUT, OUTPUT, CONSTANT)))
 
 
 def _sum(a: Any, b: Any) -> Any:
