@@ -172,7 +172,6 @@ class Explainer:
 
     def _build(self) -> None:
         self._graphs: dict[Key, tuple[Graph, dict[str, Any]]] = {}
-        self._weights64: bool | None = None  # whether a weight of the default graph computes in float64
         self._signature = forward_parameters(self.model)
         # *args, **kwargs or keyword-only arguments: every argument is an input, none may be left out
         self._plain_signature = _plain_signature(self.model)
@@ -181,6 +180,9 @@ class Explainer:
         # torch.fx cannot trace: captured by torch.export, inputs by keyword
         self.keyword_inputs = TOKEN_IDS in self._parameters
         self.graph, self.rules = self._graph(_default_key(self.model))
+        # whether a weight computes in float64 (converting the parameters changes their storage, which rebuilds)
+        self._weights64 = any(_promote(n.params["weight"].dtype) == torch.float64 for n in self.graph.nodes
+                              if n.params.get("weight") is not None)
         # by node object: each graph of this Explainer (optional arguments given or not, keyword sets) has its own
         # nodes, and a name may stand for another layer in another graph
         self._layers: dict[tuple[int, torch.dtype], Layer] = {}
@@ -220,12 +222,7 @@ class Explainer:
         return layer
 
     def _compute_dtype(self, inputs: tuple[Any, ...]) -> torch.dtype:
-        weights64 = self._weights64
-        if weights64 is None:  # (per build: converting the parameters changes their storage, which rebuilds)
-            weights64 = self._weights64 = any(
-                _promote(n.params["weight"].dtype) == torch.float64 for n in self.graph.nodes
-                if n.params.get("weight") is not None)
-        return torch.float64 if weights64 or any(
+        return torch.float64 if self._weights64 or any(
             isinstance(x, torch.Tensor) and x.dtype == torch.float64 for x in inputs) else torch.float32
 
     def _keyword_inputs(self, inputs: Any) -> tuple[tuple[Any, ...], Graph, dict[str, Any]]:
