@@ -52,16 +52,16 @@ def _binder(args: tuple, kwargs: dict) -> Callable[[dict[str, Any]], tuple[tuple
     """values -> (args, kwargs) with every Node replaced by its value. Flat arguments (the common case), and flat
     lists or tuples among the positional ones (a view's shape with sizes computed in the graph), are filled in by
     position, without substitute's walk over every constant."""
-    def flat(a: Any) -> bool:
+    def flat(a: Any) -> bool:  # (torch.fx's immutable_list, a list, counts as one; a named tuple does not)
         return not isinstance(a, (list, tuple, dict)) or (
-            isinstance(a, (list, tuple)) and type(a) in (list, tuple)
-            and not any(isinstance(x, (list, tuple, dict)) for x in a))
+            (isinstance(a, list) or type(a) is tuple) and not any(isinstance(x, (list, tuple, dict)) for x in a))
 
     if not all(flat(a) for a in args) or any(isinstance(a, (list, tuple, dict)) for a in kwargs.values()):
         return lambda values: (substitute(args, values), substitute(kwargs, values))
     slots = [(i, a.name) for i, a in enumerate(args) if isinstance(a, Node)]
     # (position, list or tuple, its items, where its nodes are) for the sequences that hold nodes
-    sequences = [(i, type(a), list(a), [(j, x.name) for j, x in enumerate(a) if isinstance(x, Node)])
+    sequences = [(i, list if isinstance(a, list) else tuple, list(a),
+                  [(j, x.name) for j, x in enumerate(a) if isinstance(x, Node)])
                  for i, a in enumerate(args) if isinstance(a, (list, tuple)) and any(isinstance(x, Node) for x in a)]
     keyword_slots = [(k, a.name) for k, a in kwargs.items() if isinstance(a, Node)]
 
@@ -101,18 +101,9 @@ class Step:
     arguments: Callable[[dict[str, Any]], tuple[tuple, dict]]
 
 
-def _kept(graph: Graph, key: str, work_out: Callable[[], Any]) -> Any:
-    """What `work_out()` derives from the graph alone, worked out once and kept on the graph (the engine walks the
-    same graph at every call)."""
-    kept = graph.__dict__.get(key)
-    if kept is None:
-        kept = graph.__dict__[key] = work_out()
-    return kept
-
-
 def plan(graph: Graph) -> dict[str, Step]:
     """Every node's Step in topological order, kept on the graph."""
-    return _kept(graph, "_plan", lambda: _steps(graph))
+    return graph.kept("_plan", lambda: _steps(graph))
 
 
 def _steps(graph: Graph) -> dict[str, Step]:
@@ -134,7 +125,7 @@ def _steps(graph: Graph) -> dict[str, Step]:
 def _constants_apart(graph: Graph, steps: dict[str, Step]) -> tuple[tuple[Node, ...], tuple[Step, ...]]:
     """The graph's constants (its parameters and buffers, a third of an encoder's nodes) and the other steps in
     order, kept on the graph: the forward pass sets the constants' values first instead of stepping through them."""
-    return _kept(graph, "_constants_apart", lambda: (
+    return graph.kept("_constants_apart", lambda: (
         tuple(s.node for s in steps.values() if s.node.kind is CONSTANT),
         tuple(s for s in steps.values() if s.node.kind is not CONSTANT)))
 
@@ -569,8 +560,8 @@ class RelevancePass:
 def _steps_back(graph: Graph) -> tuple[Node, ...]:
     """The nodes that may take a relevance step, last first (no inputs, outputs or constants: a third of an
     encoder's nodes are its parameters), kept on the graph."""
-    return _kept(graph, "_steps_back",
-                 lambda: tuple(n for n in reversed(graph.nodes) if n.kind not in (INPUT, OUTPUT, CONSTANT)))
+    return graph.kept("_steps_back",
+                      lambda: tuple(n for n in reversed(graph.nodes) if n.kind not in (INPUT, OUTPUT, CONSTANT)))
 
 
 def _sum(a: Any, b: Any) -> Any:

@@ -206,6 +206,14 @@ class Graph:
                 readers[name].append(n)
         return readers
 
+    def kept(self, key: str, work_out: Callable[[], Any]) -> Any:
+        """What `work_out()` derives from this graph alone, worked out at the first call for `key` and kept on the
+        graph (the engine and the layer kinds walk the same graph at every explanation)."""
+        kept = self.__dict__.get(key)
+        if kept is None:
+            kept = self.__dict__[key] = work_out()
+        return kept
+
     def consumers(self) -> dict[str, list[Node]]:
         users: dict[str, list[Node]] = {n.name: [] for n in self.nodes}
         for n in self.nodes:

@@ -105,18 +105,19 @@ class _Layout:
 
 
 def _layout(graph: Graph, attention: LayerKind) -> _Layout:
-    layout = graph.__dict__.get("_projections")
-    if layout is None:
-        layout = _Layout({}, {})
-        for n in graph.nodes:
-            if n.kind is attention:
-                found = layout.projections[n.name] = tuple(_projection(a, graph.readers) for a in n.args[:3])
-                layers = sorted({p.layer.name: p.layer for p in found if p is not None}.values(),
-                                key=lambda m: graph.positions[m.name])
-                if len(layers) == 3 and _stackable(layers) and not any(m.name in layout.stacks for m in layers):
-                    stack = Stack(tuple(layers))
-                    layout.stacks.update({m.name: stack for m in layers})
-        graph.__dict__["_projections"] = layout
+    return graph.kept("_projections", lambda: _find_layout(graph, attention))
+
+
+def _find_layout(graph: Graph, attention: LayerKind) -> _Layout:
+    layout = _Layout({}, {})
+    for n in graph.nodes:
+        if n.kind is attention:
+            found = layout.projections[n.name] = tuple(_projection(a, graph.readers) for a in n.args[:3])
+            layers = sorted({p.layer.name: p.layer for p in found if p is not None}.values(),
+                            key=lambda m: graph.positions[m.name])
+            if len(layers) == 3 and _stackable(layers) and not any(m.name in layout.stacks for m in layers):
+                stack = Stack(tuple(layers))
+                layout.stacks.update({m.name: stack for m in layers})
     return layout
 
 
