@@ -110,8 +110,8 @@ void scale_rows(const T* sum, T* out, int64_t ldo, const T* y, int64_t ldy, int6
 }
 
 // out[i, :] = x[i, :] (factor g[i, :]) / st(x[i, :]) over `rows` rows of `cols`, g rows ldg apart (g may be out):
-// a head's R_X / X (gradient form), scaled, into the epsilon rule's quotient R_X / st(X) in one pass (the order
-// of lrptext's divide_stabilized, so that both give the same bits). In AVX-512 where the CPU has it, for float.
+// a head's R_X / X (gradient form), scaled, into the epsilon rule's quotient R_X / st(X) in one pass
+// (stabilized_quotient: the same bits as divide_stabilized). In AVX-512 where the CPU has it, for float.
 template <class T>
 inline __attribute__((always_inline)) void quotient_rows(T* out, int64_t ldo, const T* g, int64_t ldg, const T* x,
                                                          int64_t ldx, int64_t rows, int64_t cols, T factor, T eps) {
@@ -123,7 +123,7 @@ inline __attribute__((always_inline)) void quotient_rows(T* out, int64_t ldo, co
     const T* g_row = g + i * ldg;
     T* out_row = out + i * ldo;
 #pragma omp simd
-    for (int64_t j = 0; j < cols; ++j) out_row[j] = x_row[j] * (factor * g_row[j]) / stabilize(x_row[j], eps);
+    for (int64_t j = 0; j < cols; ++j) out_row[j] = stabilized_quotient(x_row[j], factor * g_row[j], x_row[j], eps);
   }
 }
 

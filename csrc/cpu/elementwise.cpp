@@ -35,7 +35,7 @@ inline __attribute__((always_inline)) void steps(const ElementwiseProblem& p, in
   if (p.op == ElementwiseOp::DivideStabilized) {
     const T eps = T(p.epsilon);
     if (factor) {
-      for (int64_t i = lo; i < hi; ++i) out[i] = activate<A>(factor[i]) * a[i] / stabilize(b[i], eps);
+      for (int64_t i = lo; i < hi; ++i) out[i] = stabilized_quotient(activate<A>(factor[i]), a[i], b[i], eps);
     } else {
       for (int64_t i = lo; i < hi; ++i) out[i] = a[i] / stabilize(b[i], eps);
     }

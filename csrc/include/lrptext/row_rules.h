@@ -61,10 +61,10 @@ LRPT_HD inline void layer_norm_row(const T* x, const T* y, const T* r, const T* 
   const T s_mean = row_sum(out, n) / T(n);
   if (gradient_form) {
     for (int64_t i = 0; i < n; ++i) out[i] -= s_mean;
-    // (the order of divide_stabilized with a factor, act(z) g / st(z): the same bits as the dense layer's own pass)
+    // (the dense layer's quotient z ⊙ g / st(z), in the order of its own pass: the same bits)
     if (quotient_out)
       for (int64_t i = 0; i < n; ++i)
-        quotient_out[i] = quotient_of[i] * out[i] / stabilize(quotient_of[i], quotient_eps);
+        quotient_out[i] = stabilized_quotient(quotient_of[i], out[i], quotient_of[i], quotient_eps);
   } else {
     for (int64_t i = 0; i < n; ++i) out[i] = x[i] * (out[i] - s_mean);
   }

@@ -19,4 +19,12 @@ LRPT_HD inline T stabilize(T z, T eps) {
   return z + (z >= T(0) ? eps : -eps);
 }
 
+// The epsilon rule's quotient in gradient form, a ⊙ g / st(z, eps), in this one order ((a g) / st(z)): the
+// kernels that compute it inside another pass (LayerNorm's, attention's) give the same bits as divide_stabilized's
+// own pass, which the engine relies on when it picks either.
+template <class T>
+LRPT_HD inline T stabilized_quotient(T a, T g, T z, T eps) {
+  return a * g / stabilize(z, eps);
+}
+
 }  // namespace lrptext
