@@ -985,3 +985,24 @@ def test_tensors_made_like_another_are_constants():
                                rtol=1e-12, atol=1e-15)
     rows = [row.rule for row in lrptext.support_table(like, composite="attnlrp").rows if row.kind == "scale"]
     assert rows == ["passes to the non-constant operand"]
+
+
+def test_a_node_argument_holding_a_shape_list_is_bound_by_position_with_the_node_values_in_it():
+    """torch.export writes a view's shape as torch.fx's immutable_list (a list subclass) whose sizes may be nodes:
+    the forward pass fills them in without the generic walk, as a plain list, and leaves constant lists as they
+    are."""
+    from torch.fx.immutable_collections import immutable_list
+
+    from lrptext.engine.propagate import _binder
+    from lrptext.graph.ir import Node
+    from lrptext.layers.identity import IDENTITY
+
+    x, size = (Node(name, name, IDENTITY, "input") for name in ("x", "size"))
+    shape = immutable_list([size, -1])
+    bind = _binder((x, shape, immutable_list([1, 2])), {"dim": 0})
+    assert bind.__name__ == "bind"  # the positional binder, not the generic substitution
+    value = torch.zeros(2, 3)
+    args, kwargs = bind({"x": value, "size": 6})
+    assert args[0] is value and args[1] == [6, -1] and type(args[1]) is list
+    assert args[2] == [1, 2] and kwargs == {"dim": 0}
+    assert list(shape) == [size, -1]  # the graph's own argument untouched
