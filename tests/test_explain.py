@@ -987,22 +987,25 @@ def test_tensors_made_like_another_are_constants():
     assert rows == ["passes to the non-constant operand"]
 
 
-def test_a_node_argument_holding_a_shape_list_is_bound_by_position_with_the_node_values_in_it():
-    """torch.export writes a view's shape as torch.fx's immutable_list (a list subclass) whose sizes may be nodes:
-    the forward pass fills them in without the generic walk, as a plain list, and leaves constant lists as they
-    are."""
+def test_a_node_argument_holding_a_shape_list_is_bound_by_position_with_the_node_values_in_it(monkeypatch):
+    """torch.fx and torch.export write a view's shape as an immutable_list (a list subclass) whose sizes may be
+    nodes: the forward pass fills them in by position, without the generic walk over every argument, keeps the
+    list's type and passes constant lists as they are."""
     from torch.fx.immutable_collections import immutable_list
 
-    from lrptext.engine.propagate import _binder
+    from lrptext.engine import propagate
     from lrptext.graph.ir import Node
     from lrptext.layers.identity import IDENTITY
 
+    def walked(*_):
+        raise AssertionError("bound by the generic walk")
+
+    monkeypatch.setattr(propagate, "substitute", walked)
     x, size = (Node(name, name, IDENTITY, "input") for name in ("x", "size"))
-    shape = immutable_list([size, -1])
-    bind = _binder((x, shape, immutable_list([1, 2])), {"dim": 0})
-    assert bind.__name__ == "bind"  # the positional binder, not the generic substitution
+    shape, constant = immutable_list([size, -1]), immutable_list([1, 2])
+    bind = propagate._binder((x, shape, constant), {"dim": 0})
     value = torch.zeros(2, 3)
     args, kwargs = bind({"x": value, "size": 6})
-    assert args[0] is value and args[1] == [6, -1] and type(args[1]) is list
-    assert args[2] == [1, 2] and kwargs == {"dim": 0}
+    assert args[0] is value and args[1] == [6, -1] and type(args[1]) is immutable_list
+    assert args[2] is constant and kwargs == {"dim": 0}
     assert list(shape) == [size, -1]  # the graph's own argument untouched

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.fx.immutable_collections import immutable_list
 
 from lrptext.errors import UnsupportedLayerError
 from lrptext.graph.ir import CONSTANT, INPUT, OUTPUT, UNSUPPORTED, Graph, LayerKind, Node
@@ -48,20 +49,22 @@ def substitute(a: Any, values: dict[str, Any]) -> Any:
     return a
 
 
+_SEQUENCES = (list, tuple, immutable_list)
+
+
 def _binder(args: tuple, kwargs: dict) -> Callable[[dict[str, Any]], tuple[tuple, dict]]:
     """values -> (args, kwargs) with every Node replaced by its value. Flat arguments (the common case), and flat
     lists or tuples among the positional ones (a view's shape with sizes computed in the graph), are filled in by
     position, without substitute's walk over every constant."""
-    def flat(a: Any) -> bool:  # (torch.fx's immutable_list, a list, counts as one; a named tuple does not)
+    def flat(a: Any) -> bool:  # (torch.fx's immutable_list, which captured shapes are, counts as a list)
         return not isinstance(a, (list, tuple, dict)) or (
-            (isinstance(a, list) or type(a) is tuple) and not any(isinstance(x, (list, tuple, dict)) for x in a))
+            type(a) in _SEQUENCES and not any(isinstance(x, (list, tuple, dict)) for x in a))
 
     if not all(flat(a) for a in args) or any(isinstance(a, (list, tuple, dict)) for a in kwargs.values()):
         return lambda values: (substitute(args, values), substitute(kwargs, values))
     slots = [(i, a.name) for i, a in enumerate(args) if isinstance(a, Node)]
-    # (position, list or tuple, its items, where its nodes are) for the sequences that hold nodes
-    sequences = [(i, list if isinstance(a, list) else tuple, list(a),
-                  [(j, x.name) for j, x in enumerate(a) if isinstance(x, Node)])
+    # (position, its type, its items, where its nodes are) for the sequences that hold nodes
+    sequences = [(i, type(a), list(a), [(j, x.name) for j, x in enumerate(a) if isinstance(x, Node)])
                  for i, a in enumerate(args) if isinstance(a, (list, tuple)) and any(isinstance(x, Node) for x in a)]
     keyword_slots = [(k, a.name) for k, a in kwargs.items() if isinstance(a, Node)]
 
@@ -73,7 +76,7 @@ def _binder(args: tuple, kwargs: dict) -> Callable[[dict[str, Any]], tuple[tuple
             items = items.copy()
             for j, name in inner:
                 items[j] = values[name]
-            filled[i] = items if kind is list else tuple(items)
+            filled[i] = items if kind is list else kind(items)
         if not keyword_slots:
             return tuple(filled), kwargs
         keywords = dict(kwargs)
