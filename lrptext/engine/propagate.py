@@ -244,8 +244,8 @@ def forward(graph: Graph, inputs: tuple[Any, ...], rules: dict[str, Any], layer:
     values = state.values
     signature = _signature(inputs)
     # (rules, the nodes that carry relevance, the relevance steps' plans) by the rules' id and the input signature
-    known: dict[Any, tuple[dict[str, Any], frozenset[str], dict[Any, Any]]] = graph.__dict__.setdefault(
-        "_carrying", {})
+    known: dict[Any, tuple[dict[str, Any], frozenset[str], dict[Any, Any]]] = graph.kept(
+        "_carrying", dict)
     cached = known.get((id(rules), signature)) if signature is not None else None
     flow = None if cached is not None and cached[0] is rules else _Flow(rules)
     if flow is None:
