@@ -1186,7 +1186,8 @@ void recurrent_sweep(py::handle decay, py::handle fresh, py::handle pre, py::han
 py::dict build_info() {
   py::dict d;
   d["version"] = LRPTEXT_VERSION;
-  d["blas"] = "OpenBLAS (scipy-openblas32), single-threaded inside OpenMP";
+  d["blas"] = cpu::external_blas() ? "torch's (lrptext._native.core_blas), one thread per product"
+                                   : "OpenBLAS (scipy-openblas32), single-threaded inside OpenMP";
   d["openmp"] = _OPENMP;
   d["threads"] = cpu::get_num_threads();
 #ifdef LRPTEXT_WITH_CUDA
@@ -1312,6 +1313,12 @@ PYBIND11_MODULE(LRPTEXT_MODULE, m) {
     cpu::set_num_threads(n);
   }, "n"_a);
   m.def("get_num_threads", &cpu::get_num_threads);
+  m.def("set_blas", [](std::optional<std::string> library) {
+    return cpu::set_blas(library ? library->c_str() : nullptr);
+  }, "library"_a.none(),
+        "Runs the CPU kernels' matrix products in the sgemm_ and dgemm_ of `library`, a path to a shared library "
+        "the process has loaded (torch's, with MKL), after checking them on a small product; None: in the core's "
+        "OpenBLAS. Returns False, keeping OpenBLAS, where the library is not loaded or has no working ones.");
   m.def("release_workspaces", &cpu::release_workspaces,
         "Unmaps the CPU kernels' large workspaces kept for later calls; returns their bytes.");
   m.def("build_info", &build_info);

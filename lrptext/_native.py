@@ -68,13 +68,42 @@ def _dense_product() -> str:
 dense_product = _dense_product() if core is not None else "torch"
 
 
+def torch_blas_library() -> str | None:
+    """The path of the shared library that carries torch's BLAS (libtorch_cpu, with MKL in torch's x86 wheels on
+    Linux), or None where there is none to hand to the core."""
+    import torch
+
+    path = os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so")
+    return path if os.path.exists(path) else None
+
+
+def use_torch_blas(use: bool) -> bool:
+    """Runs the C++ kernels' own matrix products (attention's per head, convolutions', the small dense layers') in
+    torch's BLAS (use=True) or in the core's OpenBLAS; whether torch's now runs them (False where its library has
+    no sgemm_ and dgemm_ that compute right, which the core checks)."""
+    global core_blas
+    library = torch_blas_library() if use else None
+    taken = require_core().set_blas(library) and library is not None  # (None: OpenBLAS again)
+    core_blas = "torch" if taken else "openblas"
+    return taken
+
+
+# Which BLAS runs the core's own matrix products: torch's where the dense products go to torch's too (Intel CPUs
+# with MKL; MKL took 0.9x OpenBLAS's time for attention's products at 512 tokens, docs/performance.md), else
+# the core's OpenBLAS. LRPTEXT_DENSE_PRODUCT chooses both.
+core_blas = "openblas"
+if core is not None and dense_product == "torch":
+    use_torch_blas(True)
+
+
 def build_info() -> dict[str, Any]:
     """How the kernels were built: BLAS, OpenMP threads, the CPU level of the module in use ("x86-64-v3" or
     "baseline"), whether CUDA kernels were compiled; and which BLAS runs the dense products of an explanation on
-    the CPU ("dense_product": "core" or "torch", see LRPTEXT_DENSE_PRODUCT)."""
+    the CPU ("dense_product": "core" or "torch", see LRPTEXT_DENSE_PRODUCT) and the core's own products
+    ("core_blas": "openblas" or "torch")."""
     if core is None:
         return {"extension": False, "error": str(import_error), "cuda": False}
-    return {"extension": True, **core.build_info(), "dense_product": dense_product}
+    return {"extension": True, **core.build_info(), "dense_product": dense_product, "core_blas": core_blas}
 
 
 def set_num_threads(n: int) -> None:

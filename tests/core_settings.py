@@ -26,3 +26,10 @@ def core_threads(n: int):
 def core_winograd(mode: str):
     """lrptext.set_winograd(mode) for the block."""
     return _setting(lrptext.get_winograd, lrptext.set_winograd, mode)
+
+
+def core_blas(torch_blas: bool):
+    """The core's own matrix products in torch's BLAS (True) or in its OpenBLAS for the block
+    (lrptext._native.use_torch_blas)."""
+    from lrptext import _native
+    return _setting(lambda: _native.core_blas == "torch", _native.use_torch_blas, torch_blas)

@@ -11,15 +11,16 @@ import torch
 import torch.nn.functional as F
 
 import lrptext
-from core_settings import core_threads
+from core_settings import core_blas, core_threads
 from lrptext import _core, _native, kernels as K
 from lrptext.rules import Gamma
+from tolerances import assert_matches
 
 
 def test_build_info_reports_blas_threads_and_cuda():
     info = lrptext.build_info()
     assert info["extension"] is True
-    assert "OpenBLAS" in info["blas"]
+    assert ("torch's" if info["core_blas"] == "torch" else "OpenBLAS") in info["blas"]
     assert info["openmp"] >= 201511 and info["threads"] >= 1
     assert isinstance(info["cuda"], bool)
 
@@ -123,12 +124,71 @@ def test_the_dense_product_blas_is_chosen_by_the_cpu_or_the_environment():
         assert ("LRPTEXT_DENSE_PRODUCT must be 'core' or 'torch', got 'mkl'" in run.stderr) == (value == "mkl")
 
 
+def test_the_cores_products_run_in_torchs_blas_where_the_dense_products_do():
+    """The core's own matrix products (attention's, convolutions') go to torch's BLAS with the dense products
+    (LRPTEXT_DENSE_PRODUCT=torch, the default on Intel CPUs with MKL), where torch's library has an sgemm_ and a
+    dgemm_ that compute right; else, and with LRPTEXT_DENSE_PRODUCT=core, they stay in the core's OpenBLAS."""
+    import subprocess
+    import sys
+    script = "import lrptext; i = lrptext.build_info(); print(i['core_blas'], '|', i['blas'])"
+    for value in ("core", "torch"):
+        run = subprocess.run([sys.executable, "-P", "-c", script], capture_output=True, text=True, check=True,
+                             env={**os.environ, "LRPTEXT_DENSE_PRODUCT": value})
+        chosen, blas = run.stdout.strip().split(" | ")
+        if value == "core" or _native.torch_blas_library() is None:
+            assert (chosen, "OpenBLAS" in blas) == ("openblas", True)
+        elif torch.backends.mkl.is_available():  # (torch's x86 Linux wheels: MKL's sgemm_ and dgemm_)
+            assert (chosen, "torch's" in blas) == ("torch", True)
+
+
+def test_a_blas_library_the_process_has_not_loaded_is_refused_and_openblas_kept():
+    with core_blas(False):
+        assert _native.core.set_blas("/nonexistent/libblas.so") is False
+        assert "OpenBLAS" in lrptext.build_info()["blas"]
+        assert _native.core.set_blas(None) is True
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_either_blas_computes_the_cores_products_alike(dtype):
+    """Attention relevance (five products per block of queries; at 512 keys their inner sums differ in order
+    between the two BLAS), convolution and dense relevance, with the core's products in torch's BLAS and in
+    OpenBLAS: the same relevance up to rounding (the kernels' float64 oracle tolerances, relative to the largest
+    relevance)."""
+    if _native.torch_blas_library() is None or not torch.backends.mkl.is_available():
+        pytest.skip("torch's library here carries no BLAS to hand to the core")
+    g = torch.Generator().manual_seed(0)
+    q, k, v, share = (torch.randn(1, 2, 512, 32, generator=g, dtype=torch.float64).to(dtype) for _ in range(4))
+    ro = F.scaled_dot_product_attention(q, k, v) * share
+    x, w = torch.randn(2, 8, 20, 20, generator=g, dtype=dtype), torch.randn(16, 8, 3, 3, generator=g, dtype=dtype)
+    rc = torch.randn(2, 16, 20, 20, generator=g, dtype=dtype)
+    xd, wd, rd = (torch.randn(s, generator=g, dtype=dtype) for s in ((64, 300), (200, 300), (64, 200)))
+
+    def results():
+        return [*K.attention_relevance(q, k, v, ro), K.conv2d_relevance(x, w, None, rc, padding=1, rule=Gamma()),
+                K.dense_relevance(xd, wd, None, rd, rule=Gamma())]
+
+    with core_blas(True):
+        assert _native.core_blas == "torch"
+        torch_blas = results()
+    with core_blas(False):
+        assert _native.core_blas == "openblas"
+        openblas = results()
+    for a, b in zip(torch_blas, openblas):
+        assert_matches(a, b, dtype)
+
+
 def test_both_cpu_levels_compute_the_same_relevance(monkeypatch):
     """The x86-64-v3 module (vectorised with FMA) and the portable one on the kernels with the most element-wise
     work: dense epsilon, LayerNorm, softmax and attention relevance, float32 and float64 (the kernels' oracles are
-    checked on the module in use; this keeps the other one honest)."""
+    checked on the module in use; this keeps the other one honest). Both with the products in OpenBLAS, which the
+    portable module keeps: an epsilon quotient near z = 0 makes the products' rounding show."""
     if _native.core is _core:
         pytest.skip("only the portable module is built or runnable here")
+    with core_blas(False):
+        _compare_cpu_levels(monkeypatch)
+
+
+def _compare_cpu_levels(monkeypatch):
     g = torch.Generator().manual_seed(0)
 
     def results(dtype):
