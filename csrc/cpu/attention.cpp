@@ -19,14 +19,17 @@ namespace {
 // Query rows per block: a block's scores, probabilities and relevance of A ([rows, keys] each) stay in the core's
 // cache between the products that write and read them (at 512 tokens a whole head's three matrices, 3 MiB, did
 // not, and the kernel took 1.85x the time of SDPA's backward on one thread); at 512 keys, blocks of 16 rows were
-// a little faster than of 32 (Intel Sapphire Rapids, 2 threads).
-int64_t block_rows(int64_t nq, int64_t nk) { return std::min<int64_t>(nq, std::max<int64_t>(16, 8192 / nk)); }
+// a little faster than of 32 (Intel Sapphire Rapids, 2 threads). With torch's MKL running the products
+// (set_blas), 64 rows at 512 keys and 128 at 256 took 0.96x the time of 16 and 32.
+int64_t block_rows(int64_t nq, int64_t nk) {
+  const int64_t elements = external_blas() ? 32768 : 8192;  // of each [rows, keys] block
+  return std::min<int64_t>(nq, std::max<int64_t>(16, elements / nk));
+}
 
-// Elements of a thread's workspace: three [rows, keys] blocks, G of a block and its row sums, and K, Kᵀ, Vᵀ,
-// Aᵀ G and Hᵀ Q of a head.
-int64_t workspace_size(const AttentionProblem& p) {
-  return 3 * block_rows(p.queries, p.keys) * p.keys + block_rows(p.queries, p.keys) * (p.value_dim + 1) +
-         p.keys * (3 * p.dim + 2 * p.value_dim);
+// Elements of a thread's workspace for blocks of `rows` queries: three [rows, keys] blocks, G of a block and its
+// row sums, and K, Kᵀ, Vᵀ, Aᵀ G and Hᵀ Q of a head.
+int64_t workspace_size(const AttentionProblem& p, int64_t rows) {
+  return 3 * rows * p.keys + rows * (p.value_dim + 1) + p.keys * (3 * p.dim + 2 * p.value_dim);
 }
 
 template <class T>
@@ -196,8 +199,8 @@ void score_gradient_rows(const double* a, double* m, const double* row_sums, int
 }
 
 template <class T>
-void head_relevance(const AttentionProblem& p, int64_t t, T* work) {
-  const int64_t nq = p.queries, nk = p.keys, d = p.dim, dv = p.value_dim, rows = block_rows(nq, nk);
+void head_relevance(const AttentionProblem& p, int64_t t, T* work, int64_t rows) {
+  const int64_t nq = p.queries, nk = p.keys, d = p.dim, dv = p.value_dim;
   const auto [q, k_in, v_in, r, rq, rk, rv, ldq, ldk_in, ldv_in, ldr, ldrq, ldrk, ldrv] = attention_heads<T>(p, t);
   T* s = work;           // scaled scores of the block's queries
   T* a = s + rows * nk;  // their probabilities
@@ -286,16 +289,17 @@ void head_relevance(const AttentionProblem& p, int64_t t, T* work) {
 template <class T>
 void run(const AttentionProblem& p) {
   const int64_t tasks = p.batch * p.heads;
-  const int64_t work = workspace_size(p);
+  const int64_t rows = block_rows(p.queries, p.keys);  // (once: the workspace is sized for it)
+  const int64_t work = workspace_size(p, rows);
   const int threads = int(std::min<int64_t>(get_num_threads(), tasks));
   if (threads <= 1) {  // one head: its products use the threads
     Exec::Buffer<T> w(work);
-    for (int64_t t = 0; t < tasks; ++t) head_relevance(p, t, w.get());
+    for (int64_t t = 0; t < tasks; ++t) head_relevance(p, t, w.get(), rows);
     return;
   }
   Exec::Buffer<T> w(work * threads);
 #pragma omp parallel for schedule(dynamic) num_threads(threads)
-  for (int64_t t = 0; t < tasks; ++t) head_relevance(p, t, w.get() + work * omp_get_thread_num());
+  for (int64_t t = 0; t < tasks; ++t) head_relevance(p, t, w.get() + work * omp_get_thread_num(), rows);
 }
 
 }  // namespace
