@@ -1316,9 +1316,10 @@ PYBIND11_MODULE(LRPTEXT_MODULE, m) {
   m.def("set_blas", [](std::optional<std::string> library) {
     return cpu::set_blas(library ? library->c_str() : nullptr);
   }, "library"_a.none(),
-        "Runs the CPU kernels' matrix products in the sgemm_ and dgemm_ of `library`, a path to a shared library "
-        "the process has loaded (torch's, with MKL), after checking them on a small product; None: in the core's "
-        "OpenBLAS. Returns False, keeping OpenBLAS, where the library is not loaded or has no working ones.");
+        "Runs the CPU kernels' matrix products (not their matrix-vector products) in the MKL of `library`, a path "
+        "to a shared library the process has loaded (torch's), after checking its sgemm_ and dgemm_ on small "
+        "products; None: in the core's OpenBLAS. Returns False, and OpenBLAS runs them, where the library is not "
+        "loaded or has no working ones.");
   m.def("release_workspaces", &cpu::release_workspaces,
         "Unmaps the CPU kernels' large workspaces kept for later calls; returns their bytes.");
   m.def("build_info", &build_info);

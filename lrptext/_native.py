@@ -78,9 +78,10 @@ def torch_blas_library() -> str | None:
 
 
 def use_torch_blas(use: bool) -> bool:
-    """Runs the C++ kernels' own matrix products (attention's per head, convolutions', the small dense layers') in
-    torch's BLAS (use=True) or in the core's OpenBLAS; whether torch's now runs them (False where its library has
-    no sgemm_ and dgemm_ that compute right, which the core checks)."""
+    """Runs the C++ kernels' own matrix products (attention's per head, convolutions', the dense rules' in the core;
+    their matrix-vector products stay in OpenBLAS) in torch's BLAS (use=True) or in the core's OpenBLAS; whether
+    torch's now runs them (False where its library carries no MKL whose sgemm_ and dgemm_ compute right, which the
+    core checks)."""
     global core_blas
     library = torch_blas_library() if use else None
     taken = require_core().set_blas(library) and library is not None  # (None: OpenBLAS again)

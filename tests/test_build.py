@@ -126,8 +126,8 @@ def test_the_dense_product_blas_is_chosen_by_the_cpu_or_the_environment():
 
 def test_the_cores_products_run_in_torchs_blas_where_the_dense_products_do():
     """The core's own matrix products (attention's, convolutions') go to torch's BLAS with the dense products
-    (LRPTEXT_DENSE_PRODUCT=torch, the default on Intel CPUs with MKL), where torch's library has an sgemm_ and a
-    dgemm_ that compute right; else, and with LRPTEXT_DENSE_PRODUCT=core, they stay in the core's OpenBLAS."""
+    (LRPTEXT_DENSE_PRODUCT=torch, the default on Intel CPUs with MKL), where torch's library carries MKL's sgemm_
+    and dgemm_ and they compute right; else, and with LRPTEXT_DENSE_PRODUCT=core, they stay in the core's OpenBLAS."""
     import subprocess
     import sys
     script = "import lrptext; i = lrptext.build_info(); print(i['core_blas'], '|', i['blas'])"
@@ -135,17 +135,36 @@ def test_the_cores_products_run_in_torchs_blas_where_the_dense_products_do():
         run = subprocess.run([sys.executable, "-P", "-c", script], capture_output=True, text=True, check=True,
                              env={**os.environ, "LRPTEXT_DENSE_PRODUCT": value})
         chosen, blas = run.stdout.strip().split(" | ")
+        assert chosen in ("openblas", "torch") and ("torch's" if chosen == "torch" else "OpenBLAS") in blas
         if value == "core" or _native.torch_blas_library() is None:
-            assert (chosen, "OpenBLAS" in blas) == ("openblas", True)
-        elif torch.backends.mkl.is_available():  # (torch's x86 Linux wheels: MKL's sgemm_ and dgemm_)
-            assert (chosen, "torch's" in blas) == ("torch", True)
+            assert chosen == "openblas"
+        elif torch.backends.mkl.is_available():  # (torch's x86 Linux wheels: MKL inside libtorch_cpu)
+            assert chosen == "torch"
 
 
-def test_a_blas_library_the_process_has_not_loaded_is_refused_and_openblas_kept():
-    with core_blas(False):
-        assert _native.core.set_blas("/nonexistent/libblas.so") is False
-        assert "OpenBLAS" in lrptext.build_info()["blas"]
-        assert _native.core.set_blas(None) is True
+def test_a_library_not_loaded_or_without_mkl_is_refused_and_openblas_runs_the_products():
+    """set_blas takes only a library the process has loaded (never loads one) that has MKL's functions; a refused
+    one leaves the products in OpenBLAS, also where torch's ran them before."""
+    torch_lib = _native.torch_blas_library()
+    if torch_lib is None or not torch.backends.mkl.is_available():
+        pytest.skip("torch's library here carries no MKL to hand to the core")
+    def loaded() -> str:  # the files mapped into this process
+        with open("/proc/self/maps") as maps:
+            return maps.read()
+
+    lib_dir = os.path.dirname(torch_lib)
+    c10 = os.path.join(lib_dir, "libc10.so")  # loaded with torch, and no BLAS in it
+    mapped = loaded()
+    assert c10 in mapped
+    not_loaded = [os.path.join(lib_dir, f) for f in sorted(os.listdir(lib_dir))
+                  if f.endswith(".so") and os.path.join(lib_dir, f) not in mapped]
+    with core_blas(True):
+        for refused in ["/nonexistent/libblas.so", c10, *not_loaded[:1]]:
+            assert _native.core.set_blas(torch_lib) is True and "torch's" in lrptext.build_info()["blas"]
+            assert _native.core.set_blas(refused) is False
+            assert "OpenBLAS" in lrptext.build_info()["blas"]
+        if not_loaded:  # (set_blas did not load it either)
+            assert not_loaded[0] not in loaded()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -175,6 +194,8 @@ def test_either_blas_computes_the_cores_products_alike(dtype):
         openblas = results()
     for a, b in zip(torch_blas, openblas):
         assert_matches(a, b, dtype)
+    # ... and they did run in two libraries: MKL and OpenBLAS sum a 512-long product's terms in other orders
+    assert not torch.equal(torch_blas[0], openblas[0])
 
 
 def test_both_cpu_levels_compute_the_same_relevance(monkeypatch):

@@ -13,53 +13,68 @@ namespace {
 
 // ?gemm_ of a BLAS another library of the process brought (torch's MKL: set_blas). The Fortran interface takes every
 // argument by address, so each dimension goes as the address of a 64-bit integer: a library with 32-bit integers
-// (LP64) reads its low half, which on a little-endian CPU is the same number for dimensions below 2^31.
+// (LP64) reads its low half, which on a little-endian CPU is the same number for dimensions below 2^31 (on a
+// big-endian one it would read 0, which computes_right catches).
 template <class T>
 using FortranGemm = void (*)(const char*, const char*, const int64_t*, const int64_t*, const int64_t*, const T*,
                              const T*, const int64_t*, const T*, const int64_t*, const T*, T*, const int64_t*);
+// MKL's thread-local thread count: set to 1 around each product, as OpenBLAS is, so that the library adds no
+// threads of its own to ours (torch sets MKL's count to its own threads, and with nested regions off a product
+// inside ours would still be one thread, outside them not)
+using SetLocalThreads = int (*)(int);
 std::atomic<FortranGemm<float>> g_sgemm{nullptr};
 std::atomic<FortranGemm<double>> g_dgemm{nullptr};
+std::atomic<SetLocalThreads> g_set_local_threads{nullptr};
 
-// C = op(A) op(B) + beta C, row-major, as the column-major Cᵀ = op(B)ᵀ op(A)ᵀ. Called where no parallel region
-// runs, the product goes into one of a single thread: inside one, the library keeps to the calling thread (its
-// own threads would come on top of ours).
+// C = op(A) op(B) + beta C, row-major, as the column-major Cᵀ = op(B)ᵀ op(A)ᵀ, on the calling thread alone.
 template <class T>
-void fortran_gemm(FortranGemm<T> f, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda,
-                  const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+void fortran_gemm(FortranGemm<T> f, SetLocalThreads set_local_threads, bool ta, bool tb, int64_t m, int64_t n,
+                  int64_t k, const T* a, int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
   const T one = T(1);
-  auto call = [&] { f(tb ? "T" : "N", ta ? "T" : "N", &n, &m, &k, &one, b, &ldb, a, &lda, &beta, c, &ldc); };
-  if (omp_in_parallel()) return call();
-#pragma omp parallel num_threads(1)
-  call();
+  const int previous = set_local_threads(1);
+  f(tb ? "T" : "N", ta ? "T" : "N", &n, &m, &k, &one, b, &ldb, a, &lda, &beta, c, &ldc);
+  set_local_threads(previous);
 }
 
 void blas(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
           int64_t ldb, float beta, float* c, int64_t ldc) {
-  if (FortranGemm<float> f = g_sgemm.load(std::memory_order_relaxed))
-    return fortran_gemm(f, ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc);
+  if (FortranGemm<float> f = g_sgemm.load(std::memory_order_acquire))
+    return fortran_gemm(f, g_set_local_threads.load(std::memory_order_relaxed), ta, tb, m, n, k, a, lda, b, ldb,
+                        beta, c, ldc);
   scipy_cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, blasint(m),
                     blasint(n), blasint(k), 1.0f, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc));
 }
 
 void blas(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const double* a, int64_t lda, const double* b,
           int64_t ldb, double beta, double* c, int64_t ldc) {
-  if (FortranGemm<double> f = g_dgemm.load(std::memory_order_relaxed))
-    return fortran_gemm(f, ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc);
+  if (FortranGemm<double> f = g_dgemm.load(std::memory_order_acquire))
+    return fortran_gemm(f, g_set_local_threads.load(std::memory_order_relaxed), ta, tb, m, n, k, a, lda, b, ldb,
+                        beta, c, ldc);
   scipy_cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, blasint(m),
                     blasint(n), blasint(k), 1.0, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc));
 }
 
-// Whether f computes a small product with transposes right: [[1, 2, 3], [4, 5, 6]] [[1, 2], [3, 4], [5, 6]] and
-// the same with the operands stored transposed, added to C.
+// Whether f computes C[2, 3] = op(A) op(B) + beta C right against a plain loop, for every pair of transposes,
+// with leading dimensions past the rows' ends, beta 0 over a C of NaN (which must not show) and beta 1.
 template <class T>
-bool computes_right(FortranGemm<T> f) {
-  const T a[6] = {1, 2, 3, 4, 5, 6}, b[6] = {1, 2, 3, 4, 5, 6}, at[6] = {1, 4, 2, 5, 3, 6}, bt[6] = {1, 3, 5, 2, 4, 6};
-  T c[4] = {0, 0, 0, 0}, c2[4] = {1, 1, 1, 1};
-  fortran_gemm(f, false, false, 2, 2, 3, a, 3, b, 2, T(0), c, 2);
-  fortran_gemm(f, true, true, 2, 2, 3, at, 2, bt, 3, T(1), c2, 2);
-  const T expected[4] = {22, 28, 49, 64};
-  for (int i = 0; i < 4; ++i)
-    if (c[i] != expected[i] || c2[i] != expected[i] + 1) return false;
+bool computes_right(FortranGemm<T> f, SetLocalThreads set_local_threads) {
+  constexpr int64_t m = 2, n = 3, k = 4, ld = 5;  // every operand stored with 5 elements per row
+  T a[4 * ld], b[4 * ld];
+  for (int64_t i = 0; i < 4 * ld; ++i) a[i] = T(i % 7 + 1), b[i] = T(i % 5 - 2);
+  for (int trans = 0; trans < 4; ++trans) {
+    const bool ta = trans & 1, tb = trans & 2;
+    for (const T beta : {T(0), T(1)}) {
+      T c[m * ld];
+      for (T& x : c) x = beta == T(0) ? std::nan("") : T(3);
+      fortran_gemm(f, set_local_threads, ta, tb, m, n, k, a, ld, b, ld, beta, c, ld);
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j) {
+          T want = beta == T(0) ? T(0) : T(3);
+          for (int64_t l = 0; l < k; ++l) want += (ta ? a[l * ld + i] : a[i * ld + l]) * (tb ? b[j * ld + l] : b[l * ld + j]);
+          if (!(c[i * ld + j] == want)) return false;  // (small integers: exact in any order)
+        }
+    }
+  }
   return true;
 }
 
@@ -163,18 +178,19 @@ bool set_blas(const char* library) {
   g_sgemm = nullptr;
   g_dgemm = nullptr;
   if (!library) return true;
-  // (only a library the process has loaded already: RTLD_NOLOAD; the reference dlopen adds is kept, as the
-  // functions stay in use)
+  // Only a library the process has loaded already (RTLD_NOLOAD). The reference this adds is never given back: the
+  // functions may be running on another thread, and the library stays loaded for torch anyway.
   void* handle = dlopen(library, RTLD_NOW | RTLD_NOLOAD);
   if (!handle) return false;
   auto sgemm = reinterpret_cast<FortranGemm<float>>(dlsym(handle, "sgemm_"));
   auto dgemm = reinterpret_cast<FortranGemm<double>>(dlsym(handle, "dgemm_"));
-  if (!sgemm || !dgemm || !computes_right(sgemm) || !computes_right(dgemm)) {
-    dlclose(handle);
+  auto set_local_threads = reinterpret_cast<SetLocalThreads>(dlsym(handle, "MKL_Set_Num_Threads_Local"));
+  if (!sgemm || !dgemm || !set_local_threads || !computes_right(sgemm, set_local_threads) ||
+      !computes_right(dgemm, set_local_threads))
     return false;
-  }
-  g_sgemm = sgemm;
-  g_dgemm = dgemm;
+  g_set_local_threads = set_local_threads;
+  g_dgemm.store(dgemm, std::memory_order_release);
+  g_sgemm.store(sgemm, std::memory_order_release);
   return true;
 }
 

@@ -30,9 +30,10 @@ int64_t first_invalid_offset(IdType t, const void* offsets, int64_t bags, int64_
 // Index of the first NaN or infinity, or -1.
 int64_t first_nonfinite(DType t, const void* data, int64_t n);
 void set_num_threads(int n);
-// The GEMMs of the CPU kernels in another BLAS that the process has loaded (a path to it; its sgemm_ and dgemm_,
-// checked on a small product), or, with nullptr, in the core's OpenBLAS again. False, OpenBLAS kept, where the
-// library is not loaded, lacks them or computes wrong. external_blas: whether another one runs them.
+// The GEMMs of the CPU kernels (not the matrix-vector products) in MKL brought by another library the process has
+// loaded (a path to it: its sgemm_, dgemm_ and MKL_Set_Num_Threads_Local, checked on small products), or, with
+// nullptr, in the core's OpenBLAS again. False, and OpenBLAS, where the library is not loaded, lacks them or
+// computes wrong. external_blas: whether another one runs them.
 bool set_blas(const char* library);
 bool external_blas();
 int get_num_threads();
