@@ -70,7 +70,8 @@ bool computes_right(FortranGemm<T> f, SetLocalThreads set_local_threads) {
       for (int64_t i = 0; i < m; ++i)
         for (int64_t j = 0; j < n; ++j) {
           T want = beta == T(0) ? T(0) : T(3);
-          for (int64_t l = 0; l < k; ++l) want += (ta ? a[l * ld + i] : a[i * ld + l]) * (tb ? b[j * ld + l] : b[l * ld + j]);
+          for (int64_t l = 0; l < k; ++l)
+            want += (ta ? a[l * ld + i] : a[i * ld + l]) * (tb ? b[j * ld + l] : b[l * ld + j]);
           if (!(c[i * ld + j] == want)) return false;  // (small integers: exact in any order)
         }
     }
