@@ -142,12 +142,18 @@ def test_the_cores_products_run_in_torchs_blas_where_the_dense_products_do():
             assert chosen == "torch"
 
 
+def _torch_mkl_library() -> str:
+    """The path of torch's library with MKL in it, which the core can take its products from; skips where none."""
+    library = _native.torch_blas_library()
+    if library is None or not torch.backends.mkl.is_available():
+        pytest.skip("torch's library here carries no MKL to hand to the core")
+    return library
+
+
 def test_a_library_not_loaded_or_without_mkl_is_refused_and_openblas_runs_the_products():
     """set_blas takes only a library the process has loaded (never loads one) that has MKL's functions; a refused
     one leaves the products in OpenBLAS, also where torch's ran them before."""
-    torch_lib = _native.torch_blas_library()
-    if torch_lib is None or not torch.backends.mkl.is_available():
-        pytest.skip("torch's library here carries no MKL to hand to the core")
+    torch_lib = _torch_mkl_library()
     def loaded() -> str:  # the files mapped into this process
         with open("/proc/self/maps") as maps:
             return maps.read()
@@ -173,8 +179,7 @@ def test_either_blas_computes_the_cores_products_alike(dtype):
     between the two BLAS), convolution and dense relevance, with the core's products in torch's BLAS and in
     OpenBLAS: the same relevance up to rounding (the kernels' float64 oracle tolerances, relative to the largest
     relevance)."""
-    if _native.torch_blas_library() is None or not torch.backends.mkl.is_available():
-        pytest.skip("torch's library here carries no BLAS to hand to the core")
+    _torch_mkl_library()
     g = torch.Generator().manual_seed(0)
     q, k, v, share = (torch.randn(1, 2, 512, 32, generator=g, dtype=torch.float64).to(dtype) for _ in range(4))
     ro = F.scaled_dot_product_attention(q, k, v) * share
